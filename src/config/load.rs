@@ -1,0 +1,370 @@
+//! Reading `pikaci.toml` into a [`Config`], with errors that point at file:line:col.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::ConfigError;
+use super::model::*;
+use super::raw::*;
+use super::units::parse_size;
+use crate::ids::Id;
+
+const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Validates `text` as the content of the configuration file at `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let cx = Cx { path, text };
+    let raw = cx.deserialize(text)?;
+    cx.validate(raw)
+}
+
+/// What every error needs to point into the file.
+struct Cx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn error(
+        &self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let offset = span.map_or(0, |s| s.start.min(self.text.len()));
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            col,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn deserialize(&self, text: &str) -> Result<RawConfig, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| self.error(e.span(), "", e.message().trim_end().to_string()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            self.error(inner.span(), key, inner.message().trim_end().to_string())
+        })
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let defaults = Defaults {
+            backend: raw.defaults.backend.unwrap_or(BackendKind::Microvm),
+            host: match &raw.defaults.host {
+                None => HostSpec::Local,
+                Some(host) => parse_host(host.get_ref())
+                    .map_err(|m| self.error(Some(host.span()), "defaults.host", m))?,
+            },
+            timeout: raw.defaults.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
+        };
+        let backends = self.backends(raw.backends)?;
+        let inputs = self.inputs(raw.inputs)?;
+        let jobs = self.jobs(raw.jobs, &defaults, &inputs)?;
+        let targets = self.targets(raw.targets, &jobs)?;
+        Ok(Config {
+            root: self
+                .path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            path: self.path.to_path_buf(),
+            defaults,
+            backends,
+            inputs,
+            jobs,
+            targets,
+        })
+    }
+
+    fn backends(&self, raw: RawBackends) -> Result<Backends, ConfigError> {
+        let mut backends = Backends::default();
+        if let Some(m) = raw.microvm {
+            let settings = &mut backends.microvm;
+            if let Some(h) = m.hypervisor {
+                settings.hypervisor = h;
+            }
+            if let Some(vcpu) = m.vcpu {
+                if *vcpu.get_ref() == 0 {
+                    return Err(self.error(
+                        Some(vcpu.span()),
+                        "backends.microvm.vcpu",
+                        "must be at least 1",
+                    ));
+                }
+                settings.vcpu = vcpu.into_inner();
+            }
+            if let Some(memory) = m.memory {
+                settings.memory_bytes = parse_size(memory.get_ref()).map_err(|msg| {
+                    self.error(Some(memory.span()), "backends.microvm.memory", msg)
+                })?;
+            }
+            settings.runner = m.runner;
+        }
+        if let Some(i) = raw.incus {
+            let settings = &mut backends.incus;
+            settings.project = i.project.unwrap_or(settings.project.clone());
+            settings.image = i.image.unwrap_or(settings.image.clone());
+            settings.instance_type = i.instance_type.unwrap_or(settings.instance_type);
+            settings.profiles = i.profiles.unwrap_or(settings.profiles.clone());
+        }
+        Ok(backends)
+    }
+
+    fn inputs(
+        &self,
+        raw: BTreeMap<Id, Spanned<String>>,
+    ) -> Result<BTreeMap<Id, String>, ConfigError> {
+        raw.into_iter()
+            .map(|(id, installable)| {
+                if installable.get_ref().trim().is_empty() {
+                    let key = format!("inputs.{id}");
+                    return Err(self.error(
+                        Some(installable.span()),
+                        key,
+                        "must be a Nix installable such as `.#toolchain`",
+                    ));
+                }
+                Ok((id, installable.into_inner()))
+            })
+            .collect()
+    }
+
+    fn jobs(
+        &self,
+        raw: BTreeMap<Id, RawJob>,
+        defaults: &Defaults,
+        inputs: &BTreeMap<Id, String>,
+    ) -> Result<BTreeMap<Id, Job>, ConfigError> {
+        let known: BTreeSet<&Id> = raw.keys().collect();
+        for (id, job) in &raw {
+            for input in &job.inputs {
+                if !inputs.contains_key(input.get_ref()) {
+                    let allowed = list(inputs.keys());
+                    return Err(self.error(
+                        Some(input.span()),
+                        format!("jobs.{id}.inputs"),
+                        format!(
+                            "unknown input `{}`; defined inputs: {allowed}",
+                            input.get_ref()
+                        ),
+                    ));
+                }
+            }
+            for need in &job.needs {
+                if !known.contains(need.get_ref()) {
+                    return Err(self.error(
+                        Some(need.span()),
+                        format!("jobs.{id}.needs"),
+                        format!(
+                            "unknown job `{}`; defined jobs: {}",
+                            need.get_ref(),
+                            list(known.iter().copied())
+                        ),
+                    ));
+                }
+            }
+        }
+        self.check_needs_acyclic(&raw)?;
+        Ok(raw
+            .into_iter()
+            .map(|(id, job)| {
+                let job = Job {
+                    id: id.clone(),
+                    command: job.command,
+                    backend: job.backend.unwrap_or(defaults.backend),
+                    inputs: job.inputs.into_iter().map(Spanned::into_inner).collect(),
+                    needs: job.needs.into_iter().map(Spanned::into_inner).collect(),
+                    timeout: job.timeout.map_or(defaults.timeout, |t| t.0),
+                    root: job.root,
+                    writable_workspace: job.writable_workspace,
+                    env: job.env,
+                };
+                (id, job)
+            })
+            .collect())
+    }
+
+    /// Depth-first search; the error names the whole cycle.
+    fn check_needs_acyclic(&self, raw: &BTreeMap<Id, RawJob>) -> Result<(), ConfigError> {
+        let by_id: BTreeMap<&Id, &RawJob> = raw.iter().collect();
+        let mut done: BTreeSet<&Id> = BTreeSet::new();
+        for start in by_id.keys() {
+            let mut stack: Vec<&Id> = Vec::new();
+            if let Some(cycle) = find_cycle(start, &by_id, &mut stack, &mut done) {
+                let first = cycle[0];
+                let span = by_id[first]
+                    .needs
+                    .iter()
+                    .find(|n| n.get_ref() == cycle[1])
+                    .map(Spanned::span);
+                let path: Vec<&str> = cycle.iter().map(|id| id.as_str()).collect();
+                return Err(self.error(
+                    span,
+                    format!("jobs.{first}.needs"),
+                    format!(
+                        "jobs depend on each other in a cycle: {}",
+                        path.join(" -> ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn targets(
+        &self,
+        raw: BTreeMap<Id, RawTarget>,
+        jobs: &BTreeMap<Id, Job>,
+    ) -> Result<BTreeMap<Id, Target>, ConfigError> {
+        let mut targets = BTreeMap::new();
+        for (id, target) in raw {
+            let key = format!("targets.{id}");
+            let jobs_span = Some(target.jobs.span());
+            if target.jobs.get_ref().is_empty() {
+                return Err(self.error(
+                    jobs_span,
+                    format!("{key}.jobs"),
+                    "a target needs at least one job",
+                ));
+            }
+            if jobs.contains_key(id.as_str()) {
+                return Err(self.error(
+                    jobs_span,
+                    key,
+                    format!(
+                        "`{id}` is both a job and a target; `pikaci run {id}` would be ambiguous"
+                    ),
+                ));
+            }
+            for job in target.jobs.get_ref() {
+                if !jobs.contains_key(job.get_ref()) {
+                    return Err(self.error(
+                        Some(job.span()),
+                        format!("{key}.jobs"),
+                        format!(
+                            "unknown job `{}`; defined jobs: {}",
+                            job.get_ref(),
+                            list(jobs.keys())
+                        ),
+                    ));
+                }
+            }
+            for pattern in &target.paths {
+                if let Err(e) = globset::Glob::new(pattern.get_ref()) {
+                    return Err(self.error(
+                        Some(pattern.span()),
+                        format!("{key}.paths"),
+                        format!("invalid glob: {e}"),
+                    ));
+                }
+            }
+            targets.insert(
+                id.clone(),
+                Target {
+                    id,
+                    description: target.description,
+                    paths: target.paths.into_iter().map(Spanned::into_inner).collect(),
+                    jobs: target
+                        .jobs
+                        .into_inner()
+                        .into_iter()
+                        .map(Spanned::into_inner)
+                        .collect(),
+                },
+            );
+        }
+        Ok(targets)
+    }
+}
+
+fn find_cycle<'a>(
+    id: &'a Id,
+    jobs: &BTreeMap<&'a Id, &'a RawJob>,
+    stack: &mut Vec<&'a Id>,
+    done: &mut BTreeSet<&'a Id>,
+) -> Option<Vec<&'a Id>> {
+    if let Some(pos) = stack.iter().position(|s| *s == id) {
+        let mut cycle = stack[pos..].to_vec();
+        cycle.push(id);
+        return Some(cycle);
+    }
+    if done.contains(id) {
+        return None;
+    }
+    stack.push(id);
+    for need in &jobs[id].needs {
+        if let Some(cycle) = find_cycle(need.get_ref(), jobs, stack, done) {
+            return Some(cycle);
+        }
+    }
+    stack.pop();
+    done.insert(id);
+    None
+}
+
+fn list<'a>(ids: impl IntoIterator<Item = &'a Id>) -> String {
+    let names: Vec<String> = ids.into_iter().map(|id| format!("`{id}`")).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// `local` or `ssh://[user@]host[:port]`.
+fn parse_host(text: &str) -> Result<HostSpec, String> {
+    if text == "local" {
+        return Ok(HostSpec::Local);
+    }
+    let bad = || format!("invalid host `{text}`: expected `local` or `ssh://[user@]host[:port]`");
+    let rest = text.strip_prefix("ssh://").ok_or_else(bad)?;
+    let (user, hostport) = match rest.split_once('@') {
+        Some((user, hostport)) if !user.is_empty() => (Some(user.to_string()), hostport),
+        Some(_) => return Err(bad()),
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            (host, Some(port.parse::<u16>().map_err(|_| bad())?))
+        }
+        _ => (hostport, None),
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'))
+        && !host.starts_with('-');
+    if !valid_host
+        || user
+            .as_deref()
+            .is_some_and(|u| u.starts_with('-') || u.contains(char::is_whitespace))
+    {
+        return Err(bad());
+    }
+    Ok(HostSpec::Ssh {
+        user,
+        host: host.to_string(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse_str(text: &str) -> Result<Config, ConfigError> {
+    parse(Path::new("/repo/pikaci.toml"), text)
+}
+
+fn error_of(text: &str) -> String {
+    parse_str(text)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+const GOOD: &str = r#"
+[defaults]
+backend = "host"
+host = "ssh://ci@builder:2222"
+timeout = "5m"
+
+[backends.microvm]
+hypervisor = "cloud-hypervisor"
+vcpu = 4
+memory = "4GiB"
+
+[backends.incus]
+project = "pikaci"
+image = "pikaci/dev"
+instance-type = "container"
+profiles = ["default", "ci"]
+
+[inputs]
+toolchain = ".#ci-toolchain"
+
+[jobs.build]
+command = "cargo build"
+inputs = ["toolchain"]
+
+[jobs.test]
+command = "cargo test"
+needs = ["build"]
+timeout = "90s"
+root = true
+writable-workspace = true
+env = { RUST_BACKTRACE = "1" }
+
+[targets.ci]
+description = "Everything"
+paths = ["src/**", "Cargo.*"]
+jobs = ["test"]
+"#;
+
+#[test]
+fn reads_a_full_config_into_types() {
+    let config = parse_str(GOOD).unwrap();
+    assert_eq!(config.root, Path::new("/repo"));
+    assert_eq!(config.defaults.backend, BackendKind::Host);
+    assert_eq!(
+        config.defaults.host,
+        HostSpec::Ssh {
+            user: Some("ci".into()),
+            host: "builder".into(),
+            port: Some(2222)
+        }
+    );
+    assert_eq!(config.backends.microvm.memory_bytes, 4 << 30);
+    assert_eq!(config.backends.incus.instance_type, InstanceType::Container);
+    let build = &config.jobs["build"];
+    assert_eq!(
+        build.timeout,
+        Duration::from_secs(300),
+        "inherits the default timeout"
+    );
+    assert_eq!(build.inputs, vec![Id::new("toolchain").unwrap()]);
+    let test = &config.jobs["test"];
+    assert_eq!(test.timeout, Duration::from_secs(90));
+    assert!(test.root && test.writable_workspace);
+    assert_eq!(test.env["RUST_BACKTRACE"], "1");
+    assert_eq!(config.targets["ci"].paths, vec!["src/**", "Cargo.*"]);
+}
+
+#[test]
+fn defaults_when_sections_are_missing() {
+    let config = parse_str("[jobs.a]\ncommand = \"true\"\n").unwrap();
+    assert_eq!(config.defaults.backend, BackendKind::Microvm);
+    assert_eq!(config.defaults.host, HostSpec::Local);
+    assert_eq!(config.jobs["a"].timeout, Duration::from_secs(1200));
+}
+
+#[test]
+fn unknown_key_names_key_path_and_position() {
+    insta::assert_snapshot!(error_of("[jobs.clippy]\ncomand = \"x\"\n"), @"/repo/pikaci.toml:2:1: jobs.clippy.comand: unknown field `comand`, expected one of `command`, `backend`, `inputs`, `needs`, `timeout`, `root`, `writable-workspace`, `env`");
+}
+
+#[test]
+fn unknown_top_level_section() {
+    insta::assert_snapshot!(error_of("[job.x]\ncommand = \"x\"\n"), @"/repo/pikaci.toml:1:2: job: unknown field `job`, expected one of `defaults`, `backends`, `inputs`, `jobs`, `targets`");
+}
+
+#[test]
+fn invalid_job_id() {
+    insta::assert_snapshot!(error_of("[jobs.\"a/b\"]\ncommand = \"x\"\n"), @"/repo/pikaci.toml:1:7: jobs.a/b: invalid id `a/b`: ids start with a letter or digit and contain only letters, digits, `.`, `_` and `-`");
+}
+
+#[test]
+fn invalid_ids_with_dots_dashes_and_spaces() {
+    for id in ["\"..\"", "\"-rf\"", "\"a b\""] {
+        let err = error_of(&format!("[jobs.{id}]\ncommand = \"x\"\n"));
+        assert!(err.contains("invalid id"), "{id}: {err}");
+    }
+}
+
+#[test]
+fn unknown_job_in_target() {
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"x\"\n[targets.t]\njobs = [\"a\", \"b\"]\n"), @"/repo/pikaci.toml:4:14: targets.t.jobs: unknown job `b`; defined jobs: `a`");
+}
+
+#[test]
+fn unknown_input_in_job() {
+    insta::assert_snapshot!(error_of("[inputs]\ntc = \".#tc\"\n[jobs.a]\ncommand = \"x\"\ninputs = [\"rust\"]\n"), @"/repo/pikaci.toml:5:11: jobs.a.inputs: unknown input `rust`; defined inputs: `tc`");
+}
+
+#[test]
+fn unknown_need() {
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"x\"\nneeds = [\"nope\"]\n"), @"/repo/pikaci.toml:3:10: jobs.a.needs: unknown job `nope`; defined jobs: `a`");
+}
+
+#[test]
+fn cycle_in_needs() {
+    let text = "[jobs.a]\ncommand = \"x\"\nneeds = [\"b\"]\n[jobs.b]\ncommand = \"x\"\nneeds = [\"c\"]\n[jobs.c]\ncommand = \"x\"\nneeds = [\"a\"]\n";
+    insta::assert_snapshot!(error_of(text), @"/repo/pikaci.toml:3:10: jobs.a.needs: jobs depend on each other in a cycle: a -> b -> c -> a");
+}
+
+#[test]
+fn self_need_is_a_cycle() {
+    let err = error_of("[jobs.a]\ncommand = \"x\"\nneeds = [\"a\"]\n");
+    assert!(err.contains("cycle: a -> a"), "{err}");
+}
+
+#[test]
+fn bad_duration() {
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"x\"\ntimeout = \"10 parsecs\"\n"), @r#"/repo/pikaci.toml:3:11: jobs.a.timeout: invalid duration `10 parsecs`: unknown time unit "parsecs", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations); write it like `90s`, `10m` or `1h 30m`"#);
+}
+
+#[test]
+fn zero_duration() {
+    insta::assert_snapshot!(error_of("[defaults]\ntimeout = \"0s\"\n"), @"/repo/pikaci.toml:2:11: defaults.timeout: invalid duration `0s`: must be greater than zero");
+}
+
+#[test]
+fn bad_backend_name() {
+    insta::assert_snapshot!(error_of("[defaults]\nbackend = \"docker\"\n"), @"/repo/pikaci.toml:2:11: defaults.backend: unknown variant `docker`, expected one of `host`, `microvm`, `incus`");
+}
+
+#[test]
+fn bad_host() {
+    insta::assert_snapshot!(error_of("[defaults]\nhost = \"builder:22\"\n"), @"/repo/pikaci.toml:2:8: defaults.host: invalid host `builder:22`: expected `local` or `ssh://[user@]host[:port]`");
+}
+
+#[test]
+fn bad_memory() {
+    insta::assert_snapshot!(error_of("[backends.microvm]\nmemory = \"4GB\"\n"), @"/repo/pikaci.toml:2:10: backends.microvm.memory: invalid size unit `GB` in `4GB`: allowed units are B, KiB, MiB, GiB, TiB");
+}
+
+#[test]
+fn bad_glob() {
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"x\"\n[targets.t]\njobs = [\"a\"]\npaths = [\"src/[\"]\n"), @"/repo/pikaci.toml:5:10: targets.t.paths: invalid glob: error parsing glob 'src/[': unclosed character class; missing ']'");
+}
+
+#[test]
+fn empty_target() {
+    insta::assert_snapshot!(error_of("[targets.t]\njobs = []\n"), @"/repo/pikaci.toml:2:8: targets.t.jobs: a target needs at least one job");
+}
+
+#[test]
+fn job_and_target_share_a_name() {
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"x\"\n[targets.a]\njobs = [\"a\"]\n"), @"/repo/pikaci.toml:4:8: targets.a: `a` is both a job and a target; `pikaci run a` would be ambiguous");
+}
+
+#[test]
+fn missing_command() {
+    insta::assert_snapshot!(error_of("[jobs.a]\ntimeout = \"1m\"\n"), @"/repo/pikaci.toml:1:1: jobs.a: missing field `command`");
+}
+
+#[test]
+fn toml_syntax_error() {
+    insta::assert_snapshot!(error_of("[jobs.a\ncommand = \"x\"\n"), @"/repo/pikaci.toml:1:8: unclosed table, expected `]`");
+}
+
+#[test]
+fn wrong_type() {
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"x\"\nroot = \"yes\"\n"), @r#"/repo/pikaci.toml:3:8: jobs.a.root: invalid type: string "yes", expected a boolean"#);
+}
+
+#[test]
+fn hosts_parse() {
+    assert_eq!(parse_host("local"), Ok(HostSpec::Local));
+    assert_eq!(
+        parse_host("ssh://h"),
+        Ok(HostSpec::Ssh {
+            user: None,
+            host: "h".into(),
+            port: None
+        })
+    );
+    assert_eq!(
+        parse_host("ssh://u@127.0.0.1:22"),
+        Ok(HostSpec::Ssh {
+            user: Some("u".into()),
+            host: "127.0.0.1".into(),
+            port: Some(22)
+        })
+    );
+    for bad in [
+        "ssh://",
+        "ssh://-oProxyCommand=x",
+        "ssh://@h",
+        "ssh://h:port",
+        "http://h",
+        "ssh://a b",
+    ] {
+        assert!(parse_host(bad).is_err(), "{bad}");
+    }
+}

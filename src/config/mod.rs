@@ -1,0 +1,13 @@
+//! `pikaci.toml`: found, parsed and validated once into the types of [`model`].
+
+mod error;
+mod find;
+mod load;
+mod model;
+mod raw;
+mod units;
+
+pub use error::ConfigError;
+pub use find::{CONFIG_FILE, find_config};
+pub use load::{load, parse};
+pub use model::*;

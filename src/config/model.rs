@@ -1,0 +1,155 @@
+//! The validated configuration. Everything downstream reads these types, never TOML.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Id;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The `pikaci.toml` that was read.
+    pub path: PathBuf,
+    /// Its directory: the workspace that is snapshotted.
+    pub root: PathBuf,
+    pub defaults: Defaults,
+    pub backends: Backends,
+    /// Input name → Nix installable, built once per run.
+    pub inputs: BTreeMap<Id, String>,
+    pub jobs: BTreeMap<Id, Job>,
+    pub targets: BTreeMap<Id, Target>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Defaults {
+    pub backend: BackendKind,
+    pub host: HostSpec,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Host,
+    Microvm,
+    Incus,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Host => "host",
+            BackendKind::Microvm => "microvm",
+            BackendKind::Incus => "incus",
+        })
+    }
+}
+
+/// Where guests run: this machine, or a Linux host reached over SSH.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HostSpec {
+    Local,
+    Ssh {
+        user: Option<String>,
+        host: String,
+        port: Option<u16>,
+    },
+}
+
+impl fmt::Display for HostSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostSpec::Local => f.write_str("local"),
+            HostSpec::Ssh { user, host, port } => {
+                f.write_str("ssh://")?;
+                if let Some(user) = user {
+                    write!(f, "{user}@")?;
+                }
+                f.write_str(host)?;
+                if let Some(port) = port {
+                    write!(f, ":{port}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Backends {
+    pub microvm: MicrovmSettings,
+    pub incus: IncusSettings,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MicrovmSettings {
+    pub hypervisor: String,
+    pub vcpu: u32,
+    pub memory_bytes: u64,
+    /// A prebuilt runner installable that replaces the generated guest flake.
+    pub runner: Option<String>,
+}
+
+impl Default for MicrovmSettings {
+    fn default() -> Self {
+        MicrovmSettings {
+            hypervisor: "qemu".into(),
+            vcpu: 2,
+            memory_bytes: 2 << 30,
+            runner: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceType {
+    Vm,
+    Container,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncusSettings {
+    pub project: String,
+    pub image: String,
+    pub instance_type: InstanceType,
+    pub profiles: Vec<String>,
+}
+
+impl Default for IncusSettings {
+    fn default() -> Self {
+        IncusSettings {
+            project: "default".into(),
+            image: "pikaci/dev".into(),
+            instance_type: InstanceType::Vm,
+            profiles: vec!["default".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: Id,
+    pub command: String,
+    pub backend: BackendKind,
+    pub inputs: Vec<Id>,
+    pub needs: Vec<Id>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub root: bool,
+    pub writable_workspace: bool,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub id: Id,
+    pub description: Option<String>,
+    /// Globs: the target runs only when a matching file changed. Empty = always.
+    pub paths: Vec<String>,
+    pub jobs: Vec<Id>,
+}

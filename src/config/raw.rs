@@ -1,0 +1,84 @@
+//! The file as written: serde types that keep spans for error messages.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+use super::model::{BackendKind, InstanceType};
+use super::units::DurationText;
+use crate::ids::Id;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    #[serde(default)]
+    pub backends: RawBackends,
+    #[serde(default)]
+    pub inputs: BTreeMap<Id, Spanned<String>>,
+    #[serde(default)]
+    pub jobs: BTreeMap<Id, RawJob>,
+    #[serde(default)]
+    pub targets: BTreeMap<Id, RawTarget>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub backend: Option<BackendKind>,
+    pub host: Option<Spanned<String>>,
+    pub timeout: Option<DurationText>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackends {
+    pub microvm: Option<RawMicrovm>,
+    pub incus: Option<RawIncus>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMicrovm {
+    pub hypervisor: Option<String>,
+    pub vcpu: Option<Spanned<u32>>,
+    pub memory: Option<Spanned<String>>,
+    pub runner: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawIncus {
+    pub project: Option<String>,
+    pub image: Option<String>,
+    pub instance_type: Option<InstanceType>,
+    pub profiles: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawJob {
+    pub command: String,
+    pub backend: Option<BackendKind>,
+    #[serde(default)]
+    pub inputs: Vec<Spanned<Id>>,
+    #[serde(default)]
+    pub needs: Vec<Spanned<Id>>,
+    pub timeout: Option<DurationText>,
+    #[serde(default)]
+    pub root: bool,
+    #[serde(default)]
+    pub writable_workspace: bool,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub paths: Vec<Spanned<String>>,
+    pub jobs: Spanned<Vec<Spanned<Id>>>,
+}

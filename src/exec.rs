@@ -1,0 +1,238 @@
+//! Running a command in its own process group with a deadline.
+//!
+//! The whole group is the unit of cleanup: at the deadline or on cancellation it gets
+//! SIGTERM, a grace period, then SIGKILL; and whatever is left of it when the leader
+//! exits (background children) is killed too, so no job process outlives its job.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
+
+use crate::cancel::Cancel;
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Exited(ExitStatus),
+    TimedOut,
+    Cancelled,
+}
+
+enum Wake {
+    Exited(io::Result<ExitStatus>),
+    Cancelled,
+}
+
+/// A spawned process group leader. Dropping it kills the group.
+pub struct GroupChild {
+    pgid: Pid,
+    wakes: Receiver<Wake>,
+    status: Option<ExitStatus>,
+}
+
+impl GroupChild {
+    /// Spawns `command` as the leader of a new process group, watched by a thread so that
+    /// waiting needs no polling.
+    pub fn spawn(command: &mut Command, cancel: &Cancel) -> io::Result<GroupChild> {
+        let mut child: Child = command.process_group(0).spawn()?;
+        let pgid = Pid::from_raw(child.id() as i32)
+            .ok_or_else(|| io::Error::other("spawned process has pid 0"))?;
+        let (tx, wakes) = mpsc::channel();
+        let exit_tx = tx.clone();
+        std::thread::Builder::new()
+            .name("pikaci-wait".into())
+            .spawn(move || {
+                let _ = exit_tx.send(Wake::Exited(child.wait()));
+            })?;
+        cancel.on_cancel(move || {
+            let _ = tx.send(Wake::Cancelled);
+        });
+        Ok(GroupChild {
+            pgid,
+            wakes,
+            status: None,
+        })
+    }
+
+    pub fn pgid(&self) -> i32 {
+        self.pgid.as_raw_nonzero().get()
+    }
+
+    /// Waits until the leader exits, `deadline` passes, or the run is cancelled.
+    pub fn wait(&mut self, deadline: Instant, cancel: &Cancel) -> io::Result<Ended> {
+        if let Some(status) = self.status {
+            return Ok(Ended::Exited(status));
+        }
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(Ended::Cancelled);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wakes.recv_timeout(left) {
+                Ok(Wake::Exited(status)) => {
+                    let status = status?;
+                    self.status = Some(status);
+                    self.kill_group(Signal::KILL);
+                    return Ok(Ended::Exited(status));
+                }
+                Ok(Wake::Cancelled) => continue,
+                Err(RecvTimeoutError::Timeout) => return Ok(Ended::TimedOut),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(io::Error::other(
+                        "lost the thread waiting for the job process",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL.
+    /// Returns the leader's exit status once it has been reaped.
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.kill_group(Signal::TERM);
+            let deadline = Instant::now() + grace;
+            self.await_exit(deadline);
+        }
+        self.kill_group(Signal::KILL);
+        if self.status.is_none() {
+            // SIGKILL cannot be ignored; the leader is gone within moments.
+            self.await_exit(Instant::now() + Duration::from_secs(10));
+        }
+        self.status
+    }
+
+    fn await_exit(&mut self, deadline: Instant) {
+        while self.status.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wakes.recv_timeout(left) {
+                Ok(Wake::Exited(status)) => self.status = status.ok(),
+                Ok(Wake::Cancelled) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn kill_group(&self, signal: Signal) {
+        // ESRCH means the group is already empty, which is what we want.
+        let _ = kill_process_group(self.pgid, signal);
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        self.kill_group(Signal::KILL);
+    }
+}
+
+/// Pids of the processes of group `pgid` that are still running. Zombies do not count:
+/// they are dead and only wait for their parent (often init) to reap them.
+pub fn live_group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // Fields after the parenthesised command name: state ppid pgrp ...
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+            group == Some(pgid) && state != Some("Z") && state != Some("X")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bash(script: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.args(["--noprofile", "--norc", "-c", script]);
+        c
+    }
+
+    /// SIGKILL delivery is asynchronous; give the kernel a moment before judging.
+    fn assert_group_gone(pgid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !live_group_members(pgid).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            live_group_members(pgid),
+            Vec::<i32>::new(),
+            "group {pgid} still runs"
+        );
+    }
+
+    #[test]
+    fn exit_status_is_reported() {
+        let cancel = Cancel::new();
+        let mut child = GroupChild::spawn(&mut bash("exit 3"), &cancel).unwrap();
+        let ended = child
+            .wait(Instant::now() + Duration::from_secs(10), &cancel)
+            .unwrap();
+        let Ended::Exited(status) = ended else {
+            panic!("{ended:?}")
+        };
+        assert_eq!(status.code(), Some(3));
+    }
+
+    #[test]
+    fn deadline_then_terminate_kills_whole_group() {
+        let cancel = Cancel::new();
+        let mut child = GroupChild::spawn(&mut bash("sleep 100 & sleep 100"), &cancel).unwrap();
+        let pgid = child.pgid();
+        let ended = child
+            .wait(Instant::now() + Duration::from_millis(200), &cancel)
+            .unwrap();
+        assert_eq!(ended, Ended::TimedOut);
+        let status = child
+            .terminate(Duration::from_secs(2))
+            .expect("leader reaped");
+        assert!(status.code().is_none(), "killed by a signal");
+        assert_group_gone(pgid);
+    }
+
+    #[test]
+    fn background_children_die_when_leader_exits() {
+        let cancel = Cancel::new();
+        let mut child = GroupChild::spawn(&mut bash("sleep 100 & exit 0"), &cancel).unwrap();
+        let pgid = child.pgid();
+        child
+            .wait(Instant::now() + Duration::from_secs(10), &cancel)
+            .unwrap();
+        assert_group_gone(pgid);
+    }
+
+    #[test]
+    fn cancel_wakes_a_waiting_job() {
+        let cancel = Cancel::new();
+        let mut child = GroupChild::spawn(&mut bash("sleep 100"), &cancel).unwrap();
+        let trigger = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            trigger.cancel();
+        });
+        let started = Instant::now();
+        let ended = child
+            .wait(Instant::now() + Duration::from_secs(60), &cancel)
+            .unwrap();
+        assert_eq!(ended, Ended::Cancelled);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        child.terminate(Duration::from_secs(1));
+    }
+}
