@@ -1,8 +1,13 @@
 //! pikaci: runs CI jobs in throwaway Linux guests built with Nix.
 
+pub mod argv;
+pub mod backend;
 pub mod cancel;
 pub mod config;
 pub mod exec;
 pub mod fsutil;
 pub mod ids;
+pub mod nix;
+pub mod plan;
 pub mod protocol;
+pub mod state;

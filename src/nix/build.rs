@@ -1,0 +1,159 @@
+//! `nix build --json -o LINK INSTALLABLE`: works from Nix 2.8 to current Nix, and the
+//! out-link is the GC root for as long as the run keeps it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use super::StorePath;
+use crate::argv::Argv;
+use crate::cancel::Cancel;
+use crate::exec::{Ended, GroupChild, KILL_GRACE};
+use crate::fsutil::tail;
+
+pub struct NixBuild<'a> {
+    pub installable: &'a str,
+    /// The out-link (GC root). With several outputs Nix adds `-<output>` suffixes.
+    pub out_link: &'a Path,
+    /// Where relative installables such as `.#x` resolve.
+    pub cwd: &'a Path,
+}
+
+/// One element of `nix build --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct BuildResult {
+    #[serde(rename = "drvPath")]
+    pub drv_path: PathBuf,
+    pub outputs: BTreeMap<String, StorePath>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    #[error("cannot start `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{command}` failed ({status}); last lines of its log {}:\n{stderr_tail}", log.display())]
+    Failed {
+        command: String,
+        status: String,
+        log: PathBuf,
+        stderr_tail: String,
+    },
+    #[error("`{command}` did not finish within its deadline")]
+    TimedOut { command: String },
+    #[error("`{command}` was cancelled")]
+    Cancelled { command: String },
+    #[error("`{command}` printed JSON pikaci cannot read: {detail}")]
+    BadOutput { command: String, detail: String },
+}
+
+impl NixBuild<'_> {
+    pub fn argv(&self) -> Argv {
+        Argv::new("nix")
+            .args(["build", "--json", "-o"])
+            .arg(self.out_link)
+            .arg(self.installable)
+            .cwd(self.cwd)
+    }
+
+    /// Builds, with stderr (the build log) going to `log`; the results come from the
+    /// JSON on stdout, never from free text.
+    pub fn run(
+        &self,
+        log: &Path,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Vec<BuildResult>, NixError> {
+        let argv = self.argv();
+        let command = argv.to_string();
+        let spawn_err = |source| NixError::Spawn {
+            command: command.clone(),
+            source,
+        };
+        let mut stdout = tempfile::tempfile().map_err(spawn_err)?;
+        let stderr = File::create(log).map_err(spawn_err)?;
+        let mut cmd = argv.command();
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(stdout.try_clone().map_err(spawn_err)?)
+            .stderr(stderr);
+        let mut child = GroupChild::spawn(&mut cmd, cancel).map_err(spawn_err)?;
+        let status = match child.wait(deadline, cancel).map_err(spawn_err)? {
+            Ended::Exited(status) => status,
+            Ended::TimedOut => {
+                child.terminate(KILL_GRACE);
+                return Err(NixError::TimedOut { command });
+            }
+            Ended::Cancelled => {
+                child.terminate(if cancel.is_urgent() {
+                    Default::default()
+                } else {
+                    KILL_GRACE
+                });
+                return Err(NixError::Cancelled { command });
+            }
+        };
+        if !status.success() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(NixError::Failed {
+                command,
+                status: status.to_string(),
+                log: log.to_path_buf(),
+                stderr_tail: tail(&text, 25),
+            });
+        }
+        let mut json = String::new();
+        stdout
+            .rewind()
+            .and_then(|_| stdout.read_to_string(&mut json))
+            .map_err(spawn_err)?;
+        parse_build_json(&json).map_err(|detail| NixError::BadOutput { command, detail })
+    }
+}
+
+pub fn parse_build_json(json: &str) -> Result<Vec<BuildResult>, String> {
+    let results: Vec<BuildResult> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    if results.is_empty() || results.iter().any(|r| r.outputs.is_empty()) {
+        return Err("no outputs in the build result".into());
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_shape() {
+        let build = NixBuild {
+            installable: ".#ci-toolchain",
+            out_link: Path::new("/state/runs/R/gcroots/input-toolchain"),
+            cwd: Path::new("/state/cache/snapshots/abc"),
+        };
+        insta::assert_snapshot!(build.argv().to_string(), @"cd /state/cache/snapshots/abc && nix build --json -o /state/runs/R/gcroots/input-toolchain '.#ci-toolchain'");
+    }
+
+    #[test]
+    fn parses_build_json_and_checks_store_paths() {
+        let ok = r#"[{"drvPath":"/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-t.drv","outputs":{"out":"/nix/store/1c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-t"}}]"#;
+        let results = parse_build_json(ok).unwrap();
+        assert_eq!(
+            results[0].outputs["out"].to_string(),
+            "/nix/store/1c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-t"
+        );
+        let escaped = r#"[{"drvPath":"/x.drv","outputs":{"out":"/etc"}}]"#;
+        assert!(
+            parse_build_json(escaped)
+                .unwrap_err()
+                .contains("not a Nix store path")
+        );
+        assert!(parse_build_json("[]").is_err());
+        assert!(parse_build_json("building...").is_err());
+    }
+}

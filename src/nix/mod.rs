@@ -1,0 +1,7 @@
+//! Everything pikaci asks of the `nix` CLI goes through here.
+
+mod build;
+mod store_path;
+
+pub use build::{BuildResult, NixBuild, NixError};
+pub use store_path::StorePath;

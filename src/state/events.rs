@@ -1,0 +1,86 @@
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::records::{JobStatus, RECORD_SCHEMA, RunStatus, SnapshotRef};
+use crate::config::BackendKind;
+
+/// One line of `events.jsonl` (and of `--output jsonl`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub schema_version: u32,
+    pub time: String,
+    pub run_id: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    RunStarted {
+        jobs: Vec<String>,
+        snapshot: Option<SnapshotRef>,
+    },
+    PrepareStarted {
+        input: String,
+        installable: String,
+    },
+    PrepareFinished {
+        input: String,
+        ok: bool,
+        duration_ms: u64,
+        message: Option<String>,
+    },
+    JobStarted {
+        job: String,
+        backend: BackendKind,
+    },
+    JobFinished {
+        job: String,
+        status: JobStatus,
+        exit_code: Option<i32>,
+        duration_ms: Option<u64>,
+        message: Option<String>,
+    },
+    RunFinished {
+        status: RunStatus,
+        duration_ms: u64,
+    },
+}
+
+impl Event {
+    pub fn new(run_id: &str, kind: EventKind) -> Event {
+        Event {
+            schema_version: RECORD_SCHEMA,
+            time: crate::fsutil::now_rfc3339(),
+            run_id: run_id.to_string(),
+            kind,
+        }
+    }
+}
+
+/// Appends events, one JSON object per line, each written with a single `write` so
+/// concurrent job threads never interleave within a line.
+pub struct EventLog {
+    file: Mutex<File>,
+}
+
+impl EventLog {
+    pub fn create(path: &Path) -> io::Result<EventLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(EventLog {
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn append(&self, event: &Event) -> io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&line)
+    }
+}

@@ -1,0 +1,17 @@
+//! The state directory: `runs/<run-id>/{run.json, plan.json, events.jsonl, jobs/…}` and
+//! `cache/`. Every JSON write is atomic; a lock file held by the running process tells
+//! a live run from an abandoned one.
+
+mod events;
+mod gc;
+mod layout;
+mod listing;
+mod lock;
+mod records;
+
+pub use events::{Event, EventKind, EventLog};
+pub use gc::{GcReport, gc};
+pub use layout::{RunDir, StateDir, new_run_id};
+pub use listing::{RunEntry, list_runs, resolve_run};
+pub use lock::RunLock;
+pub use records::*;

@@ -1,0 +1,186 @@
+//! The on-disk records: `run.json` and `jobs/<job>/status.json`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::BackendKind;
+
+/// Version of `run.json`, `status.json` and `events.jsonl` lines. Readers accept every
+/// version up to this one; fields added later carry serde defaults.
+pub const RECORD_SCHEMA: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Passed,
+    Failed,
+    Cancelled,
+    Error,
+    /// Never written: shown for a `running` record whose process is gone.
+    Abandoned,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Passed,
+    Failed,
+    TimedOut,
+    Skipped,
+    Cancelled,
+    Error,
+}
+
+impl JobStatus {
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Failed | JobStatus::TimedOut | JobStatus::Error | JobStatus::Cancelled
+        )
+    }
+}
+
+macro_rules! display_as_serde {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let value = serde_json::to_value(self).map_err(|_| fmt::Error)?;
+                f.write_str(value.as_str().unwrap_or("?"))
+            }
+        }
+    )*};
+}
+display_as_serde!(RunStatus, JobStatus);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    pub nar_hash: String,
+    pub dir: PathBuf,
+    pub files: u64,
+    pub reused: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    pub pid: u32,
+    pub workspace: PathBuf,
+    pub config: PathBuf,
+    /// What was asked for on the command line (targets or jobs); empty = everything.
+    #[serde(default)]
+    pub selection: Vec<String>,
+    #[serde(default)]
+    pub snapshot: Option<SnapshotRef>,
+    /// What path filters compared against, in words.
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub rerun_of: Option<String>,
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobStatus>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub schema_version: u32,
+    pub job: String,
+    #[serde(default)]
+    pub targets: Vec<String>,
+    pub backend: BackendKind,
+    pub status: JobStatus,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Milliseconds spent per phase (workspace, launch, run, collect, cleanup).
+    #[serde(default)]
+    pub phases: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid record", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{} has schema_version {found}; this pikaci reads up to {RECORD_SCHEMA} (upgrade pikaci)", path.display())]
+    TooNew { path: PathBuf, found: u32 },
+}
+
+/// Reads a record, refusing versions newer than this build understands.
+pub fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RecordError> {
+    let bytes = std::fs::read(path).map_err(|source| RecordError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    #[derive(Deserialize)]
+    struct Version {
+        schema_version: u32,
+    }
+    let parse = |source| RecordError::Parse {
+        path: path.to_path_buf(),
+        source,
+    };
+    let version: Version = serde_json::from_slice(&bytes).map_err(parse)?;
+    if version.schema_version > RECORD_SCHEMA {
+        return Err(RecordError::TooNew {
+            path: path.to_path_buf(),
+            found: version.schema_version,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(parse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_schema_is_refused_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        std::fs::write(&path, r#"{"schema_version": 9}"#).unwrap();
+        let err = read_record::<RunRecord>(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("schema_version 9") && err.contains("upgrade"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn status_displays_like_its_json() {
+        assert_eq!(JobStatus::TimedOut.to_string(), "timed_out");
+        assert_eq!(RunStatus::Abandoned.to_string(), "abandoned");
+    }
+}
