@@ -3,11 +3,17 @@
 pub mod argv;
 pub mod backend;
 pub mod cancel;
+pub mod changes;
+pub mod cli;
 pub mod config;
+pub mod error;
 pub mod exec;
 pub mod fsutil;
 pub mod ids;
 pub mod nix;
 pub mod plan;
 pub mod protocol;
+pub mod report;
+pub mod run;
+pub mod snapshot;
 pub mod state;

@@ -1,1 +1,8 @@
+//! Integration tests: the real `pikaci` binary in temporary git repositories.
 
+mod harness;
+
+mod config_errors;
+mod filters;
+mod records;
+mod running;

@@ -1,0 +1,107 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::OutputMode;
+
+/// Runs CI jobs in throwaway Linux guests built with Nix.
+#[derive(Debug, Parser)]
+#[command(name = "pikaci", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The configuration file (default: pikaci.toml here or in a parent directory).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where runs and caches live (default: .pikaci/ beside pikaci.toml).
+    #[arg(long, global = true, env = "PIKACI_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run targets or jobs (default: every target).
+    Run(RunArgs),
+    /// Run a recorded run's jobs again on its recorded snapshot.
+    Rerun(RerunArgs),
+    /// List targets and jobs.
+    Targets,
+    /// List runs, oldest first.
+    Runs(RunsArgs),
+    /// Show one run and its jobs.
+    Status(StatusArgs),
+    /// Print job logs.
+    Logs(LogsArgs),
+    /// Remove old runs and the snapshots only they used.
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Execution {
+    /// How many jobs and builds run at once (default: the number of cores).
+    #[arg(long = "jobs", short = 'j', value_name = "N")]
+    pub parallel: Option<usize>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputMode,
+    /// Plain lines even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Targets or jobs to run.
+    pub names: Vec<String>,
+    /// Compare path filters against this revision (default: merge-base with upstream).
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    #[command(flatten)]
+    pub execution: Execution,
+}
+
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    /// A run id or `latest`.
+    pub run: String,
+    /// Only the jobs that did not pass.
+    #[arg(long)]
+    pub failed: bool,
+    #[command(flatten)]
+    pub execution: Execution,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A run id or `latest`.
+    pub run: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// A run id or `latest`.
+    pub run: String,
+    /// Only this job's log.
+    #[arg(long)]
+    pub job: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// How many finished runs to keep, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub keep: usize,
+}

@@ -1,0 +1,42 @@
+//! What every command needs, resolved in one place: the config and the state dir.
+
+use super::args::Global;
+use crate::config::{self, Config};
+use crate::error::Error;
+use crate::state::StateDir;
+
+pub fn load_config(global: &Global) -> Result<Config, Error> {
+    let path = match &global.config {
+        Some(path) => path.clone(),
+        None => {
+            let cwd = std::env::current_dir()
+                .map_err(|e| Error::infra("reading the current directory", e))?;
+            config::find_config(&cwd)?
+        }
+    };
+    let path = std::path::absolute(&path).unwrap_or(path);
+    Ok(config::load(&path)?)
+}
+
+/// `--state-dir`, else `$PIKACI_STATE_DIR` (clap reads both), else `.pikaci/` at the root.
+pub fn state_dir(global: &Global, config: &Config) -> StateDir {
+    StateDir::new(
+        global
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| config.root.join(".pikaci")),
+    )
+}
+
+/// For commands that only read state: the state dir without requiring a valid config
+/// when `--state-dir` or `$PIKACI_STATE_DIR` names it.
+pub fn state_only(global: &Global) -> Result<StateDir, Error> {
+    match &global.state_dir {
+        Some(dir) => Ok(StateDir::new(dir.clone())),
+        None => load_config(global).map(|c| state_dir(global, &c)),
+    }
+}
+
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

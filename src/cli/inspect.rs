@@ -1,0 +1,208 @@
+//! Read-only commands: targets, runs, status, logs.
+
+use std::io::Write;
+
+use super::args::{Global, LogsArgs, RunsArgs, StatusArgs};
+use super::context::{load_config, state_only};
+use crate::error::Error;
+use crate::ids::Id;
+use crate::report::short_duration;
+use crate::state::{JobRecord, RunEntry, list_runs, read_record, resolve_run};
+
+pub fn targets(global: &Global) -> Result<u8, Error> {
+    let config = load_config(global)?;
+    let mut out = String::new();
+    for target in config.targets.values() {
+        let jobs: Vec<&str> = target.jobs.iter().map(Id::as_str).collect();
+        out.push_str(&format!("{}\t{}", target.id, jobs.join(", ")));
+        if let Some(description) = &target.description {
+            out.push_str(&format!("\t{description}"));
+        }
+        if !target.paths.is_empty() {
+            out.push_str(&format!("\t(when {} change)", target.paths.join(", ")));
+        }
+        out.push('\n');
+    }
+    out.push_str("\njobs:\n");
+    for job in config.jobs.values() {
+        out.push_str(&format!(
+            "{}\t[{}]\t{}\n",
+            job.id,
+            job.backend,
+            job.command.lines().next().unwrap_or("")
+        ));
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+pub fn runs(global: &Global, args: RunsArgs) -> Result<u8, Error> {
+    let state = state_only(global)?;
+    let runs = list_runs(&state).map_err(|e| Error::infra("listing runs", e))?;
+    if args.json {
+        let items: Vec<serde_json::Value> = runs.iter().map(entry_json).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&items).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    for run in &runs {
+        println!("{}", entry_line(run));
+    }
+    Ok(0)
+}
+
+fn entry_json(run: &RunEntry) -> serde_json::Value {
+    match &run.record {
+        Ok(record) => serde_json::json!({"id": run.id, "status": run.status(), "record": record}),
+        Err(e) => {
+            serde_json::json!({"id": run.id, "status": null, "error": crate::error::chain(e)})
+        }
+    }
+}
+
+fn entry_line(run: &RunEntry) -> String {
+    let record = match &run.record {
+        Ok(record) => record,
+        Err(e) => {
+            return format!(
+                "{}  {:<10} {}",
+                run.id,
+                "unreadable",
+                crate::error::chain(e)
+            );
+        }
+    };
+    let status = run
+        .status()
+        .map_or("unknown".to_string(), |s| s.to_string());
+    let took = record.duration_ms.map_or("-".into(), short_duration);
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for job_status in record.jobs.values() {
+        *counts.entry(job_status.to_string()).or_default() += 1;
+    }
+    let jobs: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!(
+        "{}  {status:<10} {}  {took:>7}  {}",
+        run.id,
+        record.started_at,
+        jobs.join(", ")
+    )
+}
+
+pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
+    let state = state_only(global)?;
+    let id = resolve_run(&state, &args.run).map_err(Error::Usage)?;
+    let entry = list_runs(&state)
+        .map_err(|e| Error::infra("listing runs", e))?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| Error::Usage(format!("run {id} disappeared")))?;
+    let record = entry
+        .record
+        .as_ref()
+        .map_err(|e| Error::Usage(crate::error::chain(e)))?;
+    let status = entry.status();
+    let run_dir = state.run(&id);
+    let jobs: Vec<(String, Result<JobRecord, String>)> = record
+        .jobs
+        .keys()
+        .map(|job| {
+            let path = run_dir.jobs().join(job).join("status.json");
+            (
+                job.clone(),
+                read_record(&path).map_err(|e| crate::error::chain(&e)),
+            )
+        })
+        .collect();
+    if args.json {
+        let jobs: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(job) => serde_json::to_value(job).unwrap_or_default(),
+                Err(e) => serde_json::json!({"job": name, "error": e}),
+            })
+            .collect();
+        let mut run = serde_json::to_value(record).unwrap_or_default();
+        run["status"] = serde_json::to_value(status).unwrap_or_default();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"run": run, "jobs": jobs}))
+                .unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    let status = status.map_or("unknown".to_string(), |s| s.to_string());
+    println!(
+        "run      {id}\nstatus   {status}\nstarted  {}",
+        record.started_at
+    );
+    if let Some(ms) = record.duration_ms {
+        println!("took     {}", short_duration(ms));
+    }
+    if let Some(snapshot) = &record.snapshot {
+        println!("snapshot {} ({} files)", snapshot.nar_hash, snapshot.files);
+    }
+    if let Some(base) = &record.base {
+        println!("base     {base}");
+    }
+    if let Some(message) = &record.message {
+        println!("message  {message}");
+    }
+    for (name, job) in &jobs {
+        match job {
+            Ok(job) => {
+                let took = job.duration_ms.map_or("-".into(), short_duration);
+                let message = job.message.as_deref().unwrap_or("");
+                println!(
+                    "  {name:<20} {:<10} {took:>7}  {message}",
+                    job.status.to_string()
+                );
+            }
+            Err(e) => println!("  {name:<20} unreadable  {e}"),
+        }
+    }
+    Ok(0)
+}
+
+pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
+    let state = state_only(global)?;
+    let id = resolve_run(&state, &args.run).map_err(Error::Usage)?;
+    let run = state.run(&id);
+    let jobs: Vec<String> = match &args.job {
+        Some(job) => vec![job.clone()],
+        None => {
+            let mut names: Vec<String> = std::fs::read_dir(run.jobs())
+                .map(|d| {
+                    d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for job in &jobs {
+        let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
+        let path = run.job(&id).join("guest.log");
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if args.job.is_some() => {
+                return Err(Error::Usage(format!(
+                    "no log for job `{job}` in run {}: {}: {e}",
+                    run.id,
+                    path.display()
+                )));
+            }
+            Err(_) => continue,
+        };
+        if args.job.is_none() {
+            let _ = writeln!(out, "==> {job} <==");
+        }
+        // Raw bytes: a job's output need not be UTF-8.
+        let _ = out.write_all(&bytes);
+    }
+    Ok(0)
+}

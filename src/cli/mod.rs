@@ -1,0 +1,46 @@
+//! The command line: clap definitions in `args`, one file per command family.
+
+mod args;
+mod context;
+mod inspect;
+mod maintain;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::{Cli, Command};
+
+use crate::error::Error;
+
+/// Parses the command line, runs the command, maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8, Error> {
+    let global = cli.global;
+    match cli.command {
+        Command::Run(args) => run::run(&global, args),
+        Command::Rerun(args) => run::rerun(&global, args),
+        Command::Targets => inspect::targets(&global),
+        Command::Runs(args) => inspect::runs(&global, args),
+        Command::Status(args) => inspect::status(&global, args),
+        Command::Logs(args) => inspect::logs(&global, args),
+        Command::Gc(args) => maintain::gc(&global, args),
+    }
+}

@@ -1,0 +1,247 @@
+//! One job's life: workspace, launch, wait, stop, collect, cleanup — and its records.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use super::recorder::Recorder;
+use crate::backend::{self, Guest, JobContext};
+use crate::cancel::Cancel;
+use crate::exec::Ended;
+use crate::fsutil::now_rfc3339;
+use crate::ids::Id;
+use crate::nix::StorePath;
+use crate::plan::ExecuteNode;
+use crate::protocol::{GuestResult, GuestStatus, Request, SCHEMA_VERSION};
+use crate::state::{EventKind, JobRecord, JobStatus, RECORD_SCHEMA};
+
+/// Records a job that will not run (filtered out, or a dependency did not pass).
+pub fn record_not_run(
+    recorder: &Recorder,
+    node: &ExecuteNode,
+    status: JobStatus,
+    message: String,
+) -> std::io::Result<()> {
+    let record = JobRecord {
+        schema_version: RECORD_SCHEMA,
+        job: node.job.id.to_string(),
+        targets: node.targets.iter().map(Id::to_string).collect(),
+        backend: node.job.backend,
+        status,
+        exit_code: None,
+        signal: None,
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        message: Some(message.clone()),
+        phases: BTreeMap::new(),
+    };
+    recorder.write_job(&recorder.run.job(&node.job.id), &record)?;
+    recorder.emit(EventKind::JobFinished {
+        job: record.job,
+        status,
+        exit_code: None,
+        duration_ms: None,
+        message: Some(message),
+    });
+    Ok(())
+}
+
+/// Runs one job to its end and records it. Errors are only record-write failures; a job
+/// that cannot start is recorded with status `error`.
+pub fn run_job(
+    node: &ExecuteNode,
+    snapshot: &Path,
+    inputs: &BTreeMap<Id, Vec<StorePath>>,
+    recorder: &Recorder,
+    cancel: &Cancel,
+) -> std::io::Result<JobStatus> {
+    let job = &node.job;
+    let dir = recorder.run.job(&job.id);
+    let started = SystemTime::now();
+    let mut record = JobRecord {
+        schema_version: RECORD_SCHEMA,
+        job: job.id.to_string(),
+        targets: node.targets.iter().map(Id::to_string).collect(),
+        backend: job.backend,
+        status: JobStatus::Running,
+        exit_code: None,
+        signal: None,
+        started_at: Some(now_rfc3339()),
+        finished_at: None,
+        duration_ms: None,
+        message: None,
+        phases: BTreeMap::new(),
+    };
+    recorder.write_job(&dir, &record)?;
+    recorder.emit(EventKind::JobStarted {
+        job: record.job.clone(),
+        backend: job.backend,
+    });
+
+    let outcome = drive(
+        node,
+        snapshot,
+        inputs,
+        &dir,
+        recorder.run_id(),
+        cancel,
+        &mut record.phases,
+    );
+    let (status, result) = match outcome {
+        Ok((ended, result)) => (job_status(ended, &result), Some(result)),
+        Err(message) => (JobStatus::Error, Some(error_result(started, message))),
+    };
+    let finished = SystemTime::now();
+    record.status = status;
+    record.finished_at = Some(now_rfc3339());
+    record.duration_ms = Some(
+        finished
+            .duration_since(started)
+            .unwrap_or_default()
+            .as_millis() as u64,
+    );
+    if let Some(result) = result {
+        record.exit_code = result.exit_code;
+        record.signal = result.signal;
+        record.message = result.message;
+    }
+    recorder.write_job(&dir, &record)?;
+    recorder.emit(EventKind::JobFinished {
+        job: record.job.clone(),
+        status,
+        exit_code: record.exit_code,
+        duration_ms: record.duration_ms,
+        message: record.message.clone(),
+    });
+    Ok(status)
+}
+
+fn job_status(ended: Ended, result: &GuestResult) -> JobStatus {
+    if ended == Ended::Cancelled {
+        return JobStatus::Cancelled;
+    }
+    match result.status {
+        GuestStatus::Passed => JobStatus::Passed,
+        GuestStatus::Failed => JobStatus::Failed,
+        GuestStatus::TimedOut => JobStatus::TimedOut,
+        GuestStatus::Error => JobStatus::Error,
+    }
+}
+
+fn error_result(started: SystemTime, message: String) -> GuestResult {
+    GuestResult {
+        schema_version: SCHEMA_VERSION,
+        status: GuestStatus::Error,
+        exit_code: None,
+        signal: None,
+        started_at: humantime::format_rfc3339_millis(started).to_string(),
+        finished_at: now_rfc3339(),
+        duration_ms: 0,
+        message: Some(message),
+    }
+}
+
+/// Times each phase into `phases` (milliseconds).
+struct Phases<'a>(&'a mut BTreeMap<String, u64>);
+
+impl Phases<'_> {
+    fn time<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let value = f();
+        *self.0.entry(name.to_string()).or_default() += started.elapsed().as_millis() as u64;
+        value
+    }
+}
+
+/// Removes the job's private workspace copy when the job is over, however it ends.
+struct PrivateCopy(Option<PathBuf>);
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = crate::state::remove_tree(&path);
+        }
+    }
+}
+
+fn drive(
+    node: &ExecuteNode,
+    snapshot: &Path,
+    inputs: &BTreeMap<Id, Vec<StorePath>>,
+    dir: &Path,
+    run_id: &str,
+    cancel: &Cancel,
+    phases: &mut BTreeMap<String, u64>,
+) -> Result<(Ended, GuestResult), String> {
+    let job = &node.job;
+    let mut phases = Phases(phases);
+    let backend = backend::for_kind(job.backend).map_err(|e| e.to_string())?;
+    let mut copy = PrivateCopy(None);
+    let workspace = if job.writable_workspace {
+        let path = dir.join("workspace");
+        phases
+            .time("workspace", || {
+                crate::snapshot::private_copy(snapshot, &path)
+            })
+            .map_err(|e| format!("cannot copy the workspace for a writable job: {e}"))?;
+        copy.0 = Some(path.clone());
+        path
+    } else {
+        snapshot.to_path_buf()
+    };
+    let request = Request {
+        schema_version: SCHEMA_VERSION,
+        job_id: job.id.to_string(),
+        command: job.command.clone(),
+        timeout_secs: job.timeout.as_secs().max(1),
+        run_as_root: job.root,
+        workdir: workspace.clone(),
+        env: job.env.clone(),
+        path: job
+            .inputs
+            .iter()
+            .flat_map(|input| inputs.get(input).into_iter().flatten())
+            .map(|p| p.as_path().to_path_buf())
+            .collect(),
+        writable_workspace: job.writable_workspace,
+    };
+    write_request(dir, &request).map_err(|e| format!("cannot write request.json: {e}"))?;
+    let cx = JobContext {
+        run_id,
+        request: &request,
+        workspace: &workspace,
+        job_dir: dir,
+    };
+    let started = SystemTime::now();
+    let mut guest: Box<dyn Guest> = phases
+        .time("launch", || backend.launch(&cx, cancel))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + job.timeout;
+    let ended = phases
+        .time("run", || guest.wait(deadline, cancel))
+        .map_err(|e| e.to_string())?;
+    if !matches!(ended, Ended::Exited(_)) {
+        phases.time("stop", || guest.stop(cancel.is_urgent()));
+    }
+    let result = phases.time("collect", || guest.collect(ended, started));
+    let cleanup = phases.time("cleanup", || guest.cleanup());
+    let result = result.map_err(|e| e.to_string())?;
+    cleanup.map_err(|e| e.to_string())?;
+    Ok((ended, result))
+}
+
+/// The request as the guest sees it, kept with the job's records (mode 0600: it holds
+/// the job's environment).
+fn write_request(dir: &Path, request: &Request) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join("request.json");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(&serde_json::to_vec_pretty(request).map_err(std::io::Error::other)?)
+}

@@ -1,0 +1,9 @@
+//! Orchestration: a run's records, its scheduler, and one job's life.
+
+mod job;
+mod prepare;
+mod recorder;
+mod scheduler;
+mod start;
+
+pub use start::{RunOptions, RunOutcome, rerun, run};

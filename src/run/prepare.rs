@@ -1,0 +1,65 @@
+//! Prepare nodes: `nix build` of the run's inputs, GC roots under the run dir.
+
+use std::time::{Duration, Instant};
+
+use super::recorder::Recorder;
+use crate::cancel::Cancel;
+use crate::nix::{NixBuild, StorePath};
+use crate::plan::PrepareNode;
+use crate::state::EventKind;
+
+/// How long one input build may take.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Builds one installable; returns the store paths of its outputs.
+pub fn build_input(
+    node: &PrepareNode,
+    workspace: &std::path::Path,
+    recorder: &Recorder,
+    cancel: &Cancel,
+) -> Result<Vec<StorePath>, String> {
+    let name = node.inputs[0].as_str();
+    recorder.emit(EventKind::PrepareStarted {
+        input: name.to_string(),
+        installable: node.installable.clone(),
+    });
+    let started = Instant::now();
+    let result = build(node, name, workspace, recorder, cancel);
+    recorder.emit(EventKind::PrepareFinished {
+        input: name.to_string(),
+        ok: result.is_ok(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        message: result.as_ref().err().cloned(),
+    });
+    result
+}
+
+fn build(
+    node: &PrepareNode,
+    name: &str,
+    workspace: &std::path::Path,
+    recorder: &Recorder,
+    cancel: &Cancel,
+) -> Result<Vec<StorePath>, String> {
+    let gcroots = recorder.run.gcroots();
+    let log = recorder.run.prepare_log(name);
+    for dir in [Some(gcroots.as_path()), log.parent()]
+        .into_iter()
+        .flatten()
+    {
+        crate::fsutil::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let out_link = gcroots.join(format!("input-{name}"));
+    let build = NixBuild {
+        installable: &node.installable,
+        out_link: &out_link,
+        cwd: workspace,
+    };
+    let results = build
+        .run(&log, Instant::now() + BUILD_TIMEOUT, cancel)
+        .map_err(|e| e.to_string())?;
+    Ok(results
+        .into_iter()
+        .flat_map(|r| r.outputs.into_values())
+        .collect())
+}

@@ -1,0 +1,67 @@
+//! Writes a run's records and forwards its events to the reporter.
+
+use std::io;
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::fsutil::write_json_atomic;
+use crate::report::Reporter;
+use crate::state::{Event, EventKind, EventLog, JobRecord, RunDir, RunRecord};
+
+pub struct Recorder<'a> {
+    pub run: RunDir,
+    events: EventLog,
+    reporter: &'a dyn Reporter,
+    record: Mutex<RunRecord>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn create(
+        run: RunDir,
+        record: RunRecord,
+        reporter: &'a dyn Reporter,
+    ) -> io::Result<Recorder<'a>> {
+        write_json_atomic(&run.run_json(), &record)?;
+        let events = EventLog::create(&run.events())?;
+        Ok(Recorder {
+            run,
+            events,
+            reporter,
+            record: Mutex::new(record),
+        })
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run.id
+    }
+
+    /// Appends to `events.jsonl` and tells the reporter. A failed append is reported by
+    /// the next record write, which fails the same way.
+    pub fn emit(&self, kind: EventKind) {
+        let event = Event::new(&self.run.id, kind);
+        let _ = self.events.append(&event);
+        self.reporter.event(&event);
+    }
+
+    /// Changes the run record and writes `run.json` atomically.
+    pub fn update(&self, change: impl FnOnce(&mut RunRecord)) -> io::Result<RunRecord> {
+        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut record);
+        write_json_atomic(&self.run.run_json(), &*record)?;
+        Ok(record.clone())
+    }
+
+    /// Writes `jobs/<job>/status.json` and mirrors the status into `run.json`.
+    pub fn write_job(&self, dir: &Path, job: &JobRecord) -> io::Result<()> {
+        crate::fsutil::create_dir_all(dir)?;
+        write_json_atomic(&dir.join("status.json"), job)?;
+        self.update(|run| {
+            run.jobs.insert(job.job.clone(), job.status);
+        })?;
+        Ok(())
+    }
+
+    pub fn reporter(&self) -> &dyn Reporter {
+        self.reporter
+    }
+}

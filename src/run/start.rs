@@ -1,0 +1,292 @@
+//! `pikaci run` and `pikaci rerun`: set up a run, execute its plan, write its records.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::job::record_not_run;
+use super::recorder::Recorder;
+use super::scheduler;
+use crate::cancel::Cancel;
+use crate::changes::{ChangeSet, PathFilter};
+use crate::config::Config;
+use crate::error::Error;
+use crate::fsutil::{create_dir_all, now_rfc3339, write_json_atomic};
+use crate::ids::Id;
+use crate::plan::{ExecuteNode, Plan};
+use crate::report::Reporter;
+use crate::state::{
+    EventKind, JobRecord, JobStatus, RECORD_SCHEMA, RunLock, RunRecord, RunStatus, SnapshotRef,
+    StateDir, new_run_id, read_record,
+};
+
+pub struct RunOptions {
+    /// Target or job names; empty = every target.
+    pub selection: Vec<String>,
+    /// Nodes run at once.
+    pub parallel: usize,
+    /// `--base REV` for path filters.
+    pub base: Option<String>,
+}
+
+pub struct RunOutcome {
+    pub record: RunRecord,
+}
+
+impl RunOutcome {
+    /// The documented exit codes: 0 passed, 1 a job failed, 3 infrastructure, 130 cancelled.
+    pub fn exit_code(&self) -> u8 {
+        match self.record.status {
+            RunStatus::Passed => 0,
+            RunStatus::Failed => 1,
+            RunStatus::Cancelled => 130,
+            RunStatus::Error | RunStatus::Running | RunStatus::Abandoned => 3,
+        }
+    }
+}
+
+/// Where a run's workspace comes from.
+enum Workspace<'a> {
+    /// Snapshot the repository now.
+    Take(&'a Path),
+    /// Reuse a recorded snapshot (rerun).
+    Recorded(&'a SnapshotRef),
+}
+
+pub fn run(
+    config: &Config,
+    state: &StateDir,
+    options: &RunOptions,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<RunOutcome, Error> {
+    let needs_changes = config.targets.values().any(|t| !t.paths.is_empty());
+    let changes = if needs_changes {
+        Some(
+            crate::changes::resolve(&config.root, options.base.as_deref()).map_err(|e| {
+                if options.base.is_some() {
+                    Error::Usage(e.to_string())
+                } else {
+                    Error::infra("resolving changed files", e)
+                }
+            })?,
+        )
+    } else {
+        None
+    };
+    let plan = Plan::build(config, &options.selection, |target| {
+        skip_reason(changes.as_ref(), &target.paths)
+    })
+    .map_err(|e| Error::Usage(e.to_string()))?;
+    let base = changes.as_ref().map(|c| c.describe_base());
+    execute(
+        config,
+        state,
+        options,
+        plan,
+        Workspace::Take(&config.root),
+        base,
+        None,
+        reporter,
+        cancel,
+    )
+}
+
+fn skip_reason(changes: Option<&ChangeSet>, paths: &[String]) -> Option<String> {
+    let changes = changes?;
+    let filter = PathFilter::new(paths).ok()?;
+    changes.skip_reason(&filter)
+}
+
+/// Runs the recorded plan of `previous` again on its recorded snapshot; with `failed_only`,
+/// only the jobs that did not pass or were not run.
+pub fn rerun(
+    config: &Config,
+    state: &StateDir,
+    previous: &str,
+    failed_only: bool,
+    parallel: usize,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<RunOutcome, Error> {
+    let old = state.run(previous);
+    let record: RunRecord =
+        read_record(&old.run_json()).map_err(|e| Error::Usage(e.to_string()))?;
+    let plan: Plan = read_json(&old.plan_json())?;
+    let snapshot = record.snapshot.clone().ok_or_else(|| {
+        Error::Usage(format!(
+            "run {previous} has no snapshot to rerun (it failed before taking one)"
+        ))
+    })?;
+    let keep: BTreeSet<Id> = plan
+        .jobs
+        .iter()
+        .map(|n| &n.job.id)
+        .filter(|id| !failed_only || record.jobs.get(id.as_str()) != Some(&JobStatus::Passed))
+        .cloned()
+        .collect();
+    let plan = plan.subset(&keep);
+    let options = RunOptions {
+        selection: record.selection.clone(),
+        parallel,
+        base: None,
+    };
+    execute(
+        config,
+        state,
+        &options,
+        plan,
+        Workspace::Recorded(&snapshot),
+        record.base.clone(),
+        Some(previous.to_string()),
+        reporter,
+        cancel,
+    )
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Usage(format!("{} is not valid: {e}", path.display())))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    config: &Config,
+    state: &StateDir,
+    options: &RunOptions,
+    plan: Plan,
+    workspace: Workspace,
+    base: Option<String>,
+    rerun_of: Option<String>,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<RunOutcome, Error> {
+    let started = Instant::now();
+    let run = state.run(&new_run_id());
+    create_dir_all(&run.path).map_err(|e| Error::infra("creating the run directory", e))?;
+    let _lock =
+        RunLock::acquire(&run.lock_file()).map_err(|e| Error::infra("locking the run", e))?;
+    write_json_atomic(&run.plan_json(), &plan).map_err(|e| Error::infra("writing plan.json", e))?;
+    let record = RunRecord {
+        schema_version: RECORD_SCHEMA,
+        run_id: run.id.clone(),
+        status: RunStatus::Running,
+        started_at: now_rfc3339(),
+        finished_at: None,
+        duration_ms: None,
+        pid: std::process::id(),
+        workspace: config.root.clone(),
+        config: config.path.clone(),
+        selection: options.selection.clone(),
+        snapshot: None,
+        base,
+        rerun_of,
+        jobs: plan
+            .jobs
+            .iter()
+            .map(|n| (n.job.id.to_string(), JobStatus::Pending))
+            .collect(),
+        message: None,
+    };
+    let recorder =
+        Recorder::create(run, record, reporter).map_err(|e| Error::infra("writing run.json", e))?;
+    let infra = |what: &str, e: std::io::Error| Error::infra(what, e);
+
+    let snapshot = match take_snapshot(state, workspace) {
+        Ok(snapshot) => snapshot,
+        Err(message) => {
+            let record = finish(&recorder, started, RunStatus::Error, Some(message))
+                .map_err(|e| infra("writing run.json", e))?;
+            return Ok(RunOutcome { record });
+        }
+    };
+    let snapshot_dir = snapshot.dir.clone();
+    recorder
+        .update(|r| r.snapshot = Some(snapshot.clone()))
+        .map_err(|e| infra("writing run.json", e))?;
+    recorder.emit(EventKind::RunStarted {
+        jobs: plan.jobs.iter().map(|n| n.job.id.to_string()).collect(),
+        snapshot: Some(snapshot),
+    });
+    for skipped in &plan.skipped {
+        let node = ExecuteNode {
+            job: config
+                .jobs
+                .get(&skipped.job)
+                .cloned()
+                .ok_or_else(|| Error::Usage(format!("job `{}` is gone", skipped.job)))?,
+            targets: skipped.targets.clone(),
+        };
+        record_not_run(&recorder, &node, JobStatus::Skipped, skipped.reason.clone())
+            .map_err(|e| infra("writing a job record", e))?;
+    }
+
+    let outcome = scheduler::execute(
+        &plan,
+        &snapshot_dir,
+        options.parallel.max(1),
+        &recorder,
+        cancel,
+    );
+    let status = if cancel.is_cancelled() {
+        RunStatus::Cancelled
+    } else if !outcome.infra_errors.is_empty()
+        || outcome.statuses.values().any(|s| *s == JobStatus::Error)
+    {
+        RunStatus::Error
+    } else if outcome.statuses.values().any(|s| s.is_failure()) {
+        RunStatus::Failed
+    } else {
+        RunStatus::Passed
+    };
+    let message = (!outcome.infra_errors.is_empty()).then(|| outcome.infra_errors.join("\n"));
+    let record =
+        finish(&recorder, started, status, message).map_err(|e| infra("writing run.json", e))?;
+    Ok(RunOutcome { record })
+}
+
+fn take_snapshot(state: &StateDir, workspace: Workspace) -> Result<SnapshotRef, String> {
+    let snapshot = match workspace {
+        Workspace::Take(root) => {
+            let exclude: Vec<PathBuf> = vec![state.root().to_path_buf()];
+            crate::snapshot::take(root, &state.cache(), &exclude)
+        }
+        Workspace::Recorded(recorded) => crate::snapshot::open(&state.cache(), &recorded.nar_hash),
+    }
+    .map_err(|e| format!("snapshot failed: {}", crate::error::chain(&e)))?;
+    Ok(SnapshotRef {
+        nar_hash: snapshot.nar_hash,
+        dir: snapshot.dir,
+        files: snapshot.files,
+        reused: snapshot.reused,
+    })
+}
+
+fn finish(
+    recorder: &Recorder,
+    started: Instant,
+    status: RunStatus,
+    message: Option<String>,
+) -> std::io::Result<RunRecord> {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let record = recorder.update(|r| {
+        r.status = status;
+        r.finished_at = Some(now_rfc3339());
+        r.duration_ms = Some(duration_ms);
+        r.message = message;
+    })?;
+    recorder.emit(EventKind::RunFinished {
+        status,
+        duration_ms,
+    });
+    let jobs: Vec<JobRecord> = record
+        .jobs
+        .keys()
+        .filter_map(|job| Id::new(job.clone()).ok())
+        .filter_map(|id| read_record(&recorder.run.job(&id).join("status.json")).ok())
+        .collect();
+    recorder.reporter().finish(&record, &jobs);
+    Ok(record)
+}

@@ -1,0 +1,187 @@
+//! The stat index: path → (stat data, content hash), as git's index does, so an unchanged
+//! file is never read again. One index per workspace, rewritten atomically after a take;
+//! an unreadable index is simply rebuilt.
+//!
+//! Format: a header line `pikaci-index 1 <taken_at_ns>`, then one record per file:
+//! `<hash>\t<size>\t<mtime_ns>\t<ctime_ns>\t<ino>\t<x|->\t<path>\0` (the path comes last
+//! and ends in NUL, so it may hold any byte but NUL).
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::files::{Entry, Kind};
+
+const HEADER: &str = "pikaci-index 1";
+/// File timestamps come from a coarse clock; a file stamped within this margin of the
+/// previous take may have changed during it, so it is hashed again ("racy clean").
+const RACY_MARGIN_NS: i128 = 1_000_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cached {
+    pub hash: String,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    executable: bool,
+}
+
+#[derive(Default)]
+pub struct Index {
+    taken_at_ns: i128,
+    entries: HashMap<PathBuf, Cached>,
+}
+
+impl Index {
+    pub fn load(path: &Path) -> Index {
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| parse(&bytes))
+            .unwrap_or_default()
+    }
+
+    /// The content hash of `entry` if its stat data is unchanged and not racy.
+    pub fn lookup(&self, entry: &Entry) -> Option<&str> {
+        let Kind::File { executable } = entry.kind else {
+            return None;
+        };
+        let cached = self.entries.get(&entry.path)?;
+        let same = cached.size == entry.size
+            && cached.mtime_ns == entry.mtime_ns
+            && cached.ctime_ns == entry.ctime_ns
+            && cached.ino == entry.ino
+            && cached.executable == executable;
+        (same && entry.mtime_ns < self.taken_at_ns - RACY_MARGIN_NS).then_some(cached.hash.as_str())
+    }
+
+    pub fn build(taken_at_ns: i128, hashed: &[(&Entry, &str)]) -> Index {
+        let entries = hashed
+            .iter()
+            .filter_map(|(entry, hash)| match entry.kind {
+                Kind::File { executable } => Some((
+                    entry.path.clone(),
+                    Cached {
+                        hash: hash.to_string(),
+                        size: entry.size,
+                        mtime_ns: entry.mtime_ns,
+                        ctime_ns: entry.ctime_ns,
+                        ino: entry.ino,
+                        executable,
+                    },
+                )),
+                Kind::Symlink => None,
+            })
+            .collect();
+        Index {
+            taken_at_ns,
+            entries,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = format!("{HEADER} {}\n", self.taken_at_ns).into_bytes();
+        for (path, c) in &self.entries {
+            let flag = if c.executable { 'x' } else { '-' };
+            out.extend_from_slice(
+                format!(
+                    "{}\t{}\t{}\t{}\t{}\t{flag}\t",
+                    c.hash, c.size, c.mtime_ns, c.ctime_ns, c.ino
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(path.as_os_str().as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    /// True when `other` holds the same entries (no rewrite needed).
+    pub fn same_entries(&self, other: &Index) -> bool {
+        self.entries == other.entries
+    }
+}
+
+fn parse(bytes: &[u8]) -> Option<Index> {
+    let newline = bytes.iter().position(|b| *b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..newline]).ok()?;
+    let taken_at_ns = header.strip_prefix(HEADER)?.trim().parse().ok()?;
+    let mut entries = HashMap::new();
+    for record in bytes[newline + 1..]
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty())
+    {
+        let mut fields = record.splitn(7, |b| *b == b'\t');
+        let mut text = || std::str::from_utf8(fields.next()?).ok().map(str::to_string);
+        let hash = text()?;
+        let size = text()?.parse().ok()?;
+        let mtime_ns = text()?.parse().ok()?;
+        let ctime_ns = text()?.parse().ok()?;
+        let ino = text()?.parse().ok()?;
+        let executable = text()? == "x";
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(fields.next()?));
+        entries.insert(
+            path,
+            Cached {
+                hash,
+                size,
+                mtime_ns,
+                ctime_ns,
+                ino,
+                executable,
+            },
+        );
+    }
+    Some(Index {
+        taken_at_ns,
+        entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, mtime_ns: i128) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::File { executable: false },
+            size: 3,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            ino: 7,
+        }
+    }
+
+    #[test]
+    fn round_trips_odd_paths() {
+        let a = entry("dir/with\ttab\nand newline", 10);
+        let index = Index::build(5_000_000_000, &[(&a, "abc")]);
+        let back = parse(&index.to_bytes()).unwrap();
+        assert!(back.same_entries(&index));
+        assert_eq!(back.lookup(&a), Some("abc"));
+    }
+
+    #[test]
+    fn racy_and_changed_entries_are_not_trusted() {
+        let old = entry("a", 1_000);
+        let index = Index::build(10_000_000_000, &[(&old, "h")]);
+        assert_eq!(index.lookup(&old), Some("h"));
+        let mut grown = old.clone();
+        grown.size = 4;
+        assert_eq!(index.lookup(&grown), None);
+        let racy = entry("a", 9_500_000_000);
+        let racy_index = Index::build(10_000_000_000, &[(&racy, "h")]);
+        assert_eq!(
+            racy_index.lookup(&racy),
+            None,
+            "stamped within the margin of the take"
+        );
+    }
+
+    #[test]
+    fn garbage_is_no_index() {
+        assert!(parse(b"nonsense").is_none());
+        assert!(parse(b"pikaci-index 1 12\nabc\t1\0").is_none());
+    }
+}

@@ -1,0 +1,78 @@
+//! Every kind of configuration error, through the real binary: exit code 2 and a
+//! message naming file:line:col, the key and what is allowed.
+
+use crate::harness::{Repo, redact};
+
+fn config_error(config: &str) -> String {
+    let repo = Repo::new(config);
+    let run = repo.pikaci(&["run"]);
+    run.expect(2);
+    assert!(
+        run.stdout().is_empty(),
+        "nothing on stdout: {}",
+        run.stdout()
+    );
+    redact(&run.stderr(), &repo)
+}
+
+#[test]
+fn unknown_key() {
+    insta::assert_snapshot!(config_error(
+        "[jobs.a]\ncommand = \"true\"\ntimout = \"1m\"\n"
+    ));
+}
+
+#[test]
+fn bad_id() {
+    insta::assert_snapshot!(config_error("[jobs.\"../etc\"]\ncommand = \"true\"\n"));
+}
+
+#[test]
+fn unknown_job_reference() {
+    insta::assert_snapshot!(config_error(
+        "[jobs.a]\ncommand = \"true\"\n[targets.t]\njobs = [\"b\"]\n"
+    ));
+}
+
+#[test]
+fn unknown_input_reference() {
+    insta::assert_snapshot!(config_error(
+        "[jobs.a]\ncommand = \"true\"\ninputs = [\"rust\"]\n"
+    ));
+}
+
+#[test]
+fn needs_cycle() {
+    insta::assert_snapshot!(config_error(
+        "[jobs.a]\ncommand = \"true\"\nneeds = [\"b\"]\n[jobs.b]\ncommand = \"true\"\nneeds = [\"a\"]\n"
+    ));
+}
+
+#[test]
+fn bad_duration() {
+    insta::assert_snapshot!(config_error(
+        "[jobs.a]\ncommand = \"true\"\ntimeout = \"soon\"\n"
+    ));
+}
+
+#[test]
+fn missing_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pikaci"))
+        .arg("run")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "[DIR]");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn unknown_target_on_command_line() {
+    let repo = Repo::new("[jobs.a]\ncommand = \"true\"\nbackend = \"host\"\n");
+    let run = repo.pikaci(&["run", "nope"]);
+    run.expect(2);
+    insta::assert_snapshot!(run.stderr());
+}

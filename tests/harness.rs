@@ -1,0 +1,154 @@
+//! A temp git repository with a `pikaci.toml`, and a builder that runs the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub output: Output,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )
+        })
+    }
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code(),
+            code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Repo {
+    /// A git repository whose first commit holds `pikaci.toml` and a `src/` file.
+    pub fn new(config: &str) -> Repo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repo { dir };
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        repo.write(".gitignore", ".pikaci/\n");
+        repo.write("pikaci.toml", config);
+        repo.write("src/lib.rs", "pub fn x() {}\n");
+        repo.commit("init");
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    pub fn commit(&self, message: &str) {
+        git(self.path(), &["add", "-A"]);
+        git(
+            self.path(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path().join(".pikaci")
+    }
+
+    pub fn pikaci(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().expect("pikaci runs");
+        Run { output }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pikaci"));
+        cmd.current_dir(self.path())
+            .args(args)
+            .env_remove("PIKACI_STATE_DIR")
+            .env_remove("GITHUB_ACTIONS");
+        cmd
+    }
+
+    /// The newest run's directory.
+    pub fn latest_run(&self) -> PathBuf {
+        let mut runs: Vec<PathBuf> = std::fs::read_dir(self.state().join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        runs.sort();
+        runs.pop().expect("a run")
+    }
+
+    pub fn read_json(&self, path: &Path) -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap()
+    }
+}
+
+/// Replaces run ids, times, durations, hashes and temp paths so snapshots are stable.
+pub fn redact(text: &str, repo: &Repo) -> String {
+    let mut text = text.replace(&repo.path().display().to_string(), "[REPO]");
+    let rules: &[(&str, &str)] = &[
+        (r"\d{8}T\d{6}Z-[0-9a-f]{6}", "[RUN]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
+        (r"sha256-[A-Za-z0-9+/=]{44}", "[HASH]"),
+        (r"\b[0-9a-f]{64}\b", "[HEX]"),
+        (r"\b(\d+\.\d+s|\d+ms|\d+m\d\ds)\b", "[DUR]"),
+        (r"\b[0-9a-f]{7,40}\b", "[REV]"),
+    ];
+    for (pattern, replacement) in rules {
+        text = regex::Regex::new(pattern)
+            .unwrap()
+            .replace_all(&text, *replacement)
+            .into_owned();
+    }
+    text
+}

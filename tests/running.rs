@@ -1,0 +1,261 @@
+//! Running jobs on the host backend: outcomes, deadlines, parallelism, needs, signals.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::Repo;
+
+const BASE: &str = "[defaults]\nbackend = \"host\"\ntimeout = \"60s\"\n";
+
+fn repo(jobs: &str) -> Repo {
+    Repo::new(&format!("{BASE}{jobs}"))
+}
+
+fn job_status(repo: &Repo, job: &str) -> serde_json::Value {
+    repo.read_json(&repo.latest_run().join("jobs").join(job).join("status.json"))
+}
+
+#[test]
+fn passing_job_writes_records_log_and_artifacts() {
+    let repo = repo(
+        "[jobs.ok]\ncommand = \"echo hello from $PIKACI_JOB; cat src/lib.rs; echo art > $PIKACI_ARTIFACTS/out.txt\"\n",
+    );
+    let run = repo.pikaci(&["run", "ok"]);
+    run.expect(0);
+    let dir = repo.latest_run().join("jobs/ok");
+    let log = std::fs::read_to_string(dir.join("guest.log")).unwrap();
+    assert_eq!(log, "hello from ok\npub fn x() {}\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("artifacts/out.txt")).unwrap(),
+        "art\n"
+    );
+    let result = repo.read_json(&dir.join("result.json"));
+    assert_eq!(result["status"], "passed");
+    assert_eq!(result["exit_code"], 0);
+    assert_eq!(job_status(&repo, "ok")["status"], "passed");
+    let run_json = repo.read_json(&repo.latest_run().join("run.json"));
+    assert_eq!(run_json["status"], "passed");
+    assert!(run.stdout().contains("pass"), "{}", run.stdout());
+}
+
+#[test]
+fn failing_job_keeps_exit_code_and_exits_1() {
+    let repo = repo("[jobs.bad]\ncommand = \"echo oops >&2; exit 7\"\n");
+    repo.pikaci(&["run", "bad"]).expect(1);
+    let status = job_status(&repo, "bad");
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["exit_code"], 7);
+    let log = std::fs::read_to_string(repo.latest_run().join("jobs/bad/guest.log")).unwrap();
+    assert_eq!(log, "oops\n", "stderr is captured in the log");
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let repo = repo(
+        "[jobs.slow]\ntimeout = \"1s\"\ncommand = \"echo $$ > $PIKACI_ARTIFACTS/pgid; sleep 300 & sleep 300; wait\"\n",
+    );
+    let started = Instant::now();
+    repo.pikaci(&["run", "slow"]).expect(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "ended near the deadline"
+    );
+    let status = job_status(&repo, "slow");
+    assert_eq!(status["status"], "timed_out");
+    let pgid: i32 = std::fs::read_to_string(repo.latest_run().join("jobs/slow/artifacts/pgid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        pikaci::exec::live_group_members(pgid),
+        Vec::<i32>::new(),
+        "process group {pgid} survived"
+    );
+}
+
+#[test]
+fn independent_jobs_run_in_parallel() {
+    // Each job waits until the other has started: only possible when both run at once.
+    let repo = repo(
+        "[jobs.a]\ncommand = \"touch /tmp/$RUN_TAG.a; for i in $(seq 100); do [ -e /tmp/$RUN_TAG.b ] && exit 0; sleep 0.1; done; exit 1\"\n\
+         [jobs.b]\ncommand = \"touch /tmp/$RUN_TAG.b; for i in $(seq 100); do [ -e /tmp/$RUN_TAG.a ] && exit 0; sleep 0.1; done; exit 1\"\n",
+    );
+    let tag = format!("pikaci-par-{}", std::process::id());
+    let out = repo
+        .command(&["run", "a", "b", "--jobs", "2"])
+        .env("RUN_TAG", &tag)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(format!("/tmp/{tag}.a"));
+    let _ = std::fs::remove_file(format!("/tmp/{tag}.b"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn jobs_1_runs_one_at_a_time() {
+    let repo = repo(
+        "[jobs.a]\ncommand = \"mkdir /tmp/$RUN_TAG.lock && sleep 0.3 && rmdir /tmp/$RUN_TAG.lock\"\n\
+         [jobs.b]\ncommand = \"mkdir /tmp/$RUN_TAG.lock && sleep 0.3 && rmdir /tmp/$RUN_TAG.lock\"\n",
+    );
+    let tag = format!("pikaci-serial-{}", std::process::id());
+    let out = repo
+        .command(&["run", "a", "b", "--jobs", "1"])
+        .env("RUN_TAG", &tag)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn needs_orders_jobs_and_skips_dependents_of_failures() {
+    let repo = repo(
+        "[jobs.build]\ncommand = \"sleep 0.3; date +%s%N > /tmp/$RUN_TAG.build\"\n\
+         [jobs.test]\nneeds = [\"build\"]\ncommand = \"test -e /tmp/$RUN_TAG.build\"\n\
+         [jobs.broken]\ncommand = \"exit 1\"\n\
+         [jobs.after]\nneeds = [\"broken\"]\ncommand = \"true\"\n",
+    );
+    let tag = format!("pikaci-needs-{}", std::process::id());
+    let out = repo
+        .command(&["run", "test", "after"])
+        .env("RUN_TAG", &tag)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(format!("/tmp/{tag}.build"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(job_status(&repo, "build")["status"], "passed");
+    assert_eq!(
+        job_status(&repo, "test")["status"],
+        "passed",
+        "test ran after build"
+    );
+    assert_eq!(job_status(&repo, "broken")["status"], "failed");
+    let after = job_status(&repo, "after");
+    assert_eq!(after["status"], "skipped");
+    assert_eq!(after["message"], "not run: needed job `broken` failed");
+}
+
+#[test]
+fn workspace_is_read_only_unless_asked() {
+    let repo = repo(
+        "[jobs.ro]\ncommand = \"echo x >> src/lib.rs\"\n\
+         [jobs.rw]\nwritable-workspace = true\ncommand = \"echo x >> src/lib.rs && grep -c x src/lib.rs\"\n",
+    );
+    repo.pikaci(&["run", "ro"]).expect(1);
+    repo.pikaci(&["run", "rw"]).expect(0);
+    repo.pikaci(&["run", "ro"]).expect(1);
+    let snapshot = repo.read_json(&repo.latest_run().join("run.json"))["snapshot"]["dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let content =
+        std::fs::read_to_string(std::path::Path::new(&snapshot).join("src/lib.rs")).unwrap();
+    assert_eq!(content, "pub fn x() {}\n", "the snapshot was not modified");
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("src/lib.rs")).unwrap(),
+        "pub fn x() {}\n"
+    );
+}
+
+#[test]
+fn sigint_cancels_the_run_and_kills_jobs() {
+    let repo = repo("[jobs.slow]\ncommand = \"echo $$ > $PIKACI_ARTIFACTS/pgid; sleep 300\"\n");
+    let mut child = repo
+        .command(&["run", "slow", "--output", "jsonl"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pgid_file = || {
+        std::fs::read_dir(repo.state().join("runs"))
+            .ok()?
+            .next()?
+            .ok()
+            .map(|e| e.path().join("jobs/slow/artifacts/pgid"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pgid_path = loop {
+        if let Some(path) = pgid_file().filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        {
+            break path;
+        }
+        assert!(Instant::now() < deadline, "job never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pgid: i32 = std::fs::read_to_string(&pgid_path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(job_status(&repo, "slow")["status"], "cancelled");
+    assert_eq!(
+        repo.read_json(&repo.latest_run().join("run.json"))["status"],
+        "cancelled"
+    );
+    assert_eq!(pikaci::exec::live_group_members(pgid), Vec::<i32>::new());
+}
+
+#[test]
+fn job_env_and_untracked_files_reach_the_job() {
+    let repo = repo(
+        "[jobs.env]\nenv = { GREETING = \"hi there\" }\ncommand = \"test \\\"$GREETING\\\" = 'hi there' && cat notes.txt\"\n",
+    );
+    repo.write("notes.txt", "untracked but not ignored\n");
+    repo.write(".pikaci/ignored-by-git", "x");
+    repo.pikaci(&["run", "env"]).expect(0);
+    let log = std::fs::read_to_string(repo.latest_run().join("jobs/env/guest.log")).unwrap();
+    assert_eq!(log, "untracked but not ignored\n");
+}
+
+#[test]
+fn unavailable_backend_is_an_infrastructure_error() {
+    let repo = Repo::new("[jobs.vm]\nbackend = \"incus\"\ncommand = \"true\"\n");
+    let run = repo.pikaci(&["run", "vm"]);
+    run.expect(3);
+    let status = job_status(&repo, "vm");
+    assert_eq!(status["status"], "error");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("incus backend is not available"),
+        "{status}"
+    );
+}
+
+#[test]
+fn output_jsonl_streams_versioned_events() {
+    let repo = repo("[jobs.ok]\ncommand = \"true\"\n");
+    let run = repo.pikaci(&["run", "ok", "--output", "jsonl"]);
+    run.expect(0);
+    let types: Vec<String> = run
+        .stdout()
+        .lines()
+        .map(|l| {
+            let event: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(event["schema_version"], 1);
+            event["type"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["run_started", "job_started", "job_finished", "run_finished"]
+    );
+    let file = std::fs::read_to_string(repo.latest_run().join("events.jsonl")).unwrap();
+    assert_eq!(file, run.stdout(), "events.jsonl holds the same stream");
+}
