@@ -4,5 +4,6 @@ mod harness;
 
 mod config_errors;
 mod filters;
+mod inputs;
 mod records;
 mod running;

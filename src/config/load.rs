@@ -142,6 +142,14 @@ impl Cx<'_> {
                         "must be a Nix installable such as `.#toolchain`",
                     ));
                 }
+                if installable.get_ref().starts_with("..") {
+                    let key = format!("inputs.{id}");
+                    return Err(self.error(
+                        Some(installable.span()),
+                        key,
+                        "must not leave the repository: inputs are built from the snapshot of this workspace",
+                    ));
+                }
                 Ok((id, installable.into_inner()))
             })
             .collect()

@@ -117,6 +117,33 @@ impl NixBuild<'_> {
     }
 }
 
+/// Pins a relative flake reference (`.#x`, `./dir#x`) to `dir` as a `path:` flake.
+/// Without this, Nix would resolve it through an enclosing git repository — the snapshot
+/// usually lives inside the user's repository, in the ignored state dir.
+pub fn installable_in(dir: &Path, installable: &str) -> String {
+    let (reference, fragment) = match installable.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (installable, None),
+    };
+    let relative = match reference {
+        "." => "",
+        _ => match reference.strip_prefix("./") {
+            Some(rest) => rest,
+            None => return installable.to_string(),
+        },
+    };
+    let path = if relative.is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(relative)
+    };
+    let path = path.to_string_lossy();
+    match fragment {
+        Some(fragment) => format!("path:{path}#{fragment}"),
+        None => format!("path:{path}"),
+    }
+}
+
 pub fn parse_build_json(json: &str) -> Result<Vec<BuildResult>, String> {
     let results: Vec<BuildResult> = serde_json::from_str(json).map_err(|e| e.to_string())?;
     if results.is_empty() || results.iter().any(|r| r.outputs.is_empty()) {
@@ -137,6 +164,33 @@ mod tests {
             cwd: Path::new("/state/cache/snapshots/abc"),
         };
         insta::assert_snapshot!(build.argv().to_string(), @"cd /state/cache/snapshots/abc && nix build --json -o /state/runs/R/gcroots/input-toolchain '.#ci-toolchain'");
+    }
+
+    #[test]
+    fn relative_installables_are_pinned_to_the_snapshot() {
+        let dir = Path::new("/state/cache/snapshots/abc");
+        let cases = [
+            ".#tools",
+            "./tools#x",
+            "./sub",
+            "nixpkgs#hello",
+            "github:o/r#p",
+            "/abs#z",
+            "path:./p#q",
+        ];
+        let rendered: Vec<String> = cases
+            .iter()
+            .map(|c| format!("{c} -> {}", installable_in(dir, c)))
+            .collect();
+        insta::assert_snapshot!(rendered.join("\n"), @"
+        .#tools -> path:/state/cache/snapshots/abc#tools
+        ./tools#x -> path:/state/cache/snapshots/abc/tools#x
+        ./sub -> path:/state/cache/snapshots/abc/sub
+        nixpkgs#hello -> nixpkgs#hello
+        github:o/r#p -> github:o/r#p
+        /abs#z -> /abs#z
+        path:./p#q -> path:./p#q
+        ");
     }
 
     #[test]

@@ -3,5 +3,5 @@
 mod build;
 mod store_path;
 
-pub use build::{BuildResult, NixBuild, NixError};
+pub use build::{BuildResult, NixBuild, NixError, installable_in};
 pub use store_path::StorePath;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::recorder::Recorder;
 use crate::cancel::Cancel;
-use crate::nix::{NixBuild, StorePath};
+use crate::nix::{NixBuild, StorePath, installable_in};
 use crate::plan::PrepareNode;
 use crate::state::EventKind;
 
@@ -50,8 +50,9 @@ fn build(
         crate::fsutil::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
     let out_link = gcroots.join(format!("input-{name}"));
+    let installable = installable_in(workspace, &node.installable);
     let build = NixBuild {
-        installable: &node.installable,
+        installable: &installable,
         out_link: &out_link,
         cwd: workspace,
     };
