@@ -1,1 +1,199 @@
-fn main() {}
+//! `cargo bench --bench core`: pikaci's own costs against plain baselines measured in the
+//! same run, printed as ratios (no timed assertions: CI machines are shared and noisy).
+//!
+//! - a trivial host job (`true`) through `pikaci run`, against `bash -c true`;
+//! - a snapshot of a synthetic 20,000-file git repository, cold and unchanged, against
+//!   `cp -a` of the same tree.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const FILES: usize = 20_000;
+
+fn main() {
+    // `cargo test --all-targets` also runs this binary, without `--bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmarks run with `cargo bench --bench core`");
+        return;
+    }
+    trivial_job();
+    snapshot();
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time(runs: usize, mut f: impl FnMut()) -> Duration {
+    median(
+        (0..runs)
+            .map(|_| {
+                let started = Instant::now();
+                f();
+                started.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=b", "-c", "user.email=b@b"])
+            .args(args),
+    );
+}
+
+fn trivial_job() {
+    let repo = tempfile::tempdir().unwrap();
+    let config = "[defaults]\nbackend = \"host\"\n[jobs.trivial]\ncommand = \"true\"\n";
+    std::fs::write(repo.path().join("pikaci.toml"), config).unwrap();
+    std::fs::write(repo.path().join(".gitignore"), ".pikaci/\n").unwrap();
+    git(repo.path(), &["init", "-q"]);
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-qm", "bench"]);
+    let pikaci = env!("CARGO_BIN_EXE_pikaci");
+    let runs = 30;
+    let baseline = time(runs, || {
+        run_ok(Command::new("bash").args(["--noprofile", "--norc", "-c", "true"]))
+    });
+    let job = time(runs, || {
+        run_ok(
+            Command::new(pikaci)
+                .args(["run", "trivial", "--output", "jsonl"])
+                .current_dir(repo.path()),
+        )
+    });
+    let overhead = job.saturating_sub(baseline);
+    println!(
+        "trivial host job: {:.1} ms for `pikaci run` of one job vs {:.1} ms for bash -c true: overhead {:.1} ms (goal <= 30 ms)",
+        ms(job),
+        ms(baseline),
+        ms(overhead)
+    );
+
+    // The same cost spread over a run of many jobs, one at a time.
+    let jobs = 20;
+    let mut config = String::from("[defaults]\nbackend = \"host\"\n");
+    for i in 0..jobs {
+        config.push_str(&format!("[jobs.t{i}]\ncommand = \"true\"\n"));
+    }
+    std::fs::write(repo.path().join("pikaci.toml"), config).unwrap();
+    git(repo.path(), &["commit", "-qam", "many"]);
+    let many = time(5, || {
+        run_ok(
+            Command::new(pikaci)
+                .args(["run", "--jobs", "1", "--output", "jsonl"])
+                .current_dir(repo.path()),
+        )
+    });
+    let per_job = (many.as_secs_f64() / jobs as f64) - baseline.as_secs_f64();
+    println!(
+        "trivial host jobs, {jobs} in one run (--jobs 1): {:.1} ms in all, overhead {:.1} ms per job (goal <= 30 ms)",
+        ms(many),
+        per_job * 1000.0
+    );
+}
+
+fn synthetic_repo(root: &Path) {
+    for i in 0..FILES {
+        let dir = root.join(format!("d{:03}", i % 100));
+        if i < 100 {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        let body = format!("// file {i}\n{}\n", "x".repeat(200 + i % 300));
+        std::fs::write(dir.join(format!("f{i:05}.rs")), body).unwrap();
+    }
+    git(root, &["init", "-q"]);
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-qm", "synthetic"]);
+    // Files written this second are "racy" for any stat index; date them back.
+    run_ok(Command::new("find").arg(root).args([
+        "-type",
+        "f",
+        "-not",
+        "-path",
+        "*/.git/*",
+        "-exec",
+        "touch",
+        "-d",
+        "-1 minute",
+        "{}",
+        "+",
+    ]));
+}
+
+fn snapshot() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    synthetic_repo(&repo);
+    let runs = 5;
+    let mut n = 0;
+    let cp = time(runs, || {
+        n += 1;
+        run_ok(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&repo)
+                .arg(work.path().join(format!("copy{n}"))),
+        );
+    });
+    let cold = time(runs, || {
+        n += 1;
+        let cache = work.path().join(format!("cache{n}"));
+        let snapshot = pikaci::snapshot::take(&repo, &cache, &[]).unwrap();
+        assert!(!snapshot.reused);
+    });
+    let cache = work.path().join("warm");
+    pikaci::snapshot::take(&repo, &cache, &[]).unwrap();
+    let unchanged = time(runs * 2, || {
+        let snapshot = pikaci::snapshot::take(&repo, &cache, &[]).unwrap();
+        assert!(snapshot.reused, "unchanged workspace reuses its snapshot");
+    });
+    let mut edit = 0;
+    let one_changed = time(runs, || {
+        edit += 1;
+        std::fs::write(repo.join("d007/f00007.rs"), format!("// edit {edit}\n")).unwrap();
+        let snapshot = pikaci::snapshot::take(&repo, &cache, &[]).unwrap();
+        assert!(!snapshot.reused);
+    });
+    let ratio = |d: Duration| d.as_secs_f64() / cp.as_secs_f64();
+    println!(
+        "snapshot of {FILES} files, baseline cp -a: {:.1} ms",
+        ms(cp)
+    );
+    println!(
+        "snapshot cold:             {:.1} ms ({:.2}x cp -a)",
+        ms(cold),
+        ratio(cold)
+    );
+    println!(
+        "snapshot unchanged:        {:.1} ms ({:.3}x cp -a, goal <= 0.05x)",
+        ms(unchanged),
+        ratio(unchanged)
+    );
+    println!(
+        "snapshot one file changed: {:.1} ms ({:.2}x cp -a)",
+        ms(one_changed),
+        ratio(one_changed)
+    );
+}

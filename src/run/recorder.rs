@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::fsutil::write_json_atomic;
 use crate::report::Reporter;
-use crate::state::{Event, EventKind, EventLog, JobRecord, RunDir, RunRecord};
+use crate::state::{Event, EventKind, EventLog, JobRecord, JobStatus, RunDir, RunRecord};
 
 pub struct Recorder<'a> {
     pub run: RunDir,
@@ -51,13 +51,16 @@ impl<'a> Recorder<'a> {
         Ok(record.clone())
     }
 
-    /// Writes `jobs/<job>/status.json` and mirrors the status into `run.json`.
+    /// Writes `jobs/<job>/status.json`; a final status is mirrored into `run.json` too
+    /// (`running` is not: it is in status.json, and skipping it saves a synced write).
     pub fn write_job(&self, dir: &Path, job: &JobRecord) -> io::Result<()> {
         crate::fsutil::create_dir_all(dir)?;
         write_json_atomic(&dir.join("status.json"), job)?;
-        self.update(|run| {
-            run.jobs.insert(job.job.clone(), job.status);
-        })?;
+        if job.status != JobStatus::Running {
+            self.update(|run| {
+                run.jobs.insert(job.job.clone(), job.status);
+            })?;
+        }
         Ok(())
     }
 

@@ -7,8 +7,9 @@
 //! and ends in NUL, so it may hold any byte but NUL).
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::files::{Entry, Kind};
 
@@ -30,7 +31,9 @@ pub struct Cached {
 #[derive(Default)]
 pub struct Index {
     taken_at_ns: i128,
-    entries: HashMap<PathBuf, Cached>,
+    /// Keyed by the path's bytes: hashing a `PathBuf` walks its components, which is
+    /// the slowest part of checking 20,000 unchanged files.
+    entries: HashMap<OsString, Cached>,
 }
 
 impl Index {
@@ -46,7 +49,7 @@ impl Index {
         let Kind::File { executable } = entry.kind else {
             return None;
         };
-        let cached = self.entries.get(&entry.path)?;
+        let cached = self.entries.get(entry.path.as_os_str())?;
         let same = cached.size == entry.size
             && cached.mtime_ns == entry.mtime_ns
             && cached.ctime_ns == entry.ctime_ns
@@ -60,7 +63,7 @@ impl Index {
             .iter()
             .filter_map(|(entry, hash)| match entry.kind {
                 Kind::File { executable } => Some((
-                    entry.path.clone(),
+                    entry.path.as_os_str().to_os_string(),
                     Cached {
                         hash: hash.to_string(),
                         size: entry.size,
@@ -90,7 +93,7 @@ impl Index {
                 )
                 .as_bytes(),
             );
-            out.extend_from_slice(path.as_os_str().as_bytes());
+            out.extend_from_slice(path.as_bytes());
             out.push(0);
         }
         out
@@ -119,7 +122,7 @@ fn parse(bytes: &[u8]) -> Option<Index> {
         let ctime_ns = text()?.parse().ok()?;
         let ino = text()?.parse().ok()?;
         let executable = text()? == "x";
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(fields.next()?));
+        let path = OsStr::from_bytes(fields.next()?).to_os_string();
         entries.insert(
             path,
             Cached {

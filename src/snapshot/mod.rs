@@ -111,7 +111,12 @@ pub fn take(
                     })?;
                 }
                 match entry.kind {
-                    Kind::File { executable } => store.link_object(hash, executable, &dest)?,
+                    Kind::File { executable } => {
+                        if !store.object_path(hash, executable).exists() {
+                            store.add_file(&workspace.join(&entry.path), executable)?;
+                        }
+                        store.link_object(hash, executable, &dest)?
+                    }
                     Kind::Symlink => store::copy_symlink(&workspace.join(&entry.path), &dest)?,
                 }
             }

@@ -281,3 +281,18 @@ fn gc_removes_unreferenced_snapshots_and_objects() {
     assert!(keep.dir.is_dir() && !drop.dir.exists());
     assert_eq!(nar_hash(&keep.dir).unwrap(), keep.nar_hash);
 }
+
+#[test]
+fn objects_removed_by_gc_are_added_again_when_needed() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    age_files(ws.path());
+    let first = take(ws.path(), cache.path(), &[]).unwrap();
+    gc(cache.path(), &HashSet::new()).unwrap();
+    assert_eq!(object_count(cache.path()), 0);
+    let again = take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!(again.nar_hash, first.nar_hash);
+    assert!(!again.reused, "the tree was rebuilt");
+    assert_eq!(nar_hash(&again.dir).unwrap(), first.nar_hash);
+}
