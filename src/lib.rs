@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod fsutil;
+pub mod guest;
 pub mod ids;
 pub mod nix;
 pub mod plan;

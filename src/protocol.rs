@@ -5,13 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Unknown fields are ignored, so a newer host can add optional fields within v1.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Request {
     pub schema_version: u32,
     pub job_id: String,
@@ -45,4 +46,71 @@ pub struct GuestResult {
     pub finished_at: String,
     pub duration_ms: u64,
     pub message: Option<String>,
+}
+
+impl GuestResult {
+    /// The result of a job that ran, from how it ended.
+    pub fn from_ended(
+        ended: crate::exec::Ended,
+        timeout_secs: u64,
+        started: SystemTime,
+    ) -> GuestResult {
+        use crate::exec::Ended;
+        use std::os::unix::process::ExitStatusExt;
+        let (status, exit_code, signal, message) = match ended {
+            Ended::Exited(s) if s.success() => (GuestStatus::Passed, Some(0), None, None),
+            Ended::Exited(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => (
+                    GuestStatus::Failed,
+                    Some(code),
+                    None,
+                    Some(format!("exited with code {code}")),
+                ),
+                (None, signal) => (
+                    GuestStatus::Failed,
+                    None,
+                    signal,
+                    Some(format!("killed by signal {}", signal.unwrap_or(0))),
+                ),
+            },
+            Ended::TimedOut => (
+                GuestStatus::TimedOut,
+                None,
+                None,
+                Some(format!(
+                    "did not finish within its timeout of {timeout_secs}s; its process group was killed"
+                )),
+            ),
+            Ended::Cancelled => (GuestStatus::Error, None, None, Some("cancelled".into())),
+        };
+        GuestResult::finished(status, exit_code, signal, started, message)
+    }
+
+    /// An `error` result: the job could not run as asked.
+    pub fn error(started: SystemTime, message: String) -> GuestResult {
+        GuestResult::finished(GuestStatus::Error, None, None, started, Some(message))
+    }
+
+    fn finished(
+        status: GuestStatus,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        started: SystemTime,
+        message: Option<String>,
+    ) -> GuestResult {
+        let finished = SystemTime::now();
+        GuestResult {
+            schema_version: SCHEMA_VERSION,
+            status,
+            exit_code,
+            signal,
+            started_at: humantime::format_rfc3339_millis(started).to_string(),
+            finished_at: humantime::format_rfc3339_millis(finished).to_string(),
+            duration_ms: finished
+                .duration_since(started)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            message,
+        }
+    }
 }

@@ -100,10 +100,7 @@ fn failing_build_is_an_infrastructure_error_with_the_log_tail() {
     let run = repo.read_json(&repo.latest_run().join("run.json"));
     assert_eq!(run["status"], "error");
     assert!(
-        run["message"]
-            .as_str()
-            .unwrap()
-            .contains("nix build --json -o"),
+        run["message"].as_str().unwrap().contains("build --json -o"),
         "{run}"
     );
 }

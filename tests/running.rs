@@ -168,6 +168,15 @@ fn workspace_is_read_only_unless_asked() {
 
 #[test]
 fn sigint_cancels_the_run_and_kills_jobs() {
+    cancel_with(rustix::process::Signal::INT);
+}
+
+#[test]
+fn sigterm_cancels_the_run_and_kills_jobs() {
+    cancel_with(rustix::process::Signal::TERM);
+}
+
+fn cancel_with(signal: rustix::process::Signal) {
     let repo = repo("[jobs.slow]\ncommand = \"echo $$ > $PIKACI_ARTIFACTS/pgid; sleep 300\"\n");
     let mut child = repo
         .command(&["run", "slow", "--output", "jsonl"])
@@ -195,11 +204,7 @@ fn sigint_cancels_the_run_and_kills_jobs() {
         .trim()
         .parse()
         .unwrap();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert_eq!(job_status(&repo, "slow")["status"], "cancelled");

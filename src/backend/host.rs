@@ -16,7 +16,7 @@ use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::BackendKind;
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
-use crate::protocol::{GuestResult, GuestStatus, Request, SCHEMA_VERSION};
+use crate::protocol::{GuestResult, Request};
 
 /// Runs inside `unshare`: makes `$1` read-only for this namespace, then runs `$2`.
 const READ_ONLY_WRAPPER: &str =
@@ -140,21 +140,7 @@ impl Guest for HostGuest {
     }
 
     fn collect(&mut self, ended: Ended, started: SystemTime) -> Result<GuestResult, BackendError> {
-        let finished = SystemTime::now();
-        let (status, exit_code, signal, message) = outcome(ended, self.timeout_secs);
-        let result = GuestResult {
-            schema_version: SCHEMA_VERSION,
-            status,
-            exit_code,
-            signal,
-            started_at: humantime::format_rfc3339_millis(started).to_string(),
-            finished_at: humantime::format_rfc3339_millis(finished).to_string(),
-            duration_ms: finished
-                .duration_since(started)
-                .unwrap_or_default()
-                .as_millis() as u64,
-            message,
-        };
+        let result = GuestResult::from_ended(ended, self.timeout_secs, started);
         crate::fsutil::write_json_atomic(&self.result_json, &result).map_err(|source| {
             BackendError::Io {
                 job: self.job_id.clone(),
@@ -168,39 +154,6 @@ impl Guest for HostGuest {
     fn cleanup(&mut self) -> Result<(), BackendError> {
         self.child.terminate(Default::default());
         Ok(())
-    }
-}
-
-fn outcome(
-    ended: Ended,
-    timeout_secs: u64,
-) -> (GuestStatus, Option<i32>, Option<i32>, Option<String>) {
-    use std::os::unix::process::ExitStatusExt;
-    match ended {
-        Ended::Exited(status) if status.success() => (GuestStatus::Passed, Some(0), None, None),
-        Ended::Exited(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => (
-                GuestStatus::Failed,
-                Some(code),
-                None,
-                Some(format!("exited with code {code}")),
-            ),
-            (None, signal) => (
-                GuestStatus::Failed,
-                None,
-                signal,
-                Some(format!("killed by signal {}", signal.unwrap_or(0))),
-            ),
-        },
-        Ended::TimedOut => (
-            GuestStatus::TimedOut,
-            None,
-            None,
-            Some(format!(
-                "did not finish within its timeout of {timeout_secs}s; its process group was killed"
-            )),
-        ),
-        Ended::Cancelled => (GuestStatus::Error, None, None, Some("cancelled".into())),
     }
 }
 

@@ -56,7 +56,10 @@ pub enum NixError {
 
 impl NixBuild<'_> {
     pub fn argv(&self) -> Argv {
+        // pikaci's installables are flake references; enable what they need rather than
+        // depend on the user's nix.conf.
         Argv::new("nix")
+            .args(["--extra-experimental-features", "nix-command flakes"])
             .args(["build", "--json", "-o"])
             .arg(self.out_link)
             .arg(self.installable)
@@ -163,7 +166,7 @@ mod tests {
             out_link: Path::new("/state/runs/R/gcroots/input-toolchain"),
             cwd: Path::new("/state/cache/snapshots/abc"),
         };
-        insta::assert_snapshot!(build.argv().to_string(), @"cd /state/cache/snapshots/abc && nix build --json -o /state/runs/R/gcroots/input-toolchain '.#ci-toolchain'");
+        insta::assert_snapshot!(build.argv().to_string(), @"cd /state/cache/snapshots/abc && nix --extra-experimental-features 'nix-command flakes' build --json -o /state/runs/R/gcroots/input-toolchain '.#ci-toolchain'");
     }
 
     #[test]

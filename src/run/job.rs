@@ -91,7 +91,7 @@ pub fn run_job(
     );
     let (status, result) = match outcome {
         Ok((ended, result)) => (job_status(ended, &result), Some(result)),
-        Err(message) => (JobStatus::Error, Some(error_result(started, message))),
+        Err(message) => (JobStatus::Error, Some(GuestResult::error(started, message))),
     };
     let finished = SystemTime::now();
     record.status = status;
@@ -127,19 +127,6 @@ fn job_status(ended: Ended, result: &GuestResult) -> JobStatus {
         GuestStatus::Failed => JobStatus::Failed,
         GuestStatus::TimedOut => JobStatus::TimedOut,
         GuestStatus::Error => JobStatus::Error,
-    }
-}
-
-fn error_result(started: SystemTime, message: String) -> GuestResult {
-    GuestResult {
-        schema_version: SCHEMA_VERSION,
-        status: GuestStatus::Error,
-        exit_code: None,
-        signal: None,
-        started_at: humantime::format_rfc3339_millis(started).to_string(),
-        finished_at: now_rfc3339(),
-        duration_ms: 0,
-        message: Some(message),
     }
 }
 

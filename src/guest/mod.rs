@@ -1,0 +1,9 @@
+//! The agent that runs inside a guest: `pikaci-guest run REQUEST` (protocol v1, see
+//! `crate::protocol`). It always writes a result, also when the request is bad.
+
+mod agent;
+mod request;
+mod user;
+
+pub use agent::{Agent, run_request};
+pub use request::{RequestError, parse_request};
