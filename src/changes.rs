@@ -13,9 +13,10 @@
 //!   matches everything below `src/`, `Cargo.*` only at the top).
 
 use std::path::Path;
-use std::process::Command;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::git::{GitError, git_text as git};
 
 /// Git's well-known empty tree, the base for a root commit.
 const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
@@ -42,10 +43,8 @@ pub struct ChangeSet {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangesError {
-    #[error("`{command}` failed: {stderr}")]
-    Git { command: String, stderr: String },
-    #[error("cannot run git")]
-    Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    Git(#[from] GitError),
     #[error("invalid path filter `{pattern}`")]
     Glob {
         pattern: String,
@@ -218,24 +217,6 @@ fn implicit_base(workspace: &Path, head: &str) -> Base {
             },
         },
     }
-}
-
-fn git(workspace: &Path, args: &[&str]) -> Result<String, ChangesError> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(workspace)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(ChangesError::Spawn)?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(ChangesError::Git {
-            command: format!("git {}", args.join(" ")),
-            stderr: crate::fsutil::tail(&stderr, 5),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[cfg(test)]

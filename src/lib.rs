@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod fsutil;
+pub mod git;
 pub mod guest;
 pub mod ids;
 pub mod nix;

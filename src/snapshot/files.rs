@@ -6,7 +6,6 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::SnapshotError;
 
@@ -88,29 +87,13 @@ fn git_files(workspace: &Path) -> Result<Option<Vec<PathBuf>>, SnapshotError> {
         "--others",
         "--exclude-standard",
     ];
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(workspace)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(|source| SnapshotError::Io {
-            path: PathBuf::from("git"),
-            source,
-        })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("not a git repository") {
-            return Ok(None);
-        }
-        return Err(SnapshotError::Git {
-            command: format!("git -C {} {}", workspace.display(), args.join(" ")),
-            stderr: crate::fsutil::tail(&stderr, 5),
-        });
-    }
+    let stdout = match crate::git::git(workspace, &args) {
+        Ok(stdout) => stdout,
+        Err(e) if e.not_a_repository() => return Ok(None),
+        Err(e) => return Err(SnapshotError::Git(e)),
+    };
     Ok(Some(
-        output
-            .stdout
+        stdout
             .split(|b| *b == 0)
             .filter(|p| !p.is_empty())
             .map(|p| PathBuf::from(OsStr::from_bytes(p)))

@@ -41,8 +41,8 @@ pub enum SnapshotError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{command}` failed: {stderr}")]
-    Git { command: String, stderr: String },
+    #[error(transparent)]
+    Git(crate::git::GitError),
     #[error("cannot serialise {} as a NAR: {detail}", path.display())]
     Nar { path: PathBuf, detail: String },
     #[error("no snapshot {nar_hash} in {} (removed by `pikaci gc`?)", cache.display())]

@@ -1,0 +1,50 @@
+//! Every `git` call pikaci makes: argv, no prompts, and errors with git's stderr tail.
+
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+}
+
+impl GitError {
+    /// True when the directory is not inside a git work tree.
+    pub fn not_a_repository(&self) -> bool {
+        matches!(self, GitError::Failed { stderr, .. } if stderr.contains("not a git repository"))
+    }
+}
+
+/// Runs `git -C DIR ARGS…` and returns its stdout.
+pub fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
+    let command = || format!("git -C {} {}", dir.display(), args.join(" "));
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|source| GitError::Spawn {
+            command: command(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(GitError::Failed {
+            command: command(),
+            stderr: crate::fsutil::tail(&String::from_utf8_lossy(&output.stderr), 5),
+        });
+    }
+    Ok(output.stdout)
+}
+
+/// Like [`git`], for output that is text.
+pub fn git_text(dir: &Path, args: &[&str]) -> Result<String, GitError> {
+    git(dir, args).map(|out| String::from_utf8_lossy(&out).into_owned())
+}
