@@ -19,3 +19,4 @@ pub mod report;
 pub mod run;
 pub mod snapshot;
 pub mod state;
+pub mod transport;

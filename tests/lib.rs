@@ -7,3 +7,4 @@ mod filters;
 mod inputs;
 mod records;
 mod running;
+mod ssh;

@@ -1,0 +1,152 @@
+//! Running commands on the host that runs guests: this machine or one reached over SSH.
+//! Commands are argv values; they become a shell string once, at the SSH boundary
+//! ([`quote::quote_argv`]), and never anywhere else.
+
+mod local;
+mod quote;
+mod ssh;
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Instant;
+
+pub use local::Local;
+pub use quote::quote_argv;
+pub use ssh::{Ssh, SshOptions};
+
+use crate::argv::Argv;
+use crate::cancel::Cancel;
+use crate::exec::{Ended, GroupChild, KILL_GRACE};
+
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("on {host}: cannot start `{command}`")]
+    Spawn {
+        host: String,
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {host} ({status}):\n{stderr_tail}")]
+    Connect {
+        host: String,
+        status: String,
+        stderr_tail: String,
+    },
+    #[error("on {host}: `{command}` failed ({status}):\n{stderr_tail}")]
+    Failed {
+        host: String,
+        command: String,
+        status: String,
+        stderr_tail: String,
+    },
+    #[error("on {host}: `{command}` did not finish within its deadline")]
+    TimedOut { host: String, command: String },
+    #[error("on {host}: `{command}` was cancelled")]
+    Cancelled { host: String, command: String },
+}
+
+pub trait Transport: Send + Sync {
+    /// `local` or `ssh://user@host:port`, for messages.
+    fn host(&self) -> String;
+
+    /// The local process that runs `argv` on the host.
+    fn command(&self, argv: &Argv) -> Command;
+
+    /// True when a failure was the connection's, not the command's (ssh exits 255).
+    fn is_connection_failure(&self, _status: &ExitStatus) -> bool {
+        false
+    }
+
+    /// Runs `argv` on the host to completion, feeding it `stdin`, within `deadline`. A
+    /// non-zero exit is an error naming the host, the command and the tail of stderr.
+    fn run(
+        &self,
+        argv: &Argv,
+        stdin: &[u8],
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Output, TransportError> {
+        let output = self.run_unchecked(argv, stdin, deadline, cancel)?;
+        if output.status.success() {
+            return Ok(output);
+        }
+        let stderr_tail = crate::fsutil::tail(&String::from_utf8_lossy(&output.stderr), 15);
+        let status = output.status.to_string();
+        if self.is_connection_failure(&output.status) {
+            return Err(TransportError::Connect {
+                host: self.host(),
+                status,
+                stderr_tail,
+            });
+        }
+        Err(TransportError::Failed {
+            host: self.host(),
+            command: argv.to_string(),
+            status,
+            stderr_tail,
+        })
+    }
+
+    /// Like [`Transport::run`], but any exit status is returned to the caller.
+    fn run_unchecked(
+        &self,
+        argv: &Argv,
+        stdin: &[u8],
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Output, TransportError> {
+        let spawn_err = |source| TransportError::Spawn {
+            host: self.host(),
+            command: argv.to_string(),
+            source,
+        };
+        // Files rather than pipes: no reader threads, and no deadlock on large output.
+        let mut input = tempfile::tempfile().map_err(spawn_err)?;
+        std::io::Write::write_all(&mut input, stdin).map_err(spawn_err)?;
+        input.rewind().map_err(spawn_err)?;
+        let mut out = tempfile::tempfile().map_err(spawn_err)?;
+        let mut err = tempfile::tempfile().map_err(spawn_err)?;
+        let mut command = self.command(argv);
+        command
+            .stdin(Stdio::from(input))
+            .stdout(out.try_clone().map_err(spawn_err)?)
+            .stderr(err.try_clone().map_err(spawn_err)?);
+        let mut child = GroupChild::spawn(&mut command, cancel).map_err(spawn_err)?;
+        let status = match child.wait(deadline, cancel).map_err(spawn_err)? {
+            Ended::Exited(status) => status,
+            ended => {
+                child.terminate(if cancel.is_urgent() {
+                    Default::default()
+                } else {
+                    KILL_GRACE
+                });
+                let (host, command) = (self.host(), argv.to_string());
+                return Err(match ended {
+                    Ended::Cancelled => TransportError::Cancelled { host, command },
+                    _ => TransportError::TimedOut { host, command },
+                });
+            }
+        };
+        Ok(Output {
+            status,
+            stdout: read_all(&mut out).map_err(spawn_err)?,
+            stderr: read_all(&mut err).map_err(spawn_err)?,
+        })
+    }
+}
+
+fn read_all(file: &mut File) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.rewind()?;
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}

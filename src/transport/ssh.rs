@@ -1,0 +1,247 @@
+//! `ssh://user@host:port`: one multiplexed master connection per run, batch mode (no
+//! prompts), connect and keep-alive timeouts. The master is a child process of ours,
+//! started by [`Ssh::connect`] and stopped on drop, so no ssh process outlives the run.
+//! (It is not daemonised with `-f`: a daemonising ssh can be caught by the process-group
+//! kill that follows its parent's exit.)
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Transport, TransportError, quote_argv};
+use crate::argv::Argv;
+use crate::cancel::Cancel;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshOptions {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    /// `-i`; with it, only this key is offered.
+    pub identity: Option<PathBuf>,
+    /// Checked strictly when set; otherwise ssh's own known_hosts and policy apply.
+    pub known_hosts: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+pub struct Ssh {
+    options: SshOptions,
+    /// Holds the control socket; short, because socket paths are limited to ~100 bytes.
+    control_dir: tempfile::TempDir,
+    master: Mutex<Option<Child>>,
+}
+
+impl Ssh {
+    pub fn new(options: SshOptions) -> std::io::Result<Ssh> {
+        let control_dir = tempfile::Builder::new()
+            .prefix("pikaci-ssh-")
+            .tempdir_in("/tmp")?;
+        Ok(Ssh {
+            options,
+            control_dir,
+            master: Mutex::new(None),
+        })
+    }
+
+    fn destination(&self) -> String {
+        match &self.options.user {
+            Some(user) => format!("{user}@{}", self.options.host),
+            None => self.options.host.clone(),
+        }
+    }
+
+    /// Options shared by the master, its clients and `-O exit`.
+    fn base_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut opt = |o: String| {
+            args.push("-o".into());
+            args.push(o.into());
+        };
+        opt("BatchMode=yes".into());
+        opt(format!(
+            "ConnectTimeout={}",
+            self.options.connect_timeout.as_secs().max(1)
+        ));
+        opt("ServerAliveInterval=5".into());
+        opt("ServerAliveCountMax=3".into());
+        opt(format!(
+            "ControlPath={}",
+            self.control_dir.path().join("%C").display()
+        ));
+        if let Some(known_hosts) = &self.options.known_hosts {
+            opt(format!("UserKnownHostsFile={}", known_hosts.display()));
+            opt("StrictHostKeyChecking=yes".into());
+        }
+        if self.options.identity.is_some() {
+            opt("IdentitiesOnly=yes".into());
+        }
+        if let Some(identity) = &self.options.identity {
+            args.push("-i".into());
+            args.push(identity.into());
+        }
+        if let Some(port) = self.options.port {
+            args.push("-p".into());
+            args.push(port.to_string().into());
+        }
+        args
+    }
+
+    /// The master: authenticates, then serves every later command over the control socket
+    /// until it is told to exit.
+    pub fn master_argv(&self) -> Argv {
+        Argv::new("ssh")
+            .args(self.base_args())
+            .args([
+                "-o",
+                "ControlMaster=yes",
+                "-o",
+                "ControlPersist=no",
+                "-N",
+                "--",
+            ])
+            .arg(self.destination())
+    }
+
+    /// How `argv` runs on the host: a client of the master (or a direct connection if the
+    /// master is gone), with the command quoted once.
+    pub fn client_argv(&self, argv: &Argv) -> Argv {
+        Argv::new("ssh")
+            .args(self.base_args())
+            .args(["-o", "ControlMaster=no", "--"])
+            .arg(self.destination())
+            .arg(quote_argv(argv))
+    }
+
+    fn exit_argv(&self) -> Argv {
+        Argv::new("ssh")
+            .args(self.base_args())
+            .args(["-O", "exit", "--"])
+            .arg(self.destination())
+    }
+
+    /// Opens the master connection; ready when its control socket appears. Fails with
+    /// ssh's own words (bad key, unknown host key, refused) within the connect timeout.
+    pub fn connect(&self, cancel: &Cancel) -> Result<(), TransportError> {
+        let host = self.host();
+        let fail = |status: String, stderr: &std::path::Path| TransportError::Connect {
+            host: host.clone(),
+            status,
+            stderr_tail: crate::fsutil::tail(
+                &std::fs::read_to_string(stderr).unwrap_or_default(),
+                15,
+            ),
+        };
+        let stderr = self.control_dir.path().join("master.log");
+        let spawn_err = |source| TransportError::Spawn {
+            host: self.host(),
+            command: self.master_argv().to_string(),
+            source,
+        };
+        let log = std::fs::File::create(&stderr).map_err(spawn_err)?;
+        let child = self
+            .master_argv()
+            .command()
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(spawn_err)?;
+        let mut master = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        let child = master.insert(child);
+        let deadline = Instant::now() + self.options.connect_timeout + Duration::from_secs(2);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(fail(status.to_string(), &stderr));
+            }
+            if self.socket_ready() {
+                return Ok(());
+            }
+            if cancel.is_cancelled() || Instant::now() > deadline {
+                return Err(fail(
+                    "no connection within the connect timeout".into(),
+                    &stderr,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn socket_ready(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::read_dir(self.control_dir.path()).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_type().ok())
+                .any(|t| t.is_socket())
+        })
+    }
+}
+
+impl Transport for Ssh {
+    fn host(&self) -> String {
+        let mut text = format!("ssh://{}", self.destination());
+        if let Some(port) = self.options.port {
+            text.push_str(&format!(":{port}"));
+        }
+        text
+    }
+
+    fn command(&self, argv: &Argv) -> Command {
+        self.client_argv(argv).command()
+    }
+
+    fn is_connection_failure(&self, status: &ExitStatus) -> bool {
+        status.code() == Some(255)
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        let Some(mut master) = self.master.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        // Ask it to close its sessions cleanly, then make sure it is gone.
+        let _ = self
+            .exit_argv()
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = master.kill();
+        let _ = master.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_shapes() {
+        let ssh = Ssh::new(SshOptions {
+            user: Some("ci".into()),
+            host: "builder".into(),
+            port: Some(2222),
+            identity: Some("/keys/id".into()),
+            known_hosts: Some("/keys/known_hosts".into()),
+            connect_timeout: Duration::from_secs(10),
+        })
+        .unwrap();
+        let control = ssh.control_dir.path().display().to_string();
+        let job = Argv::new("nix")
+            .args(["build", "--json", "-o", "/w/r", ".#x"])
+            .cwd("/w");
+        let text = [ssh.master_argv(), ssh.client_argv(&job), ssh.exit_argv()]
+            .map(|a| a.to_string().replace(&control, "[CONTROL]"))
+            .join("\n");
+        insta::assert_snapshot!(text, @r#"
+        ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -o 'ControlMaster=yes' -o 'ControlPersist=no' -N -- ci@builder
+        ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -o 'ControlMaster=no' -- ci@builder "env -C /w -- nix build --json -o /w/r '.#x'"
+        ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -O exit -- ci@builder
+        "#);
+    }
+}
