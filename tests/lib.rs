@@ -6,5 +6,6 @@ mod config_errors;
 mod filters;
 mod inputs;
 mod records;
+mod reports;
 mod running;
 mod ssh;

@@ -257,8 +257,11 @@ fn output_jsonl_streams_versioned_events() {
             event["type"].as_str().unwrap().to_string()
         })
         .collect();
+    let phases = types.iter().filter(|t| *t == "job_phase").count();
+    assert_eq!(phases, 4, "launch, run, collect, cleanup: {types:?}");
+    let main: Vec<&String> = types.iter().filter(|t| *t != "job_phase").collect();
     assert_eq!(
-        types,
+        main,
         ["run_started", "job_started", "job_finished", "run_finished"]
     );
     let file = std::fs::read_to_string(repo.latest_run().join("events.jsonl")).unwrap();

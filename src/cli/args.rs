@@ -52,6 +52,12 @@ pub struct Execution {
     /// Plain lines even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write a JUnit XML report (a testsuite per target, a testcase per job).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Also write a Markdown summary (appended to $GITHUB_STEP_SUMMARY when that is set).
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

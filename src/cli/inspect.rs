@@ -7,7 +7,7 @@ use super::context::{load_config, state_only};
 use crate::error::Error;
 use crate::ids::Id;
 use crate::report::short_duration;
-use crate::state::{JobRecord, RunEntry, list_runs, read_record, resolve_run};
+use crate::state::{JobRecord, RunEntry, job_records, list_runs, resolve_run};
 
 pub fn targets(global: &Global) -> Result<u8, Error> {
     let config = load_config(global)?;
@@ -105,16 +105,9 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         .map_err(|e| Error::Usage(crate::error::chain(e)))?;
     let status = entry.status();
     let run_dir = state.run(&id);
-    let jobs: Vec<(String, Result<JobRecord, String>)> = record
-        .jobs
-        .keys()
-        .map(|job| {
-            let path = run_dir.jobs().join(job).join("status.json");
-            (
-                job.clone(),
-                read_record(&path).map_err(|e| crate::error::chain(&e)),
-            )
-        })
+    let jobs: Vec<(String, Result<JobRecord, String>)> = job_records(&run_dir, record)
+        .into_iter()
+        .map(|(job, r)| (job, r.map_err(|e| crate::error::chain(&e))))
         .collect();
     if args.json {
         let jobs: Vec<serde_json::Value> = jobs

@@ -54,6 +54,18 @@ impl HumanReporter {
             .insert(key.to_string(), bar);
     }
 
+    fn set_spinner(&self, key: &str, message: String) {
+        if let Some(live) = &self.live
+            && let Some(bar) = live
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key)
+        {
+            bar.set_message(message);
+        }
+    }
+
     fn stop_spinner(&self, key: &str) {
         if let Some(live) = &self.live
             && let Some(bar) = live
@@ -128,7 +140,8 @@ pub fn describe(event: &Event, live: bool) -> Option<String> {
         }
         EventKind::RunFinished { .. }
         | EventKind::PrepareStarted { .. }
-        | EventKind::JobStarted { .. } => {
+        | EventKind::JobStarted { .. }
+        | EventKind::JobPhase { .. } => {
             return None;
         }
     })
@@ -179,6 +192,7 @@ impl Reporter for HumanReporter {
                 &format!("prepare:{input}"),
                 format!("build {input} ({installable})"),
             ),
+            EventKind::JobPhase { job, phase } => self.set_spinner(job, format!("{job} {phase}")),
             EventKind::JobFinished { job, .. } => self.stop_spinner(job),
             EventKind::PrepareFinished { input, .. } => {
                 self.stop_spinner(&format!("prepare:{input}"))

@@ -1,10 +1,16 @@
 //! One event stream, several reporters.
 
+mod github;
 mod human;
+mod junit;
 mod machine;
+mod summary;
 
+pub use github::GithubReporter;
 pub use human::HumanReporter;
+pub use junit::junit_report;
 pub use machine::{JsonReporter, JsonlReporter};
+pub use summary::markdown_summary;
 
 use crate::state::{Event, JobRecord, RunRecord};
 

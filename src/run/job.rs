@@ -80,6 +80,11 @@ pub fn run_job(
         backend: job.backend,
     });
 
+    let phases = Phases {
+        times: &mut record.phases,
+        job: job.id.as_str(),
+        recorder,
+    };
     let outcome = drive(
         node,
         snapshot,
@@ -87,7 +92,7 @@ pub fn run_job(
         &dir,
         recorder.run_id(),
         cancel,
-        &mut record.phases,
+        phases,
     );
     let (status, result) = match outcome {
         Ok((ended, result)) => (job_status(ended, &result), Some(result)),
@@ -130,14 +135,22 @@ fn job_status(ended: Ended, result: &GuestResult) -> JobStatus {
     }
 }
 
-/// Times each phase into `phases` (milliseconds).
-struct Phases<'a>(&'a mut BTreeMap<String, u64>);
+/// Times each phase into the job record (milliseconds) and announces it.
+struct Phases<'a> {
+    times: &'a mut BTreeMap<String, u64>,
+    job: &'a str,
+    recorder: &'a Recorder<'a>,
+}
 
 impl Phases<'_> {
     fn time<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+        self.recorder.emit(EventKind::JobPhase {
+            job: self.job.to_string(),
+            phase: name.to_string(),
+        });
         let started = Instant::now();
         let value = f();
-        *self.0.entry(name.to_string()).or_default() += started.elapsed().as_millis() as u64;
+        *self.times.entry(name.to_string()).or_default() += started.elapsed().as_millis() as u64;
         value
     }
 }
@@ -160,10 +173,9 @@ fn drive(
     dir: &Path,
     run_id: &str,
     cancel: &Cancel,
-    phases: &mut BTreeMap<String, u64>,
+    mut phases: Phases,
 ) -> Result<(Ended, GuestResult), String> {
     let job = &node.job;
-    let mut phases = Phases(phases);
     let backend = backend::for_kind(job.backend).map_err(|e| e.to_string())?;
     let mut copy = PrivateCopy(None);
     let workspace = if job.writable_workspace {

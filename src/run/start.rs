@@ -17,7 +17,7 @@ use crate::plan::{ExecuteNode, Plan};
 use crate::report::Reporter;
 use crate::state::{
     EventKind, JobRecord, JobStatus, RECORD_SCHEMA, RunLock, RunRecord, RunStatus, SnapshotRef,
-    StateDir, new_run_id, read_record,
+    StateDir, job_records, new_run_id, read_record,
 };
 
 pub struct RunOptions {
@@ -281,11 +281,9 @@ fn finish(
         status,
         duration_ms,
     });
-    let jobs: Vec<JobRecord> = record
-        .jobs
-        .keys()
-        .filter_map(|job| Id::new(job.clone()).ok())
-        .filter_map(|id| read_record(&recorder.run.job(&id).join("status.json")).ok())
+    let jobs: Vec<JobRecord> = job_records(&recorder.run, &record)
+        .into_iter()
+        .filter_map(|(_, r)| r.ok())
         .collect();
     recorder.reporter().finish(&record, &jobs);
     Ok(record)

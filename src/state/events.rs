@@ -39,6 +39,12 @@ pub enum EventKind {
         job: String,
         backend: BackendKind,
     },
+    /// A job entered a phase: workspace, launch, run, stop, collect, cleanup (VM
+    /// backends add their own, such as sync, build and boot).
+    JobPhase {
+        job: String,
+        phase: String,
+    },
     JobFinished {
         job: String,
         status: JobStatus,

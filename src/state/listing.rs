@@ -73,3 +73,25 @@ pub fn resolve_run(state: &StateDir, name: &str) -> Result<String, String> {
             )
         })
 }
+
+/// The job records of a run, in job-name order; an unreadable one carries its error.
+pub fn job_records(
+    run: &super::RunDir,
+    record: &RunRecord,
+) -> Vec<(String, Result<super::JobRecord, RecordError>)> {
+    record
+        .jobs
+        .keys()
+        .map(|job| {
+            let path = run.jobs().join(job).join("status.json");
+            (job.clone(), read_record(&path))
+        })
+        .collect()
+}
+
+/// The last `max_lines` lines of a job's `guest.log` (lossy UTF-8), for reports.
+pub fn log_tail(run: &super::RunDir, job: &str, max_lines: usize) -> String {
+    let path = run.jobs().join(job).join("guest.log");
+    let bytes = std::fs::read(path).unwrap_or_default();
+    crate::fsutil::tail(&String::from_utf8_lossy(&bytes), max_lines)
+}

@@ -1,0 +1,140 @@
+//! JUnit, Markdown summaries, GitHub Actions output and terminal progress.
+
+use std::process::Command;
+
+use crate::harness::{Repo, redact};
+
+const CONFIG: &str = "[defaults]\nbackend = \"host\"\n\
+[jobs.good]\ncommand = \"echo fine\"\n\
+[jobs.bad]\ncommand = \"echo 'line <1> & \\\"2\\\"'; echo oops >&2; exit 4\"\n\
+[jobs.after]\nneeds = [\"bad\"]\ncommand = \"true\"\n\
+[targets.ci]\ndescription = \"All\"\njobs = [\"good\", \"bad\", \"after\"]\n\
+[targets.quick]\njobs = [\"good\"]\n";
+
+fn redact_numbers(text: &str) -> String {
+    regex::Regex::new(r#"(time|duration)="[0-9.]+""#)
+        .unwrap()
+        .replace_all(text, "$1=\"[T]\"")
+        .into_owned()
+}
+
+#[test]
+fn junit_is_valid_and_carries_failures() {
+    let repo = Repo::new(CONFIG);
+    let junit = repo.path().join("out/junit.xml");
+    std::fs::create_dir_all(junit.parent().unwrap()).unwrap();
+    repo.pikaci(&["run", "ci", "quick", "--junit", junit.to_str().unwrap()])
+        .expect(1);
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/junit.xsd");
+    let check = Command::new("xmllint")
+        .args(["--noout", "--schema", schema])
+        .arg(&junit)
+        .output();
+    match check {
+        Ok(out) => assert!(
+            out.status.success(),
+            "schema validation: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "xmllint is required in CI"
+            );
+            eprintln!("skipped schema validation: xmllint is not installed");
+        }
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    insta::assert_snapshot!(redact_numbers(&redact(&xml, &repo)));
+}
+
+#[test]
+fn markdown_summary_and_step_summary() {
+    let repo = Repo::new(CONFIG);
+    let summary = repo.path().join("summary.md");
+    let step = repo.path().join("step.md");
+    std::fs::write(&step, "earlier step\n").unwrap();
+    let out = repo
+        .command(&["run", "ci", "--summary", summary.to_str().unwrap()])
+        .env("GITHUB_STEP_SUMMARY", &step)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = std::fs::read_to_string(&summary).unwrap();
+    let redacted = regex::Regex::new(r"\b\d+(\.\d+)?(ms|s)\b")
+        .unwrap()
+        .replace_all(&redact(&text, &repo), "[D]")
+        .into_owned();
+    insta::assert_snapshot!(redacted);
+    assert_eq!(
+        std::fs::read_to_string(&step).unwrap(),
+        format!("earlier step\n{text}"),
+        "appended to the step summary"
+    );
+}
+
+#[test]
+fn github_actions_groups_logs_and_annotates_failures() {
+    let repo = Repo::new(CONFIG);
+    let out = repo
+        .command(&["run", "ci", "--jobs", "1"])
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("::group::good (passed)\nfine\n::endgroup::"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("::group::bad (failed)\nline <1> & \"2\"\noops\n::endgroup::"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("::error title=pikaci job bad::failed: exited with code 4"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("::error title=pikaci job good"),
+        "{stdout}"
+    );
+    let jsonl = repo
+        .command(&["run", "ci", "--output", "jsonl"])
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&jsonl.stdout).contains("::group::"),
+        "machine output stays machine-readable"
+    );
+}
+
+#[test]
+fn terminal_shows_live_progress() {
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "script (util-linux) is required in CI"
+        );
+        return;
+    }
+    let repo = Repo::new("[defaults]\nbackend = \"host\"\n[jobs.slow]\ncommand = \"sleep 1.5\"\n");
+    let pikaci = env!("CARGO_BIN_EXE_pikaci");
+    let out = Command::new("script")
+        .args(["-qfec", &format!("{pikaci} run slow"), "/dev/null"])
+        .current_dir(repo.path())
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let screen = String::from_utf8_lossy(&out.stdout);
+    // A spinner line with the job, its phase and elapsed time was drawn while it ran...
+    assert!(screen.contains("slow run"), "{screen}");
+    assert!(
+        screen.contains("\u{1b}["),
+        "terminal control sequences are used: {screen}"
+    );
+    // ...and the plain `start` line of non-terminal output was not.
+    assert!(!screen.contains("start  slow"), "{screen}");
+    assert!(screen.contains("pass   slow"), "{screen}");
+}
