@@ -161,3 +161,37 @@ fn dead_running_run_is_abandoned() {
     let status = repo.pikaci(&["status", "latest", "--json"]);
     assert_eq!(status.json()["run"]["status"], "abandoned");
 }
+
+#[test]
+fn logs_follow_streams_until_the_job_ends() {
+    let repo = Repo::new(
+        "[defaults]\nbackend = \"host\"\n[jobs.slow]\ncommand = \"for i in 1 2 3; do echo line $i; sleep 0.4; done\"\n",
+    );
+    let mut run = repo
+        .command(&["run", "slow"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the run's job directory, then follow while the job is still printing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !repo
+        .state()
+        .join("runs")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some())
+    {
+        assert!(std::time::Instant::now() < deadline, "run never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let follow = repo.pikaci(&["logs", "latest", "--job", "slow", "--follow"]);
+    let run_status = run.wait().unwrap();
+    assert!(run_status.success());
+    follow.expect(0);
+    assert_eq!(follow.stdout(), "line 1\nline 2\nline 3\n");
+    let status = repo.read_json(&repo.latest_run().join("jobs/slow/status.json"));
+    assert_eq!(
+        status["status"], "passed",
+        "follow returned only after the job ended"
+    );
+    repo.pikaci(&["logs", "latest", "--follow"]).expect(2);
+}

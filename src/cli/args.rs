@@ -103,6 +103,9 @@ pub struct LogsArgs {
     /// Only this job's log.
     #[arg(long)]
     pub job: Option<String>,
+    /// Keep printing the job's log as it grows, until the job ends.
+    #[arg(long, short = 'f', requires = "job")]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]

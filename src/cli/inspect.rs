@@ -7,7 +7,9 @@ use super::context::{load_config, state_only};
 use crate::error::Error;
 use crate::ids::Id;
 use crate::report::short_duration;
-use crate::state::{JobRecord, RunEntry, job_records, list_runs, resolve_run};
+use crate::state::{
+    JobRecord, JobStatus, RunEntry, RunLock, job_records, list_runs, read_record, resolve_run,
+};
 
 pub fn targets(global: &Global) -> Result<u8, Error> {
     let config = load_config(global)?;
@@ -163,6 +165,10 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
     let state = state_only(global)?;
     let id = resolve_run(&state, &args.run).map_err(Error::Usage)?;
     let run = state.run(&id);
+    if let (true, Some(job)) = (args.follow, &args.job) {
+        let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
+        return follow(&run, &id);
+    }
     let jobs: Vec<String> = match &args.job {
         Some(job) => vec![job.clone()],
         None => {
@@ -198,4 +204,36 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
         let _ = out.write_all(&bytes);
     }
     Ok(0)
+}
+
+/// Streams a job's `guest.log` until the job has a final status (or its run's process is
+/// gone), then prints what is left and returns.
+fn follow(run: &crate::state::RunDir, job: &Id) -> Result<u8, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+    let log_path = run.job(job).join("guest.log");
+    let status_path = run.job(job).join("status.json");
+    let mut offset = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        // Read the status before the log, so output written just before the job ended is
+        // still printed in this round.
+        let ended = match read_record::<JobRecord>(&status_path) {
+            Ok(record) => !matches!(record.status, JobStatus::Pending | JobStatus::Running),
+            Err(_) => false,
+        } || (run.lock_file().exists() && !RunLock::is_held(&run.lock_file()));
+        if let Ok(mut file) = std::fs::File::open(&log_path) {
+            let mut bytes = Vec::new();
+            file.seek(SeekFrom::Start(offset))
+                .and_then(|_| file.read_to_end(&mut bytes))
+                .map_err(|e| Error::infra(&format!("reading {}", log_path.display()), e))?;
+            offset += bytes.len() as u64;
+            let _ = out.write_all(&bytes);
+            let _ = out.flush();
+        }
+        if ended {
+            return Ok(0);
+        }
+        std::thread::sleep(POLL);
+    }
 }
