@@ -8,4 +8,5 @@ mod inputs;
 mod records;
 mod reports;
 mod running;
+mod setup;
 mod ssh;

@@ -40,6 +40,33 @@ pub enum Command {
     Logs(LogsArgs),
     /// Remove old runs and the snapshots only they used.
     Gc(GcArgs),
+    /// Check what the configured backends need on the host, with fixes.
+    Doctor(DoctorArgs),
+    /// Write a commented starter pikaci.toml for this repository.
+    Init(InitArgs),
+    /// Print shell completions.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The host to check instead of `defaults.host` (`local` or `ssh://user@host:port`).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Replace an existing pikaci.toml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod context;
 mod inspect;
 mod maintain;
 mod run;
+mod setup;
 
 use std::process::ExitCode;
 
@@ -42,5 +43,9 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Status(args) => inspect::status(&global, args),
         Command::Logs(args) => inspect::logs(&global, args),
         Command::Gc(args) => maintain::gc(&global, args),
+        Command::Doctor(args) => setup::doctor(&global, args),
+        Command::Init(args) => setup::init(args),
+        Command::Completions(args) => setup::completions(args),
+        Command::Man => setup::man(),
     }
 }

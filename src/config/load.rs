@@ -77,6 +77,18 @@ impl Cx<'_> {
             timeout: raw.defaults.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
         };
         let backends = self.backends(raw.backends)?;
+        let root = self
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let ssh = SshSettings {
+            identity_file: raw.ssh.identity_file.map(|p| root.join(p)),
+            known_hosts_file: raw.ssh.known_hosts_file.map(|p| root.join(p)),
+            connect_timeout: raw
+                .ssh
+                .connect_timeout
+                .map_or(SshSettings::default().connect_timeout, |t| t.0),
+        };
         let inputs = self.inputs(raw.inputs)?;
         let jobs = self.jobs(raw.jobs, &defaults, &inputs)?;
         let targets = self.targets(raw.targets, &jobs)?;
@@ -88,6 +100,7 @@ impl Cx<'_> {
             path: self.path.to_path_buf(),
             defaults,
             backends,
+            ssh,
             inputs,
             jobs,
             targets,
@@ -338,7 +351,7 @@ fn list<'a>(ids: impl IntoIterator<Item = &'a Id>) -> String {
 }
 
 /// `local` or `ssh://[user@]host[:port]`.
-fn parse_host(text: &str) -> Result<HostSpec, String> {
+pub fn parse_host(text: &str) -> Result<HostSpec, String> {
     if text == "local" {
         return Ok(HostSpec::Local);
     }

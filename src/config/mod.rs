@@ -9,5 +9,5 @@ mod units;
 
 pub use error::ConfigError;
 pub use find::{CONFIG_FILE, find_config};
-pub use load::{load, parse};
+pub use load::{load, parse, parse_host};
 pub use model::*;

@@ -17,6 +17,7 @@ pub struct Config {
     pub root: PathBuf,
     pub defaults: Defaults,
     pub backends: Backends,
+    pub ssh: SshSettings,
     /// Input name → Nix installable, built once per run.
     pub inputs: BTreeMap<Id, String>,
     pub jobs: BTreeMap<Id, Job>,
@@ -152,4 +153,23 @@ pub struct Target {
     /// Globs: the target runs only when a matching file changed. Empty = always.
     pub paths: Vec<String>,
     pub jobs: Vec<Id>,
+}
+
+/// How `ssh://` hosts are reached. Relative paths are relative to the config file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SshSettings {
+    pub identity_file: Option<PathBuf>,
+    /// When set, host keys are checked strictly against this file only.
+    pub known_hosts_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            identity_file: None,
+            known_hosts_file: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
 }

@@ -16,6 +16,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub backends: RawBackends,
     #[serde(default)]
+    pub ssh: RawSsh,
+    #[serde(default)]
     pub inputs: BTreeMap<Id, Spanned<String>>,
     #[serde(default)]
     pub jobs: BTreeMap<Id, RawJob>,
@@ -81,4 +83,12 @@ pub struct RawTarget {
     #[serde(default)]
     pub paths: Vec<Spanned<String>>,
     pub jobs: Spanned<Vec<Spanned<Id>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSsh {
+    pub identity_file: Option<std::path::PathBuf>,
+    pub known_hosts_file: Option<std::path::PathBuf>,
+    pub connect_timeout: Option<DurationText>,
 }

@@ -150,3 +150,31 @@ fn read_all(file: &mut File) -> std::io::Result<Vec<u8>> {
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
 }
+
+/// The transport for `host`: this machine, or an SSH master connection opened now.
+pub fn connect(
+    spec: &crate::config::HostSpec,
+    settings: &crate::config::SshSettings,
+    cancel: &Cancel,
+) -> Result<Box<dyn Transport>, TransportError> {
+    match spec {
+        crate::config::HostSpec::Local => Ok(Box::new(Local)),
+        crate::config::HostSpec::Ssh { user, host, port } => {
+            let options = SshOptions {
+                user: user.clone(),
+                host: host.clone(),
+                port: *port,
+                identity: settings.identity_file.clone(),
+                known_hosts: settings.known_hosts_file.clone(),
+                connect_timeout: settings.connect_timeout,
+            };
+            let ssh = Ssh::new(options).map_err(|source| TransportError::Spawn {
+                host: spec.to_string(),
+                command: "ssh".into(),
+                source,
+            })?;
+            ssh.connect(cancel)?;
+            Ok(Box::new(ssh))
+        }
+    }
+}

@@ -24,6 +24,11 @@ hypervisor = "cloud-hypervisor"
 vcpu = 4
 memory = "4GiB"
 
+[ssh]
+identity-file = "keys/ci"
+known-hosts-file = "/etc/ci/known_hosts"
+connect-timeout = "5s"
+
 [backends.incus]
 project = "pikaci"
 image = "pikaci/dev"
@@ -65,6 +70,15 @@ fn reads_a_full_config_into_types() {
         }
     );
     assert_eq!(config.backends.microvm.memory_bytes, 4 << 30);
+    assert_eq!(
+        config.ssh.identity_file.as_deref(),
+        Some(Path::new("/repo/keys/ci"))
+    );
+    assert_eq!(
+        config.ssh.known_hosts_file.as_deref(),
+        Some(Path::new("/etc/ci/known_hosts"))
+    );
+    assert_eq!(config.ssh.connect_timeout, Duration::from_secs(5));
     assert_eq!(config.backends.incus.instance_type, InstanceType::Container);
     let build = &config.jobs["build"];
     assert_eq!(
@@ -95,7 +109,7 @@ fn unknown_key_names_key_path_and_position() {
 
 #[test]
 fn unknown_top_level_section() {
-    insta::assert_snapshot!(error_of("[job.x]\ncommand = \"x\"\n"), @"/repo/pikaci.toml:1:2: job: unknown field `job`, expected one of `defaults`, `backends`, `inputs`, `jobs`, `targets`");
+    insta::assert_snapshot!(error_of("[job.x]\ncommand = \"x\"\n"), @"/repo/pikaci.toml:1:2: job: unknown field `job`, expected one of `defaults`, `backends`, `ssh`, `inputs`, `jobs`, `targets`");
 }
 
 #[test]

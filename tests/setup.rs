@@ -1,0 +1,158 @@
+//! doctor, init, completions and man through the real binary.
+
+use std::path::Path;
+
+use crate::harness::Repo;
+
+/// A PATH holding only `sh`, `git` and `nix`: every other tool doctor looks for is
+/// missing, whatever this machine has installed.
+fn minimal_path(dir: &Path) -> String {
+    for tool in ["sh", "git", "nix"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let target = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        if !target.is_empty() {
+            std::os::unix::fs::symlink(target, dir.join(tool)).unwrap();
+        }
+    }
+    dir.display().to_string()
+}
+
+fn redact_versions(text: &str) -> String {
+    let text = regex::Regex::new(r"git version [0-9.]+")
+        .unwrap()
+        .replace_all(text, "git version [V]");
+    let text = regex::Regex::new(r"nix \(Nix\) [0-9.]+")
+        .unwrap()
+        .replace_all(&text, "nix (Nix) [V]");
+    regex::Regex::new(r"/\S+/bin/(sh|git|nix)")
+        .unwrap()
+        .replace_all(&text, "[BIN]/$1")
+        .into_owned()
+}
+
+#[test]
+fn doctor_passes_for_the_host_backend_with_inputs() {
+    let repo = Repo::new(
+        "[defaults]\nbackend = \"host\"\n[inputs]\nt = \".#t\"\n[jobs.a]\ncommand = \"true\"\ninputs = [\"t\"]\n",
+    );
+    let run = repo.pikaci(&["doctor"]);
+    run.expect(0);
+    insta::assert_snapshot!(redact_versions(&run.stdout()));
+}
+
+#[test]
+fn doctor_names_what_vm_backends_miss_with_fixes() {
+    let repo = Repo::new(
+        "[backends.microvm]\nhypervisor = \"cloud-hypervisor\"\n[backends.incus]\nimage = \"pikaci/dev\"\n\
+         [jobs.vm]\nbackend = \"microvm\"\ncommand = \"true\"\n[jobs.ct]\nbackend = \"incus\"\ncommand = \"true\"\n",
+    );
+    let bin = tempfile::tempdir().unwrap();
+    let out = repo
+        .command(&["doctor"])
+        .env("PATH", minimal_path(bin.path()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    insta::assert_snapshot!(redact_versions(&String::from_utf8_lossy(&out.stdout)));
+}
+
+#[test]
+fn doctor_reaches_an_ssh_host() {
+    let (Ok(host), Ok(key), Ok(known)) = (
+        std::env::var("PIKACI_TEST_SSH_HOST"),
+        std::env::var("PIKACI_TEST_SSH_KEY"),
+        std::env::var("PIKACI_TEST_SSH_KNOWN_HOSTS"),
+    ) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run scripts/testbed/sshd.sh"
+        );
+        return;
+    };
+    let config = format!(
+        "[ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\nconnect-timeout = \"3s\"\n\
+         [jobs.vm]\nbackend = \"microvm\"\ncommand = \"true\"\n"
+    );
+    let repo = Repo::new(&config);
+    let run = repo.pikaci(&["doctor", "--host", &host]);
+    let text = run.stdout();
+    assert!(
+        text.contains(&format!("ok    reach {host}: connected")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("nix on {host}")),
+        "checks ran on the ssh host: {text}"
+    );
+    let unreachable = host.rsplit_once(':').unwrap().0.to_string() + ":1";
+    let run = repo.pikaci(&["doctor", "--host", &unreachable]);
+    run.expect(1);
+    assert!(
+        run.stdout().contains(&format!("FAIL  reach {unreachable}")),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stdout().contains("fix: check the host"),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
+fn init_writes_a_config_that_loads_and_runs() {
+    let repo = Repo::new("[jobs.x]\ncommand = \"true\"\n");
+    std::fs::remove_file(repo.path().join("pikaci.toml")).unwrap();
+    repo.write("Cargo.toml", "[package]\nname = \"x\"\n");
+    repo.pikaci(&["init"]).expect(0);
+    let text = std::fs::read_to_string(repo.path().join("pikaci.toml")).unwrap();
+    insta::assert_snapshot!(text);
+    let targets = repo.pikaci(&["targets"]);
+    targets.expect(0);
+    assert!(
+        targets.stdout().contains("ci\tclippy, test"),
+        "{}",
+        targets.stdout()
+    );
+    let again = repo.pikaci(&["init"]);
+    again.expect(2);
+    assert!(again.stderr().contains("--force"), "{}", again.stderr());
+    repo.pikaci(&["init", "--force"]).expect(0);
+}
+
+#[test]
+fn init_without_known_files_runs_as_is() {
+    let repo = Repo::new("[jobs.x]\ncommand = \"true\"\n");
+    std::fs::remove_file(repo.path().join("pikaci.toml")).unwrap();
+    repo.pikaci(&["init"]).expect(0);
+    repo.pikaci(&["run"]).expect(0);
+}
+
+#[test]
+fn completions_and_man_page() {
+    let repo = Repo::new("[jobs.x]\ncommand = \"true\"\n");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = repo.pikaci(&["completions", shell]);
+        out.expect(0);
+        assert!(
+            out.stdout().contains("rerun") && out.stdout().contains("junit"),
+            "{shell}"
+        );
+    }
+    let man = repo.pikaci(&["man"]);
+    man.expect(0);
+    assert!(
+        man.stdout().starts_with(".ie") || man.stdout().contains(".TH pikaci"),
+        "{}",
+        &man.stdout()[..200]
+    );
+    assert!(man.stdout().contains("doctor"));
+}
