@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what pikaci's demo and tests need on a fresh Debian 12 machine (as root):
-# git and Nix from Debian. Idempotent: installs only what is missing.
+# git, Nix, ssh and xmllint from Debian. Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()
 command -v git >/dev/null || need+=(git)
 command -v nix >/dev/null || need+=(nix-bin)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v script >/dev/null || need+=(bsdutils)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v xmllint >/dev/null || need+=(libxml2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need[*]}; run as root or install them" >&2
