@@ -156,3 +156,38 @@ fn completions_and_man_page() {
     );
     assert!(man.stdout().contains("doctor"));
 }
+
+#[test]
+fn render_guest_flake_depends_on_the_profile_only() {
+    let flake = "[backends.microvm]\nvcpu = 2\nmemory = \"1GiB\"\npikaci-flake = \"github:example/pikaci\"\n";
+    let a = Repo::new(&format!(
+        "{flake}[jobs.a]\nbackend = \"microvm\"\ncommand = \"make\"\ntimeout = \"1m\"\n"
+    ));
+    let b = Repo::new(&format!(
+        "{flake}[jobs.b]\nbackend = \"microvm\"\ncommand = \"make test\"\ntimeout = \"9m\"\nroot = true\n"
+    ));
+    let text = a.pikaci(&["render", "guest-flake"]);
+    text.expect(0);
+    let redacted = regex::Regex::new(r"(uid|gid) = \d+;")
+        .unwrap()
+        .replace_all(&text.stdout(), "$1 = [ID];")
+        .into_owned();
+    insta::assert_snapshot!(redacted);
+    let hash = |repo: &Repo, extra: &[&str]| {
+        let mut args = vec!["render", "guest-flake", "--hash"];
+        args.extend_from_slice(extra);
+        let run = repo.pikaci(&args);
+        run.expect(0);
+        run.stdout().trim().to_string()
+    };
+    assert_eq!(
+        hash(&a, &[]),
+        hash(&b, &[]),
+        "other jobs, same profile, same runner"
+    );
+    assert_ne!(hash(&a, &[]), hash(&a, &["--vcpu", "4"]));
+    let missing = Repo::new("[jobs.a]\ncommand = \"true\"\n");
+    let run = missing.pikaci(&["render", "guest-flake"]);
+    run.expect(2);
+    assert!(run.stderr().contains("pikaci-flake"), "{}", run.stderr());
+}

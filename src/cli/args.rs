@@ -48,6 +48,34 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff).
     Man,
+    /// Print what pikaci generates, to inspect or regenerate it.
+    #[command(subcommand)]
+    Render(RenderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RenderCommand {
+    /// The microVM guest flake for the configured guest profile.
+    GuestFlake(GuestFlakeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GuestFlakeArgs {
+    /// Override `backends.microvm.hypervisor`.
+    #[arg(long)]
+    pub hypervisor: Option<String>,
+    /// Override `backends.microvm.vcpu`.
+    #[arg(long)]
+    pub vcpu: Option<u32>,
+    /// Override `backends.microvm.memory` (e.g. 4GiB).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Override `backends.microvm.pikaci-flake`.
+    #[arg(long, value_name = "FLAKE")]
+    pub pikaci_flake: Option<String>,
+    /// Print only the profile hash that names the runner.
+    #[arg(long)]
+    pub hash: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod args;
 mod context;
 mod inspect;
 mod maintain;
+mod render;
 mod run;
 mod setup;
 
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use args::{Cli, Command};
+pub use args::{Cli, Command, RenderCommand};
 
 use crate::error::Error;
 
@@ -47,5 +48,6 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Init(args) => setup::init(args),
         Command::Completions(args) => setup::completions(args),
         Command::Man => setup::man(),
+        Command::Render(RenderCommand::GuestFlake(args)) => render::guest_flake(&global, args),
     }
 }

@@ -130,6 +130,7 @@ impl Cx<'_> {
                 })?;
             }
             settings.runner = m.runner;
+            settings.pikaci_flake = m.pikaci_flake;
         }
         if let Some(i) = raw.incus {
             let settings = &mut backends.incus;

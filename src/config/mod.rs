@@ -5,9 +5,10 @@ mod find;
 mod load;
 mod model;
 mod raw;
-mod units;
+pub(crate) mod units;
 
 pub use error::ConfigError;
 pub use find::{CONFIG_FILE, find_config};
 pub use load::{load, parse, parse_host};
 pub use model::*;
+pub use units::parse_size;

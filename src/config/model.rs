@@ -93,6 +93,8 @@ pub struct MicrovmSettings {
     pub memory_bytes: u64,
     /// A prebuilt runner installable that replaces the generated guest flake.
     pub runner: Option<String>,
+    /// Flake reference of pikaci itself, whose `lib.mkGuest` the guest flake calls.
+    pub pikaci_flake: Option<String>,
 }
 
 impl Default for MicrovmSettings {
@@ -102,6 +104,7 @@ impl Default for MicrovmSettings {
             vcpu: 2,
             memory_bytes: 2 << 30,
             runner: None,
+            pikaci_flake: None,
         }
     }
 }

@@ -41,12 +41,13 @@ pub struct RawBackends {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawMicrovm {
     pub hypervisor: Option<String>,
     pub vcpu: Option<Spanned<u32>>,
     pub memory: Option<Spanned<String>>,
     pub runner: Option<String>,
+    pub pikaci_flake: Option<String>,
 }
 
 #[derive(Deserialize)]

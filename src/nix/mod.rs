@@ -1,7 +1,11 @@
 //! Everything pikaci asks of the `nix` CLI goes through here.
 
 mod build;
+mod expr;
+mod guest_flake;
 mod store_path;
 
 pub use build::{BuildResult, NixBuild, NixError, installable_in};
+pub use expr::Expr;
+pub use guest_flake::{GUEST_NAME, GuestProfile, SHARES, Share};
 pub use store_path::StorePath;
