@@ -3,7 +3,9 @@
 //!
 //! - a trivial host job (`true`) through `pikaci run`, against `bash -c true`;
 //! - a snapshot of a synthetic 20,000-file git repository, cold and unchanged, against
-//!   `cp -a` of the same tree.
+//!   `cp -a` of the same tree;
+//! - workspace sync of that snapshot over the loopback sshd (scripts/testbed/sshd.sh),
+//!   cold, unchanged and with one file changed, against `rsync -a` over the same ssh.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,6 +21,7 @@ fn main() {
     }
     trivial_job();
     snapshot();
+    sync();
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -195,5 +198,128 @@ fn snapshot() {
         "snapshot one file changed: {:.1} ms ({:.2}x cp -a)",
         ms(one_changed),
         ratio(one_changed)
+    );
+}
+
+/// ssh options for rsync: the testbed's, multiplexed like pikaci's own connection.
+fn rsync_ssh(port: &str, key: &str, known_hosts: &str, control: &Path) -> String {
+    format!(
+        "ssh -o BatchMode=yes -o ControlMaster=auto -o ControlPersist=60 -o ControlPath={}/%C \
+         -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i {key} -p {port}",
+        control.display()
+    )
+}
+
+fn sync() {
+    use pikaci::cancel::Cancel;
+    use pikaci::transport::{Ssh, SshOptions};
+    let (Ok(host), Ok(key), Ok(known)) = (
+        std::env::var("PIKACI_TEST_SSH_HOST"),
+        std::env::var("PIKACI_TEST_SSH_KEY"),
+        std::env::var("PIKACI_TEST_SSH_KNOWN_HOSTS"),
+    ) else {
+        println!("sync: skipped (run `eval \"$(bash scripts/testbed/sshd.sh)\"` first)");
+        return;
+    };
+    if Command::new("rsync").arg("--version").output().is_err() {
+        println!("sync: skipped (rsync is not installed)");
+        return;
+    }
+    let (user, hostport) = host
+        .strip_prefix("ssh://")
+        .unwrap()
+        .split_once('@')
+        .unwrap();
+    let (name, port) = hostport.split_once(':').unwrap();
+    let ssh = Ssh::new(SshOptions {
+        user: Some(user.into()),
+        host: name.into(),
+        port: port.parse().ok(),
+        identity: Some(key.clone().into()),
+        known_hosts: Some(known.clone().into()),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let cancel = Cancel::new();
+    ssh.connect(&cancel).unwrap();
+    let control = tempfile::tempdir().unwrap();
+    let rsh = rsync_ssh(port, &key, &known, control.path());
+
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    synthetic_repo(&repo);
+    let cache = work.path().join("cache");
+    let snap = pikaci::snapshot::take(&repo, &cache, &[]).unwrap();
+    let remote = |p: &Path| format!("{user}@{name}:{}/", p.display());
+    let rsync = |dest: &Path| {
+        run_ok(
+            Command::new("rsync")
+                .args(["-a", "--delete", "--exclude", ".git", "-e", &rsh])
+                .arg(format!("{}/", repo.display()))
+                .arg(remote(dest)),
+        )
+    };
+    let deadline = || Instant::now() + Duration::from_secs(600);
+    let sync_to = |dest: &Path, nar: &str| {
+        pikaci::sync::sync(&ssh, &cache, nar, dest, deadline(), &cancel).unwrap()
+    };
+    // Warm the rsync connection so both sides measure transfers, not handshakes.
+    rsync(&work.path().join("warmup"));
+
+    let runs = 3;
+    let mut n = 0;
+    let rsync_cold = time(runs, || {
+        n += 1;
+        rsync(&work.path().join(format!("rsync{n}")));
+    });
+    let pikaci_cold = time(runs, || {
+        n += 1;
+        let stats = sync_to(&work.path().join(format!("host{n}")), &snap.nar_hash);
+        assert_eq!(stats.round_trips, 2);
+    });
+    let rsync_dest = work.path().join("rsync-steady");
+    let host_dir = work.path().join("host-steady");
+    rsync(&rsync_dest);
+    sync_to(&host_dir, &snap.nar_hash);
+    let rsync_same = time(runs * 2, || rsync(&rsync_dest));
+    let pikaci_same = time(runs * 2, || {
+        assert_eq!(sync_to(&host_dir, &snap.nar_hash).round_trips, 1);
+    });
+    let mut edit = 0;
+    let mut rsync_one = Vec::new();
+    let mut pikaci_one = Vec::new();
+    for _ in 0..runs {
+        edit += 1;
+        std::fs::write(repo.join("d003/f00003.rs"), format!("// edit {edit}\n")).unwrap();
+        let started = Instant::now();
+        rsync(&rsync_dest);
+        rsync_one.push(started.elapsed());
+        let changed = pikaci::snapshot::take(&repo, &cache, &[]).unwrap();
+        let started = Instant::now();
+        let stats = sync_to(&host_dir, &changed.nar_hash);
+        pikaci_one.push(started.elapsed());
+        assert_eq!(stats.objects_sent, 1);
+    }
+    let (rsync_one, pikaci_one) = (median(rsync_one), median(pikaci_one));
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!("sync of {FILES} files over loopback ssh (pikaci vs rsync -a, same multiplexed ssh):");
+    println!(
+        "sync cold:             {:.1} ms vs {:.1} ms ({:.2}x rsync)",
+        ms(pikaci_cold),
+        ms(rsync_cold),
+        ratio(pikaci_cold, rsync_cold)
+    );
+    println!(
+        "sync unchanged:        {:.1} ms vs {:.1} ms ({:.3}x rsync, goal <= 0.5x)",
+        ms(pikaci_same),
+        ms(rsync_same),
+        ratio(pikaci_same, rsync_same)
+    );
+    println!(
+        "sync one file changed: {:.1} ms vs {:.1} ms ({:.2}x rsync, goal <= 1.0x; the snapshot itself is measured above)",
+        ms(pikaci_one),
+        ms(rsync_one),
+        ratio(pikaci_one, rsync_one)
     );
 }

@@ -20,4 +20,5 @@ pub mod report;
 pub mod run;
 pub mod snapshot;
 pub mod state;
+pub mod sync;
 pub mod transport;

@@ -11,3 +11,4 @@ mod reports;
 mod running;
 mod setup;
 mod ssh;
+mod sync;

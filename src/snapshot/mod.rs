@@ -4,6 +4,7 @@
 mod files;
 mod index;
 mod store;
+mod tree;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -19,7 +20,8 @@ use files::Kind;
 use index::Index;
 use store::Store;
 
-pub use store::nar_hash;
+pub use store::{hex, nar_hash, sri_to_hex};
+pub use tree::{TreeEntry, TreeKind};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -127,6 +129,10 @@ pub fn take(
             (dir, nar, false)
         }
     };
+    let tree_file = tree::tree_path(cache, &store::sri_to_hex(&nar_hash).unwrap_or_default());
+    if !tree_file.exists() {
+        tree::write_tree(&tree_file, &tree_entries(workspace, &pairs)?)?;
+    }
     if !new_index.same_entries(&old_index) {
         write_index(&index_path, &new_index)?;
     }
@@ -136,6 +142,47 @@ pub fn take(
         files: entries.len() as u64,
         reused,
     })
+}
+
+fn tree_entries(
+    workspace: &Path,
+    pairs: &[(&files::Entry, &str)],
+) -> Result<Vec<TreeEntry>, SnapshotError> {
+    pairs
+        .iter()
+        .map(|(entry, hash)| {
+            let kind = match entry.kind {
+                Kind::File { executable } => TreeKind::File {
+                    hash: hash.to_string(),
+                    executable,
+                },
+                Kind::Symlink => {
+                    let full = workspace.join(&entry.path);
+                    let target = fs::read_link(&full)
+                        .map_err(|source| SnapshotError::Io { path: full, source })?;
+                    TreeKind::Symlink { target }
+                }
+            };
+            Ok(TreeEntry {
+                path: entry.path.clone(),
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// The file list of a published snapshot.
+pub fn tree(cache: &Path, nar_hash: &str) -> Result<Vec<TreeEntry>, SnapshotError> {
+    let hex = store::sri_to_hex(nar_hash).ok_or_else(|| SnapshotError::Missing {
+        nar_hash: nar_hash.to_string(),
+        cache: cache.to_path_buf(),
+    })?;
+    tree::read_tree(&tree::tree_path(cache, &hex))
+}
+
+/// Where the store keeps the content with `hash`.
+pub fn object_path(cache: &Path, hash: &str, executable: bool) -> PathBuf {
+    Store::new(cache).object_path(hash, executable)
 }
 
 /// A published snapshot by its NAR hash (for `pikaci rerun`).
@@ -228,6 +275,7 @@ pub fn gc(cache: &Path, keep: &HashSet<String>) -> Result<GcStats, SnapshotError
                 path: dir.clone(),
                 source,
             })?;
+            let _ = fs::remove_file(tree::tree_path(cache, &name));
             stats.snapshots_removed += 1;
         }
     }

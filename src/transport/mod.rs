@@ -76,6 +76,24 @@ pub trait Transport: Send + Sync {
         cancel: &Cancel,
     ) -> Result<Output, TransportError> {
         let output = self.run_unchecked(argv, stdin, deadline, cancel)?;
+        self.check(argv, output)
+    }
+
+    /// Like [`Transport::run`], with stdin read from a file (large inputs such as a tar
+    /// stream never sit in memory).
+    fn run_file(
+        &self,
+        argv: &Argv,
+        stdin: File,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Output, TransportError> {
+        let output = self.run_file_unchecked(argv, stdin, deadline, cancel)?;
+        self.check(argv, output)
+    }
+
+    /// Turns a non-zero exit into an error; a connection failure is reported as such.
+    fn check(&self, argv: &Argv, output: Output) -> Result<Output, TransportError> {
         if output.status.success() {
             return Ok(output);
         }
@@ -104,15 +122,31 @@ pub trait Transport: Send + Sync {
         deadline: Instant,
         cancel: &Cancel,
     ) -> Result<Output, TransportError> {
-        let spawn_err = |source| TransportError::Spawn {
+        let mut input = tempfile::tempfile().map_err(|source| self.spawn_error(argv, source))?;
+        std::io::Write::write_all(&mut input, stdin)
+            .and_then(|()| input.rewind())
+            .map_err(|source| self.spawn_error(argv, source))?;
+        self.run_file_unchecked(argv, input, deadline, cancel)
+    }
+
+    fn spawn_error(&self, argv: &Argv, source: std::io::Error) -> TransportError {
+        TransportError::Spawn {
             host: self.host(),
             command: argv.to_string(),
             source,
-        };
+        }
+    }
+
+    /// Runs `argv` with stdin from `input`; any exit status is returned.
+    fn run_file_unchecked(
+        &self,
+        argv: &Argv,
+        input: File,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Output, TransportError> {
+        let spawn_err = |source| self.spawn_error(argv, source);
         // Files rather than pipes: no reader threads, and no deadlock on large output.
-        let mut input = tempfile::tempfile().map_err(spawn_err)?;
-        std::io::Write::write_all(&mut input, stdin).map_err(spawn_err)?;
-        input.rewind().map_err(spawn_err)?;
         let mut out = tempfile::tempfile().map_err(spawn_err)?;
         let mut err = tempfile::tempfile().map_err(spawn_err)?;
         let mut command = self.command(argv);

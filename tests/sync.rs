@@ -1,0 +1,204 @@
+//! Workspace sync over the real loopback sshd (and locally).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pikaci::argv::Argv;
+use pikaci::cancel::Cancel;
+use pikaci::snapshot;
+use pikaci::sync::sync;
+use pikaci::transport::{Local, Ssh, SshOptions, Transport};
+
+fn ssh() -> Option<Ssh> {
+    let host = std::env::var("PIKACI_TEST_SSH_HOST").ok();
+    assert!(
+        host.is_some() || std::env::var_os("CI").is_none(),
+        "CI must run scripts/testbed/sshd.sh"
+    );
+    let host = host?;
+    let (user, hostport) = host.strip_prefix("ssh://")?.split_once('@')?;
+    let (name, port) = hostport.split_once(':')?;
+    let ssh = Ssh::new(SshOptions {
+        user: Some(user.into()),
+        host: name.into(),
+        port: port.parse().ok(),
+        identity: std::env::var_os("PIKACI_TEST_SSH_KEY").map(Into::into),
+        known_hosts: std::env::var_os("PIKACI_TEST_SSH_KNOWN_HOSTS").map(Into::into),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    ssh.connect(&Cancel::new()).unwrap();
+    Some(ssh)
+}
+
+fn write(root: &Path, rel: &str, content: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+fn workspace() -> tempfile::TempDir {
+    let ws = tempfile::tempdir().unwrap();
+    let root = ws.path();
+    write(root, "src/main.rs", "fn main() {}\n");
+    write(root, "src/deep/er/x.txt", "x\n");
+    write(root, "same-a", "same content\n");
+    write(root, "same-b", "same content\n");
+    write(root, "empty", "");
+    write(root, "name with spaces/ünï 'q'.txt", "odd\n");
+    write(root, "run.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("src/main.rs", root.join("link")).unwrap();
+    ws
+}
+
+/// `nix hash path` of `dir`, run on the host itself.
+fn host_hash(transport: &dyn Transport, dir: &Path) -> Option<String> {
+    let argv = Argv::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "hash",
+            "path",
+        ])
+        .arg(dir);
+    match transport.run(
+        &argv,
+        b"",
+        Instant::now() + Duration::from_secs(60),
+        &Cancel::new(),
+    ) {
+        Ok(out) => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "nix is required in CI: {e}"
+            );
+            None
+        }
+    }
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+fn check_sync(transport: &dyn Transport) {
+    let ws = workspace();
+    let cache = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let host_dir = host.path().join("work dir");
+    let cancel = Cancel::new();
+    let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+
+    let cold = sync(
+        transport,
+        cache.path(),
+        &snap.nar_hash,
+        &host_dir,
+        soon(),
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!(cold.round_trips, 2);
+    assert_eq!(
+        cold.objects_sent, 6,
+        "7 files, two with the same content (the symlink is no object)"
+    );
+    if let Some(hash) = host_hash(transport, &cold.dir) {
+        assert_eq!(
+            hash, snap.nar_hash,
+            "the host's tree hashes like the local snapshot"
+        );
+    }
+
+    let unchanged = sync(
+        transport,
+        cache.path(),
+        &snap.nar_hash,
+        &host_dir,
+        soon(),
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!(
+        (unchanged.round_trips, unchanged.objects_sent),
+        (1, 0),
+        "one round trip, nothing sent"
+    );
+
+    write(
+        ws.path(),
+        "src/main.rs",
+        "fn main() { println!(\"changed\"); }\n",
+    );
+    let changed_snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let changed = sync(
+        transport,
+        cache.path(),
+        &changed_snap.nar_hash,
+        &host_dir,
+        soon(),
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!(
+        (changed.round_trips, changed.objects_sent),
+        (2, 1),
+        "only the changed content travels"
+    );
+    if let Some(hash) = host_hash(transport, &changed.dir) {
+        assert_eq!(hash, changed_snap.nar_hash);
+    }
+    assert!(cold.dir.is_dir(), "the older snapshot is still there");
+    let leftovers = std::fs::read_dir(host_dir.join("tmp")).unwrap().count();
+    assert_eq!(leftovers, 0, "no temporary trees left behind");
+}
+
+#[test]
+fn sync_over_ssh() {
+    let Some(ssh) = ssh() else { return };
+    check_sync(&ssh);
+}
+
+#[test]
+fn sync_to_a_local_host_dir() {
+    check_sync(&Local);
+}
+
+#[test]
+fn concurrent_syncs_of_one_snapshot_both_succeed() {
+    if ssh().is_none() {
+        return;
+    }
+    let ws = workspace();
+    let cache = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let ssh = ssh().unwrap();
+                    sync(
+                        &ssh,
+                        cache.path(),
+                        &snap.nar_hash,
+                        host.path(),
+                        soon(),
+                        &Cancel::new(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for result in &results {
+        assert!(result.is_ok(), "{result:?}");
+    }
+    let dir = &results[0].as_ref().unwrap().dir;
+    if let Some(hash) = host_hash(&Local, dir) {
+        assert_eq!(hash, snap.nar_hash);
+    }
+}
