@@ -152,3 +152,30 @@ pub fn redact(text: &str, repo: &Repo) -> String {
     }
     text
 }
+
+/// The loopback sshd of scripts/testbed/sshd.sh, or None (a skip) when it is not set up
+/// outside CI; in CI its absence fails the test.
+pub fn testbed_ssh() -> Option<pikaci::transport::SshOptions> {
+    let host = std::env::var("PIKACI_TEST_SSH_HOST").ok();
+    assert!(
+        host.is_some() || std::env::var_os("CI").is_none(),
+        "CI must run scripts/testbed/sshd.sh"
+    );
+    let Some(host) = host else {
+        eprintln!(
+            "skipped: PIKACI_TEST_SSH_HOST is not set (eval \"$(bash scripts/testbed/sshd.sh)\")"
+        );
+        return None;
+    };
+    let rest = host.strip_prefix("ssh://").expect("ssh:// url");
+    let (user, hostport) = rest.split_once('@').expect("user@host");
+    let (hostname, port) = hostport.split_once(':').expect("host:port");
+    Some(pikaci::transport::SshOptions {
+        user: Some(user.into()),
+        host: hostname.into(),
+        port: Some(port.parse().expect("port")),
+        identity: std::env::var_os("PIKACI_TEST_SSH_KEY").map(Into::into),
+        known_hosts: std::env::var_os("PIKACI_TEST_SSH_KNOWN_HOSTS").map(Into::into),
+        connect_timeout: std::time::Duration::from_secs(10),
+    })
+}

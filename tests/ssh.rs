@@ -9,30 +9,8 @@ use pikaci::cancel::Cancel;
 use pikaci::transport::{Ssh, SshOptions, Transport, TransportError};
 use proptest::prelude::*;
 
-/// The testbed's sshd, or None (a skip) outside CI when it is not set up.
 fn testbed() -> Option<SshOptions> {
-    let host = std::env::var("PIKACI_TEST_SSH_HOST").ok();
-    assert!(
-        host.is_some() || std::env::var_os("CI").is_none(),
-        "CI must run scripts/testbed/sshd.sh"
-    );
-    let host = host.or_else(|| {
-        eprintln!(
-            "skipped: PIKACI_TEST_SSH_HOST is not set (eval \"$(bash scripts/testbed/sshd.sh)\")"
-        );
-        None
-    })?;
-    let rest = host.strip_prefix("ssh://").expect("ssh:// url");
-    let (user, hostport) = rest.split_once('@').expect("user@host");
-    let (hostname, port) = hostport.split_once(':').expect("host:port");
-    Some(SshOptions {
-        user: Some(user.into()),
-        host: hostname.into(),
-        port: Some(port.parse().unwrap()),
-        identity: std::env::var_os("PIKACI_TEST_SSH_KEY").map(Into::into),
-        known_hosts: std::env::var_os("PIKACI_TEST_SSH_KNOWN_HOSTS").map(Into::into),
-        connect_timeout: Duration::from_secs(10),
-    })
+    crate::harness::testbed_ssh()
 }
 
 fn connected() -> Option<Ssh> {

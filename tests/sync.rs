@@ -8,26 +8,10 @@ use pikaci::argv::Argv;
 use pikaci::cancel::Cancel;
 use pikaci::snapshot;
 use pikaci::sync::sync;
-use pikaci::transport::{Local, Ssh, SshOptions, Transport};
+use pikaci::transport::{Local, Ssh, Transport};
 
 fn ssh() -> Option<Ssh> {
-    let host = std::env::var("PIKACI_TEST_SSH_HOST").ok();
-    assert!(
-        host.is_some() || std::env::var_os("CI").is_none(),
-        "CI must run scripts/testbed/sshd.sh"
-    );
-    let host = host?;
-    let (user, hostport) = host.strip_prefix("ssh://")?.split_once('@')?;
-    let (name, port) = hostport.split_once(':')?;
-    let ssh = Ssh::new(SshOptions {
-        user: Some(user.into()),
-        host: name.into(),
-        port: port.parse().ok(),
-        identity: std::env::var_os("PIKACI_TEST_SSH_KEY").map(Into::into),
-        known_hosts: std::env::var_os("PIKACI_TEST_SSH_KNOWN_HOSTS").map(Into::into),
-        connect_timeout: Duration::from_secs(10),
-    })
-    .unwrap();
+    let ssh = Ssh::new(crate::harness::testbed_ssh()?).unwrap();
     ssh.connect(&Cancel::new()).unwrap();
     Some(ssh)
 }
