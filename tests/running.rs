@@ -267,3 +267,32 @@ fn output_jsonl_streams_versioned_events() {
     let file = std::fs::read_to_string(repo.latest_run().join("events.jsonl")).unwrap();
     assert_eq!(file, run.stdout(), "events.jsonl holds the same stream");
 }
+
+#[test]
+fn relative_state_dir_inside_the_workspace_is_excluded() {
+    let repo = repo("[jobs.ls]\ncommand = \"ls -A\"\n");
+    std::fs::write(repo.path().join(".gitignore"), "").unwrap(); // not even ignored by git
+    for _ in 0..2 {
+        let out = repo
+            .command(&["--state-dir", "st", "run", "ls"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let mut runs: Vec<_> = std::fs::read_dir(repo.path().join("st/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    runs.sort();
+    let log = std::fs::read_to_string(runs[1].join("jobs/ls/guest.log")).unwrap();
+    assert!(
+        !log.contains("st\n"),
+        "the state dir is not in the snapshot: {log}"
+    );
+    assert!(log.contains("pikaci.toml"), "{log}");
+}

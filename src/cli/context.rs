@@ -19,20 +19,22 @@ pub fn load_config(global: &Global) -> Result<Config, Error> {
 }
 
 /// `--state-dir`, else `$PIKACI_STATE_DIR` (clap reads both), else `.pikaci/` at the root.
+/// Made absolute: snapshots exclude it by path, and jobs receive paths inside it.
 pub fn state_dir(global: &Global, config: &Config) -> StateDir {
-    StateDir::new(
-        global
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| config.root.join(".pikaci")),
-    )
+    let dir = global
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| config.root.join(".pikaci"));
+    StateDir::new(std::path::absolute(&dir).unwrap_or(dir))
 }
 
 /// For commands that only read state: the state dir without requiring a valid config
 /// when `--state-dir` or `$PIKACI_STATE_DIR` names it.
 pub fn state_only(global: &Global) -> Result<StateDir, Error> {
     match &global.state_dir {
-        Some(dir) => Ok(StateDir::new(dir.clone())),
+        Some(dir) => Ok(StateDir::new(
+            std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+        )),
         None => load_config(global).map(|c| state_dir(global, &c)),
     }
 }
