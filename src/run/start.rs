@@ -78,7 +78,7 @@ pub fn run(
         skip_reason(changes.as_ref(), &target.paths)
     })
     .map_err(|e| Error::Usage(e.to_string()))?;
-    let base = changes.as_ref().map(|c| c.describe_base());
+    let base = changes.as_ref().map(|c| c.base().to_string());
     execute(
         config,
         state,
