@@ -1,6 +1,6 @@
 //! Path filters against a base revision, through the real binary.
 
-use crate::harness::{Repo, git};
+use crate::harness::{Repo, Run, git};
 
 const CONFIG: &str = "[defaults]\nbackend = \"host\"\n\
 [jobs.check-code]\ncommand = \"true\"\n\
@@ -44,18 +44,13 @@ fn clean_clone_of_a_commit_touching_src_runs_the_src_target() {
         .unwrap();
     assert!(status.success());
     let repo = Repo { dir: clone };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pikaci"))
-        .args(["run", "--output", "json"])
-        .current_dir(repo.path().join("c"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let run = Run::of(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pikaci"))
+            .args(["run", "--output", "json"])
+            .current_dir(repo.path().join("c")),
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    run.expect(0);
+    let json: serde_json::Value = run.json();
     assert_eq!(json["run"]["jobs"]["check-code"], "passed");
     assert_eq!(json["run"]["jobs"]["check-docs"], "skipped");
 }

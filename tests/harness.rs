@@ -12,6 +12,13 @@ pub struct Run {
 }
 
 impl Run {
+    /// Runs a prepared command (for env or cwd the plain helpers do not set).
+    pub fn of(command: &mut Command) -> Run {
+        Run {
+            output: command.output().expect("command runs"),
+        }
+    }
+
     pub fn code(&self) -> i32 {
         self.output.status.code().unwrap_or(-1)
     }
@@ -102,8 +109,7 @@ impl Repo {
     }
 
     pub fn pikaci(&self, args: &[&str]) -> Run {
-        let output = self.command(args).output().expect("pikaci runs");
-        Run { output }
+        Run::of(&mut self.command(args))
     }
 
     pub fn command(&self, args: &[&str]) -> Command {

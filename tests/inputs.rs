@@ -1,6 +1,6 @@
 //! `[inputs]`: real `nix build --json -o GCROOT` of a flake with no inputs.
 
-use crate::harness::Repo;
+use crate::harness::{Repo, Run};
 
 /// Nix is installed by scripts/setup.sh; outside CI a machine without it skips.
 fn nix_available() -> bool {
@@ -45,18 +45,11 @@ fn inputs_are_built_once_rooted_and_put_on_path() {
          [jobs.a]\ninputs = [\"tools\"]\ncommand = \"pikaci-demo-hello\"\n\
          [jobs.b]\ninputs = [\"same\"]\ncommand = \"command -v pikaci-demo-hello\"\n",
     );
-    let out = nix_env(&mut repo.command(&["run", "a", "b", "--output", "jsonl"]))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let builds = String::from_utf8_lossy(&out.stdout)
-        .matches("\"type\":\"prepare_started\"")
-        .count();
+    let run = Run::of(nix_env(
+        &mut repo.command(&["run", "a", "b", "--output", "jsonl"]),
+    ));
+    run.expect(0);
+    let builds = run.stdout().matches("\"type\":\"prepare_started\"").count();
     assert_eq!(builds, 1, "two inputs with one installable build once");
     let run = repo.latest_run();
     let log = std::fs::read_to_string(run.join("jobs/a/guest.log")).unwrap();
@@ -87,9 +80,9 @@ fn failing_build_is_an_infrastructure_error_with_the_log_tail() {
          [inputs]\nbroken = \"./tools#does-not-exist\"\n\
          [jobs.a]\ninputs = [\"broken\"]\ncommand = \"true\"\n",
     );
-    let out = nix_env(&mut repo.command(&["run", "a"])).output().unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run = Run::of(nix_env(&mut repo.command(&["run", "a"])));
+    run.expect(3);
+    let stdout = run.stdout();
     assert!(
         stdout.contains("does-not-exist"),
         "the nix error reaches the user: {stdout}"

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::Repo;
+use crate::harness::{Repo, Run};
 
 const BASE: &str = "[defaults]\nbackend = \"host\"\ntimeout = \"60s\"\n";
 
@@ -81,19 +81,13 @@ fn independent_jobs_run_in_parallel() {
          [jobs.b]\ncommand = \"touch /tmp/$RUN_TAG.b; for i in $(seq 100); do [ -e /tmp/$RUN_TAG.a ] && exit 0; sleep 0.1; done; exit 1\"\n",
     );
     let tag = format!("pikaci-par-{}", std::process::id());
-    let out = repo
-        .command(&["run", "a", "b", "--jobs", "2"])
-        .env("RUN_TAG", &tag)
-        .output()
-        .unwrap();
+    let run = Run::of(
+        repo.command(&["run", "a", "b", "--jobs", "2"])
+            .env("RUN_TAG", &tag),
+    );
     let _ = std::fs::remove_file(format!("/tmp/{tag}.a"));
     let _ = std::fs::remove_file(format!("/tmp/{tag}.b"));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run.expect(0);
 }
 
 #[test]
@@ -103,17 +97,11 @@ fn jobs_1_runs_one_at_a_time() {
          [jobs.b]\ncommand = \"mkdir /tmp/$RUN_TAG.lock && sleep 0.3 && rmdir /tmp/$RUN_TAG.lock\"\n",
     );
     let tag = format!("pikaci-serial-{}", std::process::id());
-    let out = repo
-        .command(&["run", "a", "b", "--jobs", "1"])
-        .env("RUN_TAG", &tag)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    let run = Run::of(
+        repo.command(&["run", "a", "b", "--jobs", "1"])
+            .env("RUN_TAG", &tag),
     );
+    run.expect(0);
 }
 
 #[test]
@@ -273,16 +261,8 @@ fn relative_state_dir_inside_the_workspace_is_excluded() {
     let repo = repo("[jobs.ls]\ncommand = \"ls -A\"\n");
     std::fs::write(repo.path().join(".gitignore"), "").unwrap(); // not even ignored by git
     for _ in 0..2 {
-        let out = repo
-            .command(&["--state-dir", "st", "run", "ls"])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let run = repo.pikaci(&["--state-dir", "st", "run", "ls"]);
+        run.expect(0);
     }
     let mut runs: Vec<_> = std::fs::read_dir(repo.path().join("st/runs"))
         .unwrap()

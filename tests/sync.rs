@@ -75,16 +75,19 @@ fn check_sync(transport: &dyn Transport) {
     let host_dir = host.path().join("work dir");
     let cancel = Cancel::new();
     let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let sync_now = |nar_hash: &str| {
+        sync(
+            transport,
+            cache.path(),
+            nar_hash,
+            &host_dir,
+            soon(),
+            &cancel,
+        )
+        .unwrap()
+    };
 
-    let cold = sync(
-        transport,
-        cache.path(),
-        &snap.nar_hash,
-        &host_dir,
-        soon(),
-        &cancel,
-    )
-    .unwrap();
+    let cold = sync_now(&snap.nar_hash);
     assert_eq!(cold.round_trips, 2);
     assert_eq!(
         cold.objects_sent, 6,
@@ -97,15 +100,7 @@ fn check_sync(transport: &dyn Transport) {
         );
     }
 
-    let unchanged = sync(
-        transport,
-        cache.path(),
-        &snap.nar_hash,
-        &host_dir,
-        soon(),
-        &cancel,
-    )
-    .unwrap();
+    let unchanged = sync_now(&snap.nar_hash);
     assert_eq!(
         (unchanged.round_trips, unchanged.objects_sent),
         (1, 0),
@@ -118,15 +113,7 @@ fn check_sync(transport: &dyn Transport) {
         "fn main() { println!(\"changed\"); }\n",
     );
     let changed_snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
-    let changed = sync(
-        transport,
-        cache.path(),
-        &changed_snap.nar_hash,
-        &host_dir,
-        soon(),
-        &cancel,
-    )
-    .unwrap();
+    let changed = sync_now(&changed_snap.nar_hash);
     assert_eq!(
         (changed.round_trips, changed.objects_sent),
         (2, 1),
