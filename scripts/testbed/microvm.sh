@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The microVM testbed: qemu (TCG here; nested KVM does not work on this machine kind),
-# the Rust virtiofsd, a Debian cloud kernel and a busybox initramfs that loads the virtio
-# and virtiofs modules. Everything is cached under $PIKACI_TESTBED (default
-# /var/tmp/pikaci-testbed) and reused. Prints the variables tests read, for `eval`.
+# the Rust virtiofsd, a Debian cloud kernel, a busybox initramfs that loads the virtio
+# and virtiofs modules, and the fixture runner flake (testbed/runner-flake.nix) built
+# around a static `pikaci-guest` from this checkout. Everything is cached under
+# $PIKACI_TESTBED (default /var/tmp/pikaci-testbed) and reused. Prints the variables
+# tests read, for `eval`.
 #
 #   eval "$(bash scripts/testbed/microvm.sh)"         # set up (idempotent)
 #   bash scripts/testbed/microvm.sh boot-test          # boot a guest that writes through virtiofs
@@ -15,6 +17,7 @@ need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
 [ -x /bin/busybox ] || need+=(busybox-static)
+[ -x /bin/bash-static ] || need+=(bash-static)
 [ -f /usr/include/seccomp.h ] || need+=(libseccomp-dev)
 [ -f /usr/include/cap-ng.h ] || need+=(libcap-ng-dev)
 if [ ${#need[@]} -gt 0 ]; then
@@ -104,8 +107,48 @@ if [ "${1:-}" = boot-test ]; then
   exit 0
 fi
 
+# The agent, static so it runs in the busybox initramfs. Its own target dir: other
+# RUSTFLAGS would otherwise make cargo rebuild the normal target dir each time.
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+echo "testbed: building the static pikaci-guest" >&2
+(cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=target/static \
+  cargo build --release --locked --quiet --target x86_64-unknown-linux-gnu --bin pikaci-guest)
+guest_bin="$repo/target/static/x86_64-unknown-linux-gnu/release/pikaci-guest"
+
+# The guest's initramfs: busybox, a static bash (jobs run under bash), the modules, the
+# agent, and testbed/guest-init as /init. Rebuilt only when one of those changed.
+stamp=$(cat "$0" /bin/busybox /bin/bash-static "$kdir"/modules/*.ko "$guest_bin" "$repo/testbed/guest-init" | sha256sum | cut -c1-16)
+flake="$root/runner"
+if [ "$(cat "$flake/stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo "testbed: assembling the runner flake" >&2
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp" # the root of the guest: the job user must be able to traverse it
+  mkdir -p "$tmp"/{bin,dev,proc,sys,etc,tmp,lib/modules,workspace,artifacts,run/pikaci,nix/store,home/pikaci}
+  cp /bin/busybox "$tmp/bin/busybox"
+  for applet in sh mount insmod mkdir echo poweroff sync cat ls rm cp mv chmod chown id env \
+    grep sed head tail tr wc sleep touch true false test uname printf basename dirname; do
+    ln -s busybox "$tmp/bin/$applet"
+  done
+  cp /bin/bash-static "$tmp/bin/bash"
+  cp "$guest_bin" "$tmp/bin/pikaci-guest"
+  cp "$kdir"/modules/*.ko "$tmp/lib/modules/"
+  cp "$repo/testbed/guest-init" "$tmp/init"
+  chmod 755 "$tmp/init"
+  # The job user; 1000 rather than the host user's id, which is root on CI machines.
+  printf 'root:x:0:0:root:/root:/bin/sh\npikaci:x:1000:1000:pikaci:/home/pikaci:/bin/sh\n' > "$tmp/etc/passwd"
+  printf 'root:x:0:\npikaci:x:1000:\n' > "$tmp/etc/group"
+  mkdir -p "$flake.part"
+  (cd "$tmp" && find . | cpio -o -H newc --quiet -R +0:+0 | gzip -1) > "$flake.part/initrd"
+  cp "$kdir/vmlinuz" "$flake.part/vmlinuz"
+  cp "$repo/testbed/runner-flake.nix" "$flake.part/flake.nix"
+  echo "$stamp" > "$flake.part/stamp"
+  rm -rf "$tmp" "$flake"
+  mv "$flake.part" "$flake"
+fi
+
 cat <<VARS
 export PIKACI_TEST_VIRTIOFSD=$virtiofsd
 export PIKACI_TEST_KERNEL=$kdir/vmlinuz
 export PIKACI_TEST_MODULES=$kdir/modules
+export PIKACI_TEST_RUNNER=path:$flake#runner
 VARS

@@ -25,6 +25,9 @@ enum Command {
         /// Do not copy the job's output to stdout.
         #[arg(long)]
         quiet: bool,
+        /// Power the machine off afterwards (the agent is a microVM's init).
+        #[arg(long)]
+        poweroff: bool,
     },
 }
 
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
             request,
             artifacts,
             quiet,
+            poweroff,
         } => {
             let cancel = Cancel::new();
             if let Err(e) = cancel.install_signal_handlers() {
@@ -48,6 +52,9 @@ fn main() -> ExitCode {
             let (result, code) = run_request(&agent, &request, &cancel);
             if let Some(message) = &result.message {
                 eprintln!("pikaci-guest: {message}");
+            }
+            if poweroff {
+                pikaci::guest::power_off();
             }
             ExitCode::from(code)
         }

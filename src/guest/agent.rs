@@ -95,6 +95,18 @@ impl Agent {
                     self.passwd.display()
                 )
             })?;
+            // The job writes its artifacts; the share's root belongs to the host user.
+            rustix::fs::chown(
+                &self.artifacts,
+                Some(rustix::fs::Uid::from_raw(user.uid)),
+                Some(rustix::fs::Gid::from_raw(user.gid)),
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot give {} to `{JOB_USER}`: {e}",
+                    self.artifacts.display()
+                )
+            })?;
             command
                 .uid(user.uid)
                 .gid(user.gid)
