@@ -6,7 +6,7 @@
 
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ChildStdin, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,8 @@ pub struct GroupChild {
     pgid: Pid,
     wakes: Receiver<Wake>,
     status: Option<ExitStatus>,
+    /// The write end of a piped stdin, held until [`GroupChild::close_stdin`] or drop.
+    stdin: Option<ChildStdin>,
 }
 
 impl GroupChild {
@@ -41,6 +43,7 @@ impl GroupChild {
     /// waiting needs no polling.
     pub fn spawn(command: &mut Command, cancel: &Cancel) -> io::Result<GroupChild> {
         let mut child: Child = command.process_group(0).spawn()?;
+        let stdin = child.stdin.take();
         let pgid = Pid::from_raw(child.id() as i32)
             .ok_or_else(|| io::Error::other("spawned process has pid 0"))?;
         let (tx, wakes) = mpsc::channel();
@@ -57,7 +60,13 @@ impl GroupChild {
             pgid,
             wakes,
             status: None,
+            stdin,
         })
+    }
+
+    /// Closes a piped stdin: the child reads EOF.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
     }
 
     pub fn pgid(&self) -> i32 {

@@ -246,7 +246,7 @@ fn output_jsonl_streams_versioned_events() {
         })
         .collect();
     let phases = types.iter().filter(|t| *t == "job_phase").count();
-    assert_eq!(phases, 4, "launch, run, collect, cleanup: {types:?}");
+    assert_eq!(phases, 5, "setup, launch, run, collect, cleanup: {types:?}");
     let main: Vec<&String> = types.iter().filter(|t| *t != "job_phase").collect();
     assert_eq!(
         main,

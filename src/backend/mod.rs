@@ -2,11 +2,16 @@
 //! through launch → wait → (stop) → collect → cleanup and never matches on the kind.
 
 mod host;
+mod microvm;
+mod session;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
 pub use host::HostBackend;
+pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
+pub use session::{HostSession, RunContext};
 
 use crate::cancel::Cancel;
 use crate::config::BackendKind;
@@ -47,6 +52,14 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{step} failed for job `{job}`: {why}")]
+    Host {
+        job: String,
+        step: &'static str,
+        why: String,
+    },
+    #[error("{0}")]
+    Setup(String),
 }
 
 pub trait Backend: Send + Sync {
@@ -71,13 +84,37 @@ pub trait Guest: Send {
     fn cleanup(&mut self) -> Result<(), BackendError>;
 }
 
-/// The backend object for `kind`. Backends that are not built yet say so when used.
-pub fn for_kind(kind: BackendKind) -> Result<Box<dyn Backend>, BackendError> {
-    match kind {
-        BackendKind::Host => Ok(Box::new(HostBackend::new())),
-        BackendKind::Microvm | BackendKind::Incus => Err(BackendError::Unavailable {
-            backend: kind,
-            why: "this build of pikaci runs jobs with `backend = \"host\"` only".into(),
-        }),
+/// The backends of one run. Each is set up when its first job needs it (a microVM run
+/// connects to its host and builds its runner once) and shared by the run's jobs; a
+/// setup failure is kept and reported by every job that needed it.
+pub struct RunBackends<'a> {
+    cx: RunContext<'a>,
+    host: HostBackend,
+    microvm: OnceLock<Result<MicrovmBackend, String>>,
+}
+
+impl<'a> RunBackends<'a> {
+    pub fn new(cx: RunContext<'a>) -> RunBackends<'a> {
+        RunBackends {
+            cx,
+            host: HostBackend::new(),
+            microvm: OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self, kind: BackendKind, cancel: &Cancel) -> Result<&dyn Backend, BackendError> {
+        match kind {
+            BackendKind::Host => Ok(&self.host),
+            BackendKind::Microvm => self
+                .microvm
+                .get_or_init(|| MicrovmBackend::prepare(&self.cx, cancel))
+                .as_ref()
+                .map(|b| b as &dyn Backend)
+                .map_err(|why| BackendError::Setup(format!("microVM setup failed: {why}"))),
+            BackendKind::Incus => Err(BackendError::Unavailable {
+                backend: kind,
+                why: "this build of pikaci runs jobs with the host and microvm backends".into(),
+            }),
+        }
     }
 }

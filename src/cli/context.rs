@@ -15,7 +15,15 @@ pub fn load_config(global: &Global) -> Result<Config, Error> {
         }
     };
     let path = std::path::absolute(&path).unwrap_or(path);
-    Ok(config::load(&path)?)
+    let mut config = config::load(&path)?;
+    let overrides = config::Overrides {
+        host: global.host.clone(),
+        ssh_identity_file: global.ssh_identity_file.clone(),
+        ssh_known_hosts_file: global.ssh_known_hosts_file.clone(),
+        microvm_runner: global.microvm_runner.clone(),
+    };
+    overrides.apply(&mut config).map_err(Error::Usage)?;
+    Ok(config)
 }
 
 /// `--state-dir`, else `$PIKACI_STATE_DIR` (clap reads both), else `.pikaci/` at the root.

@@ -5,9 +5,6 @@ use super::context::load_config;
 use crate::error::Error;
 use crate::nix::GuestProfile;
 
-/// Set when pikaci is built by its own flake, so the guest flake can point back at it.
-const BUILT_FROM: Option<&str> = option_env!("PIKACI_FLAKE");
-
 pub fn guest_flake(global: &Global, args: GuestFlakeArgs) -> Result<u8, Error> {
     let config = load_config(global)?;
     let mut settings = config.backends.microvm.clone();
@@ -23,7 +20,7 @@ pub fn guest_flake(global: &Global, args: GuestFlakeArgs) -> Result<u8, Error> {
     let flake = args
         .pikaci_flake
         .or(settings.pikaci_flake.clone())
-        .or(BUILT_FROM.map(str::to_string))
+        .or(crate::nix::BUILT_FROM.map(str::to_string))
         .ok_or_else(|| {
             Error::Usage("set backends.microvm.pikaci-flake (the flake that provides lib.mkGuest) or pass --pikaci-flake".into())
         })?;

@@ -75,6 +75,7 @@ impl Cx<'_> {
                     .map_err(|m| self.error(Some(host.span()), "defaults.host", m))?,
             },
             timeout: raw.defaults.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
+            work_dir: raw.defaults.work_dir,
         };
         let backends = self.backends(raw.backends)?;
         let root = self
@@ -131,6 +132,12 @@ impl Cx<'_> {
             }
             settings.runner = m.runner;
             settings.pikaci_flake = m.pikaci_flake;
+            if let Some(virtiofsd) = m.virtiofsd {
+                settings.virtiofsd = virtiofsd;
+            }
+            if let Some(boot) = m.boot_timeout {
+                settings.boot_timeout = boot.0;
+            }
         }
         if let Some(i) = raw.incus {
             let settings = &mut backends.incus;

@@ -4,6 +4,7 @@ mod error;
 mod find;
 mod load;
 mod model;
+mod overrides;
 mod raw;
 pub(crate) mod units;
 
@@ -11,4 +12,5 @@ pub use error::ConfigError;
 pub use find::{CONFIG_FILE, find_config};
 pub use load::{load, parse, parse_host};
 pub use model::*;
+pub use overrides::Overrides;
 pub use units::parse_size;

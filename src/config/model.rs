@@ -29,6 +29,10 @@ pub struct Defaults {
     pub backend: BackendKind,
     pub host: HostSpec,
     pub timeout: Duration,
+    /// pikaci's directory on the host (synced snapshots, GC roots, job dirs); relative
+    /// paths are relative to the SSH user's home. `None`: `.pikaci/host` in the state
+    /// dir when local, `.cache/pikaci` over SSH.
+    pub work_dir: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -95,6 +99,10 @@ pub struct MicrovmSettings {
     pub runner: Option<String>,
     /// Flake reference of pikaci itself, whose `lib.mkGuest` the guest flake calls.
     pub pikaci_flake: Option<String>,
+    /// The virtiofsd program on the host.
+    pub virtiofsd: String,
+    /// How long a guest may take to boot, on top of the job's timeout.
+    pub boot_timeout: Duration,
 }
 
 impl Default for MicrovmSettings {
@@ -105,6 +113,8 @@ impl Default for MicrovmSettings {
             memory_bytes: 2 << 30,
             runner: None,
             pikaci_flake: None,
+            virtiofsd: "virtiofsd".into(),
+            boot_timeout: Duration::from_secs(120),
         }
     }
 }

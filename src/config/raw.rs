@@ -31,6 +31,8 @@ pub struct RawDefaults {
     pub backend: Option<BackendKind>,
     pub host: Option<Spanned<String>>,
     pub timeout: Option<DurationText>,
+    #[serde(rename = "work-dir")]
+    pub work_dir: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -48,6 +50,8 @@ pub struct RawMicrovm {
     pub memory: Option<Spanned<String>>,
     pub runner: Option<String>,
     pub pikaci_flake: Option<String>,
+    pub virtiofsd: Option<String>,
+    pub boot_timeout: Option<DurationText>,
 }
 
 #[derive(Deserialize)]

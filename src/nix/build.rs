@@ -2,8 +2,7 @@
 //! out-link is the GC root for as long as the run keeps it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, Read, Seek};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,8 +11,8 @@ use serde::Deserialize;
 use super::StorePath;
 use crate::argv::Argv;
 use crate::cancel::Cancel;
-use crate::exec::{Ended, GroupChild, KILL_GRACE};
 use crate::fsutil::tail;
+use crate::transport::{Transport, TransportError};
 
 pub struct NixBuild<'a> {
     pub installable: &'a str,
@@ -33,23 +32,22 @@ pub struct BuildResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
-    #[error("cannot start `{command}`")]
-    Spawn {
-        command: String,
+    #[error(transparent)]
+    Transport(TransportError),
+    #[error("cannot write the build log {}", log.display())]
+    Log {
+        log: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("`{command}` failed ({status}); last lines of its log {}:\n{stderr_tail}", log.display())]
+    #[error("on {host}: `{command}` failed ({status}); last lines of its log {}:\n{stderr_tail}", log.display())]
     Failed {
+        host: String,
         command: String,
         status: String,
         log: PathBuf,
         stderr_tail: String,
     },
-    #[error("`{command}` did not finish within its deadline")]
-    TimedOut { command: String },
-    #[error("`{command}` was cancelled")]
-    Cancelled { command: String },
     #[error("`{command}` printed JSON pikaci cannot read: {detail}")]
     BadOutput { command: String, detail: String },
 }
@@ -66,56 +64,37 @@ impl NixBuild<'_> {
             .cwd(self.cwd)
     }
 
-    /// Builds, with stderr (the build log) going to `log`; the results come from the
-    /// JSON on stdout, never from free text.
+    /// Builds on the host behind `transport`, with stderr (the build log) saved to the
+    /// local file `log`; the results come from the JSON on stdout, never from free text.
     pub fn run(
         &self,
+        transport: &dyn Transport,
         log: &Path,
         deadline: Instant,
         cancel: &Cancel,
     ) -> Result<Vec<BuildResult>, NixError> {
         let argv = self.argv();
         let command = argv.to_string();
-        let spawn_err = |source| NixError::Spawn {
-            command: command.clone(),
+        let output = transport
+            .run_unchecked(&argv, b"", deadline, cancel)
+            .map_err(NixError::Transport)?;
+        std::fs::write(log, &output.stderr).map_err(|source| NixError::Log {
+            log: log.to_path_buf(),
             source,
-        };
-        let mut stdout = tempfile::tempfile().map_err(spawn_err)?;
-        let stderr = File::create(log).map_err(spawn_err)?;
-        let mut cmd = argv.command();
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(stdout.try_clone().map_err(spawn_err)?)
-            .stderr(stderr);
-        let mut child = GroupChild::spawn(&mut cmd, cancel).map_err(spawn_err)?;
-        let status = match child.wait(deadline, cancel).map_err(spawn_err)? {
-            Ended::Exited(status) => status,
-            Ended::TimedOut => {
-                child.terminate(KILL_GRACE);
-                return Err(NixError::TimedOut { command });
+        })?;
+        if !output.status.success() {
+            if transport.is_connection_failure(&output.status) {
+                return Err(NixError::Transport(transport.check(&argv, output).unwrap_err()));
             }
-            Ended::Cancelled => {
-                child.terminate(if cancel.is_urgent() {
-                    Default::default()
-                } else {
-                    KILL_GRACE
-                });
-                return Err(NixError::Cancelled { command });
-            }
-        };
-        if !status.success() {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
             return Err(NixError::Failed {
+                host: transport.host(),
                 command,
-                status: status.to_string(),
+                status: output.status.to_string(),
                 log: log.to_path_buf(),
-                stderr_tail: tail(&text, 25),
+                stderr_tail: tail(&String::from_utf8_lossy(&output.stderr), 25),
             });
         }
-        let mut json = String::new();
-        stdout
-            .rewind()
-            .and_then(|_| stdout.read_to_string(&mut json))
-            .map_err(spawn_err)?;
+        let json = String::from_utf8_lossy(&output.stdout);
         parse_build_json(&json).map_err(|detail| NixError::BadOutput { command, detail })
     }
 }

@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 use super::Expr;
 use crate::config::MicrovmSettings;
 
+/// Set when pikaci is built by its own flake, so the guest flake can point back at it.
+pub const BUILT_FROM: Option<&str> = option_env!("PIKACI_FLAKE");
+
 /// The configuration name inside every generated flake.
 pub const GUEST_NAME: &str = "pikaci-guest";
 

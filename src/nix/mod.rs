@@ -7,5 +7,5 @@ mod store_path;
 
 pub use build::{BuildResult, NixBuild, NixError, installable_in};
 pub use expr::Expr;
-pub use guest_flake::{GUEST_NAME, GuestProfile, SHARES, Share};
+pub use guest_flake::{BUILT_FROM, GUEST_NAME, GuestProfile, SHARES, Share};
 pub use store_path::StorePath;

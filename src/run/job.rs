@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use super::recorder::Recorder;
-use crate::backend::{self, Guest, JobContext};
+use crate::backend::{Guest, JobContext, RunBackends};
 use crate::cancel::Cancel;
 use crate::exec::Ended;
 use crate::fsutil::now_rfc3339;
@@ -54,6 +54,7 @@ pub fn run_job(
     node: &ExecuteNode,
     snapshot: &Path,
     inputs: &BTreeMap<Id, Vec<StorePath>>,
+    backends: &RunBackends,
     recorder: &Recorder,
     cancel: &Cancel,
 ) -> std::io::Result<JobStatus> {
@@ -89,8 +90,8 @@ pub fn run_job(
         node,
         snapshot,
         inputs,
+        backends,
         &dir,
-        recorder.run_id(),
         cancel,
         phases,
     );
@@ -170,13 +171,15 @@ fn drive(
     node: &ExecuteNode,
     snapshot: &Path,
     inputs: &BTreeMap<Id, Vec<StorePath>>,
+    backends: &RunBackends,
     dir: &Path,
-    run_id: &str,
     cancel: &Cancel,
     mut phases: Phases,
 ) -> Result<(Ended, GuestResult), String> {
     let job = &node.job;
-    let backend = backend::for_kind(job.backend).map_err(|e| e.to_string())?;
+    let backend = phases
+        .time("setup", || backends.get(job.backend, cancel))
+        .map_err(|e| e.to_string())?;
     let mut copy = PrivateCopy(None);
     let workspace = if job.writable_workspace {
         let path = dir.join("workspace");
@@ -208,7 +211,7 @@ fn drive(
     };
     write_request(dir, &request).map_err(|e| format!("cannot write request.json: {e}"))?;
     let cx = JobContext {
-        run_id,
+        run_id: phases.recorder.run_id(),
         request: &request,
         workspace: &workspace,
         job_dir: dir,

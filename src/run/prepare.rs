@@ -7,6 +7,7 @@ use crate::cancel::Cancel;
 use crate::nix::{NixBuild, StorePath, installable_in};
 use crate::plan::PrepareNode;
 use crate::state::EventKind;
+use crate::transport::Local;
 
 /// How long one input build may take.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -57,7 +58,7 @@ fn build(
         cwd: workspace,
     };
     let results = build
-        .run(&log, Instant::now() + BUILD_TIMEOUT, cancel)
+        .run(&Local, &log, Instant::now() + BUILD_TIMEOUT, cancel)
         .map_err(|e| e.to_string())?;
     Ok(results
         .into_iter()

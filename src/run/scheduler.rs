@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use super::job::{record_not_run, run_job};
 use super::prepare::build_input;
 use super::recorder::Recorder;
+use crate::backend::RunBackends;
 use crate::cancel::Cancel;
 use crate::ids::Id;
 use crate::nix::StorePath;
@@ -43,6 +44,7 @@ pub struct Outcome {
 pub fn execute(
     plan: &Plan,
     snapshot: &Path,
+    backends: &RunBackends,
     parallel: usize,
     recorder: &Recorder,
     cancel: &Cancel,
@@ -111,7 +113,7 @@ pub fn execute(
                         ),
                         Node::Job(i) => Finished::Job(
                             i,
-                            run_job(&plan.jobs[i], snapshot, &inputs, recorder, cancel),
+                            run_job(&plan.jobs[i], snapshot, &inputs, backends, recorder, cancel),
                         ),
                     };
                     let _ = tx.send(finished);

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::job::record_not_run;
 use super::recorder::Recorder;
 use super::scheduler;
+use crate::backend::{RunBackends, RunContext};
 use crate::cancel::Cancel;
 use crate::changes::{ChangeSet, PathFilter};
 use crate::config::Config;
@@ -203,6 +204,7 @@ fn execute(
         }
     };
     let snapshot_dir = snapshot.dir.clone();
+    let snapshot_ref = snapshot.clone();
     recorder
         .update(|r| r.snapshot = Some(snapshot.clone()))
         .map_err(|e| infra("writing run.json", e))?;
@@ -223,9 +225,19 @@ fn execute(
             .map_err(|e| infra("writing a job record", e))?;
     }
 
+    let run_dir = recorder.run.path.clone();
+    let backends = RunBackends::new(RunContext {
+        config,
+        run_id: &recorder.run.id,
+        run_dir: &run_dir,
+        cache: state.cache(),
+        state_root: state.root(),
+        snapshot: &snapshot_ref,
+    });
     let outcome = scheduler::execute(
         &plan,
         &snapshot_dir,
+        &backends,
         options.parallel.max(1),
         &recorder,
         cancel,

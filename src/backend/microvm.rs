@@ -1,0 +1,522 @@
+//! `backend = "microvm"`: each job in a throwaway microVM on the host (this machine or
+//! one reached over SSH), following microvm.nix's runner contract.
+//!
+//! Once per run: open the host session (connect, work dir, workspace), `nix build` the
+//! runner there with an out-link under `<work>/gcroots/` as its GC root, and read the
+//! shares the runner declares. Per job: a job dir on the host with the request, the
+//! artifacts share and a runtime dir; `supervise.bash` starts one virtiofsd per share,
+//! waits for the sockets and runs `bin/microvm-run`; the serial console streams into
+//! `host.log`; afterwards the artifacts (with `guest.log` and `result.json`) come back
+//! and the job dir goes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use super::session::{HostSession, RunContext};
+use super::{Backend, BackendError, Guest, JobContext};
+use crate::argv::Argv;
+use crate::cancel::Cancel;
+use crate::config::{BackendKind, MicrovmSettings};
+use crate::exec::{Ended, GroupChild, KILL_GRACE};
+use crate::nix::{GuestProfile, NixBuild, StorePath, installable_in};
+use crate::protocol::{GuestResult, Request};
+
+const SUPERVISE: &str = include_str!("microvm/supervise.bash");
+/// How long virtiofsd may take to create its socket.
+const SOCKET_WAIT_SECS: u64 = 30;
+/// How long the runner build may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Where the guest sees the workspace (docs/nix.md).
+const GUEST_WORKSPACE: &str = "/workspace";
+
+/// A virtiofs share the runner declares: `share/microvm/virtiofs/<tag>/socket`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerShare {
+    pub tag: String,
+    /// Relative to the runtime dir `microvm-run` starts in.
+    pub socket: String,
+}
+
+/// Everything jobs of one run share: the host and the built runner.
+struct Prepared {
+    session: HostSession,
+    runner: StorePath,
+    shares: Vec<RunnerShare>,
+    settings: MicrovmSettings,
+}
+
+pub struct MicrovmBackend {
+    prepared: Arc<Prepared>,
+}
+
+impl MicrovmBackend {
+    /// The run's setup, done by the first microVM job and shared by the others.
+    pub fn prepare(cx: &RunContext, cancel: &Cancel) -> Result<MicrovmBackend, String> {
+        let settings = cx.config.backends.microvm.clone();
+        let session = HostSession::open(cx, cancel)?;
+        let runner = build_runner(&session, &settings, cx, cancel)?;
+        let shares = read_shares(&session, &runner, cancel)?;
+        Ok(MicrovmBackend {
+            prepared: Arc::new(Prepared {
+                session,
+                runner,
+                shares,
+                settings,
+            }),
+        })
+    }
+}
+
+/// The installable to build and the name of its GC root under `<work>/gcroots/`.
+fn runner_installable(
+    session: &HostSession,
+    settings: &MicrovmSettings,
+    cancel: &Cancel,
+) -> Result<(String, String), String> {
+    if let Some(runner) = &settings.runner {
+        let installable = installable_in(&session.snapshot, runner);
+        let digest = Sha256::digest(installable.as_bytes());
+        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        return Ok((installable, format!("runner-{hash}")));
+    }
+    let flake = settings
+        .pikaci_flake
+        .clone()
+        .or(crate::nix::BUILT_FROM.map(str::to_string))
+        .ok_or("set backends.microvm.pikaci-flake (the flake that provides lib.mkGuest) or backends.microvm.runner")?;
+    let ids = session.run(
+        &Argv::new("sh").args(["-c", "id -u && id -g"]),
+        b"",
+        cancel,
+    )?;
+    let ids: Vec<u32> = String::from_utf8_lossy(&ids)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let [uid, gid] = ids[..] else {
+        return Err("cannot read the host user's uid and gid".into());
+    };
+    let profile = GuestProfile::from_settings(settings, flake, uid, gid);
+    let dir = session.work_dir.join("flakes").join(profile.hash());
+    let write = Argv::new("sh")
+        .args([
+            "-c",
+            r#"mkdir -p -- "$1" && cat > "$1/flake.nix.tmp" && mv -f -- "$1/flake.nix.tmp" "$1/flake.nix""#,
+            "pikaci-guest-flake",
+        ])
+        .arg(&dir);
+    session
+        .run(&write, profile.flake_nix().as_bytes(), cancel)
+        .map_err(|e| format!("cannot write the guest flake: {e}"))?;
+    let installable = format!(
+        "path:{}#{}",
+        dir.display(),
+        GuestProfile::runner_attribute()
+    );
+    Ok((installable, format!("runner-{}", profile.hash())))
+}
+
+fn build_runner(
+    session: &HostSession,
+    settings: &MicrovmSettings,
+    cx: &RunContext,
+    cancel: &Cancel,
+) -> Result<StorePath, String> {
+    let (installable, name) = runner_installable(session, settings, cancel)?;
+    let out_link = session.work_dir.join("gcroots").join(name);
+    session.run(
+        &Argv::new("mkdir").arg("-p").arg(session.work_dir.join("gcroots")),
+        b"",
+        cancel,
+    )?;
+    let log = cx.run_dir.join("prepare").join("microvm-runner.log");
+    crate::fsutil::create_dir_all(cx.run_dir.join("prepare").as_path())
+        .map_err(|e| e.to_string())?;
+    let build = NixBuild {
+        installable: &installable,
+        out_link: &out_link,
+        cwd: &session.work_dir,
+    };
+    let results = build
+        .run(
+            session.transport.as_ref(),
+            &log,
+            Instant::now() + BUILD_TIMEOUT,
+            cancel,
+        )
+        .map_err(|e| format!("cannot build the microVM runner: {e}"))?;
+    results
+        .into_iter()
+        .flat_map(|r| r.outputs.into_values())
+        .next()
+        .ok_or_else(|| "the runner build produced no output".into())
+}
+
+/// Lists `share/microvm/virtiofs/<tag>/socket` of the runner, and checks that it has
+/// `bin/microvm-run`.
+const READ_SHARES: &str = r#"set -eu
+[ -x "$1/bin/microvm-run" ] || { echo "$1 is not a microVM runner: it has no bin/microvm-run" >&2; exit 3; }
+cd "$1" && [ -d share/microvm/virtiofs ] || exit 0
+for dir in share/microvm/virtiofs/*/; do
+  [ -f "${dir}socket" ] || continue
+  tag=${dir%/}; tag=${tag##*/}
+  printf '%s\t%s\n' "$tag" "$(cat "${dir}socket")"
+done
+"#;
+
+fn read_shares(
+    session: &HostSession,
+    runner: &StorePath,
+    cancel: &Cancel,
+) -> Result<Vec<RunnerShare>, String> {
+    let argv = Argv::new("sh")
+        .args(["-c", READ_SHARES, "pikaci-runner-shares"])
+        .arg(runner.as_path());
+    let out = session.run(&argv, b"", cancel)?;
+    parse_shares(&String::from_utf8_lossy(&out))
+}
+
+/// Parses `TAG\tSOCKET` lines and checks each tag is one pikaci provides.
+pub fn parse_shares(text: &str) -> Result<Vec<RunnerShare>, String> {
+    let mut shares = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let (tag, socket) = line
+            .split_once('\t')
+            .ok_or_else(|| format!("cannot read the runner's share line `{line}`"))?;
+        if !crate::nix::SHARES.iter().any(|s| s.tag == tag) {
+            return Err(format!(
+                "the runner declares a virtiofs share `{tag}`, which pikaci does not provide (it provides {})",
+                crate::nix::SHARES
+                    .iter()
+                    .map(|s| s.tag)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if socket.is_empty() || socket.starts_with('-') {
+            return Err(format!("the runner's socket for share `{tag}` is `{socket}`"));
+        }
+        shares.push(RunnerShare {
+            tag: tag.to_string(),
+            socket: socket.to_string(),
+        });
+    }
+    Ok(shares)
+}
+
+/// One job's directories on the host.
+struct JobDirs {
+    root: PathBuf,
+}
+
+impl JobDirs {
+    fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+    fn request(&self) -> PathBuf {
+        self.root.join("request")
+    }
+    fn workspace_copy(&self) -> PathBuf {
+        self.root.join("workspace")
+    }
+}
+
+/// Creates the job dir (request 0600 in a 0700 dir; artifacts; runtime) and, when
+/// asked, a writable copy of the workspace. Args: job dir, workspace to copy or `-`.
+/// Stdin: the request.
+const SETUP_JOB: &str = r#"set -eu
+d=$1
+rm -rf -- "$d"
+mkdir -p -- "$d/artifacts" "$d/runtime"
+(umask 077 && mkdir -p -- "$d/request" && cat > "$d/request/request.json")
+if [ "$2" != - ]; then cp -R -- "$2" "$d/workspace" && chmod -R u+w -- "$d/workspace"; fi
+"#;
+
+/// Removes a job dir, also a writable workspace copy the job made read-only.
+const REMOVE_JOB: &str = r#"chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1" && rmdir -- "${1%/*}" 2>/dev/null; true"#;
+
+/// The supervisor's argv: `bash -c SUPERVISE` with the job dir, runner, virtiofsd, time
+/// limit, socket wait, then TAG SOCKET DIR MODE per share. Pure, for the snapshot test.
+pub fn supervise_argv(
+    job_dir: &Path,
+    runner: &Path,
+    virtiofsd: &str,
+    limit: Duration,
+    shares: &[(RunnerShare, PathBuf, bool)],
+) -> Argv {
+    let mut argv = Argv::new("bash")
+        .args(["--noprofile", "--norc", "-c", SUPERVISE, "pikaci-microvm"])
+        .arg(job_dir)
+        .arg(runner)
+        .arg(virtiofsd)
+        .arg(limit.as_secs().max(1).to_string())
+        .arg(SOCKET_WAIT_SECS.to_string());
+    for (share, dir, writable) in shares {
+        argv = argv
+            .arg(&share.tag)
+            .arg(&share.socket)
+            .arg(dir)
+            .arg(if *writable { "rw" } else { "ro" });
+    }
+    argv
+}
+
+impl Backend for MicrovmBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Microvm
+    }
+
+    fn launch(&self, job: &JobContext, cancel: &Cancel) -> Result<Box<dyn Guest>, BackendError> {
+        let p = &self.prepared;
+        let failed = |step: &'static str| {
+            let job = job.request.job_id.clone();
+            move |why: String| BackendError::Host { job, step, why }
+        };
+        let dirs = JobDirs {
+            root: p
+                .session
+                .work_dir
+                .join("jobs")
+                .join(job.run_id)
+                .join(&job.request.job_id),
+        };
+        let writable = job.request.writable_workspace;
+        // A local host uses the job's workspace as it is (a private copy when writable);
+        // a remote one gets its copy made there, from the synced snapshot.
+        let (workspace, copy) = match (p.session.local, writable) {
+            (true, _) => (job.workspace.to_path_buf(), None),
+            (false, false) => (p.session.snapshot.clone(), None),
+            (false, true) => (dirs.workspace_copy(), Some(p.session.snapshot.clone())),
+        };
+        let request = Request {
+            workdir: GUEST_WORKSPACE.into(),
+            ..job.request.clone()
+        };
+        let json = serde_json::to_vec_pretty(&request).map_err(|e| failed("writing the request")(e.to_string()))?;
+        let setup = Argv::new("sh")
+            .args(["-c", SETUP_JOB, "pikaci-job-setup"])
+            .arg(&dirs.root)
+            .arg(copy.as_deref().unwrap_or(Path::new("-")));
+        p.session
+            .run(&setup, &json, cancel)
+            .map_err(failed("preparing the job dir on the host"))?;
+
+        let mut guest = MicrovmGuest {
+            prepared: Arc::clone(&self.prepared),
+            dirs,
+            child: None,
+            job_id: job.request.job_id.clone(),
+            timeout_secs: job.request.timeout_secs,
+            job_dir: job.job_dir.to_path_buf(),
+            cleaned: false,
+        };
+        let shares: Vec<(RunnerShare, PathBuf, bool)> = p
+            .shares
+            .iter()
+            .map(|share| {
+                let (dir, rw) = match share.tag.as_str() {
+                    "workspace" => (workspace.clone(), writable),
+                    "artifacts" => (guest.dirs.artifacts(), true),
+                    "request" => (guest.dirs.request(), false),
+                    _ => (PathBuf::from("/nix/store"), false),
+                };
+                (share.clone(), dir, rw)
+            })
+            .collect();
+        let limit = Duration::from_secs(request.timeout_secs) + p.settings.boot_timeout;
+        let argv = supervise_argv(
+            &guest.dirs.root,
+            p.runner.as_path(),
+            &p.settings.virtiofsd,
+            limit,
+            &shares,
+        );
+        let log = std::fs::File::create(job.job_dir.join("host.log"))
+            .map_err(|e| failed("creating host.log")(e.to_string()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| failed("creating host.log")(e.to_string()))?;
+        let mut command = p.session.transport.command(&argv);
+        command.stdin(Stdio::piped()).stdout(log).stderr(log_err);
+        let child = GroupChild::spawn(&mut command, cancel)
+            .map_err(|e| failed("starting the microVM supervisor")(e.to_string()))?;
+        guest.child = Some(child);
+        Ok(Box::new(guest))
+    }
+}
+
+struct MicrovmGuest {
+    prepared: Arc<Prepared>,
+    dirs: JobDirs,
+    /// The supervisor: a local process for a local host, the ssh client otherwise.
+    child: Option<GroupChild>,
+    job_id: String,
+    timeout_secs: u64,
+    /// The local job dir.
+    job_dir: PathBuf,
+    cleaned: bool,
+}
+
+impl MicrovmGuest {
+    fn error(&self, step: &'static str, why: impl ToString) -> BackendError {
+        BackendError::Host {
+            job: self.job_id.clone(),
+            step,
+            why: why.to_string(),
+        }
+    }
+
+    /// Brings the artifacts dir back and moves `guest.log` and `result.json` beside it.
+    fn fetch_artifacts(&self) -> Result<Option<GuestResult>, BackendError> {
+        let p = &self.prepared;
+        let argv = Argv::new("tar")
+            .args(["-C"])
+            .arg(self.dirs.artifacts())
+            .args(["-cf", "-", "."]);
+        let cancel = Cancel::new(); // collecting runs also after a cancellation
+        let tar = p
+            .session
+            .transport
+            .run(&argv, b"", Instant::now() + COLLECT_TIMEOUT, &cancel)
+            .map_err(|e| self.error("collecting the artifacts", e))?;
+        let local = self.job_dir.join("artifacts");
+        crate::fsutil::create_dir_all(&local).map_err(|e| self.error("collecting the artifacts", e))?;
+        tar::Archive::new(tar.stdout.as_slice())
+            .unpack(&local)
+            .map_err(|e| self.error("unpacking the artifacts", e))?;
+        for name in ["guest.log", "result.json"] {
+            let from = local.join(name);
+            if from.exists() {
+                std::fs::rename(&from, self.job_dir.join(name))
+                    .map_err(|e| self.error("collecting the artifacts", e))?;
+            }
+        }
+        let result = self.job_dir.join("result.json");
+        if !result.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&result).map_err(|e| self.error("reading result.json", e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| self.error("reading result.json", format!("the guest wrote an invalid result: {e}")))
+    }
+}
+
+/// How long bringing the artifacts back may take.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+impl Guest for MicrovmGuest {
+    fn wait(&mut self, deadline: Instant, cancel: &Cancel) -> Result<Ended, BackendError> {
+        // The guest's agent enforces the job's timeout after boot; the host allows boot.
+        let deadline = deadline + self.prepared.settings.boot_timeout;
+        let Some(child) = self.child.as_mut() else {
+            return Err(self.error("waiting for the guest", "the guest was not started"));
+        };
+        child
+            .wait(deadline, cancel)
+            .map_err(|e| self.error("waiting for the guest", e))
+    }
+
+    fn stop(&mut self, urgent: bool) {
+        if let Some(child) = self.child.as_mut() {
+            // EOF tells the supervisor to stop the guest; the signals follow if it lingers.
+            child.close_stdin();
+            child.terminate(if urgent { Duration::ZERO } else { KILL_GRACE });
+        }
+    }
+
+    fn collect(&mut self, ended: Ended, started: SystemTime) -> Result<GuestResult, BackendError> {
+        let from_guest = self.fetch_artifacts()?;
+        let result = match (from_guest, ended) {
+            (Some(result), _) => result,
+            (None, Ended::Exited(status)) => {
+                let host_log = self.job_dir.join("host.log");
+                let tail = crate::fsutil::tail(
+                    &String::from_utf8_lossy(&std::fs::read(&host_log).unwrap_or_default()),
+                    15,
+                );
+                GuestResult::error(
+                    started,
+                    format!(
+                        "the guest produced no result (microVM supervisor: {status}); last lines of {}:\n{tail}",
+                        host_log.display()
+                    ),
+                )
+            }
+            (None, ended) => GuestResult::from_ended(ended, self.timeout_secs, started),
+        };
+        crate::fsutil::write_json_atomic(&self.job_dir.join("result.json"), &result)
+            .map_err(|e| self.error("writing result.json", e))?;
+        Ok(result)
+    }
+
+    fn cleanup(&mut self) -> Result<(), BackendError> {
+        if self.cleaned {
+            return Ok(());
+        }
+        self.cleaned = true;
+        if let Some(mut child) = self.child.take() {
+            child.close_stdin();
+            child.terminate(KILL_GRACE);
+        }
+        let argv = Argv::new("sh")
+            .args(["-c", REMOVE_JOB, "pikaci-job-remove"])
+            .arg(&self.dirs.root);
+        self.prepared
+            .session
+            .run(&argv, b"", &Cancel::new())
+            .map(drop)
+            .map_err(|e| self.error("removing the job dir on the host", e))
+    }
+}
+
+impl Drop for MicrovmGuest {
+    fn drop(&mut self) {
+        let _ = self.cleanup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supervisor_argv_shape() {
+        let share = |tag: &str| RunnerShare {
+            tag: tag.into(),
+            socket: format!("{tag}.sock"),
+        };
+        let argv = supervise_argv(
+            Path::new("/w/jobs/R/lint"),
+            Path::new("/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner"),
+            "virtiofsd",
+            Duration::from_secs(720),
+            &[
+                (share("workspace"), "/w/snapshots/ab".into(), false),
+                (share("artifacts"), "/w/jobs/R/lint/artifacts".into(), true),
+                (share("request"), "/w/jobs/R/lint/request".into(), false),
+                (share("ro-store"), "/nix/store".into(), false),
+            ],
+        );
+        let mut shown = argv.clone();
+        assert_eq!(shown.args[3], SUPERVISE);
+        shown.args[3] = "[supervise.bash]".into();
+        insta::assert_snapshot!(shown.to_string(), @"bash --noprofile --norc -c '[supervise.bash]' pikaci-microvm /w/jobs/R/lint /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner virtiofsd 720 30 workspace workspace.sock /w/snapshots/ab ro artifacts artifacts.sock /w/jobs/R/lint/artifacts rw request request.sock /w/jobs/R/lint/request ro ro-store ro-store.sock /nix/store ro");
+    }
+
+    #[test]
+    fn shares_must_be_ones_pikaci_provides() {
+        let ok = parse_shares("workspace\tworkspace.sock\nro-store\tstore.sock\n").unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].socket, "store.sock");
+        let unknown = parse_shares("secrets\ts.sock\n").unwrap_err();
+        assert!(unknown.contains("`secrets`"), "{unknown}");
+        assert!(parse_shares("workspace\t\n").is_err());
+        assert!(parse_shares("no tab here").is_err());
+        assert_eq!(parse_shares("").unwrap(), vec![]);
+    }
+}

@@ -1,0 +1,70 @@
+# One microVM job on the host: a virtiofsd per share, then the runner, bounded by a time
+# limit; whatever way it ends, every process it started is stopped before it exits.
+#
+# Args: JOB_DIR RUNNER VIRTIOFSD LIMIT_SECS SOCKET_WAIT_SECS, then per share:
+# TAG SOCKET SHARED_DIR MODE (ro|rw). Runs in JOB_DIR/runtime.
+# Stdin stays open for as long as pikaci wants the job: EOF (pikaci exited or its SSH
+# connection dropped) stops the job, so nothing outlives a killed client.
+# Exit: the runner's status; 124 at the time limit; 143 when stopped; 125 setup failed.
+set -u
+job_dir=$1 runner=$2 virtiofsd=$3 limit=$4 socket_wait=$5
+shift 5
+cd "$job_dir/runtime" || exit 125
+
+stop() {
+  trap - EXIT TERM INT HUP
+  local left
+  left=$(jobs -rp)
+  [ -n "$left" ] && kill -TERM $left 2>/dev/null
+  for _ in $(seq 50); do
+    [ -z "$(jobs -rp)" ] && break
+    sleep 0.1
+  done
+  left=$(jobs -rp)
+  [ -n "$left" ] && kill -KILL $left 2>/dev/null
+  wait
+}
+trap stop EXIT
+trap 'echo "pikaci: stopping the guest" >&2; exit 143' TERM INT HUP
+
+# Background jobs get /dev/null as stdin, so the watcher reads a copy made first.
+exec 3<&0
+cat <&3 >/dev/null 2>&1 &
+watcher=$!
+exec 3<&-
+
+sockets=()
+while [ $# -ge 4 ]; do
+  tag=$1 socket=$2 dir=$3 mode=$4
+  shift 4
+  readonly_flag=()
+  [ "$mode" = ro ] && readonly_flag=(--readonly)
+  "$virtiofsd" --socket-path="$socket" --shared-dir="$dir" --sandbox=none \
+    --log-level=warn "${readonly_flag[@]}" </dev/null >&2 &
+  sockets+=("$socket")
+  echo "pikaci: virtiofsd for share $tag on $dir ($mode)" >&2
+done
+
+deadline=$((SECONDS + socket_wait))
+for socket in "${sockets[@]}"; do
+  until [ -S "$socket" ]; do
+    if [ $SECONDS -ge $deadline ] || [ -z "$(jobs -rp)" ]; then
+      echo "pikaci: virtiofsd did not create $socket within ${socket_wait}s" >&2
+      exit 125
+    fi
+    sleep 0.02
+  done
+done
+
+"$runner/bin/microvm-run" </dev/null &
+vm=$!
+sleep "$limit" </dev/null >/dev/null 2>&1 &
+timer=$!
+
+wait -n -p ended "$vm" "$watcher" "$timer"
+status=$?
+case "$ended" in
+  "$vm") exit "$status" ;;
+  "$timer") echo "pikaci: the guest exceeded its time limit (${limit}s)" >&2; exit 124 ;;
+  *) echo "pikaci: pikaci went away; stopping the guest" >&2; exit 143 ;;
+esac

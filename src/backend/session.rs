@@ -1,0 +1,99 @@
+//! The host that runs a run's guests, opened once per run and shared by its jobs: the
+//! transport, pikaci's work dir there, and the run's workspace on it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::argv::Argv;
+use crate::cancel::Cancel;
+use crate::config::{Config, HostSpec};
+use crate::state::SnapshotRef;
+use crate::transport::{Transport, TransportError};
+
+/// Deadline for the small bookkeeping commands on the host (mkdir, rm, cat).
+pub const HOST_STEP: Duration = Duration::from_secs(60);
+/// Deadline for sending the workspace.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// What backends know about the run they serve.
+pub struct RunContext<'a> {
+    pub config: &'a Config,
+    pub run_id: &'a str,
+    /// `runs/<run>/`, for logs of per-run steps.
+    pub run_dir: &'a Path,
+    /// The local snapshot cache and state dir.
+    pub cache: PathBuf,
+    pub state_root: &'a Path,
+    pub snapshot: &'a SnapshotRef,
+}
+
+pub struct HostSession {
+    pub transport: Box<dyn Transport>,
+    /// Absolute, on the host.
+    pub work_dir: PathBuf,
+    /// The host is this machine: local paths are valid there.
+    pub local: bool,
+    /// The run's snapshot on the host.
+    pub snapshot: PathBuf,
+}
+
+impl HostSession {
+    /// Connects, creates the work dir, and makes the snapshot present on the host (an
+    /// SSH host gets it by [`crate::sync`]; this machine uses the local snapshot).
+    pub fn open(cx: &RunContext, cancel: &Cancel) -> Result<HostSession, String> {
+        let spec = &cx.config.defaults.host;
+        let transport = crate::transport::connect(spec, &cx.config.ssh, cancel)
+            .map_err(|e| e.to_string())?;
+        let local = *spec == HostSpec::Local;
+        let wanted = match (&cx.config.defaults.work_dir, local) {
+            (Some(dir), _) => dir.clone(),
+            (None, true) => cx.state_root.join("host").to_string_lossy().into_owned(),
+            (None, false) => ".cache/pikaci".into(),
+        };
+        let work_dir = resolve_dir(transport.as_ref(), &wanted, cancel)
+            .map_err(|e| format!("cannot create pikaci's work dir on the host: {e}"))?;
+        let snapshot = if local {
+            cx.snapshot.dir.clone()
+        } else {
+            let deadline = Instant::now() + SYNC_TIMEOUT;
+            crate::sync::sync(
+                transport.as_ref(),
+                &cx.cache,
+                &cx.snapshot.nar_hash,
+                &work_dir,
+                deadline,
+                cancel,
+            )
+            .map_err(|e| format!("cannot send the workspace: {}", crate::error::chain(&e)))?
+            .dir
+        };
+        Ok(HostSession {
+            transport,
+            work_dir,
+            local,
+            snapshot,
+        })
+    }
+
+    /// Runs a bookkeeping command with the short deadline.
+    pub fn run(&self, argv: &Argv, stdin: &[u8], cancel: &Cancel) -> Result<Vec<u8>, String> {
+        self.transport
+            .run(argv, stdin, Instant::now() + HOST_STEP, cancel)
+            .map(|o| o.stdout)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Creates `dir` on the host and returns its absolute, symlink-free path.
+fn resolve_dir(
+    transport: &dyn Transport,
+    dir: &str,
+    cancel: &Cancel,
+) -> Result<PathBuf, TransportError> {
+    let argv = Argv::new("sh")
+        .args(["-c", r#"mkdir -p -- "$1" && cd -- "$1" && pwd -P"#, "pikaci-work-dir"])
+        .arg(dir);
+    let out = transport.run(&argv, b"", Instant::now() + HOST_STEP, cancel)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(PathBuf::from(text.trim_end_matches('\n')))
+}

@@ -1,0 +1,40 @@
+//! Settings a command line or environment may override, applied in one place after the
+//! file is read: where guests run and how it is reached, and a prebuilt microVM runner.
+//! Handy for a one-off run against another host, and for testbeds whose paths do not
+//! belong in a committed `pikaci.toml`.
+
+use std::path::PathBuf;
+
+use super::{Config, parse_host};
+
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--host` / `PIKACI_HOST`.
+    pub host: Option<String>,
+    /// `--ssh-identity-file` / `PIKACI_SSH_IDENTITY_FILE`.
+    pub ssh_identity_file: Option<PathBuf>,
+    /// `--ssh-known-hosts-file` / `PIKACI_SSH_KNOWN_HOSTS_FILE`.
+    pub ssh_known_hosts_file: Option<PathBuf>,
+    /// `--microvm-runner` / `PIKACI_MICROVM_RUNNER`.
+    pub microvm_runner: Option<String>,
+}
+
+impl Overrides {
+    /// Applies the overrides; a bad host is an error naming where it came from.
+    pub fn apply(&self, config: &mut Config) -> Result<(), String> {
+        if let Some(host) = &self.host {
+            config.defaults.host =
+                parse_host(host).map_err(|e| format!("--host / PIKACI_HOST: {e}"))?;
+        }
+        if let Some(path) = &self.ssh_identity_file {
+            config.ssh.identity_file = Some(std::path::absolute(path).unwrap_or(path.clone()));
+        }
+        if let Some(path) = &self.ssh_known_hosts_file {
+            config.ssh.known_hosts_file = Some(std::path::absolute(path).unwrap_or(path.clone()));
+        }
+        if let Some(runner) = &self.microvm_runner {
+            config.backends.microvm.runner = Some(runner.clone());
+        }
+        Ok(())
+    }
+}
