@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, unit and integration tests
-# (the integration tests drive the real binary, git, nix and a loopback sshd).
+# (the integration tests drive the real binary, git, nix, a loopback sshd, and microVMs
+# under qemu with virtiofsd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,5 +13,7 @@ cargo clippy --all-targets --locked -- -D warnings
 # Real parts for the tests: an sshd on loopback (stopped again when this script ends).
 trap 'bash scripts/testbed/sshd.sh stop' EXIT
 eval "$(bash scripts/testbed/sshd.sh)"
+# And the microVM testbed: qemu, virtiofsd, kernel, the runner fixture flake (cached).
+eval "$(bash scripts/testbed/microvm.sh)"
 
 cargo test --all-targets --locked

@@ -31,10 +31,12 @@
           {
             echo '#!/bin/sh'
             echo "# Serial console on stdout; the guest powers off when its job is done."
+            echo "# tsc_early_khz: under TCG on a busy host the kernel cannot calibrate the TSC"
+            echo "# against the PIT and hangs before its first message; a fixed value avoids that."
             echo "exec /usr/bin/qemu-system-x86_64 -name pikaci-guest \\"
             echo "  -M microvm,accel=tcg,pit=on,pic=on,rtc=on -m 512 -smp 1 \\"
             echo "  -nographic -nodefaults -serial stdio -no-reboot \\"
-            echo "  -kernel $kernel -initrd $initrd -append 'console=ttyS0 panic=-1 quiet' \\"
+            echo "  -kernel $kernel -initrd $initrd -append 'console=ttyS0 panic=-1 quiet tsc_early_khz=2000000' \\"
             echo "  -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \\"
             echo "  $devices"
           } > $out/bin/microvm-run

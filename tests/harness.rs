@@ -185,3 +185,88 @@ pub fn testbed_ssh() -> Option<pikaci::transport::SshOptions> {
         connect_timeout: std::time::Duration::from_secs(10),
     })
 }
+
+/// The microVM testbed from `scripts/testbed/microvm.sh` (a runner fixture flake and
+/// virtiofsd), reached through the loopback sshd. `None` outside CI when not set up.
+pub struct MicrovmTestbed {
+    pub runner: String,
+    pub virtiofsd: String,
+    pub ssh: pikaci::transport::SshOptions,
+    host: String,
+}
+
+pub fn testbed_microvm() -> Option<MicrovmTestbed> {
+    let runner = std::env::var("PIKACI_TEST_RUNNER").ok();
+    assert!(
+        runner.is_some() || std::env::var_os("CI").is_none(),
+        "CI must run scripts/testbed/microvm.sh"
+    );
+    let Some(runner) = runner else {
+        eprintln!(
+            "skipped: PIKACI_TEST_RUNNER is not set (eval \"$(bash scripts/testbed/microvm.sh)\")"
+        );
+        return None;
+    };
+    Some(MicrovmTestbed {
+        runner,
+        virtiofsd: std::env::var("PIKACI_TEST_VIRTIOFSD").expect("PIKACI_TEST_VIRTIOFSD"),
+        ssh: testbed_ssh()?,
+        host: std::env::var("PIKACI_TEST_SSH_HOST").expect("PIKACI_TEST_SSH_HOST"),
+    })
+}
+
+impl MicrovmTestbed {
+    /// A `pikaci.toml` whose jobs run in microVMs on the loopback host, with pikaci's
+    /// host-side files under `work_dir`, followed by `jobs`.
+    pub fn config(&self, work_dir: &Path, jobs: &str) -> String {
+        format!(
+            "[defaults]\nbackend = \"microvm\"\nhost = \"{host}\"\nwork-dir = \"{work}\"\n\n\
+             [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
+             [backends.microvm]\nrunner = \"{runner}\"\nvirtiofsd = \"{virtiofsd}\"\nboot-timeout = \"60s\"\n\n{jobs}",
+            host = self.host,
+            work = work_dir.display(),
+            key = self.ssh.identity.as_ref().unwrap().display(),
+            known = self.ssh.known_hosts.as_ref().unwrap().display(),
+            runner = self.runner,
+            virtiofsd = self.virtiofsd,
+        )
+    }
+}
+
+/// Processes whose command line or working directory mentions `dir`: what a job on
+/// the host left behind (qemu runs in the job's runtime dir, virtiofsd names its share).
+pub fn processes_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if !zombie && (cmdline.contains(&needle) || cwd.starts_with(&needle)) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// Waits up to `limit` for `check` to hold.
+pub fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    check()
+}

@@ -5,6 +5,7 @@ mod harness;
 mod config_errors;
 mod filters;
 mod inputs;
+mod microvm;
 mod nix_printer;
 mod records;
 mod reports;

@@ -94,7 +94,7 @@ if [ "${1:-}" = boot-test ]; then
   for _ in $(seq 100); do [ -S "$work/artifacts.sock" ] && break; sleep 0.05; done
   timeout 60 qemu-system-x86_64 -M microvm,accel=tcg,pit=on,pic=on,rtc=on -m 256 -nographic -nodefaults \
     -serial "file:$work/serial.log" -no-reboot -kernel "$kdir/vmlinuz" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet" \
+    -append "console=ttyS0 panic=-1 quiet tsc_early_khz=2000000" \
     -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
     -chardev "socket,id=fs0,path=$work/artifacts.sock" -device vhost-user-fs-device,chardev=fs0,tag=artifacts
   if [ "$(cat "$work/artifacts/hello.txt" 2>/dev/null)" = "written by the guest" ]; then

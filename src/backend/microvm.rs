@@ -88,11 +88,7 @@ fn runner_installable(
         .clone()
         .or(crate::nix::BUILT_FROM.map(str::to_string))
         .ok_or("set backends.microvm.pikaci-flake (the flake that provides lib.mkGuest) or backends.microvm.runner")?;
-    let ids = session.run(
-        &Argv::new("sh").args(["-c", "id -u && id -g"]),
-        b"",
-        cancel,
-    )?;
+    let ids = session.run(&Argv::new("sh").args(["-c", "id -u && id -g"]), b"", cancel)?;
     let ids: Vec<u32> = String::from_utf8_lossy(&ids)
         .lines()
         .filter_map(|l| l.trim().parse().ok())
@@ -129,7 +125,9 @@ fn build_runner(
     let (installable, name) = runner_installable(session, settings, cancel)?;
     let out_link = session.work_dir.join("gcroots").join(name);
     session.run(
-        &Argv::new("mkdir").arg("-p").arg(session.work_dir.join("gcroots")),
+        &Argv::new("mkdir")
+            .arg("-p")
+            .arg(session.work_dir.join("gcroots")),
         b"",
         cancel,
     )?;
@@ -198,7 +196,9 @@ pub fn parse_shares(text: &str) -> Result<Vec<RunnerShare>, String> {
             ));
         }
         if socket.is_empty() || socket.starts_with('-') {
-            return Err(format!("the runner's socket for share `{tag}` is `{socket}`"));
+            return Err(format!(
+                "the runner's socket for share `{tag}` is `{socket}`"
+            ));
         }
         shares.push(RunnerShare {
             tag: tag.to_string(),
@@ -237,7 +237,8 @@ if [ "$2" != - ]; then cp -R -- "$2" "$d/workspace" && chmod -R u+w -- "$d/works
 "#;
 
 /// Removes a job dir, also a writable workspace copy the job made read-only.
-const REMOVE_JOB: &str = r#"chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1" && rmdir -- "${1%/*}" 2>/dev/null; true"#;
+const REMOVE_JOB: &str =
+    r#"chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1" && rmdir -- "${1%/*}" 2>/dev/null; true"#;
 
 /// The supervisor's argv: `bash -c SUPERVISE` with the job dir, runner, virtiofsd, time
 /// limit, socket wait, then TAG SOCKET DIR MODE per share. Pure, for the snapshot test.
@@ -296,7 +297,8 @@ impl Backend for MicrovmBackend {
             workdir: GUEST_WORKSPACE.into(),
             ..job.request.clone()
         };
-        let json = serde_json::to_vec_pretty(&request).map_err(|e| failed("writing the request")(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&request)
+            .map_err(|e| failed("writing the request")(e.to_string()))?;
         let setup = Argv::new("sh")
             .args(["-c", SETUP_JOB, "pikaci-job-setup"])
             .arg(&dirs.root)
@@ -384,7 +386,8 @@ impl MicrovmGuest {
             .run(&argv, b"", Instant::now() + COLLECT_TIMEOUT, &cancel)
             .map_err(|e| self.error("collecting the artifacts", e))?;
         let local = self.job_dir.join("artifacts");
-        crate::fsutil::create_dir_all(&local).map_err(|e| self.error("collecting the artifacts", e))?;
+        crate::fsutil::create_dir_all(&local)
+            .map_err(|e| self.error("collecting the artifacts", e))?;
         tar::Archive::new(tar.stdout.as_slice())
             .unpack(&local)
             .map_err(|e| self.error("unpacking the artifacts", e))?;
@@ -400,9 +403,12 @@ impl MicrovmGuest {
             return Ok(None);
         }
         let bytes = std::fs::read(&result).map_err(|e| self.error("reading result.json", e))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| self.error("reading result.json", format!("the guest wrote an invalid result: {e}")))
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            self.error(
+                "reading result.json",
+                format!("the guest wrote an invalid result: {e}"),
+            )
+        })
     }
 }
 
@@ -447,7 +453,17 @@ impl Guest for MicrovmGuest {
                     ),
                 )
             }
-            (None, ended) => GuestResult::from_ended(ended, self.timeout_secs, started),
+            (None, ended) => {
+                let mut result = GuestResult::from_ended(ended, self.timeout_secs, started);
+                if ended == Ended::TimedOut {
+                    result.message = Some(format!(
+                        "the guest did not finish within the job's timeout of {}s plus {}s for booting; it was stopped (see host.log)",
+                        self.timeout_secs,
+                        self.prepared.settings.boot_timeout.as_secs()
+                    ));
+                }
+                result
+            }
         };
         crate::fsutil::write_json_atomic(&self.job_dir.join("result.json"), &result)
             .map_err(|e| self.error("writing result.json", e))?;

@@ -42,8 +42,8 @@ impl HostSession {
     /// SSH host gets it by [`crate::sync`]; this machine uses the local snapshot).
     pub fn open(cx: &RunContext, cancel: &Cancel) -> Result<HostSession, String> {
         let spec = &cx.config.defaults.host;
-        let transport = crate::transport::connect(spec, &cx.config.ssh, cancel)
-            .map_err(|e| e.to_string())?;
+        let transport =
+            crate::transport::connect(spec, &cx.config.ssh, cancel).map_err(|e| e.to_string())?;
         let local = *spec == HostSpec::Local;
         let wanted = match (&cx.config.defaults.work_dir, local) {
             (Some(dir), _) => dir.clone(),
@@ -91,7 +91,11 @@ fn resolve_dir(
     cancel: &Cancel,
 ) -> Result<PathBuf, TransportError> {
     let argv = Argv::new("sh")
-        .args(["-c", r#"mkdir -p -- "$1" && cd -- "$1" && pwd -P"#, "pikaci-work-dir"])
+        .args([
+            "-c",
+            r#"mkdir -p -- "$1" && cd -- "$1" && pwd -P"#,
+            "pikaci-work-dir",
+        ])
         .arg(dir);
     let out = transport.run(&argv, b"", Instant::now() + HOST_STEP, cancel)?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -26,13 +26,28 @@ pub struct Global {
     #[arg(long, global = true, env = "PIKACI_HOST", value_name = "HOST")]
     pub host: Option<String>,
     /// The SSH key instead of `[ssh] identity-file`.
-    #[arg(long, global = true, env = "PIKACI_SSH_IDENTITY_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "PIKACI_SSH_IDENTITY_FILE",
+        value_name = "FILE"
+    )]
     pub ssh_identity_file: Option<PathBuf>,
     /// The known-hosts file instead of `[ssh] known-hosts-file`.
-    #[arg(long, global = true, env = "PIKACI_SSH_KNOWN_HOSTS_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "PIKACI_SSH_KNOWN_HOSTS_FILE",
+        value_name = "FILE"
+    )]
     pub ssh_known_hosts_file: Option<PathBuf>,
     /// A prebuilt microVM runner installable instead of `[backends.microvm] runner`.
-    #[arg(long, global = true, env = "PIKACI_MICROVM_RUNNER", value_name = "INSTALLABLE")]
+    #[arg(
+        long,
+        global = true,
+        env = "PIKACI_MICROVM_RUNNER",
+        value_name = "INSTALLABLE"
+    )]
     pub microvm_runner: Option<String>,
 }
 

@@ -107,6 +107,10 @@ impl Agent {
                     self.artifacts.display()
                 )
             })?;
+            if request.writable_workspace {
+                // The job's private copy arrives owned by the host user.
+                give_tree(&request.workdir, user.uid, user.gid)?;
+            }
             command
                 .uid(user.uid)
                 .gid(user.gid)
@@ -158,6 +162,28 @@ impl Agent {
             started,
         ))
     }
+}
+
+/// Hands every file under `root` to uid/gid, without following symlinks.
+fn give_tree(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    use rustix::fs::{AtFlags, CWD, Gid, Uid, chownat};
+    for entry in walkdir::WalkDir::new(root) {
+        let entry = entry.map_err(|e| format!("cannot walk the writable workspace: {e}"))?;
+        chownat(
+            CWD,
+            entry.path(),
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot give {} to `{JOB_USER}`: {e}",
+                entry.path().display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Copies the job's output to the log (and the console); the receiver fires at EOF.

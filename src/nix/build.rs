@@ -84,7 +84,9 @@ impl NixBuild<'_> {
         })?;
         if !output.status.success() {
             if transport.is_connection_failure(&output.status) {
-                return Err(NixError::Transport(transport.check(&argv, output).unwrap_err()));
+                return Err(NixError::Transport(
+                    transport.check(&argv, output).unwrap_err(),
+                ));
             }
             return Err(NixError::Failed {
                 host: transport.host(),

@@ -86,15 +86,7 @@ pub fn run_job(
         job: job.id.as_str(),
         recorder,
     };
-    let outcome = drive(
-        node,
-        snapshot,
-        inputs,
-        backends,
-        &dir,
-        cancel,
-        phases,
-    );
+    let outcome = drive(node, snapshot, inputs, backends, &dir, cancel, phases);
     let (status, result) = match outcome {
         Ok((ended, result)) => (job_status(ended, &result), Some(result)),
         Err(message) => (JobStatus::Error, Some(GuestResult::error(started, message))),

@@ -90,19 +90,14 @@ impl Ssh {
     }
 
     /// The master: authenticates, then serves every later command over the control socket
-    /// until it is told to exit.
+    /// until it is told to exit. Its own session reads its stdin, which pikaci holds open:
+    /// if pikaci dies without closing the master, the EOF ends it (after its clients).
     pub fn master_argv(&self) -> Argv {
         Argv::new("ssh")
             .args(self.base_args())
-            .args([
-                "-o",
-                "ControlMaster=yes",
-                "-o",
-                "ControlPersist=no",
-                "-N",
-                "--",
-            ])
+            .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "--"])
             .arg(self.destination())
+            .arg(quote_argv(&Argv::new("sh").args(["-c", "cat >/dev/null"])))
     }
 
     /// How `argv` runs on the host: a client of the master (or a direct connection if the
@@ -145,7 +140,7 @@ impl Ssh {
             .master_argv()
             .command()
             .process_group(0)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -239,7 +234,7 @@ mod tests {
             .map(|a| a.to_string().replace(&control, "[CONTROL]"))
             .join("\n");
         insta::assert_snapshot!(text, @r#"
-        ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -o 'ControlMaster=yes' -o 'ControlPersist=no' -N -- ci@builder
+        ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -o 'ControlMaster=yes' -o 'ControlPersist=no' -- ci@builder "sh -c 'cat >/dev/null'"
         ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -o 'ControlMaster=no' -- ci@builder "env -C /w -- nix build --json -o /w/r '.#x'"
         ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -O exit -- ci@builder
         "#);

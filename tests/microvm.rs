@@ -1,0 +1,278 @@
+//! The microVM backend end to end: the real runner fixture built by `nix build` on the
+//! loopback SSH host, real virtiofsd, qemu under TCG, the static agent in the guest.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::harness::{MicrovmTestbed, Repo, eventually, processes_under, testbed_microvm};
+
+struct Setup {
+    repo: Repo,
+    /// pikaci's work dir on the host; a temp dir of its own so leftovers can be found.
+    work: tempfile::TempDir,
+}
+
+fn setup(testbed: &MicrovmTestbed, jobs: &str) -> Setup {
+    let work = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&testbed.config(work.path(), jobs));
+    Setup { repo, work }
+}
+
+fn job(repo: &Repo, name: &str) -> (serde_json::Value, String) {
+    let dir = repo.latest_run().join("jobs").join(name);
+    let status = repo.read_json(&dir.join("status.json"));
+    let log = std::fs::read_to_string(dir.join("guest.log")).unwrap_or_default();
+    (status, log)
+}
+
+fn assert_nothing_left(work: &Path) {
+    let left = || processes_under(work);
+    assert!(
+        eventually(Duration::from_secs(10), || left().is_empty()),
+        "left running: {:#?}",
+        left()
+    );
+    let jobs = work.join("jobs");
+    let leftover: Vec<_> = std::fs::read_dir(&jobs)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftover.is_empty(), "job dirs left: {leftover:?}");
+}
+
+#[test]
+fn jobs_run_in_microvms_with_their_outcomes_and_artifacts() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let s = setup(
+        &testbed,
+        r#"
+[jobs.pass]
+command = "id -un; cat src/lib.rs; echo made in the guest > $PIKACI_ARTIFACTS/made.txt"
+
+[jobs.fail]
+command = "echo about to fail; exit 7"
+
+[jobs.readonly]
+root = true
+command = "id -u; echo x > /workspace/src/lib.rs"
+
+[jobs.writable]
+writable-workspace = true
+command = "echo changed > src/lib.rs && cat src/lib.rs"
+
+[targets.all]
+jobs = ["pass", "fail", "readonly", "writable"]
+"#,
+    );
+    let run = s.repo.pikaci(&["run", "all"]);
+    run.expect(1);
+
+    let (status, log) = job(&s.repo, "pass");
+    assert_eq!(status["status"], "passed", "{status}");
+    assert_eq!(status["backend"], "microvm");
+    assert_eq!(
+        log, "pikaci\npub fn x() {}\n",
+        "runs unprivileged in the workspace"
+    );
+    let made = s.repo.latest_run().join("jobs/pass/artifacts/made.txt");
+    assert_eq!(
+        std::fs::read_to_string(made).unwrap(),
+        "made in the guest\n"
+    );
+
+    let (status, log) = job(&s.repo, "fail");
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["exit_code"], 7, "the job's own exit code is kept");
+    assert_eq!(log, "about to fail\n");
+
+    // Root in the guest, and still the workspace share is read-only (virtiofsd enforces
+    // it, not permissions).
+    let (status, log) = job(&s.repo, "readonly");
+    assert_eq!(status["status"], "failed", "{log}");
+    assert!(log.starts_with("0\n"), "{log}");
+    assert!(log.contains("Read-only file system"), "{log}");
+
+    let (status, log) = job(&s.repo, "writable");
+    assert_eq!(status["status"], "passed", "{log}");
+    assert_eq!(log, "changed\n");
+
+    let snapshot = s.repo.read_json(&s.repo.latest_run().join("run.json"))["snapshot"]["dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&snapshot).join("src/lib.rs")).unwrap(),
+        "pub fn x() {}\n",
+        "no job changed the snapshot"
+    );
+    let host_log = std::fs::read_to_string(s.repo.latest_run().join("jobs/pass/host.log")).unwrap();
+    assert!(
+        host_log.contains("reboot: Power down"),
+        "serial console in host.log: {host_log}"
+    );
+    assert_nothing_left(s.work.path());
+}
+
+#[test]
+fn timeout_ends_near_the_deadline_and_leaves_nothing() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let s = setup(
+        &testbed,
+        "[jobs.slow]\ntimeout = \"3s\"\ncommand = \"echo started; sleep 300\"\n",
+    );
+    let started = Instant::now();
+    s.repo.pikaci(&["run", "slow"]).expect(1);
+    let took = started.elapsed();
+    let (status, log) = job(&s.repo, "slow");
+    assert_eq!(status["status"], "timed_out", "{status}");
+    assert_eq!(log, "started\n");
+    // 3 s of job plus boot and teardown; far below the 300 s the job wanted.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert_nothing_left(s.work.path());
+}
+
+/// A runner fixture of its own (another derivation name), so the first run must build it.
+fn private_runner(testbed: &MicrovmTestbed, dir: &Path) -> String {
+    let source = testbed
+        .runner
+        .strip_prefix("path:")
+        .and_then(|r| r.strip_suffix("#runner"))
+        .expect("path:DIR#runner");
+    for name in ["flake.nix", "vmlinuz", "initrd"] {
+        std::fs::copy(Path::new(source).join(name), dir.join(name)).unwrap();
+    }
+    let flake = std::fs::read_to_string(dir.join("flake.nix")).unwrap();
+    let unique = format!("pikaci-testbed-runner-{}", std::process::id());
+    std::fs::write(
+        dir.join("flake.nix"),
+        flake.replace("\"pikaci-testbed-runner\"", &format!("\"{unique}\"")),
+    )
+    .unwrap();
+    format!("path:{}#runner", dir.display())
+}
+
+#[test]
+fn a_job_with_another_command_builds_nothing() {
+    let Some(mut testbed) = testbed_microvm() else {
+        return;
+    };
+    let fixture = tempfile::tempdir().unwrap();
+    testbed.runner = private_runner(&testbed, fixture.path());
+    let s = setup(
+        &testbed,
+        "[jobs.first]\ncommand = \"echo one\"\n\n[jobs.second]\ncommand = \"echo two; exit 0\"\ntimeout = \"5m\"\n",
+    );
+    let build_log = |repo: &Repo| {
+        std::fs::read_to_string(repo.latest_run().join("prepare/microvm-runner.log")).unwrap()
+    };
+    s.repo.pikaci(&["run", "first"]).expect(0);
+    let first = build_log(&s.repo);
+    assert!(
+        first.contains("building '"),
+        "the first run builds the runner: {first}"
+    );
+    s.repo.pikaci(&["run", "second"]).expect(0);
+    let second = build_log(&s.repo);
+    assert!(
+        !second.contains("building") && !second.contains("will be built"),
+        "nix built something for a job that only changed its command: {second}"
+    );
+    assert_eq!(job(&s.repo, "second").1, "two\n");
+    let gcroots: Vec<_> = std::fs::read_dir(s.work.path().join("gcroots"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(gcroots.len(), 1, "one runner, one GC root");
+    let runner = std::fs::read_link(gcroots[0].path()).unwrap();
+    assert!(runner.starts_with("/nix/store/"), "{runner:?}");
+}
+
+#[test]
+fn sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::KILL] {
+        let s = setup(
+            &testbed,
+            "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
+        );
+        let mut child = s
+            .repo
+            .command(&["run", "slow", "--output", "jsonl"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the guest runs the job: its output reaches the serial console.
+        let booted = eventually(Duration::from_secs(60), || {
+            std::fs::read_dir(s.repo.state().join("runs"))
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| {
+                    std::fs::read_to_string(e.ok()?.path().join("jobs/slow/host.log")).ok()
+                })
+                .is_some_and(|log| log.contains("guest-is-up"))
+        });
+        assert!(booted, "the guest never ran the job");
+        assert!(
+            !processes_under(s.work.path()).is_empty(),
+            "a guest is running"
+        );
+        let children = children_of(child.id());
+        assert!(children.len() >= 2, "ssh master and client: {children:?}");
+        rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
+        let status = child.wait().unwrap();
+        if signal == rustix::process::Signal::TERM {
+            assert_eq!(status.code(), Some(130));
+            assert_eq!(job(&s.repo, "slow").0["status"], "cancelled");
+            assert_nothing_left(s.work.path());
+        } else {
+            // pikaci had no chance to clean up: the supervisor on the host sees its stdin
+            // close and stops the guest itself.
+            let left = || processes_under(s.work.path());
+            assert!(
+                eventually(Duration::from_secs(20), || left().is_empty()),
+                "left running after SIGKILL: {:#?}",
+                left()
+            );
+        }
+        // Also pikaci's own children (the SSH master and clients) end with it.
+        let alive = || {
+            children
+                .iter()
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                        !stat
+                            .rsplit_once(") ")
+                            .is_some_and(|(_, r)| r.starts_with('Z'))
+                    })
+                })
+                .count()
+        };
+        assert!(
+            eventually(Duration::from_secs(20), || alive() == 0),
+            "{signal:?}: {} of pikaci's children outlived it",
+            alive()
+        );
+    }
+}
+
+/// Pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
