@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
-# The main job: runs this repository's `demo` target with pikaci on the host backend.
-# Extra arguments go to `pikaci run` (e.g. --output jsonl).
+# The main job: runs this repository's `demo` target with pikaci. Its jobs run in
+# microVMs (qemu under TCG, virtiofsd, the testbed runner flake) on a loopback SSH host,
+# and one on the host backend. Extra arguments go to `pikaci run` (e.g. --output jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
 
+# The local testbed: an sshd on 127.0.0.1 (stopped again afterwards) and the microVM
+# parts; both print variables for eval.
+trap 'bash scripts/testbed/sshd.sh stop' EXIT
+eval "$(bash scripts/testbed/sshd.sh)"
+eval "$(bash scripts/testbed/microvm.sh)"
+
 cargo build --release --locked --bin pikaci
-exec ./target/release/pikaci run demo "$@"
+# The testbed's host, key and runner are machine-specific, so they are passed as
+# overrides rather than written into pikaci.toml.
+PIKACI_HOST="$PIKACI_TEST_SSH_HOST" \
+PIKACI_SSH_IDENTITY_FILE="$PIKACI_TEST_SSH_KEY" \
+PIKACI_SSH_KNOWN_HOSTS_FILE="$PIKACI_TEST_SSH_KNOWN_HOSTS" \
+PIKACI_MICROVM_RUNNER="$PIKACI_TEST_RUNNER" \
+  ./target/release/pikaci run demo "$@"

@@ -276,3 +276,54 @@ fn children_of(pid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+#[test]
+fn runner_build_failures_and_bad_runners_are_reported() {
+    let Some(mut testbed) = testbed_microvm() else {
+        return;
+    };
+    let fixture = tempfile::tempdir().unwrap();
+    let flake = |body: &str| {
+        format!(
+            "{{ outputs = {{ self }}: {{ packages.x86_64-linux.runner = derivation {{ \
+             name = \"bad-runner\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
+             args = [ \"-c\" \"{body}\" ]; }}; }}; }}\n"
+        )
+    };
+    std::fs::write(
+        fixture.path().join("flake.nix"),
+        flake("echo the fixture build broke >&2; exit 1"),
+    )
+    .unwrap();
+    testbed.runner = format!("path:{}#runner", fixture.path().display());
+    let s = setup(
+        &testbed,
+        "[jobs.a]\ncommand = \"true\"\n\n[jobs.b]\ncommand = \"true\"\n",
+    );
+    s.repo.pikaci(&["run"]).expect(3);
+    for name in ["a", "b"] {
+        let message = job(&s.repo, name).0["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("cannot build the microVM runner"),
+            "{message}"
+        );
+        assert!(
+            message.contains("the fixture build broke"),
+            "log tail: {message}"
+        );
+    }
+
+    // Builds, but is no runner.
+    std::fs::write(
+        fixture.path().join("flake.nix"),
+        flake("/bin/mkdir -p $out/bin"),
+    )
+    .unwrap();
+    s.repo.pikaci(&["run", "a"]).expect(3);
+    let message = job(&s.repo, "a").0["message"].as_str().unwrap().to_string();
+    assert!(message.contains("has no bin/microvm-run"), "{message}");
+    assert_nothing_left(s.work.path());
+}

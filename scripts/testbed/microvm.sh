@@ -33,6 +33,8 @@ if [ ! -x "$virtiofsd" ]; then
   echo "testbed: building virtiofsd" >&2
   cargo install virtiofsd --locked --quiet --root "$root/virtiofsd" >&2
 fi
+# pikaci looks for `virtiofsd` on the host's PATH unless configured otherwise.
+command -v virtiofsd >/dev/null || ln -sf "$virtiofsd" /usr/local/bin/virtiofsd
 
 # Kernel: the Debian cloud kernel; virtio and virtiofs are modules in it.
 kdir="$root/kernel"
@@ -125,11 +127,11 @@ if [ "$(cat "$flake/stamp" 2>/dev/null)" != "$stamp" ]; then
   chmod 755 "$tmp" # the root of the guest: the job user must be able to traverse it
   mkdir -p "$tmp"/{bin,dev,proc,sys,etc,tmp,lib/modules,workspace,artifacts,run/pikaci,nix/store,home/pikaci}
   cp /bin/busybox "$tmp/bin/busybox"
-  for applet in sh mount insmod mkdir echo poweroff sync cat ls rm cp mv chmod chown id env \
-    grep sed head tail tr wc sleep touch true false test uname printf basename dirname; do
-    ln -s busybox "$tmp/bin/$applet"
-  done
   cp /bin/bash-static "$tmp/bin/bash"
+  # Every busybox applet (sh, coreutils, grep, sed, awk, tee, ...) for the jobs.
+  for applet in $(/bin/busybox --list); do
+    [ -e "$tmp/bin/$applet" ] || ln -s busybox "$tmp/bin/$applet"
+  done
   cp "$guest_bin" "$tmp/bin/pikaci-guest"
   cp "$kdir"/modules/*.ko "$tmp/lib/modules/"
   cp "$repo/testbed/guest-init" "$tmp/init"

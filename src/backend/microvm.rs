@@ -124,13 +124,6 @@ fn build_runner(
 ) -> Result<StorePath, String> {
     let (installable, name) = runner_installable(session, settings, cancel)?;
     let out_link = session.work_dir.join("gcroots").join(name);
-    session.run(
-        &Argv::new("mkdir")
-            .arg("-p")
-            .arg(session.work_dir.join("gcroots")),
-        b"",
-        cancel,
-    )?;
     let log = cx.run_dir.join("prepare").join("microvm-runner.log");
     crate::fsutil::create_dir_all(cx.run_dir.join("prepare").as_path())
         .map_err(|e| e.to_string())?;
@@ -171,9 +164,7 @@ fn read_shares(
     runner: &StorePath,
     cancel: &Cancel,
 ) -> Result<Vec<RunnerShare>, String> {
-    let argv = Argv::new("sh")
-        .args(["-c", READ_SHARES, "pikaci-runner-shares"])
-        .arg(runner.as_path());
+    let argv = read_shares_argv(runner.as_path());
     let out = session.run(&argv, b"", cancel)?;
     parse_shares(&String::from_utf8_lossy(&out))
 }
@@ -240,6 +231,26 @@ if [ "$2" != - ]; then cp -R -- "$2" "$d/workspace" && chmod -R u+w -- "$d/works
 const REMOVE_JOB: &str =
     r#"chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1" && rmdir -- "${1%/*}" 2>/dev/null; true"#;
 
+fn read_shares_argv(runner: &Path) -> Argv {
+    Argv::new("sh")
+        .args(["-c", READ_SHARES, "pikaci-runner-shares"])
+        .arg(runner)
+}
+
+/// Makes the job dir; `copy`: the workspace to copy for a writable job on a remote host.
+fn setup_argv(job_dir: &Path, copy: Option<&Path>) -> Argv {
+    Argv::new("sh")
+        .args(["-c", SETUP_JOB, "pikaci-job-setup"])
+        .arg(job_dir)
+        .arg(copy.unwrap_or(Path::new("-")))
+}
+
+fn remove_argv(job_dir: &Path) -> Argv {
+    Argv::new("sh")
+        .args(["-c", REMOVE_JOB, "pikaci-job-remove"])
+        .arg(job_dir)
+}
+
 /// The supervisor's argv: `bash -c SUPERVISE` with the job dir, runner, virtiofsd, time
 /// limit, socket wait, then TAG SOCKET DIR MODE per share. Pure, for the snapshot test.
 pub fn supervise_argv(
@@ -299,10 +310,7 @@ impl Backend for MicrovmBackend {
         };
         let json = serde_json::to_vec_pretty(&request)
             .map_err(|e| failed("writing the request")(e.to_string()))?;
-        let setup = Argv::new("sh")
-            .args(["-c", SETUP_JOB, "pikaci-job-setup"])
-            .arg(&dirs.root)
-            .arg(copy.as_deref().unwrap_or(Path::new("-")));
+        let setup = setup_argv(&dirs.root, copy.as_deref());
         p.session
             .run(&setup, &json, cancel)
             .map_err(failed("preparing the job dir on the host"))?;
@@ -479,9 +487,7 @@ impl Guest for MicrovmGuest {
             child.close_stdin();
             child.terminate(KILL_GRACE);
         }
-        let argv = Argv::new("sh")
-            .args(["-c", REMOVE_JOB, "pikaci-job-remove"])
-            .arg(&self.dirs.root);
+        let argv = remove_argv(&self.dirs.root);
         self.prepared
             .session
             .run(&argv, b"", &Cancel::new())
@@ -522,6 +528,42 @@ mod tests {
         assert_eq!(shown.args[3], SUPERVISE);
         shown.args[3] = "[supervise.bash]".into();
         insta::assert_snapshot!(shown.to_string(), @"bash --noprofile --norc -c '[supervise.bash]' pikaci-microvm /w/jobs/R/lint /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner virtiofsd 720 30 workspace workspace.sock /w/snapshots/ab ro artifacts artifacts.sock /w/jobs/R/lint/artifacts rw request request.sock /w/jobs/R/lint/request ro ro-store ro-store.sock /nix/store ro");
+    }
+
+    #[test]
+    fn host_command_shapes() {
+        let job = Path::new("/w/jobs/R/lint");
+        let build = NixBuild {
+            installable: "path:/w/snapshots/ab/ci#runner",
+            out_link: Path::new("/w/gcroots/runner-0123456789abcdef"),
+            cwd: Path::new("/w"),
+        };
+        let shown: Vec<String> = [
+            build.argv(),
+            read_shares_argv(Path::new(
+                "/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner",
+            )),
+            setup_argv(job, None),
+            setup_argv(job, Some(Path::new("/w/snapshots/ab"))),
+            remove_argv(job),
+        ]
+        .iter()
+        .map(|argv| {
+            let mut argv = argv.clone();
+            // The scripts are pinned as constants above; show their argument shape.
+            if argv.args.first().is_some_and(|a| a == "-c") {
+                argv.args[1] = "[script]".into();
+            }
+            argv.to_string()
+        })
+        .collect();
+        insta::assert_snapshot!(shown.join("\n"), @"
+        cd /w && nix --extra-experimental-features 'nix-command flakes' build --json -o /w/gcroots/runner-0123456789abcdef 'path:/w/snapshots/ab/ci#runner'
+        sh -c '[script]' pikaci-runner-shares /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner
+        sh -c '[script]' pikaci-job-setup /w/jobs/R/lint -
+        sh -c '[script]' pikaci-job-setup /w/jobs/R/lint /w/snapshots/ab
+        sh -c '[script]' pikaci-job-remove /w/jobs/R/lint
+        ");
     }
 
     #[test]

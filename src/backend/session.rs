@@ -84,7 +84,8 @@ impl HostSession {
     }
 }
 
-/// Creates `dir` on the host and returns its absolute, symlink-free path.
+/// Creates `dir` (and its `gcroots/`) on the host and returns its absolute,
+/// symlink-free path.
 fn resolve_dir(
     transport: &dyn Transport,
     dir: &str,
@@ -93,7 +94,7 @@ fn resolve_dir(
     let argv = Argv::new("sh")
         .args([
             "-c",
-            r#"mkdir -p -- "$1" && cd -- "$1" && pwd -P"#,
+            r#"mkdir -p -- "$1/gcroots" && cd -- "$1" && pwd -P"#,
             "pikaci-work-dir",
         ])
         .arg(dir);
