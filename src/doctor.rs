@@ -98,7 +98,12 @@ pub fn run_checks(config: &Config, host: &HostSpec, cancel: &Cancel) -> Vec<Chec
     if guests.contains(&BackendKind::Microvm) {
         checks.push(nix(transport.as_ref(), &on));
         let virtiofsd_fix = "install virtiofsd (e.g. `cargo install virtiofsd --locked` with libseccomp-dev and libcap-ng-dev)";
-        checks.push(on_path(transport.as_ref(), "virtiofsd", &on, virtiofsd_fix));
+        checks.push(on_path(
+            transport.as_ref(),
+            &config.backends.microvm.virtiofsd,
+            &on,
+            virtiofsd_fix,
+        ));
         let hypervisor = hypervisor_program(&config.backends.microvm.hypervisor);
         let fix = format!(
             "install the {} hypervisor on the host",
