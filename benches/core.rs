@@ -60,7 +60,8 @@ fn git(dir: &Path, args: &[&str]) {
         Command::new("git")
             .arg("-C")
             .arg(dir)
-            .args(["-c", "user.name=b", "-c", "user.email=b@b"])
+            // No background `git gc`: the cp -a baseline copies .git while it would repack.
+            .args(["-c", "user.name=b", "-c", "user.email=b@b", "-c", "gc.auto=0"])
             .args(args),
     );
 }
