@@ -61,7 +61,14 @@ fn git(dir: &Path, args: &[&str]) {
             .arg("-C")
             .arg(dir)
             // No background `git gc`: the cp -a baseline copies .git while it would repack.
-            .args(["-c", "user.name=b", "-c", "user.email=b@b", "-c", "gc.auto=0"])
+            .args([
+                "-c",
+                "user.name=b",
+                "-c",
+                "user.email=b@b",
+                "-c",
+                "gc.auto=0",
+            ])
             .args(args),
     );
 }
@@ -277,7 +284,7 @@ fn sync() {
     let pikaci_cold = time(runs, || {
         n += 1;
         let stats = sync_to(&work.path().join(format!("host{n}")), &snap.nar_hash);
-        assert_eq!(stats.round_trips, 2);
+        assert_eq!(stats.round_trips, 3);
     });
     let rsync_dest = work.path().join("rsync-steady");
     let host_dir = work.path().join("host-steady");
@@ -301,6 +308,7 @@ fn sync() {
         let stats = sync_to(&host_dir, &changed.nar_hash);
         pikaci_one.push(started.elapsed());
         assert_eq!(stats.objects_sent, 1);
+        assert!(stats.patched_from.is_some(), "the previous tree is patched");
     }
     let (rsync_one, pikaci_one) = (median(rsync_one), median(pikaci_one));
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();

@@ -88,7 +88,7 @@ fn check_sync(transport: &dyn Transport) {
     };
 
     let cold = sync_now(&snap.nar_hash);
-    assert_eq!(cold.round_trips, 2);
+    assert_eq!(cold.round_trips, 3, "query, missing objects, stream");
     assert_eq!(
         cold.objects_sent, 6,
         "7 files, two with the same content (the symlink is no object)"
@@ -119,10 +119,64 @@ fn check_sync(transport: &dyn Transport) {
         (2, 1),
         "only the changed content travels"
     );
+    let cold_hex = snapshot::sri_to_hex(&snap.nar_hash).unwrap();
+    assert_eq!(changed.patched_from.as_deref(), Some(cold_hex.as_str()));
+    assert!(
+        !cold.dir.exists(),
+        "the unleased older tree became the new one"
+    );
     if let Some(hash) = host_hash(transport, &changed.dir) {
         assert_eq!(hash, changed_snap.nar_hash);
     }
-    assert!(cold.dir.is_dir(), "the older snapshot is still there");
+
+    // Every kind of change a patch must handle: removed files and directories, a file
+    // that becomes a directory and a directory that becomes a file, new directories,
+    // symlinks retargeted, the executable bit, content shared with another file.
+    std::fs::remove_file(ws.path().join("src/deep/er/x.txt")).unwrap();
+    std::fs::remove_file(ws.path().join("empty")).unwrap();
+    write(ws.path(), "empty/now/a/dir.txt", "was a file\n");
+    std::fs::remove_file(ws.path().join("same-b")).unwrap();
+    std::fs::remove_dir_all(ws.path().join("name with spaces")).unwrap();
+    write(ws.path(), "name with spaces", "now a file\n");
+    write(ws.path(), "brand/new/tree/f.txt", "same content\n");
+    std::fs::remove_file(ws.path().join("link")).unwrap();
+    std::os::unix::fs::symlink("run.sh", ws.path().join("link")).unwrap();
+    std::fs::set_permissions(
+        ws.path().join("run.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let many_snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let many = sync_now(&many_snap.nar_hash);
+    assert!(many.patched_from.is_some(), "{many:?}");
+    if let Some(hash) = host_hash(transport, &many.dir) {
+        assert_eq!(
+            hash, many_snap.nar_hash,
+            "the patched tree is exactly the new snapshot"
+        );
+    }
+    let mode = std::fs::metadata(many.dir.join("brand/new"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o555, "new directories are closed again");
+
+    // A leased tree is never taken: the next sync must build a fresh tree.
+    let hex = snapshot::sri_to_hex(&many_snap.nar_hash).unwrap();
+    let lease = pikaci::sync::lease(transport, &host_dir, &hex, soon(), &cancel).unwrap();
+    write(
+        ws.path(),
+        "src/main.rs",
+        "fn main() { println!(\"third\"); }\n",
+    );
+    let third_snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let third = sync_now(&third_snap.nar_hash);
+    assert_eq!(third.patched_from, None, "{third:?}");
+    assert!(many.dir.is_dir(), "the leased tree is still there");
+    if let Some(hash) = host_hash(transport, &third.dir) {
+        assert_eq!(hash, third_snap.nar_hash);
+    }
+    drop(lease);
     let leftovers = std::fs::read_dir(host_dir.join("tmp")).unwrap().count();
     assert_eq!(leftovers, 0, "no temporary trees left behind");
 }

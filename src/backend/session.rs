@@ -35,6 +35,8 @@ pub struct HostSession {
     pub local: bool,
     /// The run's snapshot on the host.
     pub snapshot: PathBuf,
+    /// Keeps the snapshot from being patched into another while the run uses it.
+    _lease: std::sync::Mutex<Option<crate::exec::GroupChild>>,
 }
 
 impl HostSession {
@@ -52,9 +54,23 @@ impl HostSession {
         };
         let work_dir = resolve_dir(transport.as_ref(), &wanted, cancel)
             .map_err(|e| format!("cannot create pikaci's work dir on the host: {e}"))?;
+        let mut lease = None;
         let snapshot = if local {
             cx.snapshot.dir.clone()
         } else {
+            // Before the sync: a leased tree is never taken to patch another run's.
+            let hex = crate::snapshot::sri_to_hex(&cx.snapshot.nar_hash)
+                .ok_or_else(|| format!("bad snapshot hash {}", cx.snapshot.nar_hash))?;
+            lease = Some(
+                crate::sync::lease(
+                    transport.as_ref(),
+                    &work_dir,
+                    &hex,
+                    Instant::now() + HOST_STEP,
+                    cancel,
+                )
+                .map_err(|e| e.to_string())?,
+            );
             let deadline = Instant::now() + SYNC_TIMEOUT;
             crate::sync::sync(
                 transport.as_ref(),
@@ -72,6 +88,7 @@ impl HostSession {
             work_dir,
             local,
             snapshot,
+            _lease: std::sync::Mutex::new(lease),
         })
     }
 

@@ -180,6 +180,32 @@ pub fn tree(cache: &Path, nar_hash: &str) -> Result<Vec<TreeEntry>, SnapshotErro
     tree::read_tree(&tree::tree_path(cache, &hex))
 }
 
+/// The file list of a published snapshot, by the hex form of its hash.
+pub fn tree_by_hex(cache: &Path, nar_hex: &str) -> Result<Vec<TreeEntry>, SnapshotError> {
+    tree::read_tree(&tree::tree_path(cache, nar_hex))
+}
+
+/// The hex hashes of the snapshots published in `cache`, newest first, at most `limit`.
+pub fn recent_trees(cache: &Path, limit: usize) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(cache.join("trees")) else {
+        return Vec::new();
+    };
+    let mut trees: Vec<(std::time::SystemTime, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let valid = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            Some((e.metadata().ok()?.modified().ok()?, name)).filter(|_| valid)
+        })
+        .collect();
+    trees.sort_by(|a, b| b.cmp(a));
+    trees
+        .into_iter()
+        .take(limit)
+        .map(|(_, name)| name)
+        .collect()
+}
+
 /// Where the store keeps the content with `hash`.
 pub fn object_path(cache: &Path, hash: &str, executable: bool) -> PathBuf {
     Store::new(cache).object_path(hash, executable)
