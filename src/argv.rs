@@ -59,25 +59,12 @@ impl Argv {
 }
 
 /// A copy-pasteable rendering: `cd DIR && KEY=VALUE program 'arg with spaces'`.
+/// Shows the command exactly as the SSH boundary would hand it to a shell
+/// ([`crate::transport::quote_argv`]): one quoting function for messages and execution.
 impl fmt::Display for Argv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(cwd) = &self.cwd {
-            write!(f, "cd {} && ", quote(cwd.as_os_str()))?;
-        }
-        for (key, value) in &self.env {
-            write!(f, "{}={} ", key.to_string_lossy(), quote(value))?;
-        }
-        f.write_str(&quote(&self.program))?;
-        for arg in &self.args {
-            write!(f, " {}", quote(arg))?;
-        }
-        Ok(())
+        f.write_str(&crate::transport::quote_argv(self).to_string_lossy())
     }
-}
-
-fn quote(word: &OsStr) -> String {
-    let text = word.to_string_lossy();
-    shlex::try_quote(&text).map_or_else(|_| format!("{text:?}"), |q| q.into_owned())
 }
 
 #[cfg(test)]
@@ -90,6 +77,6 @@ mod tests {
             .args(["-c", "echo 'hi' $HOME"])
             .cwd("/a b")
             .env("X", "1 2");
-        insta::assert_snapshot!(argv.to_string(), @r#"cd '/a b' && X='1 2' bash -c "echo 'hi' "'$HOME'"#);
+        insta::assert_snapshot!(argv.to_string(), @r"env -C '/a b' -- 'X=1 2' bash -c 'echo '\''hi'\'' $HOME'");
     }
 }

@@ -185,7 +185,7 @@ mod tests {
             Some("/usr/bin:/bin".into()),
             false,
         );
-        insta::assert_snapshot!(argv.to_string(), @r#"cd /s/ws && PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug bash --noprofile --norc -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+        insta::assert_snapshot!(argv.to_string(), @r#"env -C /s/ws -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug bash --noprofile --norc -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
     }
 
     #[test]
@@ -197,7 +197,7 @@ mod tests {
             None,
             true,
         );
-        insta::assert_snapshot!(argv.to_string(), @r#"cd /s/ws && PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug unshare --mount --propagation private -- bash --noprofile --norc -c 'mount --bind -o ro -- "$1" "$1" && cd -- "$1" && exec bash --noprofile --norc -c "$2"' pikaci-read-only /s/ws 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+        insta::assert_snapshot!(argv.to_string(), @r#"env -C /s/ws -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug unshare --mount --propagation private -- bash --noprofile --norc -c 'mount --bind -o ro -- "$1" "$1" && cd -- "$1" && exec bash --noprofile --norc -c "$2"' pikaci-read-only /s/ws 'cargo clippy -- -D warnings && echo "$HOME"'"#);
     }
 
     #[test]

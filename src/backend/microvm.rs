@@ -558,7 +558,7 @@ mod tests {
         })
         .collect();
         insta::assert_snapshot!(shown.join("\n"), @"
-        cd /w && nix --extra-experimental-features 'nix-command flakes' build --json -o /w/gcroots/runner-0123456789abcdef 'path:/w/snapshots/ab/ci#runner'
+        env -C /w -- nix --extra-experimental-features 'nix-command flakes' build --json -o /w/gcroots/runner-0123456789abcdef 'path:/w/snapshots/ab/ci#runner'
         sh -c '[script]' pikaci-runner-shares /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner
         sh -c '[script]' pikaci-job-setup /w/jobs/R/lint -
         sh -c '[script]' pikaci-job-setup /w/jobs/R/lint /w/snapshots/ab

@@ -147,7 +147,7 @@ mod tests {
             out_link: Path::new("/state/runs/R/gcroots/input-toolchain"),
             cwd: Path::new("/state/cache/snapshots/abc"),
         };
-        insta::assert_snapshot!(build.argv().to_string(), @"cd /state/cache/snapshots/abc && nix --extra-experimental-features 'nix-command flakes' build --json -o /state/runs/R/gcroots/input-toolchain '.#ci-toolchain'");
+        insta::assert_snapshot!(build.argv().to_string(), @"env -C /state/cache/snapshots/abc -- nix --extra-experimental-features 'nix-command flakes' build --json -o /state/runs/R/gcroots/input-toolchain '.#ci-toolchain'");
     }
 
     #[test]

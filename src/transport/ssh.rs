@@ -233,10 +233,10 @@ mod tests {
         let text = [ssh.master_argv(), ssh.client_argv(&job), ssh.exit_argv()]
             .map(|a| a.to_string().replace(&control, "[CONTROL]"))
             .join("\n");
-        insta::assert_snapshot!(text, @r#"
-        ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -o 'ControlMaster=yes' -o 'ControlPersist=no' -- ci@builder "sh -c 'cat >/dev/null'"
-        ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -o 'ControlMaster=no' -- ci@builder "env -C /w -- nix build --json -o /w/r '.#x'"
-        ssh -o 'BatchMode=yes' -o 'ConnectTimeout=10' -o 'ServerAliveInterval=5' -o 'ServerAliveCountMax=3' -o 'ControlPath=[CONTROL]/%C' -o 'UserKnownHostsFile=/keys/known_hosts' -o 'StrictHostKeyChecking=yes' -o 'IdentitiesOnly=yes' -i /keys/id -p 2222 -O exit -- ci@builder
-        "#);
+        insta::assert_snapshot!(text, @r"
+        ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ControlPath=[CONTROL]/%C -o UserKnownHostsFile=/keys/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i /keys/id -p 2222 -o ControlMaster=yes -o ControlPersist=no -- ci@builder 'sh -c '\''cat >/dev/null'\'''
+        ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ControlPath=[CONTROL]/%C -o UserKnownHostsFile=/keys/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i /keys/id -p 2222 -o ControlMaster=no -- ci@builder 'env -C /w -- nix build --json -o /w/r '\''.#x'\'''
+        ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ControlPath=[CONTROL]/%C -o UserKnownHostsFile=/keys/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i /keys/id -p 2222 -O exit -- ci@builder
+        ");
     }
 }
