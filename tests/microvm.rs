@@ -327,3 +327,107 @@ fn runner_build_failures_and_bad_runners_are_reported() {
     assert!(message.contains("has no bin/microvm-run"), "{message}");
     assert_nothing_left(s.work.path());
 }
+
+#[test]
+fn a_local_host_runs_microvms_on_the_local_snapshot() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let s = setup(
+        &testbed,
+        r#"
+[jobs.read]
+command = "cat src/lib.rs > $PIKACI_ARTIFACTS/copy.txt"
+
+[jobs.write]
+writable-workspace = true
+command = "echo local > src/lib.rs && cat src/lib.rs"
+
+[targets.both]
+jobs = ["read", "write"]
+"#,
+    );
+    s.repo.pikaci(&["run", "both", "--host", "local"]).expect(0);
+    let copy = s.repo.latest_run().join("jobs/read/artifacts/copy.txt");
+    assert_eq!(std::fs::read_to_string(copy).unwrap(), "pub fn x() {}\n");
+    assert_eq!(job(&s.repo, "write").1, "local\n");
+    assert!(
+        !s.work.path().join("snapshots").exists(),
+        "nothing synced: the guest shares the local snapshot"
+    );
+    assert_nothing_left(s.work.path());
+}
+
+/// A runner that follows the contract but whose `microvm-run` is `script`.
+fn scripted_runner(dir: &Path, script: &str) -> String {
+    let flake = format!(
+        r#"{{ outputs = {{ self }}: {{ packages.x86_64-linux.runner = derivation {{
+  name = "scripted-runner"; system = "x86_64-linux"; builder = "/bin/sh";
+  run = ''{script}'';
+  args = [ "-c" "/bin/mkdir -p $out/bin $out/share/microvm/virtiofs/artifacts && echo a.sock > $out/share/microvm/virtiofs/artifacts/socket && echo \"$run\" > $out/bin/microvm-run && /bin/chmod +x $out/bin/microvm-run" ];
+}}; }}; }}
+"#
+    );
+    std::fs::write(dir.join("flake.nix"), flake).unwrap();
+    format!("path:{}#runner", dir.display())
+}
+
+#[test]
+fn a_guest_that_never_boots_or_writes_no_result_is_reported() {
+    let Some(mut testbed) = testbed_microvm() else {
+        return;
+    };
+    let fixture = tempfile::tempdir().unwrap();
+
+    // Never boots: the host stops it after the job's timeout plus the boot allowance.
+    testbed.runner = scripted_runner(
+        fixture.path(),
+        "#!/bin/sh\necho hanging at boot\nexec sleep 300\n",
+    );
+    let s = setup(
+        &testbed,
+        "[jobs.hang]\ntimeout = \"2s\"\ncommand = \"true\"\n",
+    );
+    let config = std::fs::read_to_string(s.repo.path().join("pikaci.toml")).unwrap();
+    s.repo.write(
+        "pikaci.toml",
+        &config.replace("boot-timeout = \"60s\"", "boot-timeout = \"3s\""),
+    );
+    let started = Instant::now();
+    s.repo.pikaci(&["run", "hang"]).expect(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _) = job(&s.repo, "hang");
+    assert_eq!(status["status"], "timed_out", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains("plus 3s for booting"), "{message}");
+    let host_log = std::fs::read_to_string(s.repo.latest_run().join("jobs/hang/host.log")).unwrap();
+    assert!(
+        host_log.contains("hanging at boot"),
+        "serial log kept: {host_log}"
+    );
+    assert_nothing_left(s.work.path());
+
+    // Ends without a result (as when the agent crashes): an error that says so.
+    testbed.runner = scripted_runner(
+        fixture.path(),
+        "#!/bin/sh\necho kernel panic, say\nexit 1\n",
+    );
+    let s = setup(&testbed, "[jobs.crash]\ncommand = \"true\"\n");
+    s.repo.pikaci(&["run", "crash"]).expect(3);
+    let (status, _) = job(&s.repo, "crash");
+    assert_eq!(status["status"], "error");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("the guest produced no result"),
+        "{message}"
+    );
+    assert!(
+        message.contains("kernel panic, say"),
+        "host.log tail: {message}"
+    );
+    assert_nothing_left(s.work.path());
+}
