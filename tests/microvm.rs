@@ -239,6 +239,21 @@ fn sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
                 "left running after SIGKILL: {:#?}",
                 left()
             );
+            // Its job dir on the host stays until gc, which knows the run is over.
+            let jobs = s.work.path().join("jobs");
+            assert_eq!(
+                std::fs::read_dir(&jobs).unwrap().count(),
+                1,
+                "the killed run's job dir"
+            );
+            let gc = s.repo.pikaci(&["gc"]);
+            gc.expect(0);
+            assert!(
+                gc.stdout().contains("removed 1 job dir(s)"),
+                "{}",
+                gc.stdout()
+            );
+            assert_nothing_left(s.work.path());
         }
         // Also pikaci's own children (the SSH master and clients) end with it.
         let alive = || {

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 pub use host::HostBackend;
 pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
-pub use session::{HostSession, RunContext};
+pub use session::{HostSession, RunContext, collect_host};
 
 use crate::cancel::Cancel;
 use crate::config::BackendKind;

@@ -43,17 +43,7 @@ impl HostSession {
     /// Connects, creates the work dir, and makes the snapshot present on the host (an
     /// SSH host gets it by [`crate::sync`]; this machine uses the local snapshot).
     pub fn open(cx: &RunContext, cancel: &Cancel) -> Result<HostSession, String> {
-        let spec = &cx.config.defaults.host;
-        let transport =
-            crate::transport::connect(spec, &cx.config.ssh, cancel).map_err(|e| e.to_string())?;
-        let local = *spec == HostSpec::Local;
-        let wanted = match (&cx.config.defaults.work_dir, local) {
-            (Some(dir), _) => dir.clone(),
-            (None, true) => cx.state_root.join("host").to_string_lossy().into_owned(),
-            (None, false) => ".cache/pikaci".into(),
-        };
-        let work_dir = resolve_dir(transport.as_ref(), &wanted, cancel)
-            .map_err(|e| format!("cannot create pikaci's work dir on the host: {e}"))?;
+        let (transport, work_dir, local) = connect(cx.config, cx.state_root, cancel)?;
         let mut lease = None;
         let snapshot = if local {
             cx.snapshot.dir.clone()
@@ -99,6 +89,70 @@ impl HostSession {
             .map(|o| o.stdout)
             .map_err(|e| e.to_string())
     }
+}
+
+/// Connects to the configured host and resolves pikaci's work dir there.
+fn connect(
+    config: &Config,
+    state_root: &Path,
+    cancel: &Cancel,
+) -> Result<(Box<dyn Transport>, PathBuf, bool), String> {
+    let spec = &config.defaults.host;
+    let transport =
+        crate::transport::connect(spec, &config.ssh, cancel).map_err(|e| e.to_string())?;
+    let local = *spec == HostSpec::Local;
+    let wanted = match (&config.defaults.work_dir, local) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => state_root.join("host").to_string_lossy().into_owned(),
+        (None, false) => ".cache/pikaci".into(),
+    };
+    let work_dir = resolve_dir(transport.as_ref(), &wanted, cancel)
+        .map_err(|e| format!("cannot create pikaci's work dir on the host: {e}"))?;
+    Ok((transport, work_dir, local))
+}
+
+/// Removes what runs that are over left in the host's work dir: job dirs (a killed
+/// pikaci could not remove them; its guests stopped on their own) and temporary sync
+/// trees older than an hour. Only runs of this state dir are named (stdin, one id a
+/// line), so runs of other machines sharing the host are left alone.
+const COLLECT: &str = r#"set -eu
+cd "$1"
+n=0
+while IFS= read -r run; do
+  [ -n "$run" ] && [ -d "jobs/$run" ] || continue
+  find "jobs/$run" -type d -exec chmod u+w {} +
+  rm -rf -- "jobs/$run"
+  n=$((n + 1))
+done
+if [ -d tmp ]; then
+  find tmp -mindepth 1 -maxdepth 1 -mmin +60 -exec sh -c 'find "$1" -type d -exec chmod u+w {} +; rm -rf -- "$1"' sh {} \;
+fi
+echo "$n"
+"#;
+
+/// `pikaci gc` on the host: returns how many job dirs were removed.
+pub fn collect_host(
+    config: &Config,
+    state_root: &Path,
+    finished_runs: &[String],
+    cancel: &Cancel,
+) -> Result<usize, String> {
+    let (transport, work_dir, _) = connect(config, state_root, cancel)?;
+    let argv = Argv::new("sh")
+        .args(["-c", COLLECT, "pikaci-gc"])
+        .arg(&work_dir);
+    let out = transport
+        .run(
+            &argv,
+            (finished_runs.join("\n") + "\n").as_bytes(),
+            Instant::now() + HOST_STEP,
+            cancel,
+        )
+        .map_err(|e| e.to_string())?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| "the host's gc printed no count".to_string())
 }
 
 /// Creates `dir` (and its `gcroots/`) on the host and returns its absolute,

@@ -1,5 +1,5 @@
 use super::args::{GcArgs, Global};
-use super::context::state_only;
+use super::context::{load_config, state_only};
 use crate::error::Error;
 
 pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
@@ -24,5 +24,35 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
     for (path, e) in &report.errors {
         eprintln!("warning: could not remove {}: {e}", path.display());
     }
-    Ok(if report.errors.is_empty() { 0 } else { 3 })
+    let mut failed = !report.errors.is_empty();
+    // The guest host, when a config names one that guests run on.
+    let config = load_config(global).ok().filter(|c| {
+        c.jobs
+            .values()
+            .any(|j| j.backend != crate::config::BackendKind::Host)
+    });
+    if let Some(config) = config {
+        let finished: Vec<String> = crate::state::list_runs(&state)
+            .map_err(|e| Error::infra("listing runs", e))?
+            .into_iter()
+            .filter(|r| !r.locked)
+            .map(|r| r.id)
+            .chain(report.removed.iter().cloned())
+            .collect();
+        let cancel = crate::cancel::Cancel::new();
+        match crate::backend::collect_host(&config, state.root(), &finished, &cancel) {
+            Ok(n) => println!(
+                "host {}: removed {n} job dir(s) of runs that are over",
+                config.defaults.host
+            ),
+            Err(e) => {
+                eprintln!(
+                    "warning: could not clean up on {}: {e}",
+                    config.defaults.host
+                );
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 3 } else { 0 })
 }
