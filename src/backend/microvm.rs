@@ -332,6 +332,7 @@ impl Backend for MicrovmBackend {
                     "workspace" => (workspace.clone(), writable),
                     "artifacts" => (guest.dirs.artifacts(), true),
                     "request" => (guest.dirs.request(), false),
+                    // `ro-store`: parse_shares admits only the tags pikaci provides.
                     _ => (PathBuf::from("/nix/store"), false),
                 };
                 (share.clone(), dir, rw)
