@@ -4,6 +4,7 @@ mod harness;
 
 mod config_errors;
 mod filters;
+mod flake;
 mod inputs;
 mod microvm;
 mod nix_printer;

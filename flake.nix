@@ -1,0 +1,65 @@
+{
+  description = "pikaci: a CI executor for Nix users; each job in a throwaway microVM or Incus guest";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixpkgs-unstable";
+    microvm = {
+      url = "github:microvm-nix/microvm.nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+  };
+
+  outputs =
+    {
+      self,
+      nixpkgs,
+      microvm,
+    }:
+    let
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+    in
+    {
+      packages = forAllSystems (
+        pkgs:
+        let
+          pikaci = pkgs.callPackage ./nix/package.nix { flakeRef = "github:pikaci/pikaci"; };
+        in
+        {
+          inherit pikaci;
+          pikaci-guest = pikaci.guest;
+          default = pikaci;
+        }
+      );
+
+      apps = forAllSystems (pkgs: rec {
+        pikaci = {
+          type = "app";
+          program = "${self.packages.${pkgs.stdenv.hostPlatform.system}.pikaci}/bin/pikaci";
+        };
+        default = pikaci;
+      });
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.pikaci ];
+          packages = [
+            pkgs.cargo-insta
+            pkgs.clippy
+            pkgs.rustfmt
+          ];
+        };
+      });
+
+      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
+
+      # The guest side of pikaci: the agent, the job user, the shares (docs/nix.md).
+      nixosModules.guest = import ./nix/guest;
+
+      # What generated guest flakes call: `pikaci.lib.mkGuest { system; hypervisor; … }`.
+      lib.mkGuest = import ./nix/mk-guest.nix { inherit nixpkgs microvm self; };
+    };
+}

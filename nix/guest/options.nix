@@ -1,0 +1,80 @@
+{ lib, ... }:
+let
+  inherit (lib) mkOption mkEnableOption types;
+in
+{
+  options.pikaci.guest = {
+    enable = mkEnableOption "the pikaci guest agent and job user";
+
+    mode = mkOption {
+      type = types.enum [
+        "microvm"
+        "incus"
+      ];
+      default = "microvm";
+      description = ''
+        `microvm`: the agent runs the request found at boot in `/run/pikaci` and powers
+        the guest off. `incus`: the agent is only installed; pikaci runs it with
+        `incus exec`.
+      '';
+    };
+
+    agent = mkOption {
+      type = types.package;
+      description = "The package providing `bin/pikaci-guest` (pikaci's `packages.<system>.pikaci-guest`).";
+    };
+
+    uid = mkOption {
+      type = types.ints.positive;
+      default = 1000;
+      description = "The uid of the unprivileged job user `pikaci`; pikaci passes the host user's.";
+    };
+
+    gid = mkOption {
+      type = types.ints.positive;
+      default = 1000;
+      description = "The gid of the job user's group `pikaci`.";
+    };
+
+    shares = mkOption {
+      type = types.listOf (
+        types.submodule {
+          options = {
+            tag = mkOption {
+              type = types.enum [
+                "workspace"
+                "artifacts"
+                "request"
+                "ro-store"
+              ];
+              description = "The virtiofs tag; pikaci starts one virtiofsd per tag.";
+            };
+            mountPoint = mkOption {
+              type = types.str;
+              description = "Where the guest mounts the share.";
+            };
+          };
+        }
+      );
+      default = [
+        {
+          tag = "workspace";
+          mountPoint = "/workspace";
+        }
+        {
+          tag = "artifacts";
+          mountPoint = "/artifacts";
+        }
+        {
+          tag = "request";
+          mountPoint = "/run/pikaci";
+        }
+        {
+          tag = "ro-store";
+          mountPoint = "/nix/.ro-store";
+        }
+      ];
+      description = "The virtiofs shares of a microVM guest (docs/nix.md).";
+    };
+  };
+}

@@ -1,0 +1,56 @@
+# pikaci and its guest agent, from this repository's Cargo.lock. The tests that need
+# the testbed (sshd, qemu, virtiofsd) skip themselves outside CI, so `cargo test` runs
+# in the build sandbox too.
+{
+  lib,
+  rustPlatform,
+  pkgsStatic,
+  flakeRef,
+}:
+let
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../src
+      ../tests
+      ../benches
+    ];
+  };
+  common = {
+    pname = "pikaci";
+    version = "0.1.0";
+    inherit src;
+    cargoLock.lockFile = ../Cargo.lock;
+    # The unit tests; the integration tests drive git, nix, sshd and qemu, which the
+    # build sandbox does not have (they run in `scripts/test.sh`).
+    cargoTestFlags = [ "--lib" ];
+    # Lets generated guest flakes point back at this flake (src/nix/guest_flake.rs).
+    env.PIKACI_FLAKE = flakeRef;
+    meta = {
+      description = "A CI executor for Nix users";
+      mainProgram = "pikaci";
+      platforms = lib.platforms.linux;
+    };
+  };
+in
+rustPlatform.buildRustPackage (
+  common
+  // {
+    passthru.guest = pkgsStatic.rustPlatform.buildRustPackage (
+      common
+      // {
+        pname = "pikaci-guest";
+        cargoBuildFlags = [
+          "--bin"
+          "pikaci-guest"
+        ];
+        doCheck = false;
+        meta = common.meta // {
+          mainProgram = "pikaci-guest";
+        };
+      }
+    );
+  }
+)

@@ -1,0 +1,155 @@
+//! The flake as far as it can be checked without nixpkgs (which cannot be fetched on the
+//! test machines): every Nix file parses, `flake.lock` agrees with `flake.nix`, and
+//! `lib.mkGuest` accepts exactly the arguments pikaci's guest flake passes.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pikaci::config::MicrovmSettings;
+use pikaci::nix::GuestProfile;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `nix-instantiate --eval --strict --json` of `expr` in the repository, or None (a skip)
+/// without Nix outside CI.
+fn eval(expr: &str) -> Option<serde_json::Value> {
+    let out = match Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", expr])
+        .current_dir(repo())
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "nix is required in CI");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "nix rejected {expr}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if path.is_dir() && name != "target" && name != ".git" && name != ".pikaci" {
+            nix_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "nix") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_nix_file_parses() {
+    let mut files = Vec::new();
+    nix_files(&repo(), &mut files);
+    assert!(files.len() >= 8, "{files:?}");
+    for file in files {
+        let Ok(out) = Command::new("nix-instantiate")
+            .arg("--parse")
+            .arg(&file)
+            .output()
+        else {
+            assert!(std::env::var_os("CI").is_none(), "nix is required in CI");
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn flake_lock_agrees_with_flake_nix() {
+    let Some(inputs) = eval("(import ./flake.nix).inputs") else {
+        return;
+    };
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo().join("flake.lock")).unwrap()).unwrap();
+    assert_eq!(lock["version"], 7);
+    let nodes = lock["nodes"].as_object().unwrap();
+    let root = &nodes[lock["root"].as_str().unwrap()];
+    let declared: BTreeSet<&String> = inputs.as_object().unwrap().keys().collect();
+    let locked: BTreeSet<&String> = root["inputs"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        declared, locked,
+        "every input of flake.nix is locked, and nothing else"
+    );
+
+    for (name, input) in inputs.as_object().unwrap() {
+        let node = &nodes[root["inputs"][name].as_str().unwrap()];
+        assert!(
+            node["locked"]["narHash"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("sha256-")),
+            "{name} is locked with a hash"
+        );
+        // `inputs.X.follows = "Y"` in flake.nix is `"X": ["Y"]` in the lock.
+        for (sub, spec) in input["inputs"].as_object().into_iter().flatten() {
+            let follows = spec["follows"].as_str().unwrap();
+            assert_eq!(
+                node["inputs"][sub],
+                serde_json::json!(follows.split('/').collect::<Vec<_>>()),
+                "{name}.inputs.{sub} follows {follows}"
+            );
+        }
+    }
+    // Every node an input names exists and is locked.
+    for (name, node) in nodes {
+        for target in node["inputs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, t)| t)
+        {
+            if let Some(target) = target.as_str() {
+                assert!(
+                    nodes.contains_key(target),
+                    "{name} names missing node {target}"
+                );
+                assert!(nodes[target]["locked"].is_object(), "{target} is locked");
+            }
+        }
+    }
+}
+
+#[test]
+fn mk_guest_accepts_exactly_what_the_guest_flake_passes() {
+    let profile = GuestProfile::from_settings(
+        &MicrovmSettings::default(),
+        "path:/pikaci".into(),
+        1000,
+        1000,
+    );
+    // The generated flake's outputs, with a stand-in mkGuest that returns its arguments.
+    let passed = format!(
+        "builtins.attrNames ((({flake}).outputs {{ self = null; pikaci = {{ lib.mkGuest = args: args; }}; }}).nixosConfigurations.{name})",
+        flake = profile.flake_nix(),
+        name = pikaci::nix::GUEST_NAME,
+    );
+    let Some(passed) = eval(&passed) else {
+        return;
+    };
+    let accepted = eval(
+        "builtins.attrNames (builtins.functionArgs (import ./nix/mk-guest.nix { nixpkgs = null; microvm = null; self = null; }))",
+    )
+    .unwrap();
+    assert_eq!(passed, accepted);
+    // And the flake's lib.mkGuest is that function.
+    let wired = eval(
+        "builtins.attrNames (builtins.functionArgs ((import ./flake.nix).outputs { self = null; nixpkgs = null; microvm = null; }).lib.mkGuest)",
+    )
+    .unwrap();
+    assert_eq!(wired, accepted);
+}
