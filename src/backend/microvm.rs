@@ -96,8 +96,6 @@ fn runner_installable(
     let [uid, gid] = ids[..] else {
         return Err("cannot read the host user's uid and gid".into());
     };
-    // The job user is never root; as root on the host, jobs write shares as 1000.
-    let (uid, gid) = if uid == 0 { (1000, 1000) } else { (uid, gid) };
     let profile = GuestProfile::from_settings(settings, flake, uid, gid);
     let dir = session.work_dir.join("flakes").join(profile.hash());
     let write = Argv::new("sh")

@@ -67,6 +67,8 @@ impl GuestProfile {
         uid: u32,
         gid: u32,
     ) -> GuestProfile {
+        // The job user is never root: with a root host user, jobs write shares as 1000.
+        let (uid, gid) = if uid == 0 { (1000, 1000) } else { (uid, gid) };
         GuestProfile {
             system: format!("{}-linux", std::env::consts::ARCH),
             hypervisor: settings.hypervisor.clone(),
