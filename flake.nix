@@ -56,6 +56,8 @@
 
       formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
 
+      checks = forAllSystems (pkgs: import ./checks { inherit pkgs self; });
+
       # The guest side of pikaci: the agent, the job user, the shares (docs/nix.md).
       nixosModules.guest = import ./nix/guest;
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what pikaci's demo and tests need on a fresh Debian 12 machine (as root):
-# git, Nix, ssh and xmllint from Debian. Idempotent: installs only what is missing.
+# git, Nix, ssh, xmllint and shellcheck from Debian. Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -10,6 +10,7 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v script >/dev/null || need+=(bsdutils)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v xmllint >/dev/null || need+=(libxml2-utils)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need[*]}; run as root or install them" >&2

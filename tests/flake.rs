@@ -153,3 +153,91 @@ fn mk_guest_accepts_exactly_what_the_guest_flake_passes() {
     .unwrap();
     assert_eq!(wired, accepted);
 }
+
+/// `nix flake check` of a flake dir (as a `path:` flake, so no git is involved).
+fn flake_check(dir: &Path) {
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "flake",
+            "check",
+        ])
+        .arg(format!("path:{}", dir.display()))
+        .output()
+        .expect("nix");
+    assert!(
+        out.status.success(),
+        "nix flake check {}:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn testbed_flakes_pass_nix_flake_check() {
+    if eval("1").is_none() {
+        return;
+    }
+    flake_check(&repo().join("demo"));
+    // The runner fixture, as scripts/testbed/microvm.sh assembled it (kernel, initrd).
+    let Some(testbed) = crate::harness::testbed_microvm() else {
+        return;
+    };
+    let dir = testbed
+        .runner
+        .strip_prefix("path:")
+        .and_then(|r| r.strip_suffix("#runner"))
+        .expect("path:DIR#runner");
+    flake_check(Path::new(dir));
+}
+
+/// The shell pikaci runs on hosts and guests, and the project's scripts, pass shellcheck.
+#[test]
+fn scripts_pass_shellcheck() {
+    let root = repo();
+    let mut files: Vec<PathBuf> = [
+        "src/backend/microvm/supervise.bash",
+        "testbed/guest-init",
+        ".ci/run",
+    ]
+    .iter()
+    .map(|f| root.join(f))
+    .collect();
+    for dir in ["scripts", "scripts/testbed"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "sh") {
+                files.push(entry.path());
+            }
+        }
+    }
+    let out = match Command::new("shellcheck")
+        .arg("-s")
+        .arg("bash")
+        .args(&files[..1])
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "shellcheck is required in CI"
+            );
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = Command::new("shellcheck")
+        .args(&files[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -11,17 +11,18 @@ job_dir=$1 runner=$2 virtiofsd=$3 limit=$4 socket_wait=$5
 shift 5
 cd "$job_dir/runtime" || exit 125
 
+# shellcheck disable=SC2317 # called by the traps
 stop() {
   trap - EXIT TERM INT HUP
   local left
-  left=$(jobs -rp)
-  [ -n "$left" ] && kill -TERM $left 2>/dev/null
+  read -r -d "" -a left <<<"$(jobs -rp)" || true
+  [ ${#left[@]} -gt 0 ] && kill -TERM "${left[@]}" 2>/dev/null
   for _ in $(seq 50); do
     [ -z "$(jobs -rp)" ] && break
     sleep 0.1
   done
-  left=$(jobs -rp)
-  [ -n "$left" ] && kill -KILL $left 2>/dev/null
+  read -r -d "" -a left <<<"$(jobs -rp)" || true
+  [ ${#left[@]} -gt 0 ] && kill -KILL "${left[@]}" 2>/dev/null
   wait
 }
 trap stop EXIT
@@ -58,7 +59,7 @@ done
 
 "$runner/bin/microvm-run" </dev/null &
 vm=$!
-sleep "$limit" </dev/null >/dev/null 2>&1 &
+sleep "$limit" >/dev/null 2>&1 &
 timer=$!
 
 wait -n -p ended "$vm" "$watcher" "$timer"
