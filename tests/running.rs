@@ -276,3 +276,40 @@ fn relative_state_dir_inside_the_workspace_is_excluded() {
     );
     assert!(log.contains("pikaci.toml"), "{log}");
 }
+
+#[test]
+fn eight_concurrent_runs_on_one_state_dir_with_gc_in_between() {
+    let repo = repo(
+        "[jobs.a]\ncommand = \"sleep 1; echo $PIKACI_RUN_ID > $PIKACI_ARTIFACTS/run-id\"\n\n\
+         [jobs.b]\nneeds = [\"a\"]\ncommand = \"cat src/lib.rs\"\n",
+    );
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            repo.command(&["run", "--output", "json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // While they run: gc must remove nothing that is in use.
+    std::thread::sleep(Duration::from_millis(500));
+    repo.pikaci(&["gc", "--keep", "0"]).expect(0);
+    let mut ids = std::collections::BTreeSet::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = doc["run"]["run_id"].as_str().unwrap().to_string();
+        let dir = repo.state().join("runs").join(&id);
+        let record = repo.read_json(&dir.join("run.json"));
+        assert_eq!(record["status"], "passed", "{record}");
+        // Each run's job saw its own run, nobody else's.
+        let seen = std::fs::read_to_string(dir.join("jobs/a/artifacts/run-id")).unwrap();
+        assert_eq!(seen.trim(), id);
+        let log = std::fs::read_to_string(dir.join("jobs/b/guest.log")).unwrap();
+        assert_eq!(log, "pub fn x() {}\n");
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 8, "eight distinct runs");
+}
