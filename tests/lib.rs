@@ -5,6 +5,7 @@ mod harness;
 mod config_errors;
 mod filters;
 mod flake;
+mod incus;
 mod inputs;
 mod microvm;
 mod nix_printer;

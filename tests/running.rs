@@ -216,8 +216,10 @@ fn job_env_and_untracked_files_reach_the_job() {
 }
 
 #[test]
-fn unavailable_backend_is_an_infrastructure_error() {
-    let repo = Repo::new("[jobs.vm]\nbackend = \"incus\"\ncommand = \"true\"\n");
+fn backend_setup_failure_is_an_infrastructure_error() {
+    let repo = Repo::new(
+        "[backends.incus]\nimage = \"pikaci/no-such-image\"\n\n[jobs.vm]\nbackend = \"incus\"\ncommand = \"true\"\n",
+    );
     let run = repo.pikaci(&["run", "vm"]);
     run.expect(3);
     let status = job_status(&repo, "vm");
@@ -226,7 +228,7 @@ fn unavailable_backend_is_an_infrastructure_error() {
         status["message"]
             .as_str()
             .unwrap()
-            .contains("incus backend is not available"),
+            .contains("Incus setup failed"),
         "{status}"
     );
 }

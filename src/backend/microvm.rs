@@ -394,30 +394,8 @@ impl MicrovmGuest {
             .transport
             .run(&argv, b"", Instant::now() + COLLECT_TIMEOUT, &cancel)
             .map_err(|e| self.error("collecting the artifacts", e))?;
-        let local = self.job_dir.join("artifacts");
-        crate::fsutil::create_dir_all(&local)
-            .map_err(|e| self.error("collecting the artifacts", e))?;
-        tar::Archive::new(tar.stdout.as_slice())
-            .unpack(&local)
-            .map_err(|e| self.error("unpacking the artifacts", e))?;
-        for name in ["guest.log", "result.json"] {
-            let from = local.join(name);
-            if from.exists() {
-                std::fs::rename(&from, self.job_dir.join(name))
-                    .map_err(|e| self.error("collecting the artifacts", e))?;
-            }
-        }
-        let result = self.job_dir.join("result.json");
-        if !result.exists() {
-            return Ok(None);
-        }
-        let bytes = std::fs::read(&result).map_err(|e| self.error("reading result.json", e))?;
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            self.error(
-                "reading result.json",
-                format!("the guest wrote an invalid result: {e}"),
-            )
-        })
+        super::artifacts::unpack(&tar.stdout, &self.job_dir)
+            .map_err(|(step, why)| self.error(step, why))
     }
 }
 

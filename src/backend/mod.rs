@@ -1,7 +1,9 @@
 //! One trait for every backend; one file per backend. The orchestrator drives a guest
 //! through launch → wait → (stop) → collect → cleanup and never matches on the kind.
 
+mod artifacts;
 mod host;
+mod incus;
 mod microvm;
 mod session;
 
@@ -10,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
 pub use host::HostBackend;
+pub use incus::IncusBackend;
 pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
 pub use session::{HostSession, RunContext, collect_host};
 
@@ -43,8 +46,6 @@ impl JobContext<'_> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("the {backend} backend is not available yet: {why}")]
-    Unavailable { backend: BackendKind, why: String },
     #[error("{step} failed for job `{job}`")]
     Io {
         job: String,
@@ -91,6 +92,7 @@ pub struct RunBackends<'a> {
     cx: RunContext<'a>,
     host: HostBackend,
     microvm: OnceLock<Result<MicrovmBackend, String>>,
+    incus: OnceLock<Result<IncusBackend, String>>,
 }
 
 impl<'a> RunBackends<'a> {
@@ -99,6 +101,7 @@ impl<'a> RunBackends<'a> {
             cx,
             host: HostBackend::new(),
             microvm: OnceLock::new(),
+            incus: OnceLock::new(),
         }
     }
 
@@ -111,10 +114,12 @@ impl<'a> RunBackends<'a> {
                 .as_ref()
                 .map(|b| b as &dyn Backend)
                 .map_err(|why| BackendError::Setup(format!("microVM setup failed: {why}"))),
-            BackendKind::Incus => Err(BackendError::Unavailable {
-                backend: kind,
-                why: "this build of pikaci runs jobs with the host and microvm backends".into(),
-            }),
+            BackendKind::Incus => self
+                .incus
+                .get_or_init(|| IncusBackend::prepare(&self.cx, cancel))
+                .as_ref()
+                .map(|b| b as &dyn Backend)
+                .map_err(|why| BackendError::Setup(format!("Incus setup failed: {why}"))),
         }
     }
 }

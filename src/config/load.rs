@@ -145,6 +145,9 @@ impl Cx<'_> {
             settings.image = i.image.unwrap_or(settings.image.clone());
             settings.instance_type = i.instance_type.unwrap_or(settings.instance_type);
             settings.profiles = i.profiles.unwrap_or(settings.profiles.clone());
+            if let Some(agent) = i.guest_agent {
+                settings.guest_agent = agent;
+            }
         }
         Ok(backends)
     }

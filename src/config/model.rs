@@ -132,6 +132,8 @@ pub struct IncusSettings {
     pub image: String,
     pub instance_type: InstanceType,
     pub profiles: Vec<String>,
+    /// `pikaci-guest` inside the image.
+    pub guest_agent: String,
 }
 
 impl Default for IncusSettings {
@@ -141,6 +143,7 @@ impl Default for IncusSettings {
             image: "pikaci/dev".into(),
             instance_type: InstanceType::Vm,
             profiles: vec!["default".into()],
+            guest_agent: "/run/current-system/sw/bin/pikaci-guest".into(),
         }
     }
 }

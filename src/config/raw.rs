@@ -61,6 +61,7 @@ pub struct RawIncus {
     pub image: Option<String>,
     pub instance_type: Option<InstanceType>,
     pub profiles: Option<Vec<String>>,
+    pub guest_agent: Option<String>,
 }
 
 #[derive(Deserialize)]

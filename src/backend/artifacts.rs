@@ -1,0 +1,35 @@
+//! Bringing a guest's `/artifacts` back: one tar stream from wherever the guest ran,
+//! unpacked into the job's record dir, with `guest.log` and `result.json` moved beside
+//! `artifacts/` where every backend keeps them.
+
+use std::path::Path;
+
+use crate::protocol::GuestResult;
+
+/// Unpacks `tar` into `<job_dir>/artifacts`; returns the guest's result, if it wrote one.
+pub fn unpack(tar: &[u8], job_dir: &Path) -> Result<Option<GuestResult>, (&'static str, String)> {
+    let local = job_dir.join("artifacts");
+    crate::fsutil::create_dir_all(&local)
+        .map_err(|e| ("collecting the artifacts", e.to_string()))?;
+    tar::Archive::new(tar)
+        .unpack(&local)
+        .map_err(|e| ("unpacking the artifacts", e.to_string()))?;
+    for name in ["guest.log", "result.json"] {
+        let from = local.join(name);
+        if from.exists() {
+            std::fs::rename(&from, job_dir.join(name))
+                .map_err(|e| ("collecting the artifacts", e.to_string()))?;
+        }
+    }
+    let result = job_dir.join("result.json");
+    if !result.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&result).map_err(|e| ("reading result.json", e.to_string()))?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        (
+            "reading result.json",
+            format!("the guest wrote an invalid result: {e}"),
+        )
+    })
+}
