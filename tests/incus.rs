@@ -141,3 +141,51 @@ fn a_missing_image_alias_says_how_to_get_one() {
     );
     assert!(message.contains("scripts/testbed/incus.sh"), "{message}");
 }
+
+#[test]
+fn gc_deletes_the_instance_of_a_killed_run() {
+    let Some(image) = image() else { return };
+    let repo = repo(
+        &image,
+        "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
+    );
+    let mut child = repo
+        .command(&["run", "slow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let host_log = || {
+        std::fs::read_dir(repo.state().join("runs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("jobs/slow/host.log")).ok())
+            .unwrap_or_default()
+    };
+    assert!(
+        crate::harness::eventually(Duration::from_secs(60), || host_log()
+            .contains("guest-is-up")),
+        "the job never started"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = repo
+        .latest_run()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        instances_of(&run).len(),
+        1,
+        "a killed pikaci leaves its instance"
+    );
+    let gc = repo.pikaci(&["gc"]);
+    gc.expect(0);
+    assert!(
+        gc.stdout().contains("removed 1 Incus instance(s)"),
+        "{}",
+        gc.stdout()
+    );
+    assert_eq!(instances_of(&run), Vec::<String>::new());
+}

@@ -130,6 +130,55 @@ impl Incus<'_> {
     }
 }
 
+/// One record of `incus list --format json`, the fields gc reads.
+#[derive(Debug, Deserialize)]
+struct InstanceRecord {
+    name: String,
+    /// Null for some instances; values are not all strings.
+    #[serde(default)]
+    config: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+/// The instances tagged with one of `runs`.
+pub fn instances_of_runs(json: &[u8], runs: &[String]) -> Result<Vec<String>, String> {
+    let records: Vec<InstanceRecord> = serde_json::from_slice(json)
+        .map_err(|e| format!("`incus list` printed JSON pikaci cannot read: {e}"))?;
+    Ok(records
+        .into_iter()
+        .filter(|r| {
+            let run = r.config.as_ref().and_then(|c| c.get(RUN_KEY)?.as_str());
+            run.is_some_and(|run| runs.iter().any(|r| r == run))
+        })
+        .map(|r| r.name)
+        .collect())
+}
+
+/// `pikaci gc` for Incus: deletes the instances of runs that are over (a killed pikaci
+/// could not delete them). Returns how many.
+pub fn collect_instances(
+    config: &crate::config::Config,
+    state_root: &Path,
+    finished_runs: &[String],
+    cancel: &Cancel,
+) -> Result<usize, String> {
+    let (transport, _, _) = super::session::connect(config, state_root, cancel)?;
+    let incus = Incus {
+        project: &config.backends.incus.project,
+    };
+    let list = incus.base(&["list"]).args(["--format", "json"]);
+    let deadline = || Instant::now() + HOST_STEP;
+    let json = transport
+        .run(&list, b"", deadline(), cancel)
+        .map_err(|e| e.to_string())?;
+    let names = instances_of_runs(&json.stdout, finished_runs)?;
+    for name in &names {
+        transport
+            .run(&incus.delete(name), b"", deadline(), cancel)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(names.len())
+}
+
 /// A valid instance name for a job: letters, digits and dashes, unique per run and job.
 pub fn instance_name(run: &str, job: &str) -> String {
     let digest = Sha256::digest(format!("{run}\0{job}").as_bytes());
@@ -459,6 +508,21 @@ mod tests {
         assert!(bad.contains("cannot read"), "{bad}");
         let wrong_shape = select_image(br#"{"fingerprint":"a"}"#, "x", "p").unwrap_err();
         assert!(wrong_shape.contains("cannot read"), "{wrong_shape}");
+    }
+
+    #[test]
+    fn gc_finds_instances_by_their_run_tag() {
+        let json = br#"[{"name":"a","config":{"user.pikaci.run":"R1"}},
+                        {"name":"b","config":{"user.pikaci.run":"R2"}},
+                        {"name":"c","config":{}},
+                        {"name":"d","config":null}]"#;
+        let runs = vec!["R1".to_string(), "R3".to_string()];
+        assert_eq!(instances_of_runs(json, &runs).unwrap(), vec!["a"]);
+        assert!(
+            instances_of_runs(b"[{]", &runs)
+                .unwrap_err()
+                .contains("cannot read")
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
 pub use host::HostBackend;
-pub use incus::IncusBackend;
+pub use incus::{IncusBackend, collect_instances};
 pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
 pub use session::{HostSession, RunContext, collect_host};
 

@@ -1,5 +1,6 @@
 use super::args::{GcArgs, Global};
 use super::context::{load_config, state_only};
+use crate::config::BackendKind;
 use crate::error::Error;
 
 pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
@@ -26,12 +27,16 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
     }
     let mut failed = !report.errors.is_empty();
     // The guest host, when a config names one that guests run on.
-    let config = load_config(global).ok().filter(|c| {
-        c.jobs
-            .values()
-            .any(|j| j.backend != crate::config::BackendKind::Host)
-    });
-    if let Some(config) = config {
+    let config = load_config(global).ok();
+    let uses = |kind: BackendKind| {
+        config
+            .as_ref()
+            .is_some_and(|c| c.jobs.values().any(|j| j.backend == kind))
+    };
+    if let Some(config) = config
+        .as_ref()
+        .filter(|_| uses(BackendKind::Microvm) || uses(BackendKind::Incus))
+    {
         let finished: Vec<String> = crate::state::list_runs(&state)
             .map_err(|e| Error::infra("listing runs", e))?
             .into_iter()
@@ -40,18 +45,23 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
             .chain(report.removed.iter().cloned())
             .collect();
         let cancel = crate::cancel::Cancel::new();
-        match crate::backend::collect_host(&config, state.root(), &finished, &cancel) {
-            Ok(n) => println!(
-                "host {}: removed {n} job dir(s) of runs that are over",
-                config.defaults.host
-            ),
+        let host = &config.defaults.host;
+        let mut report = |what: &str, result: Result<usize, String>| match result {
+            Ok(n) => println!("host {host}: removed {n} {what} of runs that are over"),
             Err(e) => {
-                eprintln!(
-                    "warning: could not clean up on {}: {e}",
-                    config.defaults.host
-                );
+                eprintln!("warning: could not clean up {what} on {host}: {e}");
                 failed = true;
             }
+        };
+        report(
+            "job dir(s)",
+            crate::backend::collect_host(config, state.root(), &finished, &cancel),
+        );
+        if uses(BackendKind::Incus) {
+            report(
+                "Incus instance(s)",
+                crate::backend::collect_instances(config, state.root(), &finished, &cancel),
+            );
         }
     }
     Ok(if failed { 3 } else { 0 })
