@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: runs this repository's `demo` target with pikaci. Its jobs run in
 # microVMs (qemu under TCG, virtiofsd, the testbed runner flake) on a loopback SSH host,
-# and one on the host backend. Extra arguments go to `pikaci run` (e.g. --output jsonl).
+# in an Incus container, and on the host backend. Extra arguments go to `pikaci run`
+# (e.g. --output jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,9 +10,10 @@ source scripts/env.sh
 
 # The local testbed: an sshd on 127.0.0.1 (stopped again afterwards) and the microVM
 # parts; both print variables for eval.
-trap 'bash scripts/testbed/sshd.sh stop' EXIT
+trap 'bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus.sh stop' EXIT
 eval "$(bash scripts/testbed/sshd.sh)"
 eval "$(bash scripts/testbed/microvm.sh)"
+eval "$(bash scripts/testbed/incus.sh)"
 
 cargo build --release --locked --bin pikaci
 # The testbed's host, key and runner are machine-specific, so they are passed as
