@@ -27,7 +27,7 @@ use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::exec::GroupChild;
 use crate::snapshot::{self, TreeEntry, TreeKind};
-use crate::transport::{Transport, TransportError};
+use crate::transport::{Transport, TransportError, host_sh};
 
 /// How many recent local snapshots a sync offers the host as patch bases.
 const PATCH_CANDIDATES: usize = 8;
@@ -65,10 +65,6 @@ trap 'rm -f "$have"' EXIT
 (cd objects && find . -type f) | cut -c3- | sort > "$have"
 comm -23 - "$have"
 "#;
-
-/// Removes a temporary dir whose directories are read-only; never touches file modes
-/// (the files are hard links to shared objects).
-const DISCARD: &str = r#"discard() { if [ -e "$1" ]; then find "$1" -type d -exec chmod u+w {} + 2>/dev/null; rm -rf "$1"; fi; }"#;
 
 /// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: the tar stream.
 const RECEIVE: &str = r#"set -eu
@@ -133,10 +129,6 @@ pub enum SyncError {
     Lease { host: String, why: String },
 }
 
-fn script(body: &str, name: &str) -> Argv {
-    Argv::new("sh").args(["-c", &format!("{DISCARD}\n{body}"), name])
-}
-
 /// Makes the snapshot `nar_hash` from the local `cache` present under `host_dir`.
 pub fn sync(
     transport: &dyn Transport,
@@ -160,7 +152,22 @@ pub fn sync(
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         &hex[..16]
     );
-    let query = script(QUERY, "pikaci-sync")
+    // Streams a packed tar into the host-side `body` (args: host dir, hex, temp id).
+    let send = |body: &str,
+                (stream, objects, bytes): (std::fs::File, u64, u64),
+                stats: &mut SyncStats|
+     -> Result<(), SyncError> {
+        let argv = host_sh(body, "pikaci-sync")
+            .arg(host_dir)
+            .arg(&hex)
+            .arg(&id);
+        transport.run_file(&argv, stream, deadline, cancel)?;
+        stats.round_trips += 1;
+        stats.objects_sent = objects;
+        stats.bytes_sent = bytes;
+        Ok(())
+    };
+    let query = host_sh(QUERY, "pikaci-sync")
         .arg(host_dir)
         .arg(&hex)
         .arg(&id)
@@ -185,16 +192,8 @@ pub fn sync(
         let old = snapshot::tree_by_hex(cache, &base)?;
         let diff = Diff::between(&old, &tree);
         if diff.changed.len() + diff.removed.len() <= PATCH_LIMIT {
-            let (stream, objects, bytes) =
-                pack_patch(cache, &diff, &id).map_err(SyncError::Pack)?;
-            let patch = script(PATCH, "pikaci-sync")
-                .arg(host_dir)
-                .arg(&hex)
-                .arg(&id);
-            transport.run_file(&patch, stream, deadline, cancel)?;
-            stats.round_trips += 1;
-            stats.objects_sent = objects;
-            stats.bytes_sent = bytes;
+            let packed = pack_patch(cache, &diff, &id).map_err(SyncError::Pack)?;
+            send(PATCH, packed, &mut stats)?;
             stats.patched_from = Some(base);
             return Ok(stats);
         }
@@ -202,7 +201,7 @@ pub fn sync(
     }
 
     let names: Vec<String> = unique_objects(&tree).into_iter().collect();
-    let missing = script(MISSING, "pikaci-sync").arg(host_dir);
+    let missing = host_sh(MISSING, "pikaci-sync").arg(host_dir);
     let answer = transport.run(
         &missing,
         (names.join("\n") + "\n").as_bytes(),
@@ -211,15 +210,8 @@ pub fn sync(
     )?;
     stats.round_trips += 1;
     let missing: HashSet<String> = answer.stdout.lines().map_while(Result::ok).collect();
-    let (stream, objects, bytes) = pack(cache, &tree, &missing, &id).map_err(SyncError::Pack)?;
-    let receive = script(RECEIVE, "pikaci-sync")
-        .arg(host_dir)
-        .arg(&hex)
-        .arg(&id);
-    transport.run_file(&receive, stream, deadline, cancel)?;
-    stats.round_trips += 1;
-    stats.objects_sent = objects;
-    stats.bytes_sent = bytes;
+    let packed = pack(cache, &tree, &missing, &id).map_err(SyncError::Pack)?;
+    send(RECEIVE, packed, &mut stats)?;
     Ok(stats)
 }
 

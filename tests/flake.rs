@@ -13,26 +13,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `nix-instantiate --eval --strict --json` of `expr` in the repository, or None (a skip)
-/// without Nix outside CI.
+/// Evaluates `expr` in the repository (None: a skip without Nix outside CI).
 fn eval(expr: &str) -> Option<serde_json::Value> {
-    let out = match Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E", expr])
-        .current_dir(repo())
-        .output()
-    {
-        Ok(out) => out,
-        Err(_) => {
-            assert!(std::env::var_os("CI").is_none(), "nix is required in CI");
-            return None;
-        }
-    };
-    assert!(
-        out.status.success(),
-        "nix rejected {expr}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    crate::harness::nix_eval_json(expr, &repo())
 }
 
 fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {

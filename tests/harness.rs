@@ -121,6 +121,28 @@ impl Repo {
         cmd
     }
 
+    /// A job of the newest run: its status.json and its guest.log (empty if none).
+    pub fn job(&self, name: &str) -> (serde_json::Value, String) {
+        let dir = self.latest_run().join("jobs").join(name);
+        let status = self.read_json(&dir.join("status.json"));
+        let log = std::fs::read_to_string(dir.join("guest.log")).unwrap_or_default();
+        (status, log)
+    }
+
+    /// Waits up to `limit` until the first run's `job` has `marker` in its host.log.
+    pub fn wait_for_host_log(&self, job: &str, marker: &str, limit: std::time::Duration) -> bool {
+        let host_log = || {
+            std::fs::read_dir(self.state().join("runs"))
+                .ok()?
+                .next()?
+                .ok()
+                .and_then(|e| {
+                    std::fs::read_to_string(e.path().join("jobs").join(job).join("host.log")).ok()
+                })
+        };
+        eventually(limit, || host_log().is_some_and(|log| log.contains(marker)))
+    }
+
     /// The newest run's directory.
     pub fn latest_run(&self) -> PathBuf {
         let mut runs: Vec<PathBuf> = std::fs::read_dir(self.state().join("runs"))
@@ -159,20 +181,23 @@ pub fn redact(text: &str, repo: &Repo) -> String {
     text
 }
 
-/// The loopback sshd of scripts/testbed/sshd.sh, or None (a skip) when it is not set up
-/// outside CI; in CI its absence fails the test.
-pub fn testbed_ssh() -> Option<pikaci::transport::SshOptions> {
-    let host = std::env::var("PIKACI_TEST_SSH_HOST").ok();
+/// `$var`, which `scripts/testbed/<script>` exports, or None (the test skips) when that
+/// testbed is not set up outside CI; in CI its absence fails the test.
+pub fn testbed_var(var: &str, script: &str) -> Option<String> {
+    let value = std::env::var(var).ok();
     assert!(
-        host.is_some() || std::env::var_os("CI").is_none(),
-        "CI must run scripts/testbed/sshd.sh"
+        value.is_some() || std::env::var_os("CI").is_none(),
+        "CI must run scripts/testbed/{script}"
     );
-    let Some(host) = host else {
-        eprintln!(
-            "skipped: PIKACI_TEST_SSH_HOST is not set (eval \"$(bash scripts/testbed/sshd.sh)\")"
-        );
-        return None;
-    };
+    if value.is_none() {
+        eprintln!("skipped: {var} is not set (eval \"$(bash scripts/testbed/{script})\")");
+    }
+    value
+}
+
+/// The loopback sshd of scripts/testbed/sshd.sh.
+pub fn testbed_ssh() -> Option<pikaci::transport::SshOptions> {
+    let host = testbed_var("PIKACI_TEST_SSH_HOST", "sshd.sh")?;
     let rest = host.strip_prefix("ssh://").expect("ssh:// url");
     let (user, hostport) = rest.split_once('@').expect("user@host");
     let (hostname, port) = hostport.split_once(':').expect("host:port");
@@ -196,17 +221,7 @@ pub struct MicrovmTestbed {
 }
 
 pub fn testbed_microvm() -> Option<MicrovmTestbed> {
-    let runner = std::env::var("PIKACI_TEST_RUNNER").ok();
-    assert!(
-        runner.is_some() || std::env::var_os("CI").is_none(),
-        "CI must run scripts/testbed/microvm.sh"
-    );
-    let Some(runner) = runner else {
-        eprintln!(
-            "skipped: PIKACI_TEST_RUNNER is not set (eval \"$(bash scripts/testbed/microvm.sh)\")"
-        );
-        return None;
-    };
+    let runner = testbed_var("PIKACI_TEST_RUNNER", "microvm.sh")?;
     Some(MicrovmTestbed {
         runner,
         virtiofsd: std::env::var("PIKACI_TEST_VIRTIOFSD").expect("PIKACI_TEST_VIRTIOFSD"),
@@ -269,4 +284,26 @@ pub fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     check()
+}
+
+/// `nix-instantiate --eval --strict --json` of `expr` in `dir`, or None (the test skips)
+/// without Nix outside CI. Nix rejecting the expression fails the test.
+pub fn nix_eval_json(expr: &str, dir: &Path) -> Option<serde_json::Value> {
+    let out = match Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", expr])
+        .current_dir(dir)
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "nix is required in CI");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "nix rejected:\n{expr}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
 }

@@ -6,17 +6,7 @@ use std::time::{Duration, Instant};
 use crate::harness::Repo;
 
 fn image() -> Option<String> {
-    let image = std::env::var("PIKACI_TEST_INCUS_IMAGE").ok();
-    assert!(
-        image.is_some() || std::env::var_os("CI").is_none(),
-        "CI must run scripts/testbed/incus.sh"
-    );
-    if image.is_none() {
-        eprintln!(
-            "skipped: PIKACI_TEST_INCUS_IMAGE is not set (eval \"$(bash scripts/testbed/incus.sh)\")"
-        );
-    }
-    image
+    crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh")
 }
 
 fn repo(image: &str, jobs: &str) -> Repo {
@@ -24,13 +14,6 @@ fn repo(image: &str, jobs: &str) -> Repo {
         "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
          instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n\n{jobs}"
     ))
-}
-
-fn job(repo: &Repo, name: &str) -> (serde_json::Value, String) {
-    let dir = repo.latest_run().join("jobs").join(name);
-    let status = repo.read_json(&dir.join("status.json"));
-    let log = std::fs::read_to_string(dir.join("guest.log")).unwrap_or_default();
-    (status, log)
 }
 
 /// Instances of `run` still present.
@@ -76,7 +59,7 @@ command = "echo started; sleep 300"
         .expect(1);
     assert!(started.elapsed() < Duration::from_secs(120));
 
-    let (status, log) = job(&repo, "pass");
+    let (status, log) = repo.job("pass");
     assert_eq!(status["status"], "passed", "{status}");
     assert_eq!(status["backend"], "incus");
     assert_eq!(log, "pikaci\npub fn x() {}\n");
@@ -90,25 +73,25 @@ command = "echo started; sleep 300"
         "the fingerprint the instance came from"
     );
 
-    let (status, log) = job(&repo, "fail");
+    let (status, log) = repo.job("fail");
     assert_eq!(
         (status["status"].as_str(), status["exit_code"].as_i64()),
         (Some("failed"), Some(7))
     );
     assert_eq!(log, "about to fail\n");
 
-    let (status, log) = job(&repo, "readonly");
+    let (status, log) = repo.job("readonly");
     assert_eq!(status["status"], "failed");
     assert!(
         log.starts_with("0\n") && log.contains("Read-only file system"),
         "{log}"
     );
 
-    let (status, log) = job(&repo, "writable");
+    let (status, log) = repo.job("writable");
     assert_eq!(status["status"], "passed", "{log}");
     assert_eq!(log, "changed\n");
 
-    let (status, log) = job(&repo, "slow");
+    let (status, log) = repo.job("slow");
     assert_eq!(status["status"], "timed_out", "{status}");
     assert_eq!(log, "started\n");
 
@@ -134,7 +117,7 @@ fn a_missing_image_alias_says_how_to_get_one() {
     // must not be taken for it.
     let repo = repo("pikaci/tes", "[jobs.a]\ncommand = \"true\"\n");
     repo.pikaci(&["run", "a"]).expect(3);
-    let message = job(&repo, "a").0["message"].as_str().unwrap().to_string();
+    let message = repo.job("a").0["message"].as_str().unwrap().to_string();
     assert!(
         message.contains("no image has the alias `pikaci/tes`"),
         "{message}"
@@ -155,16 +138,8 @@ fn gc_deletes_the_instance_of_a_killed_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let host_log = || {
-        std::fs::read_dir(repo.state().join("runs"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("jobs/slow/host.log")).ok())
-            .unwrap_or_default()
-    };
     assert!(
-        crate::harness::eventually(Duration::from_secs(60), || host_log()
-            .contains("guest-is-up")),
+        repo.wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60)),
         "the job never started"
     );
     child.kill().unwrap();

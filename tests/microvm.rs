@@ -18,13 +18,6 @@ fn setup(testbed: &MicrovmTestbed, jobs: &str) -> Setup {
     Setup { repo, work }
 }
 
-fn job(repo: &Repo, name: &str) -> (serde_json::Value, String) {
-    let dir = repo.latest_run().join("jobs").join(name);
-    let status = repo.read_json(&dir.join("status.json"));
-    let log = std::fs::read_to_string(dir.join("guest.log")).unwrap_or_default();
-    (status, log)
-}
-
 fn assert_nothing_left(work: &Path) {
     let left = || processes_under(work);
     assert!(
@@ -68,7 +61,7 @@ jobs = ["pass", "fail", "readonly", "writable"]
     let run = s.repo.pikaci(&["run", "all"]);
     run.expect(1);
 
-    let (status, log) = job(&s.repo, "pass");
+    let (status, log) = s.repo.job("pass");
     assert_eq!(status["status"], "passed", "{status}");
     assert_eq!(status["backend"], "microvm");
     assert_eq!(
@@ -81,19 +74,19 @@ jobs = ["pass", "fail", "readonly", "writable"]
         "made in the guest\n"
     );
 
-    let (status, log) = job(&s.repo, "fail");
+    let (status, log) = s.repo.job("fail");
     assert_eq!(status["status"], "failed");
     assert_eq!(status["exit_code"], 7, "the job's own exit code is kept");
     assert_eq!(log, "about to fail\n");
 
     // Root in the guest, and still the workspace share is read-only (virtiofsd enforces
     // it, not permissions).
-    let (status, log) = job(&s.repo, "readonly");
+    let (status, log) = s.repo.job("readonly");
     assert_eq!(status["status"], "failed", "{log}");
     assert!(log.starts_with("0\n"), "{log}");
     assert!(log.contains("Read-only file system"), "{log}");
 
-    let (status, log) = job(&s.repo, "writable");
+    let (status, log) = s.repo.job("writable");
     assert_eq!(status["status"], "passed", "{log}");
     assert_eq!(log, "changed\n");
 
@@ -126,7 +119,7 @@ fn timeout_ends_near_the_deadline_and_leaves_nothing() {
     let started = Instant::now();
     s.repo.pikaci(&["run", "slow"]).expect(1);
     let took = started.elapsed();
-    let (status, log) = job(&s.repo, "slow");
+    let (status, log) = s.repo.job("slow");
     assert_eq!(status["status"], "timed_out", "{status}");
     assert_eq!(log, "started\n");
     // 3 s of job plus boot and teardown; far below the 300 s the job wanted.
@@ -180,7 +173,7 @@ fn a_job_with_another_command_builds_nothing() {
         !second.contains("building") && !second.contains("will be built"),
         "nix built something for a job that only changed its command: {second}"
     );
-    assert_eq!(job(&s.repo, "second").1, "two\n");
+    assert_eq!(s.repo.job("second").1, "two\n");
     let gcroots: Vec<_> = std::fs::read_dir(s.work.path().join("gcroots"))
         .unwrap()
         .flatten()
@@ -208,15 +201,9 @@ fn sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
             .spawn()
             .unwrap();
         // Wait until the guest runs the job: its output reaches the serial console.
-        let booted = eventually(Duration::from_secs(60), || {
-            std::fs::read_dir(s.repo.state().join("runs"))
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| {
-                    std::fs::read_to_string(e.ok()?.path().join("jobs/slow/host.log")).ok()
-                })
-                .is_some_and(|log| log.contains("guest-is-up"))
-        });
+        let booted = s
+            .repo
+            .wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60));
         assert!(booted, "the guest never ran the job");
         assert!(
             !processes_under(s.work.path()).is_empty(),
@@ -228,7 +215,7 @@ fn sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
         let status = child.wait().unwrap();
         if signal == rustix::process::Signal::TERM {
             assert_eq!(status.code(), Some(130));
-            assert_eq!(job(&s.repo, "slow").0["status"], "cancelled");
+            assert_eq!(s.repo.job("slow").0["status"], "cancelled");
             assert_nothing_left(s.work.path());
         } else {
             // pikaci had no chance to clean up: the supervisor on the host sees its stdin
@@ -317,10 +304,7 @@ fn runner_build_failures_and_bad_runners_are_reported() {
     );
     s.repo.pikaci(&["run"]).expect(3);
     for name in ["a", "b"] {
-        let message = job(&s.repo, name).0["message"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let message = s.repo.job(name).0["message"].as_str().unwrap().to_string();
         assert!(
             message.contains("cannot build the microVM runner"),
             "{message}"
@@ -338,7 +322,7 @@ fn runner_build_failures_and_bad_runners_are_reported() {
     )
     .unwrap();
     s.repo.pikaci(&["run", "a"]).expect(3);
-    let message = job(&s.repo, "a").0["message"].as_str().unwrap().to_string();
+    let message = s.repo.job("a").0["message"].as_str().unwrap().to_string();
     assert!(message.contains("has no bin/microvm-run"), "{message}");
     assert_nothing_left(s.work.path());
 }
@@ -365,7 +349,7 @@ jobs = ["read", "write"]
     s.repo.pikaci(&["run", "both", "--host", "local"]).expect(0);
     let copy = s.repo.latest_run().join("jobs/read/artifacts/copy.txt");
     assert_eq!(std::fs::read_to_string(copy).unwrap(), "pub fn x() {}\n");
-    assert_eq!(job(&s.repo, "write").1, "local\n");
+    assert_eq!(s.repo.job("write").1, "local\n");
     assert!(
         !s.work.path().join("snapshots").exists(),
         "nothing synced: the guest shares the local snapshot"
@@ -415,7 +399,7 @@ fn a_guest_that_never_boots_or_writes_no_result_is_reported() {
         "{:?}",
         started.elapsed()
     );
-    let (status, _) = job(&s.repo, "hang");
+    let (status, _) = s.repo.job("hang");
     assert_eq!(status["status"], "timed_out", "{status}");
     let message = status["message"].as_str().unwrap();
     assert!(message.contains("plus 3s for booting"), "{message}");
@@ -433,7 +417,7 @@ fn a_guest_that_never_boots_or_writes_no_result_is_reported() {
     );
     let s = setup(&testbed, "[jobs.crash]\ncommand = \"true\"\n");
     s.repo.pikaci(&["run", "crash"]).expect(3);
-    let (status, _) = job(&s.repo, "crash");
+    let (status, _) = s.repo.job("crash");
     assert_eq!(status["status"], "error");
     let message = status["message"].as_str().unwrap();
     assert!(

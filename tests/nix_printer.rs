@@ -1,6 +1,7 @@
 //! The Nix printer against the real evaluator: any string and any attribute name printed
 //! by pikaci evaluates back to itself.
 
+use std::path::Path;
 use std::process::Command;
 
 use pikaci::nix::Expr;
@@ -8,24 +9,7 @@ use proptest::prelude::*;
 
 /// Evaluates `expr` to JSON with nix-instantiate, or None (a skip) without Nix outside CI.
 fn eval_json(expr: &Expr) -> Option<serde_json::Value> {
-    let source = expr.to_nix();
-    let out = match Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E"])
-        .arg(&source)
-        .output()
-    {
-        Ok(out) => out,
-        Err(_) => {
-            assert!(std::env::var_os("CI").is_none(), "nix is required in CI");
-            return None;
-        }
-    };
-    assert!(
-        out.status.success(),
-        "nix rejected:\n{source}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    crate::harness::nix_eval_json(&expr.to_nix(), Path::new("."))
 }
 
 fn nix_text() -> impl Strategy<Value = String> {

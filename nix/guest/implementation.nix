@@ -6,7 +6,8 @@
 }:
 let
   cfg = config.pikaci.guest;
-  requestShare = lib.findFirst (s: s.tag == "request") null cfg.shares;
+  # Without a `request` share the assertions say so; this only keeps evaluation going.
+  requestDir = (lib.findFirst (s: s.tag == "request") { mountPoint = "/run/pikaci"; } cfg.shares).mountPoint;
 in
 {
   config = lib.mkIf cfg.enable (
@@ -37,7 +38,7 @@ in
             after = [ "local-fs.target" ];
             serviceConfig = {
               Type = "oneshot";
-              ExecStart = "${lib.getExe cfg.agent} run --poweroff ${requestShare.mountPoint}/request.json";
+              ExecStart = "${lib.getExe cfg.agent} run --poweroff ${requestDir}/request.json";
               StandardOutput = "journal+console";
               StandardError = "journal+console";
             };

@@ -56,25 +56,11 @@ in
           };
         }
       );
-      default = [
-        {
-          tag = "workspace";
-          mountPoint = "/workspace";
-        }
-        {
-          tag = "artifacts";
-          mountPoint = "/artifacts";
-        }
-        {
-          tag = "request";
-          mountPoint = "/run/pikaci";
-        }
-        {
-          tag = "ro-store";
-          mountPoint = "/nix/.ro-store";
-        }
-      ];
-      description = "The virtiofs shares of a microVM guest (docs/nix.md).";
+      default = [ ];
+      description = ''
+        The virtiofs shares of a microVM guest. pikaci's generated guest flake passes them
+        (`lib.mkGuest`); the list and its mount points are in docs/nix.md.
+      '';
     };
   };
 }

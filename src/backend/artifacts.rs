@@ -3,8 +3,33 @@
 //! `artifacts/` where every backend keeps them.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use crate::argv::Argv;
+use crate::cancel::Cancel;
 use crate::protocol::GuestResult;
+use crate::transport::Transport;
+
+/// How long bringing the artifacts back may take.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Runs `tar_argv` (a tar of the guest's `/artifacts` on stdout) through `transport` and
+/// unpacks it with [`unpack`]. Not cancellable: collecting also follows a cancellation.
+pub fn fetch(
+    transport: &dyn Transport,
+    tar_argv: &Argv,
+    job_dir: &Path,
+) -> Result<Option<GuestResult>, (&'static str, String)> {
+    let tar = transport
+        .run(
+            tar_argv,
+            b"",
+            Instant::now() + COLLECT_TIMEOUT,
+            &Cancel::new(),
+        )
+        .map_err(|e| ("collecting the artifacts", e.to_string()))?;
+    unpack(&tar.stdout, job_dir)
+}
 
 /// Unpacks `tar` into `<job_dir>/artifacts`; returns the guest's result, if it wrote one.
 pub fn unpack(tar: &[u8], job_dir: &Path) -> Result<Option<GuestResult>, (&'static str, String)> {

@@ -182,7 +182,7 @@ pub fn collect_instances(
 /// A valid instance name for a job: letters, digits and dashes, unique per run and job.
 pub fn instance_name(run: &str, job: &str) -> String {
     let digest = Sha256::digest(format!("{run}\0{job}").as_bytes());
-    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let hash = crate::snapshot::hex(&digest[..6]);
     let readable: String = job
         .chars()
         .map(|c| {
@@ -231,6 +231,11 @@ impl Backend for IncusBackend {
         BackendKind::Incus
     }
 
+    /// A writable workspace is streamed into the instance, which is its copy.
+    fn uses_local_copy(&self) -> bool {
+        false
+    }
+
     fn launch(&self, job: &JobContext, cancel: &Cancel) -> Result<Box<dyn Guest>, BackendError> {
         let p = &self.prepared;
         let incus = Incus {
@@ -270,7 +275,10 @@ impl Backend for IncusBackend {
             incus.base_image(&guest.name),
             b"",
         )?;
-        let base = String::from_utf8_lossy(&base).trim().to_string();
+        // Kept beside the job's logs: the image this job really ran on.
+        let base = format!("{}\n", String::from_utf8_lossy(&base).trim());
+        std::fs::write(guest.job_dir.join("incus-image"), base)
+            .map_err(|e| guest.error("recording the instance's image", e.to_string()))?;
         // A read-only disk when the instance runs where the snapshot is; otherwise (a
         // remote host, or a writable workspace) the files are streamed in after start.
         let stream_workspace = !p.session.local || job.request.writable_workspace;
@@ -321,17 +329,8 @@ impl Backend for IncusBackend {
         let child = GroupChild::spawn(&mut command, cancel)
             .map_err(|e| guest.error("starting the agent", e.to_string()))?;
         guest.child = Some(child);
-        record_image(&guest, &base);
         Ok(Box::new(guest))
     }
-}
-
-/// Records the image the instance really came from beside the job's logs.
-fn record_image(guest: &IncusGuest, fingerprint: &str) {
-    let _ = std::fs::write(
-        guest.job_dir.join("incus-image"),
-        format!("{fingerprint}\n"),
-    );
 }
 
 struct IncusGuest {
@@ -441,14 +440,12 @@ impl Guest for IncusGuest {
         let argv = self
             .incus()
             .exec(&self.name, &["tar", "-C", "/artifacts", "-cf", "-", "."]);
-        let tar = self
-            .prepared
-            .session
-            .transport
-            .run(&argv, b"", Instant::now() + HOST_STEP * 10, &Cancel::new())
-            .map_err(|e| self.error("collecting the artifacts", e))?;
-        let from_guest = super::artifacts::unpack(&tar.stdout, &self.job_dir)
-            .map_err(|(step, why)| self.error(step, why))?;
+        let from_guest = super::artifacts::fetch(
+            self.prepared.session.transport.as_ref(),
+            &argv,
+            &self.job_dir,
+        )
+        .map_err(|(step, why)| self.error(step, why))?;
         let result = match (from_guest, ended) {
             (Some(result), _) => result,
             (None, Ended::Exited(status)) => GuestResult::error(

@@ -79,8 +79,7 @@ fn runner_installable(
 ) -> Result<(String, String), String> {
     if let Some(runner) = &settings.runner {
         let installable = installable_in(&session.snapshot, runner);
-        let digest = Sha256::digest(installable.as_bytes());
-        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let hash = crate::snapshot::hex(&Sha256::digest(installable.as_bytes())[..8]);
         return Ok((installable, format!("runner-{hash}")));
     }
     let flake = settings
@@ -228,8 +227,7 @@ if [ "$2" != - ]; then cp -R -- "$2" "$d/workspace" && chmod -R u+w -- "$d/works
 "#;
 
 /// Removes a job dir, also a writable workspace copy the job made read-only.
-const REMOVE_JOB: &str =
-    r#"chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1" && rmdir -- "${1%/*}" 2>/dev/null; true"#;
+const REMOVE_JOB: &str = r#"discard "$1" && rmdir -- "${1%/*}" 2>/dev/null; true"#;
 
 fn read_shares_argv(runner: &Path) -> Argv {
     Argv::new("sh")
@@ -246,9 +244,7 @@ fn setup_argv(job_dir: &Path, copy: Option<&Path>) -> Argv {
 }
 
 fn remove_argv(job_dir: &Path) -> Argv {
-    Argv::new("sh")
-        .args(["-c", REMOVE_JOB, "pikaci-job-remove"])
-        .arg(job_dir)
+    crate::transport::host_sh(REMOVE_JOB, "pikaci-job-remove").arg(job_dir)
 }
 
 /// The supervisor's argv: `bash -c SUPERVISE` with the job dir, runner, virtiofsd, time
@@ -282,6 +278,10 @@ impl Backend for MicrovmBackend {
         BackendKind::Microvm
     }
 
+    fn uses_local_copy(&self) -> bool {
+        self.prepared.session.local
+    }
+
     fn launch(&self, job: &JobContext, cancel: &Cancel) -> Result<Box<dyn Guest>, BackendError> {
         let p = &self.prepared;
         let failed = |step: &'static str| {
@@ -297,8 +297,8 @@ impl Backend for MicrovmBackend {
                 .join(&job.request.job_id),
         };
         let writable = job.request.writable_workspace;
-        // A local host uses the job's workspace as it is (a private copy when writable);
-        // a remote one gets its copy made there, from the synced snapshot.
+        // A local host uses the job's workspace as it is (its private copy when writable);
+        // a remote one makes the copy there, from the synced snapshot.
         let (workspace, copy) = match (p.session.local, writable) {
             (true, _) => (job.workspace.to_path_buf(), None),
             (false, false) => (p.session.snapshot.clone(), None),
@@ -383,24 +383,18 @@ impl MicrovmGuest {
 
     /// Brings the artifacts dir back and moves `guest.log` and `result.json` beside it.
     fn fetch_artifacts(&self) -> Result<Option<GuestResult>, BackendError> {
-        let p = &self.prepared;
         let argv = Argv::new("tar")
             .args(["-C"])
             .arg(self.dirs.artifacts())
             .args(["-cf", "-", "."]);
-        let cancel = Cancel::new(); // collecting runs also after a cancellation
-        let tar = p
-            .session
-            .transport
-            .run(&argv, b"", Instant::now() + COLLECT_TIMEOUT, &cancel)
-            .map_err(|e| self.error("collecting the artifacts", e))?;
-        super::artifacts::unpack(&tar.stdout, &self.job_dir)
-            .map_err(|(step, why)| self.error(step, why))
+        super::artifacts::fetch(
+            self.prepared.session.transport.as_ref(),
+            &argv,
+            &self.job_dir,
+        )
+        .map_err(|(step, why)| self.error(step, why))
     }
 }
-
-/// How long bringing the artifacts back may take.
-const COLLECT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 impl Guest for MicrovmGuest {
     fn wait(&mut self, deadline: Instant, cancel: &Cancel) -> Result<Ended, BackendError> {

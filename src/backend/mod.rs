@@ -26,7 +26,8 @@ pub struct JobContext<'a> {
     pub run_id: &'a str,
     /// Guest protocol v1: command, timeout, user, env, PATH entries, workspace mode.
     pub request: &'a Request,
-    /// The job's workspace: the read-only snapshot, or a private writable copy.
+    /// The job's workspace: the read-only snapshot, or a private writable copy when the
+    /// backend [uses a local copy](Backend::uses_local_copy).
     pub workspace: &'a Path,
     /// `runs/<run>/jobs/<job>/`: `host.log`, `guest.log`, `result.json`, `artifacts/`.
     pub job_dir: &'a Path,
@@ -65,6 +66,12 @@ pub enum BackendError {
 
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
+
+    /// Whether a writable job runs in a private copy made on this machine; backends
+    /// whose guests live elsewhere make their copy there, from the snapshot.
+    fn uses_local_copy(&self) -> bool {
+        true
+    }
 
     /// Starts the job's guest. The returned guest tears itself down on drop, so a
     /// panic or early return cannot leak it.
@@ -108,18 +115,25 @@ impl<'a> RunBackends<'a> {
     pub fn get(&self, kind: BackendKind, cancel: &Cancel) -> Result<&dyn Backend, BackendError> {
         match kind {
             BackendKind::Host => Ok(&self.host),
-            BackendKind::Microvm => self
-                .microvm
-                .get_or_init(|| MicrovmBackend::prepare(&self.cx, cancel))
-                .as_ref()
-                .map(|b| b as &dyn Backend)
-                .map_err(|why| BackendError::Setup(format!("microVM setup failed: {why}"))),
-            BackendKind::Incus => self
-                .incus
-                .get_or_init(|| IncusBackend::prepare(&self.cx, cancel))
-                .as_ref()
-                .map(|b| b as &dyn Backend)
-                .map_err(|why| BackendError::Setup(format!("Incus setup failed: {why}"))),
+            BackendKind::Microvm => prepared(&self.microvm, "microVM", || {
+                MicrovmBackend::prepare(&self.cx, cancel)
+            }),
+            BackendKind::Incus => prepared(&self.incus, "Incus", || {
+                IncusBackend::prepare(&self.cx, cancel)
+            }),
         }
+    }
+}
+
+/// The backend in `cell`, prepared by the first caller; later callers wait for it and
+/// get the same backend or the same setup error.
+fn prepared<'c, B: Backend>(
+    cell: &'c OnceLock<Result<B, String>>,
+    name: &str,
+    prepare: impl FnOnce() -> Result<B, String>,
+) -> Result<&'c dyn Backend, BackendError> {
+    match cell.get_or_init(prepare) {
+        Ok(backend) => Ok(backend),
+        Err(why) => Err(BackendError::Setup(format!("{name} setup failed: {why}"))),
     }
 }

@@ -120,12 +120,12 @@ cd "$1"
 n=0
 while IFS= read -r run; do
   [ -n "$run" ] && [ -d "jobs/$run" ] || continue
-  find "jobs/$run" -type d -exec chmod u+w {} +
-  rm -rf -- "jobs/$run"
+  discard "jobs/$run"
   n=$((n + 1))
 done
 if [ -d tmp ]; then
-  find tmp -mindepth 1 -maxdepth 1 -mmin +60 -exec sh -c 'find "$1" -type d -exec chmod u+w {} +; rm -rf -- "$1"' sh {} \;
+  # tmp holds only names pikaci made (no spaces), so word splitting is safe here.
+  for old in $(find tmp -mindepth 1 -maxdepth 1 -mmin +60); do discard "$old"; done
 fi
 echo "$n"
 "#;
@@ -138,9 +138,7 @@ pub fn collect_host(
     cancel: &Cancel,
 ) -> Result<usize, String> {
     let (transport, work_dir, _) = connect(config, state_root, cancel)?;
-    let argv = Argv::new("sh")
-        .args(["-c", COLLECT, "pikaci-gc"])
-        .arg(&work_dir);
+    let argv = crate::transport::host_sh(COLLECT, "pikaci-gc").arg(&work_dir);
     let out = transport
         .run(
             &argv,

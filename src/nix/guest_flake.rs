@@ -136,8 +136,7 @@ impl GuestProfile {
 
     /// Names the runner: the first 16 hex digits of the flake's sha256.
     pub fn hash(&self) -> String {
-        let digest = Sha256::digest(self.flake_nix().as_bytes());
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        crate::snapshot::hex(&Sha256::digest(self.flake_nix().as_bytes())[..8])
     }
 
     /// The attribute `nix build` builds from the generated flake.

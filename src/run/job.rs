@@ -173,7 +173,7 @@ fn drive(
         .time("setup", || backends.get(job.backend, cancel))
         .map_err(|e| e.to_string())?;
     let mut copy = PrivateCopy(None);
-    let workspace = if job.writable_workspace {
+    let workspace = if job.writable_workspace && backend.uses_local_copy() {
         let path = dir.join("workspace");
         phases
             .time("workspace", || {

@@ -2,6 +2,7 @@
 //! Commands are argv values; they become a shell string once, at the SSH boundary
 //! ([`quote::quote_argv`]), and never anywhere else.
 
+mod host_sh;
 mod local;
 mod quote;
 mod ssh;
@@ -11,6 +12,7 @@ use std::io::{Read, Seek};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
+pub use host_sh::host_sh;
 pub use local::Local;
 pub use quote::quote_argv;
 pub use ssh::{Ssh, SshOptions};
