@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod git;
 pub mod guest;
 pub mod ids;
+pub mod incus;
 pub mod nix;
 pub mod plan;
 pub mod protocol;

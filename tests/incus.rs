@@ -1,6 +1,7 @@
 //! The Incus backend end to end against the real incusd (containers; VMs need vsock,
 //! which the test machines lack), with the image from `scripts/testbed/incus.sh`.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::harness::Repo;
@@ -12,21 +13,82 @@ fn image() -> Option<String> {
 fn repo(image: &str, jobs: &str) -> Repo {
     Repo::new(&format!(
         "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
-         instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n\n{jobs}"
+         instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n\
+         limits = {{ memory = \"256MiB\", processes = 200 }}\n\n{jobs}"
     ))
 }
 
-/// Instances of `run` still present.
-fn instances_of(run: &str) -> Vec<String> {
-    let out = std::process::Command::new("incus")
-        .args(["list", "--format", "json"])
+fn incus(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("incus")
+        .args(args)
         .output()
+        .unwrap()
+}
+
+/// The testbed image's directory (metadata.tar + rootfs.tar) and a copy that differs
+/// only in its metadata, so Incus gives it another fingerprint.
+fn image_dirs(tmp: &Path) -> Option<(PathBuf, PathBuf)> {
+    let first = PathBuf::from(crate::harness::testbed_var(
+        "PIKACI_TEST_INCUS_IMAGE_DIR",
+        "incus.sh",
+    )?);
+    let second = tmp.join("second");
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::copy(first.join("rootfs.tar"), second.join("rootfs.tar")).unwrap();
+    let yaml = format!(
+        "architecture: x86_64\ncreation_date: 1\nproperties:\n  description: {}\n",
+        tmp.display()
+    );
+    let mut meta = tar::Builder::new(std::fs::File::create(second.join("metadata.tar")).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(yaml.len() as u64);
+    header.set_mode(0o644);
+    meta.append_data(&mut header, "metadata.yaml", yaml.as_bytes())
         .unwrap();
+    meta.finish().unwrap();
+    Some((first, second))
+}
+
+/// The fingerprint Incus gives a split image: SHA-256 of metadata, then rootfs.
+fn fingerprint(dir: &Path) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for file in ["metadata.tar", "rootfs.tar"] {
+        hash.update(std::fs::read(dir.join(file)).unwrap());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes a test alias and the images only it used, however the test ends.
+struct AliasGuard(String, Vec<String>);
+
+impl Drop for AliasGuard {
+    fn drop(&mut self) {
+        incus(&["image", "alias", "delete", &self.0]);
+        for image in &self.1 {
+            // Refused (and kept) while another alias names it, e.g. the testbed's.
+            let info = incus(&["query", &format!("/1.0/images/{image}")]);
+            let record: serde_json::Value =
+                serde_json::from_slice(&info.stdout).unwrap_or_default();
+            if record["aliases"].as_array().is_some_and(|a| a.is_empty()) {
+                incus(&["image", "delete", image]);
+            }
+        }
+    }
+}
+
+/// The config of each instance of `run` still present.
+fn instance_configs(run: &str) -> Vec<serde_json::Value> {
+    let out = incus(&["list", "--format", "json"]);
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    list.iter()
+    list.into_iter()
         .filter(|i| i["config"]["user.pikaci.run"] == run)
-        .map(|i| i["name"].as_str().unwrap().to_string())
+        .map(|i| i["config"].clone())
         .collect()
+}
+
+fn instances_of(run: &str) -> usize {
+    instance_configs(run).len()
 }
 
 #[test]
@@ -63,6 +125,19 @@ command = "echo started; sleep 300"
     assert_eq!(status["status"], "passed", "{status}");
     assert_eq!(status["backend"], "incus");
     assert_eq!(log, "pikaci\npub fn x() {}\n");
+    for phase in [
+        "launch.init",
+        "launch.image",
+        "launch.workspace",
+        "launch.start",
+        "launch.ready",
+        "launch.request",
+        "run",
+        "collect",
+        "cleanup",
+    ] {
+        assert!(status["phases"][phase].is_u64(), "{phase}: {status}");
+    }
     let made = repo.latest_run().join("jobs/pass/artifacts/made.txt");
     assert_eq!(std::fs::read_to_string(made).unwrap(), "made\n");
     let image_used =
@@ -101,11 +176,7 @@ command = "echo started; sleep 300"
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    assert_eq!(
-        instances_of(&run),
-        Vec::<String>::new(),
-        "every instance deleted"
-    );
+    assert_eq!(instances_of(&run), 0, "every instance deleted");
 }
 
 #[test]
@@ -150,11 +221,12 @@ fn gc_deletes_the_instance_of_a_killed_run() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    assert_eq!(
-        instances_of(&run).len(),
-        1,
-        "a killed pikaci leaves its instance"
-    );
+    let configs = instance_configs(&run);
+    assert_eq!(configs.len(), 1, "a killed pikaci leaves its instance");
+    // The limits of pikaci.toml were set at init (this testbed's cgroup v1 containers
+    // cannot show them from inside).
+    assert_eq!(configs[0]["limits.memory"], "256MiB");
+    assert_eq!(configs[0]["limits.processes"], "200");
     let gc = repo.pikaci(&["gc"]);
     gc.expect(0);
     assert!(
@@ -162,5 +234,169 @@ fn gc_deletes_the_instance_of_a_killed_run() {
         "{}",
         gc.stdout()
     );
-    assert_eq!(instances_of(&run), Vec::<String>::new());
+    assert_eq!(instances_of(&run), 0);
+}
+
+#[test]
+fn an_image_built_by_nix_is_imported_under_its_alias_and_runs_jobs() {
+    let Some(image) = image() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((_, second)) = image_dirs(tmp.path()) else {
+        return;
+    };
+    let alias = format!("pikaci/e2e-built-{}", std::process::id());
+    let expected = fingerprint(&second);
+    let _guard = AliasGuard(alias.clone(), vec![expected.clone()]);
+    let repo = repo(&alias, "[jobs.a]\ncommand = \"echo in-the-new-image\"\n");
+    // The flake's image output: the two files, copied by a derivation (no nixpkgs here).
+    for file in ["metadata.tar", "rootfs.tar"] {
+        std::fs::copy(second.join(file), repo.path().join(file)).unwrap();
+    }
+    repo.write(
+        "flake.nix",
+        r#"{
+  outputs = { self }: {
+    packages.x86_64-linux.incus-image = derivation {
+      name = "pikaci-test-incus-image";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      metadata = ./metadata.tar;
+      rootfs = ./rootfs.tar;
+      args = [ "-c" "/bin/mkdir $out && /bin/cp $metadata $out/metadata.tar && /bin/cp $rootfs $out/rootfs.tar" ];
+    };
+  };
+}
+"#,
+    );
+    repo.commit("an image output");
+
+    let built = repo.pikaci(&["image", "build"]);
+    built.expect(0);
+    let out = built.stdout().trim().to_string();
+    assert!(out.starts_with("/nix/store/"), "{}", built.stdout());
+    assert!(Path::new(&out).join("rootfs.tar").is_file());
+
+    // Before the import the alias is missing; afterwards it names the built image.
+    repo.pikaci(&["run", "a"]).expect(3);
+    let imported = repo.pikaci(&["image", "import", "--alias", &alias]);
+    imported.expect(0);
+    assert!(
+        imported
+            .stdout()
+            .contains(&format!("-> {} (imported)", &expected[..12])),
+        "{}",
+        imported.stdout()
+    );
+    repo.pikaci(&["run", "a"]).expect(0);
+    let (_, log) = repo.job("a");
+    assert_eq!(log, "in-the-new-image\n");
+    let used = std::fs::read_to_string(repo.latest_run().join("jobs/a/incus-image")).unwrap();
+    assert_eq!(used.trim(), expected);
+
+    let list = repo.pikaci(&["image", "list"]);
+    list.expect(0);
+    let line = list
+        .stdout()
+        .lines()
+        .find(|l| l.contains(&alias))
+        .map(str::to_string);
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.starts_with(&expected[..12])),
+        "{}",
+        list.stdout()
+    );
+
+    // Pointing the alias back at the testbed image removes the built one: nothing uses
+    // it any more.
+    let testbed = repo.pikaci(&[
+        "image",
+        "import",
+        "--alias",
+        &alias,
+        &crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE_DIR", "incus.sh").unwrap(),
+    ]);
+    testbed.expect(0);
+    assert!(
+        testbed
+            .stdout()
+            .contains(&format!("removed the previous image {}", &expected[..12])),
+        "{}",
+        testbed.stdout()
+    );
+    assert!(
+        !incus(&["query", &format!("/1.0/images/{expected}")])
+            .status
+            .success()
+    );
+    let _ = image;
+}
+
+#[test]
+fn moving_the_alias_never_leaves_a_run_without_an_image() {
+    let Some(_) = image() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((first, second)) = image_dirs(tmp.path()) else {
+        return;
+    };
+    let (a, b) = (fingerprint(&first), fingerprint(&second));
+    let alias = format!("pikaci/e2e-swap-{}", std::process::id());
+    let _guard = AliasGuard(alias.clone(), vec![b.clone()]);
+    let repo = repo(
+        &alias,
+        "[jobs.one]\ncommand = \"true\"\n\n[jobs.two]\ncommand = \"true\"\n",
+    );
+    // No `image build` yet: the default directory does not exist.
+    let missing = repo.pikaci(&["image", "import", "--alias", &alias]);
+    missing.expect(3);
+    assert!(
+        missing.stderr().contains("pikaci image build"),
+        "{}",
+        missing.stderr()
+    );
+    let import = |dir: &Path| {
+        let run = repo.pikaci(&["image", "import", "--alias", &alias, dir.to_str().unwrap()]);
+        assert_eq!(run.code(), 0, "{}{}", run.stdout(), run.stderr());
+    };
+    import(&first);
+
+    // Runs look the alias up and create instances from it while it keeps moving.
+    let runs = std::thread::scope(|scope| {
+        let runner = scope.spawn(|| {
+            (0..4)
+                .map(|_| {
+                    let run = repo.pikaci(&["run"]);
+                    let jobs: Vec<String> = ["one", "two"]
+                        .iter()
+                        .map(|job| {
+                            std::fs::read_to_string(
+                                repo.latest_run().join("jobs").join(job).join("incus-image"),
+                            )
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string()
+                        })
+                        .collect();
+                    (run.code(), run.stdout(), jobs)
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut swaps = 0;
+        while !runner.is_finished() {
+            import(if swaps % 2 == 0 { &second } else { &first });
+            swaps += 1;
+        }
+        eprintln!("the alias moved {swaps} times during the runs");
+        assert!(
+            swaps >= 2,
+            "the alias moved {swaps} time(s) during the runs"
+        );
+        runner.join().unwrap()
+    });
+    for (code, stdout, images) in runs {
+        assert_eq!(code, 0, "{stdout}");
+        for image in images {
+            assert!(image == a || image == b, "{image}");
+        }
+    }
 }

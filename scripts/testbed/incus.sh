@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Incus testbed: incusd from bookworm-backports, started by hand (no systemd on this
 # machine kind), a `dir` storage pool, and an offline-built container image `pikaci/test`
-# (busybox, a static bash and the static pikaci-guest of this checkout). Containers
+# (busybox, a static bash and the static pikaci-guest of this checkout), kept as a
+# directory for `pikaci image import`. Containers
 # only: VMs need vhost_vsock, which these machines lack. Cached under $PIKACI_TESTBED.
 #
 #   eval "$(bash scripts/testbed/incus.sh)"   # set up (idempotent); prints variables
@@ -59,9 +60,12 @@ guest_bin="$repo/target/static/x86_64-unknown-linux-gnu/release/pikaci-guest"
 
 # The image: rebuilt and re-imported only when its contents changed.
 stamp=$(cat "$0" /bin/busybox /bin/bash-static "$guest_bin" | sha256sum | cut -c1-16)
+# The image directory (metadata.tar + rootfs.tar, the layout `pikaci image import` takes)
+# is kept for the tests; it is rebuilt and re-imported only when its contents changed.
+image="$dir/image"
 if [ "$(cat "$dir/image.stamp" 2>/dev/null)" != "$stamp" ] || ! incus image show "$alias_name" >/dev/null 2>&1; then
   echo "testbed: building the image $alias_name" >&2
-  tmp=$(mktemp -d)
+  tmp=$(mktemp -d "$dir/build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   rootfs="$tmp/rootfs"
   mkdir -p "$rootfs"/{bin,sbin,etc,tmp,root,home/pikaci,usr/local/bin,run,proc,sys,dev,workspace,artifacts}
@@ -81,11 +85,14 @@ if [ "$(cat "$dir/image.stamp" 2>/dev/null)" != "$stamp" ] || ! incus image show
   chown 1000:1000 "$rootfs/home/pikaci"
   printf 'architecture: x86_64\ncreation_date: %s\nproperties:\n  description: pikaci testbed container\n' \
     "$(date +%s)" > "$tmp/metadata.yaml"
-  tar -C "$tmp" -cf "$tmp/meta.tar" metadata.yaml
-  tar -C "$rootfs" --numeric-owner -cf "$tmp/rootfs.tar" .
+  mkdir "$tmp/image"
+  tar -C "$tmp" -cf "$tmp/image/metadata.tar" metadata.yaml
+  tar -C "$rootfs" --numeric-owner -cf "$tmp/image/rootfs.tar" .
+  rm -rf "$image"
+  mv "$tmp/image" "$image"
   old=$(incus image list "$alias_name" --format csv -c f 2>/dev/null | head -1 || true)
   incus image alias delete "$alias_name" >/dev/null 2>&1 || true
-  incus image import "$tmp/meta.tar" "$tmp/rootfs.tar" --alias "$alias_name" >&2
+  incus image import "$image/metadata.tar" "$image/rootfs.tar" --alias "$alias_name" >&2
   if [ -n "$old" ]; then incus image delete "$old" >/dev/null 2>&1 || true; fi
   echo "$stamp" > "$dir/image.stamp"
 fi
@@ -114,4 +121,5 @@ fi
 
 cat <<VARS
 export PIKACI_TEST_INCUS_IMAGE=$alias_name
+export PIKACI_TEST_INCUS_IMAGE_DIR=$image
 VARS

@@ -1,9 +1,11 @@
 //! `backend = "incus"`: each job in a throwaway Incus instance, every `incus` call an
 //! argv through the transport (local or SSH).
 //!
-//! Once per run: the host session, and the image the alias names (exactly that alias:
-//! `incus image list` filters by prefix). Per job: `init` (tagged with the run id for
-//! gc), the workspace as a read-only disk when the instance runs where the snapshot is
+//! Once per run: the host session, and a check that an image has exactly the alias
+//! (`incus image list` filters by prefix), for a clear error. Per job: `init` from the
+//! alias (resolved by Incus atomically, so `pikaci image import` may move it at any
+//! time; the image really used is read back from the instance), tagged with the run id
+//! for gc, the workspace as a read-only disk when the instance runs where the snapshot is
 //! (otherwise streamed in), `start`, readiness (`exec true`), the request written
 //! through `exec … sh -c 'umask 077; …; cat > FILE'`, then the agent via `exec`, its
 //! output streamed to `host.log`; afterwards the artifacts come back as a tar stream and
@@ -14,144 +16,20 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::session::{HOST_STEP, HostSession, RunContext};
 use super::{Backend, BackendError, Guest, JobContext};
-use crate::argv::Argv;
 use crate::cancel::Cancel;
-use crate::config::{BackendKind, IncusSettings, InstanceType};
+use crate::config::{BackendKind, IncusSettings};
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
+use crate::incus::{GUEST_WORKSPACE, Incus, REQUEST, instances_of_runs, select_image};
 use crate::protocol::{GuestResult, Request};
 
-/// Where the request goes inside the instance, and the workspace.
-const REQUEST: &str = "/run/pikaci/request.json";
-const GUEST_WORKSPACE: &str = "/workspace";
 /// How long an instance may take to answer `exec true` after `start`.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time on top of the job's timeout for the agent to stop the job and write its result.
 const AGENT_GRACE: Duration = Duration::from_secs(30);
-/// The config key that tags an instance with its run (for gc).
-pub const RUN_KEY: &str = "user.pikaci.run";
-
-/// One record of `incus image list --format json`, the fields pikaci reads.
-#[derive(Debug, Deserialize)]
-struct ImageRecord {
-    fingerprint: String,
-    #[serde(default)]
-    aliases: Vec<ImageAlias>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ImageAlias {
-    name: String,
-}
-
-/// The fingerprint of the one image whose alias is exactly `alias`.
-pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, String> {
-    let records: Vec<ImageRecord> = serde_json::from_slice(json)
-        .map_err(|e| format!("`incus image list` printed JSON pikaci cannot read: {e}"))?;
-    let matching: Vec<&ImageRecord> = records
-        .iter()
-        .filter(|r| r.aliases.iter().any(|a| a.name == alias))
-        .collect();
-    match matching[..] {
-        [one] => Ok(one.fingerprint.clone()),
-        [] => Err(format!(
-            "no image has the alias `{alias}` in project `{project}`; build and import one \
-             (for the testbed: `bash scripts/testbed/incus.sh`), or set backends.incus.image"
-        )),
-        _ => Err(format!(
-            "several images have the alias `{alias}` in project `{project}`: {}",
-            matching
-                .iter()
-                .map(|r| r.fingerprint.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }
-}
-
-/// The argvs pikaci runs; pure, so a snapshot pins them.
-pub struct Incus<'a> {
-    pub project: &'a str,
-}
-
-impl Incus<'_> {
-    fn base(&self, args: &[&str]) -> Argv {
-        Argv::new("incus")
-            .args(args)
-            .args(["--project", self.project])
-    }
-
-    pub fn image_list(&self, alias: &str) -> Argv {
-        self.base(&["image", "list"])
-            .arg(alias)
-            .args(["--format", "json"])
-    }
-
-    pub fn init(&self, settings: &IncusSettings, image: &str, name: &str, run: &str) -> Argv {
-        let mut argv = self.base(&["init"]).arg(image).arg(name);
-        if settings.instance_type == InstanceType::Vm {
-            argv = argv.arg("--vm");
-        }
-        for profile in &settings.profiles {
-            argv = argv.arg("--profile").arg(profile);
-        }
-        argv.arg("--config").arg(format!("{RUN_KEY}={run}"))
-    }
-
-    pub fn base_image(&self, name: &str) -> Argv {
-        self.base(&["config", "get"])
-            .arg(name)
-            .arg("volatile.base_image")
-    }
-
-    pub fn add_workspace(&self, name: &str, source: &Path) -> Argv {
-        self.base(&["config", "device", "add"])
-            .arg(name)
-            .args(["workspace", "disk"])
-            .arg(format!("source={}", source.display()))
-            .arg(format!("path={GUEST_WORKSPACE}"))
-            .arg("readonly=true")
-    }
-
-    pub fn start(&self, name: &str) -> Argv {
-        self.base(&["start"]).arg(name)
-    }
-
-    pub fn exec(&self, name: &str, command: &[&str]) -> Argv {
-        self.base(&["exec"]).arg(name).arg("--").args(command)
-    }
-
-    pub fn delete(&self, name: &str) -> Argv {
-        self.base(&["delete", "--force"]).arg(name)
-    }
-}
-
-/// One record of `incus list --format json`, the fields gc reads.
-#[derive(Debug, Deserialize)]
-struct InstanceRecord {
-    name: String,
-    /// Null for some instances; values are not all strings.
-    #[serde(default)]
-    config: Option<std::collections::BTreeMap<String, serde_json::Value>>,
-}
-
-/// The instances tagged with one of `runs`.
-pub fn instances_of_runs(json: &[u8], runs: &[String]) -> Result<Vec<String>, String> {
-    let records: Vec<InstanceRecord> = serde_json::from_slice(json)
-        .map_err(|e| format!("`incus list` printed JSON pikaci cannot read: {e}"))?;
-    Ok(records
-        .into_iter()
-        .filter(|r| {
-            let run = r.config.as_ref().and_then(|c| c.get(RUN_KEY)?.as_str());
-            run.is_some_and(|run| runs.iter().any(|r| r == run))
-        })
-        .map(|r| r.name)
-        .collect())
-}
 
 /// `pikaci gc` for Incus: deletes the instances of runs that are over (a killed pikaci
 /// could not delete them). Returns how many.
@@ -162,10 +40,8 @@ pub fn collect_instances(
     cancel: &Cancel,
 ) -> Result<usize, String> {
     let (transport, _, _) = super::session::connect(config, state_root, cancel)?;
-    let incus = Incus {
-        project: &config.backends.incus.project,
-    };
-    let list = incus.base(&["list"]).args(["--format", "json"]);
+    let incus = Incus::new(&config.backends.incus);
+    let list = incus.list_instances();
     let deadline = || Instant::now() + HOST_STEP;
     let json = transport
         .run(&list, b"", deadline(), cancel)
@@ -200,7 +76,6 @@ pub fn instance_name(run: &str, job: &str) -> String {
 struct Prepared {
     session: HostSession,
     settings: IncusSettings,
-    image: String,
 }
 
 pub struct IncusBackend {
@@ -211,17 +86,11 @@ impl IncusBackend {
     pub fn prepare(cx: &RunContext, cancel: &Cancel) -> Result<IncusBackend, String> {
         let settings = cx.config.backends.incus.clone();
         let session = HostSession::open(cx, cancel)?;
-        let incus = Incus {
-            project: &settings.project,
-        };
+        let incus = Incus::new(&settings);
         let json = session.run(&incus.image_list(&settings.image), b"", cancel)?;
-        let image = select_image(&json, &settings.image, &settings.project)?;
+        select_image(&json, &settings.image, &settings.project)?;
         Ok(IncusBackend {
-            prepared: Arc::new(Prepared {
-                session,
-                settings,
-                image,
-            }),
+            prepared: Arc::new(Prepared { session, settings }),
         })
     }
 }
@@ -238,22 +107,10 @@ impl Backend for IncusBackend {
 
     fn launch(&self, job: &JobContext, cancel: &Cancel) -> Result<Box<dyn Guest>, BackendError> {
         let p = &self.prepared;
-        let incus = Incus {
-            project: &p.settings.project,
-        };
+        let incus = Incus::new(&p.settings);
         let name = instance_name(job.run_id, &job.request.job_id);
-        p.session
-            .run(
-                &incus.init(&p.settings, &p.image, &name, job.run_id),
-                b"",
-                cancel,
-            )
-            .map_err(|why| BackendError::Host {
-                job: job.request.job_id.clone(),
-                step: "creating the instance",
-                why,
-            })?;
-        // From here on, dropping the guest deletes the instance.
+        // Dropping the guest deletes the instance, also when `init` fails half way (a
+        // deadline hit after the instance was created).
         let mut guest = IncusGuest {
             prepared: Arc::clone(&self.prepared),
             name,
@@ -262,19 +119,16 @@ impl Backend for IncusBackend {
             timeout_secs: job.request.timeout_secs,
             job_dir: job.job_dir.to_path_buf(),
             deleted: false,
+            steps: Vec::new(),
         };
-        let run = |guest: &IncusGuest, step: &'static str, argv: Argv, stdin: &[u8]| {
-            p.session
-                .run(&argv, stdin, cancel)
-                .map_err(|why| guest.error(step, why))
-        };
+        guest.step("init", "creating the instance", |g| {
+            let init = incus.init(&p.settings, &g.name, job.run_id);
+            p.session.run(&init, b"", cancel)
+        })?;
         // The instance's own record of its image, not a second lookup.
-        let base = run(
-            &guest,
-            "reading the instance's image",
-            incus.base_image(&guest.name),
-            b"",
-        )?;
+        let base = guest.step("image", "reading the instance's image", |g| {
+            p.session.run(&incus.base_image(&g.name), b"", cancel)
+        })?;
         // Kept beside the job's logs: the image this job really ran on.
         let base = format!("{}\n", String::from_utf8_lossy(&base).trim());
         std::fs::write(guest.job_dir.join("incus-image"), base)
@@ -283,22 +137,21 @@ impl Backend for IncusBackend {
         // remote host, or a writable workspace) the files are streamed in after start.
         let stream_workspace = !p.session.local || job.request.writable_workspace;
         if !stream_workspace {
-            run(
-                &guest,
-                "adding the workspace",
-                incus.add_workspace(&guest.name, job.workspace),
-                b"",
-            )?;
+            guest.step("workspace", "adding the workspace", |g| {
+                p.session
+                    .run(&incus.add_workspace(&g.name, job.workspace), b"", cancel)
+            })?;
         }
-        run(
-            &guest,
-            "starting the instance",
-            incus.start(&guest.name),
-            b"",
-        )?;
-        guest.wait_ready(&incus, cancel)?;
+        guest.step("start", "starting the instance", |g| {
+            p.session.run(&incus.start(&g.name), b"", cancel)
+        })?;
+        guest.step("ready", "waiting for the instance", |g| {
+            g.wait_ready(&incus, cancel)
+        })?;
         if stream_workspace {
-            guest.stream_workspace(&incus, job.workspace, cancel)?;
+            guest.step("workspace", "copying the workspace in", |g| {
+                g.stream_workspace(&incus, job.workspace, cancel)
+            })?;
         }
         let request = Request {
             workdir: GUEST_WORKSPACE.into(),
@@ -316,7 +169,9 @@ impl Backend for IncusBackend {
                 REQUEST,
             ],
         );
-        run(&guest, "writing the request", write, &json)?;
+        guest.step("request", "writing the request", |_| {
+            p.session.run(&write, &json, cancel)
+        })?;
 
         let agent = incus.exec(&guest.name, &[&p.settings.guest_agent, "run", REQUEST]);
         let log = std::fs::File::create(job.job_dir.join("host.log"))
@@ -342,6 +197,8 @@ struct IncusGuest {
     timeout_secs: u64,
     job_dir: PathBuf,
     deleted: bool,
+    /// How long each step of launch took.
+    steps: Vec<(&'static str, Duration)>,
 }
 
 impl IncusGuest {
@@ -353,13 +210,24 @@ impl IncusGuest {
         }
     }
 
-    fn incus(&self) -> Incus<'_> {
-        Incus {
-            project: &self.prepared.settings.project,
-        }
+    /// Runs one step of launch, timed under `name`; a failure names `what`.
+    fn step<T, E: ToString>(
+        &mut self,
+        name: &'static str,
+        what: &'static str,
+        f: impl FnOnce(&Self) -> Result<T, E>,
+    ) -> Result<T, BackendError> {
+        let started = Instant::now();
+        let value = f(self).map_err(|e| self.error(what, e.to_string()));
+        self.steps.push((name, started.elapsed()));
+        value
     }
 
-    fn wait_ready(&self, incus: &Incus, cancel: &Cancel) -> Result<(), BackendError> {
+    fn incus(&self) -> Incus<'_> {
+        Incus::new(&self.prepared.settings)
+    }
+
+    fn wait_ready(&self, incus: &Incus, cancel: &Cancel) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let probe = incus.exec(&self.name, &["true"]);
         loop {
@@ -374,9 +242,8 @@ impl IncusGuest {
                 return Ok(());
             }
             if cancel.is_cancelled() || Instant::now() >= deadline {
-                return Err(self.error(
-                    "waiting for the instance",
-                    format!("it did not answer `incus exec … true` within {READY_TIMEOUT:?}"),
+                return Err(format!(
+                    "it did not answer `incus exec … true` within {READY_TIMEOUT:?}"
                 ));
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -389,18 +256,13 @@ impl IncusGuest {
         incus: &Incus,
         workspace: &Path,
         cancel: &Cancel,
-    ) -> Result<(), BackendError> {
-        let mut builder = tar::Builder::new(
-            tempfile::tempfile().map_err(|e| self.error("packing the workspace", e))?,
-        );
+    ) -> Result<(), String> {
+        let pack = |e: std::io::Error| format!("cannot pack the workspace: {e}");
+        let mut builder = tar::Builder::new(tempfile::tempfile().map_err(pack)?);
         builder.follow_symlinks(false);
-        builder
-            .append_dir_all(".", workspace)
-            .map_err(|e| self.error("packing the workspace", e))?;
-        let mut file = builder
-            .into_inner()
-            .map_err(|e| self.error("packing the workspace", e))?;
-        std::io::Seek::rewind(&mut file).map_err(|e| self.error("packing the workspace", e))?;
+        builder.append_dir_all(".", workspace).map_err(pack)?;
+        let mut file = builder.into_inner().map_err(pack)?;
+        std::io::Seek::rewind(&mut file).map_err(pack)?;
         let argv = incus.exec(
             &self.name,
             &[
@@ -416,7 +278,7 @@ impl IncusGuest {
             .transport
             .run_file(&argv, file, Instant::now() + HOST_STEP * 10, cancel)
             .map(drop)
-            .map_err(|e| self.error("copying the workspace in", e))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -459,6 +321,10 @@ impl Guest for IncusGuest {
         Ok(result)
     }
 
+    fn launch_steps(&self) -> Vec<(&'static str, Duration)> {
+        self.steps.clone()
+    }
+
     fn cleanup(&mut self) -> Result<(), BackendError> {
         if let Some(mut child) = self.child.take() {
             child.terminate(KILL_GRACE);
@@ -487,81 +353,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn image_selection_takes_the_exact_alias_only() {
-        let one = br#"[{"fingerprint":"aaa","aliases":[{"name":"pikaci/dev"}],"type":"container"},
-                       {"fingerprint":"bbb","aliases":[{"name":"pikaci/dev-old"}]}]"#;
-        assert_eq!(select_image(one, "pikaci/dev", "p").unwrap(), "aaa");
-        let prefix_only = br#"[{"fingerprint":"bbb","aliases":[{"name":"pikaci/dev-old"}]}]"#;
-        let none = select_image(prefix_only, "pikaci/dev", "p").unwrap_err();
-        assert!(
-            none.contains("no image has the alias `pikaci/dev`"),
-            "{none}"
-        );
-        assert!(select_image(b"[]", "x", "p").is_err());
-        let two = br#"[{"fingerprint":"aaa","aliases":[{"name":"x"}]},{"fingerprint":"ccc","aliases":[{"name":"x"}]}]"#;
-        let several = select_image(two, "x", "p").unwrap_err();
-        assert!(several.contains("aaa, ccc"), "{several}");
-        let bad = select_image(b"{not json", "x", "p").unwrap_err();
-        assert!(bad.contains("cannot read"), "{bad}");
-        let wrong_shape = select_image(br#"{"fingerprint":"a"}"#, "x", "p").unwrap_err();
-        assert!(wrong_shape.contains("cannot read"), "{wrong_shape}");
-    }
-
-    #[test]
-    fn gc_finds_instances_by_their_run_tag() {
-        let json = br#"[{"name":"a","config":{"user.pikaci.run":"R1"}},
-                        {"name":"b","config":{"user.pikaci.run":"R2"}},
-                        {"name":"c","config":{}},
-                        {"name":"d","config":null}]"#;
-        let runs = vec!["R1".to_string(), "R3".to_string()];
-        assert_eq!(instances_of_runs(json, &runs).unwrap(), vec!["a"]);
-        assert!(
-            instances_of_runs(b"[{]", &runs)
-                .unwrap_err()
-                .contains("cannot read")
-        );
-    }
-
-    #[test]
     fn instance_names_are_valid_and_distinct() {
         let a = instance_name("20261125T010203Z-abc", "lint_all.v2");
         assert!(a.starts_with("pikaci-lint-all-v2-"), "{a}");
         assert!(a.len() <= 63);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         assert_ne!(a, instance_name("20261125T010203Z-abd", "lint_all.v2"));
-    }
-
-    #[test]
-    fn incus_argv_shapes() {
-        let incus = Incus { project: "pikaci" };
-        let settings = IncusSettings {
-            instance_type: InstanceType::Container,
-            profiles: vec!["default".into(), "ci".into()],
-            ..IncusSettings::default()
-        };
-        let name = "pikaci-lint-0123456789ab";
-        let shown: Vec<String> = [
-            incus.image_list("pikaci/dev"),
-            incus.init(&settings, "f00d", name, "R1"),
-            incus.init(&IncusSettings::default(), "f00d", name, "R1"),
-            incus.base_image(name),
-            incus.add_workspace(name, Path::new("/state/cache/snapshots/ab")),
-            incus.start(name),
-            incus.exec(name, &["/usr/local/bin/pikaci-guest", "run", REQUEST]),
-            incus.delete(name),
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        insta::assert_snapshot!(shown.join("\n"), @"
-        incus image list --project pikaci pikaci/dev --format json
-        incus init --project pikaci f00d pikaci-lint-0123456789ab --profile default --profile ci --config user.pikaci.run=R1
-        incus init --project pikaci f00d pikaci-lint-0123456789ab --vm --profile default --config user.pikaci.run=R1
-        incus config get --project pikaci pikaci-lint-0123456789ab volatile.base_image
-        incus config device add --project pikaci pikaci-lint-0123456789ab workspace disk source=/state/cache/snapshots/ab path=/workspace readonly=true
-        incus start --project pikaci pikaci-lint-0123456789ab
-        incus exec --project pikaci pikaci-lint-0123456789ab -- /usr/local/bin/pikaci-guest run /run/pikaci/request.json
-        incus delete --force --project pikaci pikaci-lint-0123456789ab
-        ");
     }
 }

@@ -22,14 +22,12 @@ use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::{BackendKind, MicrovmSettings};
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
-use crate::nix::{GuestProfile, NixBuild, StorePath, installable_in};
+use crate::nix::{BUILD_TIMEOUT, GuestProfile, NixBuild, StorePath, installable_in};
 use crate::protocol::{GuestResult, Request};
 
 const SUPERVISE: &str = include_str!("microvm/supervise.bash");
 /// How long virtiofsd may take to create its socket.
 const SOCKET_WAIT_SECS: u64 = 30;
-/// How long the runner build may take.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Where the guest sees the workspace (docs/nix.md).
 const GUEST_WORKSPACE: &str = "/workspace";
 

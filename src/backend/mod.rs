@@ -9,12 +9,12 @@ mod session;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use host::HostBackend;
 pub use incus::{IncusBackend, collect_instances};
 pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
-pub use session::{HostSession, RunContext, collect_host};
+pub use session::{HostSession, RunContext, collect_host, connect};
 
 use crate::cancel::Cancel;
 use crate::config::BackendKind;
@@ -90,6 +90,11 @@ pub trait Guest: Send {
 
     /// Removes everything the guest used on the host. Idempotent.
     fn cleanup(&mut self) -> Result<(), BackendError>;
+
+    /// How long the named steps of `launch` took, for the job record (`launch.NAME`).
+    fn launch_steps(&self) -> Vec<(&'static str, Duration)> {
+        Vec::new()
+    }
 }
 
 /// The backends of one run. Each is set up when its first job needs it (a microVM run

@@ -92,7 +92,7 @@ impl HostSession {
 }
 
 /// Connects to the configured host and resolves pikaci's work dir there.
-pub(super) fn connect(
+pub fn connect(
     config: &Config,
     state_root: &Path,
     cancel: &Cancel,

@@ -78,6 +78,39 @@ pub enum Command {
     /// Print what pikaci generates, to inspect or regenerate it.
     #[command(subcommand)]
     Render(RenderCommand),
+    /// Build, import and list Incus images for the `incus` backend (on the guest host).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the image with `nix build` on the host; the result is the GC root that
+    /// `image import` takes by default.
+    Build(ImageBuildArgs),
+    /// Import an image directory and point the alias at it, then remove the image the
+    /// alias named before unless an instance or another alias still uses it.
+    Import(ImageImportArgs),
+    /// List the project's images and how many instances were made from each.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// The image installable; `.#x` and `./dir#x` are relative to pikaci.toml's
+    /// directory (local host only).
+    #[arg(default_value = ".#incus-image")]
+    pub installable: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageImportArgs {
+    /// A directory on the host with `metadata.tar*` and `rootfs.tar*`, `rootfs.squashfs`
+    /// or `*.qcow2` (default: the last `pikaci image build`).
+    pub dir: Option<PathBuf>,
+    /// The alias to point at the image (default: `backends.incus.image`).
+    #[arg(long)]
+    pub alias: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! What every command needs, resolved in one place: the config and the state dir.
 
 use super::args::Global;
+use crate::cancel::Cancel;
 use crate::config::{self, Config};
 use crate::error::Error;
 use crate::state::StateDir;
@@ -49,4 +50,13 @@ pub fn state_only(global: &Global) -> Result<StateDir, Error> {
 
 pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A cancel token that Ctrl-C and SIGTERM trigger, for commands that run on the host.
+pub fn cancel_on_signals() -> Result<Cancel, Error> {
+    let cancel = Cancel::new();
+    cancel
+        .install_signal_handlers()
+        .map_err(|e| Error::infra("installing signal handlers", e))?;
+    Ok(cancel)
 }

@@ -2,6 +2,7 @@
 
 mod args;
 mod context;
+mod image;
 mod inspect;
 mod maintain;
 mod render;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use args::{Cli, Command, RenderCommand};
+pub use args::{Cli, Command, ImageCommand, RenderCommand};
 
 use crate::error::Error;
 
@@ -49,5 +50,8 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Completions(args) => setup::completions(args),
         Command::Man => setup::man(),
         Command::Render(RenderCommand::GuestFlake(args)) => render::guest_flake(&global, args),
+        Command::Image(ImageCommand::Build(args)) => image::build(&global, args),
+        Command::Image(ImageCommand::Import(args)) => image::import(&global, args),
+        Command::Image(ImageCommand::List) => image::list(&global),
     }
 }

@@ -2,22 +2,13 @@ use std::io::Write;
 use std::path::Path;
 
 use super::args::{Execution, Global, RerunArgs, RunArgs};
-use super::context::{default_parallelism, load_config, state_dir};
-use crate::cancel::Cancel;
+use super::context::{cancel_on_signals, default_parallelism, load_config, state_dir};
 use crate::error::Error;
 use crate::report::{
     GithubReporter, OutputMode, Reporter, junit_report, markdown_summary, reporter,
 };
 use crate::run::{self, RunOptions, RunOutcome};
 use crate::state::{JobRecord, StateDir, job_records, resolve_run};
-
-fn cancel_on_signals() -> Result<Cancel, Error> {
-    let cancel = Cancel::new();
-    cancel
-        .install_signal_handlers()
-        .map_err(|e| Error::infra("installing signal handlers", e))?;
-    Ok(cancel)
-}
 
 fn parallel(execution: &Execution) -> usize {
     execution

@@ -148,6 +148,30 @@ impl Cx<'_> {
             if let Some(agent) = i.guest_agent {
                 settings.guest_agent = agent;
             }
+            for (key, value) in i.limits.unwrap_or_default() {
+                let span = value.span();
+                let name = format!("backends.incus.limits.{key}");
+                if key.is_empty()
+                    || !key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                {
+                    return Err(self.error(
+                        Some(span),
+                        name,
+                        "is not an Incus limit name (letters, digits, `.`, `-`, `_`; e.g. `cpu`, `memory`)",
+                    ));
+                }
+                let value = match value.into_inner() {
+                    LimitValue::Number(n) => n.to_string(),
+                    LimitValue::Text(text) if !text.trim().is_empty() => text,
+                    LimitValue::Text(_) => {
+                        return Err(self.error(Some(span), name, "must not be empty"));
+                    }
+                };
+                settings.limits.insert(key, value);
+            }
+            settings.sudo = i.sudo.unwrap_or(settings.sudo);
         }
         Ok(backends)
     }

@@ -134,6 +134,10 @@ pub struct IncusSettings {
     pub profiles: Vec<String>,
     /// `pikaci-guest` inside the image.
     pub guest_agent: String,
+    /// Incus `limits.*` keys (without the prefix) and their values, set at `init`.
+    pub limits: BTreeMap<String, String>,
+    /// Run every `incus` command through `sudo -n` (a host user outside the incus group).
+    pub sudo: bool,
 }
 
 impl Default for IncusSettings {
@@ -144,6 +148,8 @@ impl Default for IncusSettings {
             instance_type: InstanceType::Vm,
             profiles: vec!["default".into()],
             guest_agent: "/run/current-system/sw/bin/pikaci-guest".into(),
+            limits: BTreeMap::new(),
+            sudo: false,
         }
     }
 }

@@ -62,6 +62,16 @@ pub struct RawIncus {
     pub instance_type: Option<InstanceType>,
     pub profiles: Option<Vec<String>>,
     pub guest_agent: Option<String>,
+    pub limits: Option<BTreeMap<String, Spanned<LimitValue>>>,
+    pub sudo: Option<bool>,
+}
+
+/// `limits.cpu = 2` and `limits.memory = "4GiB"` are both natural to write.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum LimitValue {
+    Number(u64),
+    Text(String),
 }
 
 #[derive(Deserialize)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -13,6 +13,9 @@ use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::fsutil::tail;
 use crate::transport::{Transport, TransportError};
+
+/// Deadline for one `nix build` (a cold guest image build can take long).
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 pub struct NixBuild<'a> {
     pub installable: &'a str,

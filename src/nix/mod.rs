@@ -5,7 +5,7 @@ mod expr;
 mod guest_flake;
 mod store_path;
 
-pub use build::{BuildResult, NixBuild, NixError, installable_in};
+pub use build::{BUILD_TIMEOUT, BuildResult, NixBuild, NixError, installable_in};
 pub use expr::Expr;
 pub use guest_flake::{BUILT_FROM, GUEST_NAME, GuestProfile, SHARES, Share};
 pub use store_path::StorePath;

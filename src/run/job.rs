@@ -212,6 +212,11 @@ fn drive(
     let mut guest: Box<dyn Guest> = phases
         .time("launch", || backend.launch(&cx, cancel))
         .map_err(|e| e.to_string())?;
+    for (step, took) in guest.launch_steps() {
+        phases
+            .times
+            .insert(format!("launch.{step}"), took.as_millis() as u64);
+    }
     let deadline = Instant::now() + job.timeout;
     let ended = phases
         .time("run", || guest.wait(deadline, cancel))

@@ -1,16 +1,13 @@
 //! Prepare nodes: `nix build` of the run's inputs, GC roots under the run dir.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::recorder::Recorder;
 use crate::cancel::Cancel;
-use crate::nix::{NixBuild, StorePath, installable_in};
+use crate::nix::{BUILD_TIMEOUT, NixBuild, StorePath, installable_in};
 use crate::plan::PrepareNode;
 use crate::state::EventKind;
 use crate::transport::Local;
-
-/// How long one input build may take.
-pub const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// Builds one installable; returns the store paths of its outputs.
 pub fn build_input(

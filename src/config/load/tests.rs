@@ -34,6 +34,8 @@ project = "pikaci"
 image = "pikaci/dev"
 instance-type = "container"
 profiles = ["default", "ci"]
+limits = { cpu = 2, memory = "4GiB" }
+sudo = true
 
 [inputs]
 toolchain = ".#ci-toolchain"
@@ -80,6 +82,15 @@ fn reads_a_full_config_into_types() {
     );
     assert_eq!(config.ssh.connect_timeout, Duration::from_secs(5));
     assert_eq!(config.backends.incus.instance_type, InstanceType::Container);
+    let limits: Vec<_> = config.backends.incus.limits.iter().collect();
+    assert_eq!(
+        limits,
+        [
+            (&"cpu".into(), &"2".into()),
+            (&"memory".into(), &"4GiB".into())
+        ]
+    );
+    assert!(config.backends.incus.sudo);
     let build = &config.jobs["build"];
     assert_eq!(
         build.timeout,
@@ -170,6 +181,12 @@ fn bad_backend_name() {
 #[test]
 fn bad_host() {
     insta::assert_snapshot!(error_of("[defaults]\nhost = \"builder:22\"\n"), @"/repo/pikaci.toml:2:8: defaults.host: invalid host `builder:22`: expected `local` or `ssh://[user@]host[:port]`");
+}
+
+#[test]
+fn bad_incus_limit() {
+    insta::assert_snapshot!(error_of("[backends.incus]\nlimits = { \"cpu count\" = 2 }\n"), @"/repo/pikaci.toml:2:26: backends.incus.limits.cpu count: is not an Incus limit name (letters, digits, `.`, `-`, `_`; e.g. `cpu`, `memory`)");
+    insta::assert_snapshot!(error_of("[backends.incus]\nlimits = { memory = \"\" }\n"), @"/repo/pikaci.toml:2:21: backends.incus.limits.memory: must not be empty");
 }
 
 #[test]

@@ -1,0 +1,316 @@
+//! The `incus` command line as pikaci uses it: argvs built as values (run through a
+//! transport, pinned by snapshots) and the parts of its JSON that pikaci reads.
+
+mod image;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use image::{
+    ImageFiles, ImageRow, Imported, build_image, image_root, import_image, list_images,
+};
+
+use crate::argv::Argv;
+use crate::config::{IncusSettings, InstanceType};
+
+/// Where the request goes inside the instance, and the workspace.
+pub const REQUEST: &str = "/run/pikaci/request.json";
+pub const GUEST_WORKSPACE: &str = "/workspace";
+/// The config key that tags an instance with its run (for gc).
+pub const RUN_KEY: &str = "user.pikaci.run";
+
+/// One record of `incus image list --format json` (or `GET /1.0/images/FP`), the fields
+/// pikaci reads.
+#[derive(Debug, Deserialize)]
+struct ImageRecord {
+    fingerprint: String,
+    #[serde(default)]
+    aliases: Vec<ImageAlias>,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    uploaded_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageAlias {
+    name: String,
+}
+
+/// The fingerprint of the one image whose alias is exactly `alias`.
+pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, String> {
+    let records: Vec<ImageRecord> = serde_json::from_slice(json)
+        .map_err(|e| format!("`incus image list` printed JSON pikaci cannot read: {e}"))?;
+    let matching: Vec<&ImageRecord> = records
+        .iter()
+        .filter(|r| r.aliases.iter().any(|a| a.name == alias))
+        .collect();
+    match matching[..] {
+        [one] => Ok(one.fingerprint.clone()),
+        [] => Err(format!(
+            "no image has the alias `{alias}` in project `{project}`; build and import one \
+             (`pikaci image build && pikaci image import --alias {alias}`; for the testbed: \
+             `bash scripts/testbed/incus.sh`), or set backends.incus.image"
+        )),
+        _ => Err(format!(
+            "several images have the alias `{alias}` in project `{project}`: {}",
+            matching
+                .iter()
+                .map(|r| r.fingerprint.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The argvs pikaci runs; pure, so a snapshot pins them.
+pub struct Incus<'a> {
+    pub project: &'a str,
+    /// Prefix every command with `sudo -n` (never prompts: no terminal to answer it).
+    pub sudo: bool,
+}
+
+impl<'a> Incus<'a> {
+    pub fn new(settings: &'a IncusSettings) -> Incus<'a> {
+        Incus {
+            project: &settings.project,
+            sudo: settings.sudo,
+        }
+    }
+
+    fn base(&self, args: &[&str]) -> Argv {
+        self.bare().args(args).args(["--project", self.project])
+    }
+
+    pub fn image_list(&self, alias: &str) -> Argv {
+        self.base(&["image", "list"])
+            .arg(alias)
+            .args(["--format", "json"])
+    }
+
+    /// From the alias: Incus resolves it when it creates the instance.
+    pub fn init(&self, settings: &IncusSettings, name: &str, run: &str) -> Argv {
+        let mut argv = self.base(&["init"]).arg(&settings.image).arg(name);
+        if settings.instance_type == InstanceType::Vm {
+            argv = argv.arg("--vm");
+        }
+        for profile in &settings.profiles {
+            argv = argv.arg("--profile").arg(profile);
+        }
+        for (key, value) in &settings.limits {
+            argv = argv.arg("--config").arg(format!("limits.{key}={value}"));
+        }
+        argv.arg("--config").arg(format!("{RUN_KEY}={run}"))
+    }
+
+    pub fn base_image(&self, name: &str) -> Argv {
+        self.base(&["config", "get"])
+            .arg(name)
+            .arg("volatile.base_image")
+    }
+
+    pub fn add_workspace(&self, name: &str, source: &Path) -> Argv {
+        self.base(&["config", "device", "add"])
+            .arg(name)
+            .args(["workspace", "disk"])
+            .arg(format!("source={}", source.display()))
+            .arg(format!("path={GUEST_WORKSPACE}"))
+            .arg("readonly=true")
+    }
+
+    pub fn start(&self, name: &str) -> Argv {
+        self.base(&["start"]).arg(name)
+    }
+
+    pub fn exec(&self, name: &str, command: &[&str]) -> Argv {
+        self.base(&["exec"]).arg(name).arg("--").args(command)
+    }
+
+    /// `incus` without `--project`, which `incus query` refuses.
+    fn bare(&self) -> Argv {
+        if self.sudo {
+            Argv::new("sudo").args(["-n", "incus"])
+        } else {
+            Argv::new("incus")
+        }
+    }
+
+    /// A raw API `GET`; the project goes in the URL.
+    pub fn query(&self, path: &str) -> Argv {
+        self.bare().arg("query").arg(self.in_project(path))
+    }
+
+    fn in_project(&self, path: &str) -> String {
+        format!("{path}?project={}", image::escape(self.project))
+    }
+
+    /// Retargets an alias in one API call.
+    pub fn alias_put(&self, alias: &str, body: &str) -> Argv {
+        self.bare()
+            .args(["query", "-X", "PUT"])
+            .arg(self.in_project(&image::alias_path(alias)))
+            .args(["-d", body])
+    }
+
+    pub fn alias_create(&self, alias: &str, fingerprint: &str) -> Argv {
+        self.base(&["image", "alias", "create"])
+            .arg(alias)
+            .arg(fingerprint)
+    }
+
+    pub fn image_import(&self, metadata: &Path, rootfs: &Path) -> Argv {
+        self.base(&["image", "import"]).arg(metadata).arg(rootfs)
+    }
+
+    pub fn image_delete(&self, fingerprint: &str) -> Argv {
+        self.base(&["image", "delete"]).arg(fingerprint)
+    }
+
+    pub fn image_list_all(&self) -> Argv {
+        self.base(&["image", "list"]).args(["--format", "json"])
+    }
+
+    pub fn list_instances(&self) -> Argv {
+        self.base(&["list"]).args(["--format", "json"])
+    }
+
+    pub fn delete(&self, name: &str) -> Argv {
+        self.base(&["delete", "--force"]).arg(name)
+    }
+}
+
+/// One record of `incus list --format json`, the fields gc reads.
+#[derive(Debug, Deserialize)]
+struct InstanceRecord {
+    name: String,
+    /// Null for some instances; values are not all strings.
+    #[serde(default)]
+    config: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+impl InstanceRecord {
+    fn config_str(&self, key: &str) -> Option<&str> {
+        self.config.as_ref()?.get(key)?.as_str()
+    }
+}
+
+/// The instances tagged with one of `runs`.
+pub fn instances_of_runs(json: &[u8], runs: &[String]) -> Result<Vec<String>, String> {
+    let records: Vec<InstanceRecord> = serde_json::from_slice(json)
+        .map_err(|e| format!("`incus list` printed JSON pikaci cannot read: {e}"))?;
+    Ok(records
+        .into_iter()
+        .filter(|r| {
+            r.config_str(RUN_KEY)
+                .is_some_and(|run| runs.iter().any(|r| r == run))
+        })
+        .map(|r| r.name)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_selection_takes_the_exact_alias_only() {
+        let one = br#"[{"fingerprint":"aaa","aliases":[{"name":"pikaci/dev"}],"type":"container"},
+                       {"fingerprint":"bbb","aliases":[{"name":"pikaci/dev-old"}]}]"#;
+        assert_eq!(select_image(one, "pikaci/dev", "p").unwrap(), "aaa");
+        let prefix_only = br#"[{"fingerprint":"bbb","aliases":[{"name":"pikaci/dev-old"}]}]"#;
+        let none = select_image(prefix_only, "pikaci/dev", "p").unwrap_err();
+        assert!(
+            none.contains("no image has the alias `pikaci/dev`"),
+            "{none}"
+        );
+        assert!(select_image(b"[]", "x", "p").is_err());
+        let two = br#"[{"fingerprint":"aaa","aliases":[{"name":"x"}]},{"fingerprint":"ccc","aliases":[{"name":"x"}]}]"#;
+        let several = select_image(two, "x", "p").unwrap_err();
+        assert!(several.contains("aaa, ccc"), "{several}");
+        let bad = select_image(b"{not json", "x", "p").unwrap_err();
+        assert!(bad.contains("cannot read"), "{bad}");
+        let wrong_shape = select_image(br#"{"fingerprint":"a"}"#, "x", "p").unwrap_err();
+        assert!(wrong_shape.contains("cannot read"), "{wrong_shape}");
+    }
+
+    #[test]
+    fn gc_finds_instances_by_their_run_tag() {
+        let json = br#"[{"name":"a","config":{"user.pikaci.run":"R1"}},
+                        {"name":"b","config":{"user.pikaci.run":"R2"}},
+                        {"name":"c","config":{}},
+                        {"name":"d","config":null}]"#;
+        let runs = vec!["R1".to_string(), "R3".to_string()];
+        assert_eq!(instances_of_runs(json, &runs).unwrap(), vec!["a"]);
+        assert!(
+            instances_of_runs(b"[{]", &runs)
+                .unwrap_err()
+                .contains("cannot read")
+        );
+    }
+
+    #[test]
+    fn incus_argv_shapes() {
+        let incus = Incus {
+            project: "pikaci",
+            sudo: false,
+        };
+        let settings = IncusSettings {
+            instance_type: InstanceType::Container,
+            profiles: vec!["default".into(), "ci".into()],
+            limits: [("cpu", "2"), ("memory", "4GiB")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            ..IncusSettings::default()
+        };
+        let name = "pikaci-lint-0123456789ab";
+        let shown: Vec<String> = [
+            incus.image_list("pikaci/dev"),
+            incus.init(&settings, name, "R1"),
+            incus.init(&IncusSettings::default(), name, "R1"),
+            incus.base_image(name),
+            incus.add_workspace(name, Path::new("/state/cache/snapshots/ab")),
+            incus.start(name),
+            incus.exec(name, &["/usr/local/bin/pikaci-guest", "run", REQUEST]),
+            incus.delete(name),
+            incus.list_instances(),
+            incus.query("/1.0/images/aliases/pikaci/dev"),
+            incus.alias_put("pikaci/dev", r#"{"description":"","target":"f00d"}"#),
+            incus.alias_create("pikaci/dev", "f00d"),
+            incus.image_import(
+                Path::new("/w/img/metadata.tar.xz"),
+                Path::new("/w/img/disk.qcow2"),
+            ),
+            incus.image_delete("beef"),
+            incus.image_list_all(),
+            Incus::new(&IncusSettings {
+                sudo: true,
+                ..IncusSettings::default()
+            })
+            .start(name),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        insta::assert_snapshot!(shown.join("\n"), @r#"
+        incus image list --project pikaci pikaci/dev --format json
+        incus init --project pikaci pikaci/dev pikaci-lint-0123456789ab --profile default --profile ci --config limits.cpu=2 --config limits.memory=4GiB --config user.pikaci.run=R1
+        incus init --project pikaci pikaci/dev pikaci-lint-0123456789ab --vm --profile default --config user.pikaci.run=R1
+        incus config get --project pikaci pikaci-lint-0123456789ab volatile.base_image
+        incus config device add --project pikaci pikaci-lint-0123456789ab workspace disk source=/state/cache/snapshots/ab path=/workspace readonly=true
+        incus start --project pikaci pikaci-lint-0123456789ab
+        incus exec --project pikaci pikaci-lint-0123456789ab -- /usr/local/bin/pikaci-guest run /run/pikaci/request.json
+        incus delete --force --project pikaci pikaci-lint-0123456789ab
+        incus list --project pikaci --format json
+        incus query '/1.0/images/aliases/pikaci/dev?project=pikaci'
+        incus query -X PUT '/1.0/images/aliases/pikaci/dev?project=pikaci' -d '{"description":"","target":"f00d"}'
+        incus image alias create --project pikaci pikaci/dev f00d
+        incus image import --project pikaci /w/img/metadata.tar.xz /w/img/disk.qcow2
+        incus image delete --project pikaci beef
+        incus image list --project pikaci --format json
+        sudo -n incus start --project default pikaci-lint-0123456789ab
+        "#);
+    }
+}
