@@ -165,8 +165,7 @@ fn execute(
     cancel: &Cancel,
 ) -> Result<RunOutcome, Error> {
     let started = Instant::now();
-    let run = state.run(&new_run_id());
-    create_dir_all(&run.path).map_err(|e| Error::infra("creating the run directory", e))?;
+    let run = new_run_dir(state).map_err(|e| Error::infra("creating the run directory", e))?;
     let _lock =
         RunLock::acquire(&run.lock_file()).map_err(|e| Error::infra("locking the run", e))?;
     write_json_atomic(&run.plan_json(), &plan).map_err(|e| Error::infra("writing plan.json", e))?;
@@ -257,6 +256,22 @@ fn execute(
     let record =
         finish(&recorder, started, status, message).map_err(|e| infra("writing run.json", e))?;
     Ok(RunOutcome { record })
+}
+
+/// A fresh run directory: never one another process made with the same id.
+fn new_run_dir(state: &StateDir) -> std::io::Result<crate::state::RunDir> {
+    create_dir_all(&state.runs())?;
+    loop {
+        let run = state.run(&new_run_id());
+        match std::fs::create_dir(&run.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                let why = format!("cannot create {}: {e}", run.path.display());
+                return Err(std::io::Error::new(e.kind(), why));
+            }
+            Ok(()) => return Ok(run),
+        }
+    }
 }
 
 fn take_snapshot(state: &StateDir, workspace: Workspace) -> Result<SnapshotRef, String> {

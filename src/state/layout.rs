@@ -69,7 +69,9 @@ impl RunDir {
     }
 }
 
-/// A run id that sorts by start time: `20261124T224350Z-1a2b3c`.
+/// A run id that sorts by start time, to the millisecond: `20261124T224350Z-1234a5b`
+/// (seconds, then milliseconds and a salt so two runs started in the same millisecond by
+/// different processes differ).
 pub fn new_run_id() -> String {
     let now = SystemTime::now();
     let stamp = humantime::format_rfc3339_seconds(now).to_string();
@@ -80,9 +82,8 @@ pub fn new_run_id() -> String {
     let nanos = now
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    // Mixed so two runs started in the same second by different processes differ.
-    let salt = (nanos ^ std::process::id().rotate_left(16)).wrapping_mul(2_654_435_761) & 0xff_ffff;
-    format!("{compact}-{salt:06x}")
+    let salt = (nanos ^ std::process::id().rotate_left(16)).wrapping_mul(2_654_435_761) >> 20;
+    format!("{compact}-{:03}{:04x}", nanos / 1_000_000, salt & 0xffff)
 }
 
 #[cfg(test)]
@@ -92,8 +93,10 @@ mod tests {
     #[test]
     fn run_ids_are_valid_ids_and_sort_by_time() {
         let id = new_run_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(new_run_id() > id, "a later run sorts after");
         assert!(Id::new(id.clone()).is_ok(), "{id}");
-        assert_eq!(id.len(), "20261124T224350Z-1a2b3c".len(), "{id}");
+        assert_eq!(id.len(), "20261124T224350Z-1234a5b".len(), "{id}");
         assert!(id.ends_with(|c: char| c.is_ascii_hexdigit()));
     }
 }
