@@ -7,9 +7,14 @@
 //! - workspace sync of that snapshot over the loopback sshd (scripts/testbed/sshd.sh),
 //!   cold, unchanged and with one file changed, against `rsync -a` over the same ssh.
 
+#[path = "util.rs"]
+mod util;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use util::{git, median, ms, run_ok, time};
 
 const FILES: usize = 20_000;
 
@@ -22,55 +27,6 @@ fn main() {
     trivial_job();
     snapshot();
     sync();
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn time(runs: usize, mut f: impl FnMut()) -> Duration {
-    median(
-        (0..runs)
-            .map(|_| {
-                let started = Instant::now();
-                f();
-                started.elapsed()
-            })
-            .collect(),
-    )
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    run_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            // No background `git gc`: the cp -a baseline copies .git while it would repack.
-            .args([
-                "-c",
-                "user.name=b",
-                "-c",
-                "user.email=b@b",
-                "-c",
-                "gc.auto=0",
-            ])
-            .args(args),
-    );
 }
 
 fn trivial_job() {

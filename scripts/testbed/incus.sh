@@ -80,8 +80,9 @@ if [ "$(cat "$dir/image.stamp" 2>/dev/null)" != "$stamp" ] || ! incus image show
   cp "$guest_bin" "$rootfs/usr/local/bin/pikaci-guest"
   printf 'root:x:0:0:root:/root:/bin/sh\npikaci:x:1000:1000:pikaci:/home/pikaci:/bin/sh\n' > "$rootfs/etc/passwd"
   printf 'root:x:0:\npikaci:x:1000:\n' > "$rootfs/etc/group"
-  # busybox init: no inittab means a console shell; a minimal one keeps it idle.
-  printf '::sysinit:/bin/mount -t tmpfs tmpfs /run\n::respawn:/bin/sleep 3600\n' > "$rootfs/etc/inittab"
+  # busybox init: no inittab means a console shell; a minimal one keeps it idle. Nothing
+  # is mounted over /run: pikaci writes the request there as soon as `start` returns.
+  printf '::respawn:/bin/sleep 3600\n' > "$rootfs/etc/inittab"
   chown 1000:1000 "$rootfs/home/pikaci"
   printf 'architecture: x86_64\ncreation_date: %s\nproperties:\n  description: pikaci testbed container\n' \
     "$(date +%s)" > "$tmp/metadata.yaml"

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::session::{HOST_STEP, HostSession, RunContext};
 use super::{Backend, BackendError, Guest, JobContext};
 use crate::cancel::Cancel;
-use crate::config::{BackendKind, IncusSettings};
+use crate::config::{BackendKind, IncusSettings, InstanceType};
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
 use crate::incus::{GUEST_WORKSPACE, Incus, REQUEST, instances_of_runs, select_image};
 use crate::protocol::{GuestResult, Request};
@@ -125,14 +125,6 @@ impl Backend for IncusBackend {
             let init = incus.init(&p.settings, &g.name, job.run_id);
             p.session.run(&init, b"", cancel)
         })?;
-        // The instance's own record of its image, not a second lookup.
-        let base = guest.step("image", "reading the instance's image", |g| {
-            p.session.run(&incus.base_image(&g.name), b"", cancel)
-        })?;
-        // Kept beside the job's logs: the image this job really ran on.
-        let base = format!("{}\n", String::from_utf8_lossy(&base).trim());
-        std::fs::write(guest.job_dir.join("incus-image"), base)
-            .map_err(|e| guest.error("recording the instance's image", e.to_string()))?;
         // A read-only disk when the instance runs where the snapshot is; otherwise (a
         // remote host, or a writable workspace) the files are streamed in after start.
         let stream_workspace = !p.session.local || job.request.writable_workspace;
@@ -142,12 +134,29 @@ impl Backend for IncusBackend {
                     .run(&incus.add_workspace(&g.name, job.workspace), b"", cancel)
             })?;
         }
-        guest.step("start", "starting the instance", |g| {
-            p.session.run(&incus.start(&g.name), b"", cancel)
-        })?;
-        guest.step("ready", "waiting for the instance", |g| {
-            g.wait_ready(&incus, cancel)
-        })?;
+        // The instance's own record of its image (not a second lookup), read while it
+        // starts.
+        let ((start, start_took), (base, base_took)) = std::thread::scope(|scope| {
+            let base = scope
+                .spawn(|| timed(|| p.session.run(&incus.base_image(&guest.name), b"", cancel)));
+            let start = timed(|| p.session.run(&incus.start(&guest.name), b"", cancel));
+            (start, base.join().expect("a host command does not panic"))
+        });
+        guest
+            .steps
+            .extend([("start", start_took), ("image", base_took)]);
+        start.map_err(|e| guest.error("starting the instance", e))?;
+        let base = base.map_err(|e| guest.error("reading the instance's image", e))?;
+        // Kept beside the job's logs: the image this job really ran on.
+        let base = format!("{}\n", String::from_utf8_lossy(&base).trim());
+        std::fs::write(guest.job_dir.join("incus-image"), base)
+            .map_err(|e| guest.error("recording the instance's image", e.to_string()))?;
+        // A container runs its processes once `start` returns; a VM's agent needs time.
+        if p.settings.instance_type == InstanceType::Vm {
+            guest.step("ready", "waiting for the instance", |g| {
+                g.wait_ready(&incus, cancel)
+            })?;
+        }
         if stream_workspace {
             guest.step("workspace", "copying the workspace in", |g| {
                 g.stream_workspace(&incus, job.workspace, cancel)
@@ -188,6 +197,11 @@ impl Backend for IncusBackend {
     }
 }
 
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    (f(), started.elapsed())
+}
+
 struct IncusGuest {
     prepared: Arc<Prepared>,
     name: String,
@@ -217,10 +231,9 @@ impl IncusGuest {
         what: &'static str,
         f: impl FnOnce(&Self) -> Result<T, E>,
     ) -> Result<T, BackendError> {
-        let started = Instant::now();
-        let value = f(self).map_err(|e| self.error(what, e.to_string()));
-        self.steps.push((name, started.elapsed()));
-        value
+        let (value, took) = timed(|| f(self));
+        self.steps.push((name, took));
+        value.map_err(|e| self.error(what, e.to_string()))
     }
 
     fn incus(&self) -> Incus<'_> {
