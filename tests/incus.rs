@@ -198,6 +198,36 @@ fn a_missing_image_alias_says_how_to_get_one() {
 }
 
 #[test]
+fn sigterm_mid_job_cancels_it_and_deletes_the_instance() {
+    let Some(image) = image() else { return };
+    let repo = repo(
+        &image,
+        "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
+    );
+    let mut child = repo
+        .command(&["run", "slow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        repo.wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60)),
+        "the job never started"
+    );
+    let run = repo.latest_run();
+    let run = run.file_name().unwrap().to_string_lossy();
+    assert_eq!(instances_of(&run), 1);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(repo.job("slow").0["status"], "cancelled");
+    assert_eq!(instances_of(&run), 0, "the instance is deleted on SIGTERM");
+}
+
+#[test]
 fn gc_deletes_the_instance_of_a_killed_run() {
     let Some(image) = image() else { return };
     let repo = repo(
