@@ -28,7 +28,7 @@ in
   shellcheck = pkgs.runCommand "pikaci-shellcheck" { nativeBuildInputs = [ pkgs.shellcheck ]; } ''
     cd ${../.}
     shellcheck -s bash src/backend/microvm/supervise.bash
-    shellcheck testbed/guest-init .ci/run scripts/*.sh scripts/testbed/*.sh
+    shellcheck testbed/guest-init .ci/run scripts/*.sh scripts/testbed/*.sh benches/*.sh
     touch $out
   '';
 }

@@ -187,7 +187,7 @@ fn scripts_pass_shellcheck() {
     .iter()
     .map(|f| root.join(f))
     .collect();
-    for dir in ["scripts", "scripts/testbed"] {
+    for dir in ["scripts", "scripts/testbed", "benches"] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
             if entry.path().extension().is_some_and(|e| e == "sh") {
                 files.push(entry.path());
