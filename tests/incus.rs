@@ -339,14 +339,20 @@ fn an_image_built_by_nix_is_imported_under_its_alias_and_runs_jobs() {
     );
 
     // Pointing the alias back at the testbed image removes the built one: nothing uses
-    // it any more.
-    let testbed = repo.pikaci(&[
-        "image",
-        "import",
-        "--alias",
-        &alias,
-        &crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE_DIR", "incus.sh").unwrap(),
-    ]);
+    // it any more. This import goes through the loopback SSH host when there is one.
+    let testbed_dir = crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE_DIR", "incus.sh");
+    let mut import = repo.command(&["image", "import", "--alias", &alias, &testbed_dir.unwrap()]);
+    if let (Ok(host), Ok(key), Ok(known)) = (
+        std::env::var("PIKACI_TEST_SSH_HOST"),
+        std::env::var("PIKACI_TEST_SSH_KEY"),
+        std::env::var("PIKACI_TEST_SSH_KNOWN_HOSTS"),
+    ) {
+        import
+            .env("PIKACI_HOST", host)
+            .env("PIKACI_SSH_IDENTITY_FILE", key)
+            .env("PIKACI_SSH_KNOWN_HOSTS_FILE", known);
+    }
+    let testbed = crate::harness::Run::of(&mut import);
     testbed.expect(0);
     assert!(
         testbed
