@@ -27,11 +27,16 @@
         pkgs:
         let
           pikaci = pkgs.callPackage ./nix/package.nix { flakeRef = "github:pikaci/pikaci"; };
+          system = pkgs.stdenv.hostPlatform.system;
         in
         {
           inherit pikaci;
           pikaci-guest = pikaci.guest;
           default = pikaci;
+        }
+        # An Incus VM image with the agent, for `pikaci image build` (docs/incus.md).
+        // nixpkgs.lib.optionalAttrs (system == "x86_64-linux") {
+          incus-image = import ./nix/incus-image.nix { inherit nixpkgs self system; };
         }
       );
 

@@ -1,6 +1,6 @@
-# `nix flake check`: the package with its unit tests, clippy, rustfmt, and shellcheck of
-# the shell pikaci runs on hosts and guests. The microVM end-to-end test needs KVM and
-# the testbed (scripts/test.sh); it is not a flake check yet.
+# `nix flake check`: the package with its unit tests, clippy, rustfmt, snapshot
+# freshness, shellcheck of the shell pikaci runs on hosts and guests, and a NixOS VM test
+# that runs one microVM job end to end (needs KVM).
 { pkgs, self }:
 let
   pikaci = self.packages.${pkgs.stdenv.hostPlatform.system}.pikaci;
@@ -25,6 +25,15 @@ in
   package = pikaci;
   clippy = rustCheck "clippy" "cargo clippy --all-targets --offline -- -D warnings";
   fmt = rustCheck "fmt" "cargo fmt --all -- --check";
+  # No snapshot left pending review (`cargo insta review`); the tests themselves run with
+  # INSTA_UPDATE=no in the package build, so a stale snapshot fails there.
+  snapshots = pkgs.runCommand "pikaci-snapshots" { } ''
+    cd ${../.}
+    pending=$(find src tests -name '*.snap.new' -o -name '*.pending-snap')
+    if [ -n "$pending" ]; then echo "snapshots pending review: $pending"; exit 1; fi
+    touch $out
+  '';
+  microvm-e2e = import ./microvm-e2e.nix { inherit pkgs self; };
   shellcheck = pkgs.runCommand "pikaci-shellcheck" { nativeBuildInputs = [ pkgs.shellcheck ]; } ''
     cd ${../.}
     shellcheck -s bash src/backend/microvm/supervise.bash

@@ -26,8 +26,12 @@ let
     # The unit tests; the integration tests drive git, nix, sshd and qemu, which the
     # build sandbox does not have (they run in `scripts/test.sh`).
     cargoTestFlags = [ "--lib" ];
-    # Lets generated guest flakes point back at this flake (src/nix/guest_flake.rs).
-    env.PIKACI_FLAKE = flakeRef;
+    env = {
+      # Lets generated guest flakes point back at this flake (src/nix/guest_flake.rs).
+      PIKACI_FLAKE = flakeRef;
+      # A snapshot that no longer matches fails the build instead of being rewritten.
+      INSTA_UPDATE = "no";
+    };
     meta = {
       description = "A CI executor for Nix users";
       mainProgram = "pikaci";

@@ -137,6 +137,59 @@ fn mk_guest_accepts_exactly_what_the_guest_flake_passes() {
     assert_eq!(wired, accepted);
 }
 
+/// The NixOS VM test builds its runner with the same `lib.mkGuest` call shape, and the
+/// Incus image has the file names `pikaci image import` looks for. Both evaluated with
+/// stand-ins for nixpkgs (which cannot be fetched here) that record what they are given.
+#[test]
+fn vm_test_and_incus_image_match_what_pikaci_expects() {
+    let vm_test = r#"
+      let
+        pkgs = {
+          stdenv.hostPlatform.system = "x86_64-linux";
+          writeText = name: text: text;
+          virtiofsd = "/virtiofsd";
+          git = null;
+          lib.unique = xs: xs;
+          testers.runNixOSTest = t: t // { overrideTestDerivation = f: t // f { }; };
+        };
+        self = {
+          packages.x86_64-linux.pikaci = null;
+          lib.mkGuest = args: { config.microvm.declaredRunner = builtins.attrNames args; };
+        };
+        test = import ./checks/microvm-e2e.nix { inherit pkgs self; };
+      in {
+        mkGuestArgs = builtins.head test.nodes.machine.virtualisation.additionalPaths;
+        features = test.requiredSystemFeatures;
+      }"#;
+    let Some(vm) = eval(vm_test) else { return };
+    let accepted = eval(
+        "builtins.attrNames (builtins.functionArgs (import ./nix/mk-guest.nix { nixpkgs = null; microvm = null; self = null; }))",
+    )
+    .unwrap();
+    assert_eq!(vm["mkGuestArgs"], accepted);
+    assert_eq!(vm["features"], serde_json::json!(["kvm"]));
+
+    let image = r#"
+      let
+        nixpkgs = {
+          outPath = "/nixpkgs";
+          lib.nixosSystem = args: {
+            config.system.build = { metadata = "/metadata"; qemuImage = "/disk"; };
+            modules = args.modules;
+          };
+          legacyPackages.x86_64-linux.runCommand = name: env: script: script;
+        };
+        self = { nixosModules.guest = "guest-module"; packages.x86_64-linux.pikaci-guest = "agent"; };
+      in import ./nix/incus-image.nix { inherit nixpkgs self; system = "x86_64-linux"; }"#;
+    let script = eval(image).unwrap();
+    let script = script.as_str().unwrap();
+    // Names that the import script's patterns take (metadata.tar*, *.qcow2).
+    assert!(
+        script.contains("$out/metadata.tar.xz") && script.contains("$out/disk.qcow2"),
+        "{script}"
+    );
+}
+
 /// `nix flake check` of a flake dir (as a `path:` flake, so no git is involved).
 fn flake_check(dir: &Path) {
     let out = Command::new("nix")
