@@ -26,6 +26,12 @@ use crate::exec::{Ended, GroupChild, KILL_GRACE};
 use crate::incus::{GUEST_WORKSPACE, Incus, REQUEST, instances_of_runs, select_image};
 use crate::protocol::{GuestResult, Request};
 
+/// Writes the request from stdin, readable by root only.
+pub(crate) const WRITE_REQUEST: &str = r#"umask 077 && mkdir -p "${1%/*}" && cat > "$1""#;
+/// Unpacks the workspace tar from stdin and gives it to the job user (uid 1000 in
+/// pikaci's images; absent users are not an error).
+pub(crate) const UNPACK_WORKSPACE: &str = r#"mkdir -p "$1" && tar -x -f - -C "$1" && chmod -R u+w "$1" && chown -R 1000:1000 "$1" 2>/dev/null; true"#;
+
 /// How long an instance may take to answer `exec true` after `start`.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time on top of the job's timeout for the agent to stop the job and write its result.
@@ -170,13 +176,7 @@ impl Backend for IncusBackend {
             .map_err(|e| guest.error("writing the request", e.to_string()))?;
         let write = incus.exec(
             &guest.name,
-            &[
-                "sh",
-                "-c",
-                r#"umask 077 && mkdir -p "${1%/*}" && cat > "$1""#,
-                "pikaci-request",
-                REQUEST,
-            ],
+            &["sh", "-c", WRITE_REQUEST, "pikaci-request", REQUEST],
         );
         guest.step("request", "writing the request", |_| {
             p.session.run(&write, &json, cancel)
@@ -281,7 +281,7 @@ impl IncusGuest {
             &[
                 "sh",
                 "-c",
-                r#"mkdir -p "$1" && tar -x -f - -C "$1" && chmod -R u+w "$1" && chown -R 1000:1000 "$1" 2>/dev/null; true"#,
+                UNPACK_WORKSPACE,
                 "pikaci-workspace",
                 GUEST_WORKSPACE,
             ],

@@ -96,11 +96,7 @@ fn runner_installable(
     let profile = GuestProfile::from_settings(settings, flake, uid, gid);
     let dir = session.work_dir.join("flakes").join(profile.hash());
     let write = Argv::new("sh")
-        .args([
-            "-c",
-            r#"mkdir -p -- "$1" && cat > "$1/flake.nix.tmp" && mv -f -- "$1/flake.nix.tmp" "$1/flake.nix""#,
-            "pikaci-guest-flake",
-        ])
+        .args(["-c", WRITE_FLAKE, "pikaci-guest-flake"])
         .arg(&dir);
     session
         .run(&write, profile.flake_nix().as_bytes(), cancel)
@@ -146,7 +142,11 @@ fn build_runner(
 
 /// Lists `share/microvm/virtiofs/<tag>/socket` of the runner, and checks that it has
 /// `bin/microvm-run`.
-const READ_SHARES: &str = r#"set -eu
+/// Writes the guest flake from stdin into `$1`, replacing it in one rename.
+pub(crate) const WRITE_FLAKE: &str =
+    r#"mkdir -p -- "$1" && cat > "$1/flake.nix.tmp" && mv -f -- "$1/flake.nix.tmp" "$1/flake.nix""#;
+
+pub(crate) const READ_SHARES: &str = r#"set -eu
 [ -x "$1/bin/microvm-run" ] || { echo "$1 is not a microVM runner: it has no bin/microvm-run" >&2; exit 3; }
 cd "$1" && [ -d share/microvm/virtiofs ] || exit 0
 for dir in share/microvm/virtiofs/*/; do
@@ -216,7 +216,7 @@ impl JobDirs {
 /// Creates the job dir (request 0600 in a 0700 dir; artifacts; runtime) and, when
 /// asked, a writable copy of the workspace. Args: job dir, workspace to copy or `-`.
 /// Stdin: the request.
-const SETUP_JOB: &str = r#"set -eu
+pub(crate) const SETUP_JOB: &str = r#"set -eu
 d=$1
 rm -rf -- "$d"
 mkdir -p -- "$d/artifacts" "$d/runtime"
@@ -225,7 +225,7 @@ if [ "$2" != - ]; then cp -R -- "$2" "$d/workspace" && chmod -R u+w -- "$d/works
 "#;
 
 /// Removes a job dir, also a writable workspace copy the job made read-only.
-const REMOVE_JOB: &str = r#"discard "$1" && rmdir -- "${1%/*}" 2>/dev/null; true"#;
+pub(crate) const REMOVE_JOB: &str = r#"discard "$1" && rmdir -- "${1%/*}" 2>/dev/null; true"#;
 
 fn read_shares_argv(runner: &Path) -> Argv {
     Argv::new("sh")

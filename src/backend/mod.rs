@@ -3,9 +3,9 @@
 
 mod artifacts;
 mod host;
-mod incus;
-mod microvm;
-mod session;
+pub(crate) mod incus;
+pub(crate) mod microvm;
+pub(crate) mod session;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

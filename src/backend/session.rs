@@ -115,17 +115,16 @@ pub fn connect(
 /// pikaci could not remove them; its guests stopped on their own) and temporary sync
 /// trees older than an hour. Only runs of this state dir are named (stdin, one id a
 /// line), so runs of other machines sharing the host are left alone.
-const COLLECT: &str = r#"set -eu
+pub(crate) const COLLECT: &str = r#"set -eu
 cd "$1"
 n=0
 while IFS= read -r run; do
-  [ -n "$run" ] && [ -d "jobs/$run" ] || continue
+  if [ -z "$run" ] || [ ! -d "jobs/$run" ]; then continue; fi
   discard "jobs/$run"
   n=$((n + 1))
 done
 if [ -d tmp ]; then
-  # tmp holds only names pikaci made (no spaces), so word splitting is safe here.
-  for old in $(find tmp -mindepth 1 -maxdepth 1 -mmin +60); do discard "$old"; done
+  find tmp -mindepth 1 -maxdepth 1 -mmin +60 | while IFS= read -r old; do discard "$old"; done
 fi
 echo "$n"
 "#;
@@ -153,6 +152,8 @@ pub fn collect_host(
         .map_err(|_| "the host's gc printed no count".to_string())
 }
 
+pub(crate) const WORK_DIR: &str = r#"mkdir -p -- "$1/gcroots" && cd -- "$1" && pwd -P"#;
+
 /// Creates `dir` (and its `gcroots/`) on the host and returns its absolute,
 /// symlink-free path.
 fn resolve_dir(
@@ -161,11 +162,7 @@ fn resolve_dir(
     cancel: &Cancel,
 ) -> Result<PathBuf, TransportError> {
     let argv = Argv::new("sh")
-        .args([
-            "-c",
-            r#"mkdir -p -- "$1/gcroots" && cd -- "$1" && pwd -P"#,
-            "pikaci-work-dir",
-        ])
+        .args(["-c", WORK_DIR, "pikaci-work-dir"])
         .arg(dir);
     let out = transport.run(&argv, b"", Instant::now() + HOST_STEP, cancel)?;
     let text = String::from_utf8_lossy(&out.stdout);

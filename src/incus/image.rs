@@ -63,10 +63,10 @@ pub struct ImageFiles {
 }
 
 /// Finds the two files in `$1` (symlinks resolved) and hashes them as Incus does.
-const IMAGE_FILES: &str = r#"set -eu
+pub(crate) const IMAGE_FILES: &str = r#"set -eu
 [ -d "$1" ] || { echo "$1 is not a directory (build one with \`pikaci image build\` or name an image directory)" >&2; exit 3; }
 cd -P -- "$1"
-meta= rootfs=
+meta='' rootfs=''
 for f in *; do
   case $f in
     metadata.tar|metadata.tar.*)

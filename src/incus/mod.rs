@@ -1,7 +1,7 @@
 //! The `incus` command line as pikaci uses it: argvs built as values (run through a
 //! transport, pinned by snapshots) and the parts of its JSON that pikaci reads.
 
-mod image;
+pub(crate) mod image;
 
 use std::path::Path;
 
