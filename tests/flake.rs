@@ -36,6 +36,9 @@ fn every_nix_file_parses() {
     nix_files(&repo(), &mut files);
     assert!(files.len() >= 8, "{files:?}");
     for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let errors = rnix::Root::parse(&text).errors().to_vec();
+        assert!(errors.is_empty(), "{}: rnix: {errors:?}", file.display());
         let Ok(out) = Command::new("nix-instantiate")
             .arg("--parse")
             .arg(&file)
@@ -50,6 +53,53 @@ fn every_nix_file_parses() {
             file.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// The keys of every attribute set bound to `path` (e.g. `pikaci.guest`) in `file`.
+fn keys_under(file: &str, path: &str) -> Vec<String> {
+    use rnix::ast::{self, HasEntry};
+    use rowan::ast::AstNode;
+    let text = std::fs::read_to_string(repo().join(file)).unwrap();
+    let root = rnix::Root::parse(&text).ok().unwrap();
+    let mut keys = Vec::new();
+    for binding in root
+        .syntax()
+        .descendants()
+        .filter_map(ast::AttrpathValue::cast)
+    {
+        let Some(attrpath) = binding.attrpath() else {
+            continue;
+        };
+        if attrpath.to_string() != path {
+            continue;
+        }
+        if let Some(ast::Expr::AttrSet(set)) = binding.value() {
+            for entry in set.attrpath_values() {
+                if let Some(key) = entry.attrpath().and_then(|a| a.attrs().next()) {
+                    keys.push(key.to_string());
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// Every `pikaci.guest.*` option that mkGuest and the Incus image set is declared by the
+/// module (read with rnix, without evaluating anything).
+#[test]
+fn guest_options_used_are_declared() {
+    let declared = keys_under("nix/guest/options.nix", "options.pikaci.guest");
+    assert!(declared.contains(&"shares".to_string()), "{declared:?}");
+    for user in ["nix/mk-guest.nix", "nix/incus-image.nix"] {
+        let used = keys_under(user, "pikaci.guest");
+        assert!(!used.is_empty(), "{user} sets pikaci.guest");
+        for option in &used {
+            assert!(
+                declared.contains(option),
+                "{user} sets pikaci.guest.{option}, which nix/guest/options.nix does not declare ({declared:?})"
+            );
+        }
     }
 }
 
