@@ -15,6 +15,7 @@ pub mod guest;
 pub mod ids;
 pub mod incus;
 pub mod nix;
+pub mod output;
 pub mod plan;
 pub mod protocol;
 pub mod report;

@@ -24,6 +24,31 @@ pub struct Request {
     /// Store paths whose `bin/` go on PATH, in order.
     pub path: Vec<PathBuf>,
     pub writable_workspace: bool,
+    /// Names in `env` whose values are secrets: the agent writes `***` for them in every
+    /// output it copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+impl Request {
+    /// The values to redact from the job's output.
+    pub fn secret_values(&self) -> Vec<&str> {
+        self.secrets
+            .iter()
+            .filter_map(|name| self.env.get(name).map(String::as_str))
+            .collect()
+    }
+
+    /// This request as kept in records: secret values replaced by `***`.
+    pub fn redacted(&self) -> Request {
+        let mut request = self.clone();
+        for name in &self.secrets {
+            if let Some(value) = request.env.get_mut(name) {
+                *value = "***".into();
+            }
+        }
+        request
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ mod nix_printer;
 mod records;
 mod reports;
 mod running;
+mod secrets;
 mod setup;
 mod ssh;
 mod sync;

@@ -16,6 +16,7 @@ use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::BackendKind;
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
+use crate::output::Redactor;
 use crate::protocol::{GuestResult, Request};
 
 /// Runs inside `unshare`: makes `$1` read-only for this namespace, then runs `$2`.
@@ -97,15 +98,21 @@ impl Backend for HostBackend {
             std::env::var_os("PATH"),
             self.as_root,
         );
+        // Through a pipe, so that secrets are masked before the log sees them.
+        let (reader, writer) = std::io::pipe().map_err(io("creating the output pipe"))?;
         let mut command = argv.command();
         command
             .env("PIKACI_RUN_ID", job.run_id)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("opening guest.log"))?)
-            .stderr(log);
-        let child = GroupChild::spawn(&mut command, cancel).map_err(io("starting bash"))?;
+            .stdout(writer.try_clone().map_err(io("creating the output pipe"))?)
+            .stderr(writer);
+        let spawned = GroupChild::spawn(&mut command, cancel);
+        drop(command); // our copies of the write end: EOF comes when the job's close
+        let child = spawned.map_err(io("starting bash"))?;
+        let redactor = Redactor::new(job.request.secret_values());
         Ok(Box::new(HostGuest {
             child,
+            output: Some(crate::output::tee(reader, log, false, redactor)),
             job_id: job.request.job_id.clone(),
             timeout_secs: job.request.timeout_secs,
             result_json: job.result_json(),
@@ -115,6 +122,8 @@ impl Backend for HostBackend {
 
 struct HostGuest {
     child: GroupChild,
+    /// Fires when all output is in guest.log.
+    output: Option<std::sync::mpsc::Receiver<()>>,
     job_id: String,
     timeout_secs: u64,
     result_json: std::path::PathBuf,
@@ -140,6 +149,11 @@ impl Guest for HostGuest {
     }
 
     fn collect(&mut self, ended: Ended, started: SystemTime) -> Result<GuestResult, BackendError> {
+        // The group has ended; a process that left it could keep the pipe open, so the
+        // wait for the last output is bounded.
+        if let Some(output) = self.output.take() {
+            let _ = output.recv_timeout(std::time::Duration::from_secs(5));
+        }
         let result = GuestResult::from_ended(ended, self.timeout_secs, started);
         crate::fsutil::write_json_atomic(&self.result_json, &result).map_err(|source| {
             BackendError::Io {
@@ -173,6 +187,7 @@ mod tests {
             env: BTreeMap::from([("RUST_LOG".into(), "debug".into())]),
             path: vec!["/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust".into()],
             writable_workspace: writable,
+            secrets: Vec::new(),
         }
     }
 

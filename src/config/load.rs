@@ -224,6 +224,26 @@ impl Cx<'_> {
                     ));
                 }
             }
+            for secret in &job.secrets {
+                let name = secret.get_ref();
+                let key = format!("jobs.{id}.secrets");
+                let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(self.error(
+                        Some(secret.span()),
+                        key,
+                        format!("`{name}` is not an environment variable name"),
+                    ));
+                }
+                if job.env.contains_key(name) {
+                    return Err(self.error(
+                        Some(secret.span()),
+                        key,
+                        format!("`{name}` is also in jobs.{id}.env; a secret comes from pikaci's environment only"),
+                    ));
+                }
+            }
             for need in &job.needs {
                 if !known.contains(need.get_ref()) {
                     return Err(self.error(
@@ -252,6 +272,7 @@ impl Cx<'_> {
                     root: job.root,
                     writable_workspace: job.writable_workspace,
                     env: job.env,
+                    secrets: job.secrets.into_iter().map(Spanned::into_inner).collect(),
                 };
                 (id, job)
             })

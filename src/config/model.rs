@@ -166,6 +166,9 @@ pub struct Job {
     pub root: bool,
     pub writable_workspace: bool,
     pub env: BTreeMap<String, String>,
+    /// Environment variables of pikaci whose values the job gets as secrets.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -90,6 +90,8 @@ pub struct RawJob {
     pub writable_workspace: bool,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,6 @@
 //! killed at the deadline, and `result.json` written atomically in every outcome.
 
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -143,7 +142,8 @@ impl Agent {
         drop(command); // closes our copies of the pipe's write end
         let mut child = spawned
             .map_err(|e| format!("cannot start bash in {}: {e}", request.workdir.display()))?;
-        let tee = tee(reader, log, self.echo);
+        let redactor = crate::output::Redactor::new(request.secret_values());
+        let tee = crate::output::tee(reader, log, self.echo, redactor);
         let ended = child.wait(deadline, cancel).map_err(|e| e.to_string())?;
         if !matches!(ended, Ended::Exited(_)) {
             child.terminate(if cancel.is_urgent() {
@@ -184,31 +184,6 @@ fn give_tree(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
         })?;
     }
     Ok(())
-}
-
-/// Copies the job's output to the log (and the console); the receiver fires at EOF.
-fn tee(
-    mut reader: std::io::PipeReader,
-    mut log: File,
-    echo: bool,
-) -> std::sync::mpsc::Receiver<()> {
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        let mut console = std::io::stdout();
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let _ = log.write_all(&buf[..n]);
-            if echo {
-                let _ = console.write_all(&buf[..n]);
-            }
-        }
-        let _ = log.sync_all();
-        let _ = done.send(());
-    });
-    finished
 }
 
 #[cfg(test)]

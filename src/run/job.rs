@@ -169,6 +169,16 @@ fn drive(
     mut phases: Phases,
 ) -> Result<(Ended, GuestResult), String> {
     let job = &node.job;
+    let mut env = job.env.clone();
+    for name in &job.secrets {
+        let value = std::env::var(name).map_err(|_| {
+            format!(
+                "the secret `{name}` is not set in pikaci's environment (jobs.{}.secrets)",
+                job.id
+            )
+        })?;
+        env.insert(name.clone(), value);
+    }
     let backend = phases
         .time("setup", || backends.get(job.backend, cancel))
         .map_err(|e| e.to_string())?;
@@ -192,7 +202,7 @@ fn drive(
         timeout_secs: job.timeout.as_secs().max(1),
         run_as_root: job.root,
         workdir: workspace.clone(),
-        env: job.env.clone(),
+        env,
         path: job
             .inputs
             .iter()
@@ -200,8 +210,11 @@ fn drive(
             .map(|p| p.as_path().to_path_buf())
             .collect(),
         writable_workspace: job.writable_workspace,
+        secrets: job.secrets.clone(),
     };
-    write_request(dir, &request).map_err(|e| format!("cannot write request.json: {e}"))?;
+    // The record never holds a secret's value; the guest's copy does.
+    write_request(dir, &request.redacted())
+        .map_err(|e| format!("cannot write request.json: {e}"))?;
     let cx = JobContext {
         run_id: phases.recorder.run_id(),
         request: &request,

@@ -115,7 +115,7 @@ fn defaults_when_sections_are_missing() {
 
 #[test]
 fn unknown_key_names_key_path_and_position() {
-    insta::assert_snapshot!(error_of("[jobs.clippy]\ncomand = \"x\"\n"), @"/repo/pikaci.toml:2:1: jobs.clippy.comand: unknown field `comand`, expected one of `command`, `backend`, `inputs`, `needs`, `timeout`, `root`, `writable-workspace`, `env`");
+    insta::assert_snapshot!(error_of("[jobs.clippy]\ncomand = \"x\"\n"), @"/repo/pikaci.toml:2:1: jobs.clippy.comand: unknown field `comand`, expected one of `command`, `backend`, `inputs`, `needs`, `timeout`, `root`, `writable-workspace`, `env`, `secrets`");
 }
 
 #[test]
@@ -181,6 +181,12 @@ fn bad_backend_name() {
 #[test]
 fn bad_host() {
     insta::assert_snapshot!(error_of("[defaults]\nhost = \"builder:22\"\n"), @"/repo/pikaci.toml:2:8: defaults.host: invalid host `builder:22`: expected `local` or `ssh://[user@]host[:port]`");
+}
+
+#[test]
+fn bad_secret() {
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"true\"\nsecrets = [\"MY-TOKEN\"]\n"), @"/repo/pikaci.toml:3:12: jobs.a.secrets: `MY-TOKEN` is not an environment variable name");
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"true\"\nsecrets = [\"T\"]\nenv = { T = \"x\" }\n"), @"/repo/pikaci.toml:3:12: jobs.a.secrets: `T` is also in jobs.a.env; a secret comes from pikaci's environment only");
 }
 
 #[test]

@@ -1,0 +1,175 @@
+//! A job's output on its way to `guest.log` (and a guest's console): copied as it comes,
+//! with the values of the job's secrets replaced by `***`.
+
+use std::io::{Read, Write};
+
+/// What a secret's value is replaced with.
+pub const MASK: &[u8] = b"***";
+
+/// Replaces secret values in a byte stream that arrives in chunks. A position is decided
+/// only once the longest secret fits after it, so a value split across chunks is still
+/// found and a shorter secret never pre-empts a longer one; at most `longest - 1` bytes
+/// wait for the next chunk.
+pub struct Redactor {
+    secrets: Vec<Vec<u8>>,
+    held: Vec<u8>,
+}
+
+impl Redactor {
+    /// Empty values are ignored (they would match everywhere).
+    pub fn new<I, S>(secrets: I) -> Redactor
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<[u8]>,
+    {
+        let mut secrets: Vec<Vec<u8>> = secrets
+            .into_iter()
+            .map(|s| s.as_ref().to_vec())
+            .filter(|s| !s.is_empty())
+            .collect();
+        // Longest first: a secret that contains another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactor {
+            secrets,
+            held: Vec::new(),
+        }
+    }
+
+    /// The bytes of `chunk` (after what was held back) that can be written now.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let Some(longest) = self.secrets.first().map(Vec::len) else {
+            return chunk.to_vec();
+        };
+        self.held.extend_from_slice(chunk);
+        let decided = self.held.len().saturating_sub(longest - 1);
+        let (out, used) = self.replace(&self.held, decided);
+        self.held.drain(..used);
+        out
+    }
+
+    /// What is left at the end of the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let held = std::mem::take(&mut self.held);
+        self.replace(&held, held.len()).0
+    }
+
+    /// Redacts `text` from the start, deciding positions before `until`; returns the
+    /// output and how many bytes of `text` it covers (a match may run past `until`).
+    fn replace(&self, text: &[u8], until: usize) -> (Vec<u8>, usize) {
+        let mut out = Vec::with_capacity(until);
+        let mut i = 0;
+        'scan: while i < until {
+            for secret in &self.secrets {
+                if text[i..].starts_with(secret) {
+                    out.extend_from_slice(MASK);
+                    i += secret.len();
+                    continue 'scan;
+                }
+            }
+            out.push(text[i]);
+            i += 1;
+        }
+        (out, i)
+    }
+}
+
+/// Copies `reader` to `log` (and stdout when `echo`) with secrets redacted, on a thread;
+/// the receiver fires at EOF, after the log is synced.
+pub fn tee(
+    mut reader: impl Read + Send + 'static,
+    mut log: std::fs::File,
+    echo: bool,
+    mut redactor: Redactor,
+) -> std::sync::mpsc::Receiver<()> {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut console = std::io::stdout();
+        let mut write = |bytes: &[u8]| {
+            let _ = log.write_all(bytes);
+            if echo {
+                let _ = console.write_all(bytes);
+            }
+        };
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            write(&redactor.feed(&buf[..n]));
+        }
+        write(&redactor.finish());
+        let _ = log.sync_all();
+        let _ = done.send(());
+    });
+    finished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn redact_in_chunks(secrets: &[&str], text: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut redactor = Redactor::new(secrets);
+        let mut out = Vec::new();
+        let mut rest = text;
+        for &size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at(size.clamp(1, rest.len()));
+            out.extend(redactor.feed(chunk));
+            rest = tail;
+        }
+        out.extend(redactor.finish());
+        out
+    }
+
+    #[test]
+    fn values_are_masked_also_across_chunks() {
+        let text = b"token=hunter2; again hunter2\nand a hunter, not a secret\n";
+        let whole = redact_in_chunks(&["hunter2"], text, &[text.len()]);
+        assert_eq!(
+            whole,
+            b"token=***; again ***\nand a hunter, not a secret\n".to_vec()
+        );
+        for size in 1..10 {
+            assert_eq!(
+                redact_in_chunks(&["hunter2"], text, &[size]),
+                whole,
+                "{size}"
+            );
+        }
+        // The longer of two overlapping secrets wins; empty values are ignored.
+        assert_eq!(
+            redact_in_chunks(&["abc", "abcdef", ""], b"xabcdefx abcx", &[3]),
+            b"x***x ***x".to_vec()
+        );
+        // Without secrets the stream passes as it is, non-UTF-8 included.
+        assert_eq!(redact_in_chunks(&[], b"\xff\xfe ok", &[1]), b"\xff\xfe ok");
+    }
+
+    proptest! {
+        /// However the output is chunked, no secret survives and what is not a secret
+        /// is kept: redacting in chunks equals redacting the whole at once.
+        #[test]
+        fn chunking_never_lets_a_secret_through(
+            secret in "[a-z]{3,12}",
+            parts in proptest::collection::vec(("[a-z ]{0,20}", any::<bool>()), 0..12),
+            sizes in proptest::collection::vec(1usize..16, 1..6),
+        ) {
+            let mut text = Vec::new();
+            for (filler, with_secret) in &parts {
+                text.extend_from_slice(filler.as_bytes());
+                if *with_secret {
+                    text.extend_from_slice(secret.as_bytes());
+                }
+            }
+            let chunked = redact_in_chunks(&[&secret], &text, &sizes);
+            let whole = redact_in_chunks(&[&secret], &text, &[text.len().max(1)]);
+            prop_assert_eq!(&chunked, &whole);
+            let found = chunked.windows(secret.len()).any(|w| w == secret.as_bytes());
+            prop_assert!(!found, "{:?}", String::from_utf8_lossy(&chunked));
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `secrets = ["NAME"]`: the value comes from pikaci's environment, reaches the job's
+//! environment on every backend, and appears in no record, event, log or artifact pikaci
+//! writes (the job's own output of it is masked as `***`).
+
+use std::path::Path;
+
+use sha2::Digest;
+
+use crate::harness::{Repo, Run};
+
+const VALUE: &str = "s3cr3t-Value-7f2a";
+const JOB: &str = r#"
+[jobs.uses-secret]
+secrets = ["PIKACI_TEST_TOKEN"]
+command = "echo \"token: $PIKACI_TEST_TOKEN\"; printf %s \"$PIKACI_TEST_TOKEN\" | sha256sum | cut -c1-64 > \"$PIKACI_ARTIFACTS/digest\""
+"#;
+
+/// Files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            std::fs::read(e.path())
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        })
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// Runs the job with the secret set and checks where it went; `also` are more
+/// directories pikaci wrote to (a host work dir).
+fn check(repo: &Repo, also: &[&Path]) {
+    let run = Run::of(
+        repo.command(&["run", "uses-secret", "--output", "jsonl"])
+            .env("PIKACI_TEST_TOKEN", VALUE),
+    );
+    run.expect(0);
+    let (status, log) = repo.job("uses-secret");
+    assert_eq!(status["status"], "passed", "{status}");
+    assert_eq!(log, "token: ***\n", "the job's own output is masked");
+    let digest =
+        std::fs::read_to_string(repo.latest_run().join("jobs/uses-secret/artifacts/digest"))
+            .unwrap();
+    let expected: String = sha2::Sha256::digest(VALUE.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(digest.trim(), expected, "the job saw exactly the value");
+    assert!(!run.stdout().contains(VALUE) && !run.stderr().contains(VALUE));
+    for dir in [&repo.state() as &Path].iter().chain(also) {
+        let found = files_containing(dir, VALUE.as_bytes());
+        assert!(found.is_empty(), "the secret is in {found:?}");
+    }
+    let request =
+        std::fs::read_to_string(repo.latest_run().join("jobs/uses-secret/request.json")).unwrap();
+    assert!(
+        request.contains(r#""PIKACI_TEST_TOKEN": "***""#),
+        "{request}"
+    );
+}
+
+#[test]
+fn host_backend() {
+    let repo = Repo::new(&format!("[defaults]\nbackend = \"host\"\n{JOB}"));
+    check(&repo, &[]);
+    // Without the variable the job cannot run, and says which one is missing.
+    repo.pikaci(&["run", "uses-secret"]).expect(3);
+    let message = repo.job("uses-secret").0["message"].to_string();
+    assert!(
+        message.contains("`PIKACI_TEST_TOKEN` is not set"),
+        "{message}"
+    );
+}
+
+#[test]
+fn microvm_backend() {
+    let Some(testbed) = crate::harness::testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&testbed.config(work.path(), JOB));
+    check(&repo, &[work.path()]);
+}
+
+#[test]
+fn incus_backend() {
+    let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh") else {
+        return;
+    };
+    let repo = Repo::new(&format!(
+        "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
+         instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n{JOB}"
+    ));
+    check(&repo, &[]);
+}
