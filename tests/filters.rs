@@ -43,7 +43,8 @@ fn clean_clone_of_a_commit_touching_src_runs_the_src_target() {
         .status()
         .unwrap();
     assert!(status.success());
-    let repo = Repo { dir: clone };
+    let root = clone.path().to_path_buf();
+    let repo = Repo { _tmp: clone, root };
     let run = Run::of(
         std::process::Command::new(env!("CARGO_BIN_EXE_pikaci"))
             .args(["run", "--output", "json"])

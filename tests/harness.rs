@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub struct Repo {
-    pub dir: tempfile::TempDir,
+    /// Removed with the repo.
+    pub _tmp: tempfile::TempDir,
+    /// The repository: the temp dir itself, or a directory inside it.
+    pub root: PathBuf,
 }
 
 pub struct Run {
@@ -76,8 +79,15 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 impl Repo {
     /// A git repository whose first commit holds `pikaci.toml` and a `src/` file.
     pub fn new(config: &str) -> Repo {
+        Repo::named("", config)
+    }
+
+    /// Like [`Repo::new`], in a directory called `name` inside the temp dir.
+    pub fn named(name: &str, config: &str) -> Repo {
         let dir = tempfile::tempdir().expect("tempdir");
-        let repo = Repo { dir };
+        let root = dir.path().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let repo = Repo { _tmp: dir, root };
         git(repo.path(), &["init", "-q", "-b", "main"]);
         repo.write(".gitignore", ".pikaci/\n");
         repo.write("pikaci.toml", config);
@@ -87,7 +97,7 @@ impl Repo {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     pub fn write(&self, rel: &str, content: &str) {
