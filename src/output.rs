@@ -73,8 +73,14 @@ impl Redactor {
     }
 }
 
+/// How much output may wait for a slow console before the console skips some.
+const CONSOLE_BACKLOG: usize = 128;
+const SKIPPED: &[u8] = b"\n[pikaci-guest: output skipped on the console, which is slower than the job; guest.log has all of it]\n";
+
 /// Copies `reader` to `log` (and stdout when `echo`) with secrets redacted, on a thread;
-/// the receiver fires at EOF, after the log is synced.
+/// the receiver fires at EOF, after the log is synced. The log gets every byte; the
+/// console (a microVM's serial port, far slower than a busy job) gets what it keeps up
+/// with, so it never slows the job down.
 pub fn tee(
     mut reader: impl Read + Send + 'static,
     mut log: std::fs::File,
@@ -83,25 +89,52 @@ pub fn tee(
 ) -> std::sync::mpsc::Receiver<()> {
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        let mut console = std::io::stdout();
-        let mut write = |bytes: &[u8]| {
-            let _ = log.write_all(bytes);
-            if echo {
-                let _ = console.write_all(bytes);
+        let console = echo.then(console_writer);
+        let mut skipping = false;
+        let mut write = |bytes: Vec<u8>| {
+            let _ = log.write_all(&bytes);
+            if let Some((sender, _)) = &console {
+                use std::sync::mpsc::TrySendError;
+                if skipping && sender.try_send(SKIPPED.to_vec()).is_ok() {
+                    skipping = false;
+                }
+                if !skipping && matches!(sender.try_send(bytes), Err(TrySendError::Full(_))) {
+                    skipping = true;
+                }
             }
         };
+        let mut buf = [0u8; 8192];
         while let Ok(n) = reader.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            write(&redactor.feed(&buf[..n]));
+            write(redactor.feed(&buf[..n]));
         }
-        write(&redactor.finish());
+        write(redactor.finish());
         let _ = log.sync_all();
+        if let Some((sender, writer)) = console {
+            drop(sender);
+            let _ = writer.join();
+        }
         let _ = done.send(());
     });
     finished
+}
+
+/// A thread that writes what it receives to stdout.
+fn console_writer() -> (
+    std::sync::mpsc::SyncSender<Vec<u8>>,
+    std::thread::JoinHandle<()>,
+) {
+    let (sender, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(CONSOLE_BACKLOG);
+    let writer = std::thread::spawn(move || {
+        let mut console = std::io::stdout();
+        for chunk in chunks {
+            let _ = console.write_all(&chunk);
+        }
+        let _ = console.flush();
+    });
+    (sender, writer)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! unpacked into the job's record dir, with `guest.log` and `result.json` moved beside
 //! `artifacts/` where every backend keeps them.
 
+use std::io::Seek;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,19 +21,26 @@ pub fn fetch(
     tar_argv: &Argv,
     job_dir: &Path,
 ) -> Result<Option<GuestResult>, (&'static str, String)> {
-    let tar = transport
-        .run(
+    let collecting = |e: &dyn std::fmt::Display| ("collecting the artifacts", e.to_string());
+    // Through a temporary file: artifacts and logs can be large.
+    let mut tar = tempfile::tempfile().map_err(|e| collecting(&e))?;
+    transport
+        .run_into(
             tar_argv,
-            b"",
+            &tar,
             Instant::now() + COLLECT_TIMEOUT,
             &Cancel::new(),
         )
-        .map_err(|e| ("collecting the artifacts", e.to_string()))?;
-    unpack(&tar.stdout, job_dir)
+        .map_err(|e| collecting(&e))?;
+    tar.rewind().map_err(|e| collecting(&e))?;
+    unpack(tar, job_dir)
 }
 
 /// Unpacks `tar` into `<job_dir>/artifacts`; returns the guest's result, if it wrote one.
-pub fn unpack(tar: &[u8], job_dir: &Path) -> Result<Option<GuestResult>, (&'static str, String)> {
+pub fn unpack(
+    tar: impl std::io::Read,
+    job_dir: &Path,
+) -> Result<Option<GuestResult>, (&'static str, String)> {
     let local = job_dir.join("artifacts");
     crate::fsutil::create_dir_all(&local)
         .map_err(|e| ("collecting the artifacts", e.to_string()))?;

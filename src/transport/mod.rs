@@ -150,6 +150,37 @@ pub trait Transport: Send + Sync {
         let spawn_err = |source| self.spawn_error(argv, source);
         // Files rather than pipes: no reader threads, and no deadlock on large output.
         let mut out = tempfile::tempfile().map_err(spawn_err)?;
+        let status = self.run_with_files(argv, input, &out, deadline, cancel)?;
+        Ok(Output {
+            stdout: read_all(&mut out).map_err(spawn_err)?,
+            ..status
+        })
+    }
+
+    /// Like [`Transport::run`] with no stdin, but stdout goes to `out` (a tar stream of
+    /// any size never sits in memory); the returned output's stdout is empty.
+    fn run_into(
+        &self,
+        argv: &Argv,
+        out: &File,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Output, TransportError> {
+        let input = File::open("/dev/null").map_err(|source| self.spawn_error(argv, source))?;
+        let output = self.run_with_files(argv, input, out, deadline, cancel)?;
+        self.check(argv, output)
+    }
+
+    /// The common part: runs `argv` with stdin `input` and stdout `out`, stderr kept.
+    fn run_with_files(
+        &self,
+        argv: &Argv,
+        input: File,
+        out: &File,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Output, TransportError> {
+        let spawn_err = |source| self.spawn_error(argv, source);
         let mut err = tempfile::tempfile().map_err(spawn_err)?;
         let mut command = self.command(argv);
         command
@@ -174,7 +205,7 @@ pub trait Transport: Send + Sync {
         };
         Ok(Output {
             status,
-            stdout: read_all(&mut out).map_err(spawn_err)?,
+            stdout: Vec::new(),
             stderr: read_all(&mut err).map_err(spawn_err)?,
         })
     }
