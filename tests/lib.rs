@@ -5,6 +5,7 @@ mod harness;
 mod config_errors;
 mod filters;
 mod flake;
+mod fuzz;
 mod hostile;
 mod incus;
 mod inputs;

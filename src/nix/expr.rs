@@ -133,7 +133,14 @@ fn print(expr: &Expr, level: usize, out: &mut String) {
             out.push('}');
         }
         Expr::Select(base, path) => {
-            print_operand(base, level, out);
+            // `1.a` would lex as the float `1.` followed by `a`.
+            if matches!(**base, Expr::Int(_)) {
+                out.push('(');
+                print(base, level, out);
+                out.push(')');
+            } else {
+                print_operand(base, level, out);
+            }
             for name in path {
                 out.push('.');
                 attr_name(name, out);
@@ -174,6 +181,13 @@ fn print_operand(expr: &Expr, level: usize, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by tests/fuzz.rs: an integer base must be parenthesized before `.`.
+    #[test]
+    fn selecting_from_an_integer_keeps_it_an_integer() {
+        let expr = Expr::Int(7).select(&["a-b"]);
+        assert_eq!(expr.to_nix(), "(7).a-b\n");
+    }
 
     #[test]
     fn prints_a_nested_expression() {
