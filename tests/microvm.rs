@@ -264,6 +264,60 @@ fn sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
 }
 
 /// Pids whose parent is `pid`.
+/// The SSH connection dies mid-job (pikaci's ssh master is killed, so every session on
+/// it ends with ssh's connection error): the job ends as an error that says so, and the
+/// host stops the guest by itself.
+#[test]
+fn a_dropped_ssh_connection_is_an_error_and_the_host_cleans_up() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let s = setup(
+        &testbed,
+        "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
+    );
+    let mut child = s
+        .repo
+        .command(&["run", "slow", "--output", "jsonl"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = s
+        .repo
+        .wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60));
+    assert!(up, "the guest never ran the job");
+    let started = std::time::Instant::now();
+    for pid in children_of(child.id()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let master = String::from_utf8_lossy(&cmdline).contains("ControlMaster=yes");
+        if master {
+            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "pikaci noticed within a minute"
+    );
+    assert_eq!(status.code(), Some(3), "an infrastructure error");
+    let (record, _) = s.repo.job("slow");
+    assert_eq!(record["status"], "error", "{record}");
+    let message = record["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the connection to ssh://") && message.contains("was lost"),
+        "{message}"
+    );
+    // The supervisor saw its stdin close and stopped virtiofsd and qemu.
+    let left = || processes_under(s.work.path());
+    assert!(
+        eventually(Duration::from_secs(20), || left().is_empty()),
+        "left running: {:#?}",
+        left()
+    );
+}
+
 fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()

@@ -416,8 +416,18 @@ impl Guest for MicrovmGuest {
 
     fn collect(&mut self, ended: Ended, started: SystemTime) -> Result<GuestResult, BackendError> {
         let from_guest = self.fetch_artifacts()?;
+        let transport = self.prepared.session.transport.as_ref();
         let result = match (from_guest, ended) {
             (Some(result), _) => result,
+            (None, Ended::Exited(status)) if transport.is_connection_failure(&status) => {
+                GuestResult::error(
+                    started,
+                    format!(
+                        "the connection to {} was lost while the job ran; the host stopped the guest",
+                        transport.host()
+                    ),
+                )
+            }
             (None, Ended::Exited(status)) => {
                 let host_log = self.job_dir.join("host.log");
                 let tail = crate::fsutil::tail(
