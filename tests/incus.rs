@@ -437,3 +437,57 @@ fn moving_the_alias_never_leaves_a_run_without_an_image() {
         }
     }
 }
+
+#[test]
+fn an_agent_that_writes_no_result_is_reported() {
+    let Some(image) = image() else { return };
+    // `true` in place of the agent: it runs, and writes nothing.
+    let repo = Repo::new(&format!(
+        "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
+         instance-type = \"container\"\nguest-agent = \"/bin/true\"\n\n\
+         [jobs.a]\ncommand = \"echo never runs\"\n"
+    ));
+    repo.pikaci(&["run", "a"]).expect(3);
+    let (status, _) = repo.job("a");
+    assert_eq!(status["status"], "error");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("the agent produced no result"),
+        "{message}"
+    );
+    let run = repo.latest_run();
+    assert_eq!(instances_of(&run.file_name().unwrap().to_string_lossy()), 0);
+}
+
+/// A stand-in `incus` on PATH (fakes are for error paths): failures and JSON pikaci
+/// cannot read end as errors that name the command and show what it said.
+#[test]
+fn incus_errors_and_malformed_json_are_reported() {
+    let bin = tempfile::tempdir().unwrap();
+    let fake = bin.path().join("incus");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let repo = repo("pikaci/any", "[jobs.a]\ncommand = \"true\"\n");
+    for (script, expected) in [
+        (
+            "#!/bin/sh\necho 'Error: The incus daemon is not running' >&2\nexit 1\n",
+            "The incus daemon is not running",
+        ),
+        (
+            "#!/bin/sh\necho '[{\"fingerprint\": 7'\n",
+            "`incus image list` printed JSON pikaci cannot read",
+        ),
+    ] {
+        std::fs::write(&fake, script).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let run = crate::harness::Run::of(repo.command(&["run", "a"]).env("PATH", &path));
+        run.expect(3);
+        let message = repo.job("a").0["message"].as_str().unwrap().to_string();
+        assert!(message.contains("Incus setup failed"), "{message}");
+        assert!(message.contains(expected), "{message}");
+    }
+}

@@ -315,3 +315,63 @@ fn eight_concurrent_runs_on_one_state_dir_with_gc_in_between() {
     }
     assert_eq!(ids.len(), 8, "eight distinct runs");
 }
+
+/// The state dir's disk fills up mid-run: pikaci says so, and every record it left is
+/// whole (records are written to a temporary file and renamed). Needs root to mount a
+/// small tmpfs; CI runs as root.
+#[test]
+fn a_full_state_dir_leaves_no_half_written_record() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "pikaci-full"])
+        .arg(mnt.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.path());
+    let repo = repo(
+        "[jobs.loud]\ncommand = \"yes 0123456789 | head -c 2000000\"\n\
+         [jobs.after]\nneeds = [\"loud\"]\ncommand = \"true\"\n",
+    );
+    let run = Run::of(
+        repo.command(&["run", "--output", "jsonl"])
+            .env("PIKACI_STATE_DIR", mnt.path()),
+    );
+    assert_ne!(run.code(), 0, "a full disk is not a pass");
+    let said = format!("{}{}", run.stdout(), run.stderr());
+    assert!(said.contains("No space left on device"), "{said}");
+    let mut records = 0;
+    for entry in walkdir::WalkDir::new(mnt.path())
+        .min_depth(1)
+        .into_iter()
+        .flatten()
+    {
+        let path = entry.path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name.ends_with(".json") {
+            let bytes = std::fs::read(path).unwrap();
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(),
+                "half-written: {}",
+                path.display()
+            );
+            records += 1;
+        }
+        assert!(
+            !name.contains(".tmp"),
+            "temporary file left: {}",
+            path.display()
+        );
+    }
+    assert!(records > 0);
+}
