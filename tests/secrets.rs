@@ -61,6 +61,18 @@ fn check(repo: &Repo, also: &[&Path]) {
     );
 }
 
+/// In a guest, an unprivileged job owns its artifacts dir alone and cannot read the
+/// request (which holds the secrets' values).
+const PEEK: &str = r#"
+[jobs.peek]
+command = "stat -c '%U %a' \"$PIKACI_ARTIFACTS\"; cat /run/pikaci/request.json > /dev/null 2>&1 && echo readable || echo unreadable"
+"#;
+
+fn check_guest_permissions(repo: &Repo) {
+    repo.pikaci(&["run", "peek"]).expect(0);
+    assert_eq!(repo.job("peek").1, "pikaci 700\nunreadable\n");
+}
+
 #[test]
 fn host_backend() {
     let repo = Repo::new(&format!("[defaults]\nbackend = \"host\"\n{JOB}"));
@@ -80,8 +92,9 @@ fn microvm_backend() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
-    let repo = Repo::new(&testbed.config(work.path(), JOB));
+    let repo = Repo::new(&testbed.config(work.path(), &format!("{JOB}{PEEK}")));
     check(&repo, &[work.path()]);
+    check_guest_permissions(&repo);
 }
 
 #[test]
@@ -91,7 +104,8 @@ fn incus_backend() {
     };
     let repo = Repo::new(&format!(
         "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
-         instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n{JOB}"
+         instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n{JOB}{PEEK}"
     ));
     check(&repo, &[]);
+    check_guest_permissions(&repo);
 }

@@ -129,7 +129,16 @@ impl Backend for IncusBackend {
         };
         guest.step("init", "creating the instance", |g| {
             let init = incus.init(&p.settings, &g.name, job.run_id);
-            p.session.run(&init, b"", cancel)
+            p.session.run(&init, b"", cancel).or_else(|first| {
+                // `image import` may have moved the alias and removed the image it named
+                // while Incus was creating this instance from it; the alias now names a
+                // new image, so one more try (after removing what the first left).
+                if cancel.is_cancelled() {
+                    return Err(first);
+                }
+                let _ = p.session.run(&incus.delete(&g.name), b"", cancel);
+                p.session.run(&init, b"", cancel)
+            })
         })?;
         // A read-only disk when the instance runs where the snapshot is; otherwise (a
         // remote host, or a writable workspace) the files are streamed in after start.

@@ -94,13 +94,15 @@ impl Agent {
                     self.passwd.display()
                 )
             })?;
-            // The job writes its artifacts; the share's root belongs to the host user.
-            rustix::fs::chown(
+            // The job writes its artifacts, and only it (and root) may read them; the
+            // share's root arrives belonging to the host user.
+            let give = rustix::fs::chown(
                 &self.artifacts,
                 Some(rustix::fs::Uid::from_raw(user.uid)),
                 Some(rustix::fs::Gid::from_raw(user.gid)),
             )
-            .map_err(|e| {
+            .and_then(|()| rustix::fs::chmod(&self.artifacts, rustix::fs::Mode::RWXU));
+            give.map_err(|e| {
                 format!(
                     "cannot give {} to `{JOB_USER}`: {e}",
                     self.artifacts.display()
