@@ -176,6 +176,8 @@ pub fn redact(text: &str, repo: &Repo) -> String {
     let mut text = text.replace(&repo.path().display().to_string(), "[REPO]");
     let rules: &[(&str, &str)] = &[
         (r"\d{8}T\d{6}Z-\d{3}[0-9a-f]{4}", "[RUN]"),
+        (r"ssh://[^@\s]+@[^:\s]+:\d+", "[SSH-HOST]"),
+        (r"\.tmp-[A-Za-z0-9]{6}", ".tmp-[TMP]"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
         (r"sha256-[A-Za-z0-9+/=]{44}", "[HASH]"),
         (r"\b[0-9a-f]{64}\b", "[HEX]"),

@@ -450,11 +450,7 @@ fn an_agent_that_writes_no_result_is_reported() {
     repo.pikaci(&["run", "a"]).expect(3);
     let (status, _) = repo.job("a");
     assert_eq!(status["status"], "error");
-    let message = status["message"].as_str().unwrap();
-    assert!(
-        message.contains("the agent produced no result"),
-        "{message}"
-    );
+    insta::assert_snapshot!(status["message"].as_str().unwrap(), @"the agent produced no result (`incus exec`: exit status: 0); see host.log");
     let run = repo.latest_run();
     assert_eq!(instances_of(&run.file_name().unwrap().to_string_lossy()), 0);
 }
@@ -471,23 +467,27 @@ fn incus_errors_and_malformed_json_are_reported() {
         std::env::var("PATH").unwrap()
     );
     let repo = repo("pikaci/any", "[jobs.a]\ncommand = \"true\"\n");
-    for (script, expected) in [
-        (
-            "#!/bin/sh\necho 'Error: The incus daemon is not running' >&2\nexit 1\n",
-            "The incus daemon is not running",
-        ),
-        (
-            "#!/bin/sh\necho '[{\"fingerprint\": 7'\n",
-            "`incus image list` printed JSON pikaci cannot read",
-        ),
+    let mut messages = Vec::new();
+    for script in [
+        "#!/bin/sh
+echo 'Error: The incus daemon is not running' >&2
+exit 1
+",
+        "#!/bin/sh
+echo '[{\"fingerprint\": 7'
+",
     ] {
         std::fs::write(&fake, script).unwrap();
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let run = crate::harness::Run::of(repo.command(&["run", "a"]).env("PATH", &path));
         run.expect(3);
-        let message = repo.job("a").0["message"].as_str().unwrap().to_string();
-        assert!(message.contains("Incus setup failed"), "{message}");
-        assert!(message.contains(expected), "{message}");
+        messages.push(repo.job("a").0["message"].as_str().unwrap().to_string());
     }
+    insta::assert_snapshot!(messages.join("\n---\n"), @"
+    Incus setup failed: on local: `incus image list --project default pikaci/any --format json` failed (exit status: 1):
+    Error: The incus daemon is not running
+    ---
+    Incus setup failed: `incus image list` printed JSON pikaci cannot read: invalid type: integer `7`, expected a string at line 1 column 18
+    ");
 }

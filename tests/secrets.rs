@@ -80,10 +80,7 @@ fn host_backend() {
     // Without the variable the job cannot run, and says which one is missing.
     repo.pikaci(&["run", "uses-secret"]).expect(3);
     let message = repo.job("uses-secret").0["message"].to_string();
-    assert!(
-        message.contains("`PIKACI_TEST_TOKEN` is not set"),
-        "{message}"
-    );
+    insta::assert_snapshot!(message, @r#""the secret `PIKACI_TEST_TOKEN` is not set in pikaci's environment (jobs.uses-secret.secrets)""#);
 }
 
 #[test]
