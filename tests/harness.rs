@@ -85,7 +85,10 @@ impl Repo {
     /// Like [`Repo::new`], in a directory called `name` inside the temp dir.
     pub fn named(name: &str, config: &str) -> Repo {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join(name);
+        let root = match name {
+            "" => dir.path().to_path_buf(),
+            name => dir.path().join(name),
+        };
         std::fs::create_dir_all(&root).unwrap();
         let repo = Repo { _tmp: dir, root };
         git(repo.path(), &["init", "-q", "-b", "main"]);

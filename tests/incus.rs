@@ -252,6 +252,8 @@ fn gc_deletes_the_instance_of_a_killed_run() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
+    let status = repo.pikaci(&["status", "latest", "--json"]);
+    assert_eq!(status.json()["run"]["status"], "abandoned");
     let configs = instance_configs(&run);
     assert_eq!(configs.len(), 1, "a killed pikaci leaves its instance");
     // The limits of pikaci.toml were set at init (this testbed's cgroup v1 containers

@@ -219,7 +219,9 @@ fn sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
             assert_nothing_left(s.work.path());
         } else {
             // pikaci had no chance to clean up: the supervisor on the host sees its stdin
-            // close and stops the guest itself.
+            // close and stops the guest itself. The run shows as abandoned.
+            let status = s.repo.pikaci(&["status", "latest", "--json"]);
+            assert_eq!(status.json()["run"]["status"], "abandoned");
             let left = || processes_under(s.work.path());
             assert!(
                 eventually(Duration::from_secs(20), || left().is_empty()),

@@ -167,7 +167,7 @@ pub struct Job {
     pub writable_workspace: bool,
     pub env: BTreeMap<String, String>,
     /// Environment variables of pikaci whose values the job gets as secrets.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
 }
 

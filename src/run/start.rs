@@ -12,13 +12,13 @@ use crate::cancel::Cancel;
 use crate::changes::{ChangeSet, PathFilter};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fsutil::{create_dir_all, now_rfc3339, write_json_atomic};
+use crate::fsutil::{now_rfc3339, write_json_atomic};
 use crate::ids::Id;
 use crate::plan::{ExecuteNode, Plan};
 use crate::report::Reporter;
 use crate::state::{
-    EventKind, JobRecord, JobStatus, RECORD_SCHEMA, RunLock, RunRecord, RunStatus, SnapshotRef,
-    StateDir, job_records, new_run_id, read_record,
+    EventKind, JobRecord, JobStatus, RECORD_SCHEMA, RunRecord, RunStatus, SnapshotRef, StateDir,
+    create_run, job_records, read_record,
 };
 
 pub struct RunOptions {
@@ -165,9 +165,8 @@ fn execute(
     cancel: &Cancel,
 ) -> Result<RunOutcome, Error> {
     let started = Instant::now();
-    let run = new_run_dir(state).map_err(|e| Error::infra("creating the run directory", e))?;
-    let _lock =
-        RunLock::acquire(&run.lock_file()).map_err(|e| Error::infra("locking the run", e))?;
+    let (run, _lock) =
+        create_run(state).map_err(|e| Error::infra("creating the run directory", e))?;
     write_json_atomic(&run.plan_json(), &plan).map_err(|e| Error::infra("writing plan.json", e))?;
     let record = RunRecord {
         schema_version: RECORD_SCHEMA,
@@ -256,22 +255,6 @@ fn execute(
     let record =
         finish(&recorder, started, status, message).map_err(|e| infra("writing run.json", e))?;
     Ok(RunOutcome { record })
-}
-
-/// A fresh run directory: never one another process made with the same id.
-fn new_run_dir(state: &StateDir) -> std::io::Result<crate::state::RunDir> {
-    create_dir_all(&state.runs())?;
-    loop {
-        let run = state.run(&new_run_id());
-        match std::fs::create_dir(&run.path) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                let why = format!("cannot create {}: {e}", run.path.display());
-                return Err(std::io::Error::new(e.kind(), why));
-            }
-            Ok(()) => return Ok(run),
-        }
-    }
 }
 
 fn take_snapshot(state: &StateDir, workspace: Workspace) -> Result<SnapshotRef, String> {

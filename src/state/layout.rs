@@ -51,6 +51,7 @@ impl RunDir {
     pub fn events(&self) -> PathBuf {
         self.path.join("events.jsonl")
     }
+    /// Also named in `lock::create_run`, which locks it before the run dir has its name.
     pub fn lock_file(&self) -> PathBuf {
         self.path.join("lock")
     }

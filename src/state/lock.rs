@@ -35,6 +35,33 @@ impl RunLock {
     }
 }
 
+/// A new run's directory, already locked: it is made under a hidden name (which listings
+/// skip), locked, and renamed into place, so `gc` never sees it unlocked, and a rename
+/// onto another run's directory (never empty) fails instead of sharing it.
+pub fn create_run(state: &super::StateDir) -> io::Result<(super::RunDir, RunLock)> {
+    let runs = state.runs();
+    crate::fsutil::create_dir_all(&runs)?;
+    let staging = tempfile::Builder::new().prefix(".new-").tempdir_in(&runs)?;
+    let lock = RunLock::acquire(&staging.path().join("lock"))?;
+    let staging = staging.keep();
+    loop {
+        let run = state.run(&super::new_run_id());
+        match std::fs::rename(&staging, &run.path) {
+            Ok(()) => return Ok((run, lock)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::DirectoryNotEmpty
+                ) => {}
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                let why = format!("cannot create {}: {e}", run.path.display());
+                return Err(io::Error::new(e.kind(), why));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
