@@ -198,10 +198,16 @@ fn a_missing_image_alias_says_how_to_get_one() {
 }
 
 #[test]
-fn sigterm_mid_job_cancels_it_and_deletes_the_instance() {
+fn sigint_and_sigterm_mid_job_cancel_it_and_delete_the_instance() {
     let Some(image) = image() else { return };
+    for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
+        cancel_mid_job(&image, signal);
+    }
+}
+
+fn cancel_mid_job(image: &str, signal: rustix::process::Signal) {
     let repo = repo(
-        &image,
+        image,
         "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
     );
     let mut child = repo
@@ -217,14 +223,10 @@ fn sigterm_mid_job_cancels_it_and_deletes_the_instance() {
     let run = repo.latest_run();
     let run = run.file_name().unwrap().to_string_lossy();
     assert_eq!(instances_of(&run), 1);
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(130));
     assert_eq!(repo.job("slow").0["status"], "cancelled");
-    assert_eq!(instances_of(&run), 0, "the instance is deleted on SIGTERM");
+    assert_eq!(instances_of(&run), 0, "{signal:?}: the instance is deleted");
 }
 
 #[test]

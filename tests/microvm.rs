@@ -184,11 +184,12 @@ fn a_job_with_another_command_builds_nothing() {
 }
 
 #[test]
-fn sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
+fn sigint_sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
     let Some(testbed) = testbed_microvm() else {
         return;
     };
-    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::KILL] {
+    use rustix::process::Signal;
+    for signal in [Signal::INT, Signal::TERM, Signal::KILL] {
         let s = setup(
             &testbed,
             "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
@@ -213,7 +214,7 @@ fn sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
         assert!(children.len() >= 2, "ssh master and client: {children:?}");
         rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
         let status = child.wait().unwrap();
-        if signal == rustix::process::Signal::TERM {
+        if signal != Signal::KILL {
             assert_eq!(status.code(), Some(130));
             assert_eq!(s.repo.job("slow").0["status"], "cancelled");
             assert_nothing_left(s.work.path());
