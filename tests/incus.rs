@@ -495,3 +495,48 @@ echo '[{\"fingerprint\": 7'
     Incus setup failed: `incus image list` printed JSON pikaci cannot read: invalid type: integer `7`, expected a string at line 1 column 18
     ");
 }
+
+/// Incus on the loopback SSH host, and the connection dies mid-job (pikaci's ssh master
+/// killed): the job is an error that says so, and the instance is still deleted.
+#[test]
+fn a_dropped_ssh_connection_is_an_error_and_the_instance_is_deleted() {
+    let Some(image) = image() else { return };
+    let Some(ssh) = crate::harness::testbed_ssh() else {
+        return;
+    };
+    let host = std::env::var("PIKACI_TEST_SSH_HOST").unwrap();
+    let repo = Repo::new(&format!(
+        "[defaults]\nbackend = \"incus\"\nhost = \"{host}\"\n\n\
+         [ssh]\nidentity-file = \"{}\"\nknown-hosts-file = \"{}\"\n\n\
+         [backends.incus]\nimage = \"{image}\"\ninstance-type = \"container\"\n\
+         guest-agent = \"/usr/local/bin/pikaci-guest\"\n\n\
+         [jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
+        ssh.identity.unwrap().display(),
+        ssh.known_hosts.unwrap().display(),
+    ));
+    let mut child = repo
+        .command(&["run", "slow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        repo.wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60)),
+        "the job never started"
+    );
+    let run = repo.latest_run();
+    let run = run.file_name().unwrap().to_string_lossy().into_owned();
+    for pid in crate::harness::children_of(child.id()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("ControlMaster=yes") {
+            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    let (status, _) = repo.job("slow");
+    assert_eq!(status["status"], "error");
+    let message = crate::harness::redact(status["message"].as_str().unwrap(), &repo);
+    insta::assert_snapshot!(message, @"the connection to [SSH-HOST] was lost while the job ran");
+    assert_eq!(instances_of(&run), 0, "the instance is deleted");
+}

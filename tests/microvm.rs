@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::{MicrovmTestbed, Repo, eventually, processes_under, testbed_microvm};
+use crate::harness::{
+    MicrovmTestbed, Repo, children_of, eventually, processes_under, testbed_microvm,
+};
 
 struct Setup {
     repo: Repo,
@@ -316,21 +318,6 @@ fn a_dropped_ssh_connection_is_an_error_and_the_host_cleans_up() {
         "left running: {:#?}",
         left()
     );
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(") ")
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                    == Some(pid)
-            })
-        })
-        .collect()
 }
 
 #[test]

@@ -330,8 +330,18 @@ impl Guest for IncusGuest {
             &self.job_dir,
         )
         .map_err(|(step, why)| self.error(step, why))?;
+        let transport = self.prepared.session.transport.as_ref();
         let result = match (from_guest, ended) {
             (Some(result), _) => result,
+            (None, Ended::Exited(status)) if transport.is_connection_failure(&status) => {
+                GuestResult::error(
+                    started,
+                    format!(
+                        "the connection to {} was lost while the job ran",
+                        transport.host()
+                    ),
+                )
+            }
             (None, Ended::Exited(status)) => GuestResult::error(
                 started,
                 format!("the agent produced no result (`incus exec`: {status}); see host.log"),
