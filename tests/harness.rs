@@ -156,6 +156,20 @@ impl Repo {
         eventually(limit, || host_log().is_some_and(|log| log.contains(marker)))
     }
 
+    /// Starts `pikaci run JOB` and returns once the job has printed `marker` (in its
+    /// `host.log`), so a test can interrupt it mid-job.
+    pub fn start_until(&self, job: &str, marker: &str) -> std::process::Child {
+        let child = self
+            .command(&["run", job, "--output", "jsonl"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = self.wait_for_host_log(job, marker, std::time::Duration::from_secs(60));
+        assert!(started, "{job} never printed {marker:?}");
+        child
+    }
+
     /// The newest run's directory.
     pub fn latest_run(&self) -> PathBuf {
         let mut runs: Vec<PathBuf> = std::fs::read_dir(self.state().join("runs"))
@@ -337,4 +351,26 @@ pub fn children_of(pid: u32) -> Vec<u32> {
             })
         })
         .collect()
+}
+
+/// Kills the SSH master connection among `pid`'s children: every session on it ends as
+/// a dropped connection would end it.
+pub fn kill_ssh_master(pid: u32) {
+    for child in children_of(pid) {
+        let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("ControlMaster=yes") {
+            let child = rustix::process::Pid::from_raw(child as i32).unwrap();
+            let _ = rustix::process::kill_process(child, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// A `pikaci.toml` whose jobs run in containers of the testbed's Incus `image`, with
+/// `settings` added to `[backends.incus]`, followed by `jobs`.
+pub fn incus_config(image: &str, settings: &str, jobs: &str) -> String {
+    format!(
+        "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
+         instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n\
+         {settings}\n{jobs}"
+    )
 }

@@ -73,13 +73,7 @@ fn incus_backend() {
     let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh") else {
         return;
     };
-    let repo = Repo::named(
-        AWKWARD,
-        &format!(
-            "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
-             instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n{JOB}"
-        ),
-    );
+    let repo = Repo::named(AWKWARD, &crate::harness::incus_config(&image, "", JOB));
     check(&repo);
 }
 
@@ -138,11 +132,7 @@ fn incus_backend_big_output() {
     let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh") else {
         return;
     };
-    let repo = Repo::new(&format!(
-        "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
-         instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n{}",
-        big_job(200)
-    ));
+    let repo = Repo::new(&crate::harness::incus_config(&image, "", &big_job(200)));
     check_big_output(&repo, 200);
 }
 

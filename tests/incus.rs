@@ -11,11 +11,8 @@ fn image() -> Option<String> {
 }
 
 fn repo(image: &str, jobs: &str) -> Repo {
-    Repo::new(&format!(
-        "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
-         instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n\
-         limits = {{ memory = \"256MiB\", processes = 200 }}\n\n{jobs}"
-    ))
+    let limits = "limits = { memory = \"256MiB\", processes = 200 }\n";
+    Repo::new(&crate::harness::incus_config(image, limits, jobs))
 }
 
 fn incus(args: &[&str]) -> std::process::Output {
@@ -210,16 +207,7 @@ fn cancel_mid_job(image: &str, signal: rustix::process::Signal) {
         image,
         "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
     );
-    let mut child = repo
-        .command(&["run", "slow"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        repo.wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60)),
-        "the job never started"
-    );
+    let mut child = repo.start_until("slow", "guest-is-up");
     let run = repo.latest_run();
     let run = run.file_name().unwrap().to_string_lossy();
     assert_eq!(instances_of(&run), 1);
@@ -236,16 +224,7 @@ fn gc_deletes_the_instance_of_a_killed_run() {
         &image,
         "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
     );
-    let mut child = repo
-        .command(&["run", "slow"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        repo.wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60)),
-        "the job never started"
-    );
+    let mut child = repo.start_until("slow", "guest-is-up");
     child.kill().unwrap();
     child.wait().unwrap();
     let run = repo
@@ -514,25 +493,10 @@ fn a_dropped_ssh_connection_is_an_error_and_the_instance_is_deleted() {
         ssh.identity.unwrap().display(),
         ssh.known_hosts.unwrap().display(),
     ));
-    let mut child = repo
-        .command(&["run", "slow"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        repo.wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60)),
-        "the job never started"
-    );
+    let mut child = repo.start_until("slow", "guest-is-up");
     let run = repo.latest_run();
     let run = run.file_name().unwrap().to_string_lossy().into_owned();
-    for pid in crate::harness::children_of(child.id()) {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("ControlMaster=yes") {
-            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
+    crate::harness::kill_ssh_master(child.id());
     assert_eq!(child.wait().unwrap().code(), Some(3));
     let (status, _) = repo.job("slow");
     assert_eq!(status["status"], "error");

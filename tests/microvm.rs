@@ -196,18 +196,8 @@ fn sigint_sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
             &testbed,
             "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
         );
-        let mut child = s
-            .repo
-            .command(&["run", "slow", "--output", "jsonl"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Wait until the guest runs the job: its output reaches the serial console.
-        let booted = s
-            .repo
-            .wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60));
-        assert!(booted, "the guest never ran the job");
+        // Once the guest runs the job: its output reaches the serial console.
+        let mut child = s.repo.start_until("slow", "guest-is-up");
         assert!(
             !processes_under(s.work.path()).is_empty(),
             "a guest is running"
@@ -281,26 +271,9 @@ fn a_dropped_ssh_connection_is_an_error_and_the_host_cleans_up() {
         &testbed,
         "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
     );
-    let mut child = s
-        .repo
-        .command(&["run", "slow", "--output", "jsonl"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = s
-        .repo
-        .wait_for_host_log("slow", "guest-is-up", Duration::from_secs(60));
-    assert!(up, "the guest never ran the job");
+    let mut child = s.repo.start_until("slow", "guest-is-up");
     let started = std::time::Instant::now();
-    for pid in children_of(child.id()) {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let master = String::from_utf8_lossy(&cmdline).contains("ControlMaster=yes");
-        if master {
-            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
+    crate::harness::kill_ssh_master(child.id());
     let status = child.wait().unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(60),

@@ -99,10 +99,8 @@ fn incus_backend() {
     let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh") else {
         return;
     };
-    let repo = Repo::new(&format!(
-        "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
-         instance-type = \"container\"\nguest-agent = \"/usr/local/bin/pikaci-guest\"\n{JOB}{PEEK}"
-    ));
+    let jobs = format!("{JOB}{PEEK}");
+    let repo = Repo::new(&crate::harness::incus_config(&image, "", &jobs));
     check(&repo, &[]);
     check_guest_permissions(&repo);
 }
