@@ -16,11 +16,17 @@
       microvm,
     }:
     let
-      systems = [
+      # Guests and their checks are Linux; the CLI also drives remote Linux hosts from darwin.
+      linuxSystems = [
         "x86_64-linux"
         "aarch64-linux"
       ];
-      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      systems = linuxSystems ++ [
+        "x86_64-darwin"
+        "aarch64-darwin"
+      ];
+      forSystems = list: f: nixpkgs.lib.genAttrs list (system: f nixpkgs.legacyPackages.${system});
+      forAllSystems = forSystems systems;
     in
     {
       packages = forAllSystems (
@@ -31,8 +37,10 @@
         in
         {
           inherit pikaci;
-          pikaci-guest = pikaci.guest;
           default = pikaci;
+        }
+        // nixpkgs.lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
+          pikaci-guest = pikaci.guest;
         }
         # An Incus VM image with the agent, for `pikaci image build` (docs/incus.md).
         // nixpkgs.lib.optionalAttrs (system == "x86_64-linux") {
@@ -61,7 +69,7 @@
 
       formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
 
-      checks = forAllSystems (pkgs: import ./checks { inherit pkgs self; });
+      checks = forSystems linuxSystems (pkgs: import ./checks { inherit pkgs self; });
 
       # The guest side of pikaci: the agent, the job user, the shares (docs/nix.md).
       nixosModules.guest = import ./nix/guest;

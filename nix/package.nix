@@ -3,6 +3,7 @@
 # in the build sandbox too.
 {
   lib,
+  stdenv,
   rustPlatform,
   pkgsStatic,
   flakeRef,
@@ -26,6 +27,9 @@ let
     # The unit tests; the integration tests drive git, nix, sshd and qemu, which the
     # build sandbox does not have (they run in `scripts/test.sh`).
     cargoTestFlags = [ "--lib" ];
+    # The unit tests exercise the Linux guest agent (/proc, user switching); on darwin
+    # only the CLI is built, for driving remote Linux hosts.
+    doCheck = stdenv.hostPlatform.isLinux;
     env = {
       # Lets generated guest flakes point back at this flake (src/nix/guest_flake.rs).
       PIKACI_FLAKE = flakeRef;
@@ -35,7 +39,7 @@ let
     meta = {
       description = "A CI executor for Nix users";
       mainProgram = "pikaci";
-      platforms = lib.platforms.linux;
+      platforms = lib.platforms.linux ++ lib.platforms.darwin;
     };
   };
 in
@@ -53,6 +57,7 @@ rustPlatform.buildRustPackage (
         doCheck = false;
         meta = common.meta // {
           mainProgram = "pikaci-guest";
+          platforms = lib.platforms.linux;
         };
       }
     );

@@ -240,6 +240,59 @@ fn vm_test_and_incus_image_match_what_pikaci_expects() {
     );
 }
 
+/// Which outputs each system gets: the CLI everywhere, the guest agent and checks on
+/// Linux, the Incus image on x86_64-linux. Evaluated with a stand-in nixpkgs that only
+/// knows the systems the flake should ask for.
+#[test]
+fn outputs_per_system() {
+    let expr = r#"
+      let
+        lib = {
+          genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+          optionalAttrs = cond: attrs: if cond then attrs else { };
+        };
+        pkgsFor = system: {
+          stdenv.hostPlatform = { inherit system; isLinux = builtins.match ".*-linux" system != null; };
+          callPackage = fn: args: { guest = "agent"; };
+        };
+        nixpkgs = {
+          inherit lib;
+          legacyPackages = lib.genAttrs
+            [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ] pkgsFor;
+        };
+        out = (import ./flake.nix).outputs { self = out; inherit nixpkgs; microvm = null; };
+        names = builtins.mapAttrs (_: builtins.attrNames);
+      in {
+        packages = names out.packages;
+        apps = names out.apps;
+        devShells = builtins.attrNames out.devShells;
+        checks = builtins.attrNames out.checks;
+      }"#;
+    let Some(got) = eval(expr) else { return };
+    let cli = serde_json::json!(["default", "pikaci"]);
+    let linux = serde_json::json!(["default", "pikaci", "pikaci-guest"]);
+    let x86 = serde_json::json!(["default", "incus-image", "pikaci", "pikaci-guest"]);
+    assert_eq!(
+        got["packages"],
+        serde_json::json!({
+            "aarch64-darwin": cli, "x86_64-darwin": cli,
+            "aarch64-linux": linux, "x86_64-linux": x86,
+        })
+    );
+    assert_eq!(got["apps"]["aarch64-darwin"], cli);
+    let all = serde_json::json!([
+        "aarch64-darwin",
+        "aarch64-linux",
+        "x86_64-darwin",
+        "x86_64-linux"
+    ]);
+    assert_eq!(got["devShells"], all);
+    assert_eq!(
+        got["checks"],
+        serde_json::json!(["aarch64-linux", "x86_64-linux"])
+    );
+}
+
 /// `nix flake check` of a flake dir (as a `path:` flake, so no git is involved).
 fn flake_check(dir: &Path) {
     let out = Command::new("nix")
