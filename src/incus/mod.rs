@@ -49,6 +49,11 @@ pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, S
         .filter(|r| r.aliases.iter().any(|a| a.name == alias))
         .collect();
     match matching[..] {
+        [one] if !is_fingerprint(&one.fingerprint) => Err(format!(
+            "`incus image list` printed the image with the alias `{alias}` without a valid \
+             fingerprint: {:?}",
+            one.fingerprint
+        )),
         [one] => Ok(one.fingerprint.clone()),
         [] => Err(format!(
             "no image has the alias `{alias}` in project `{project}`; build and import one \
@@ -64,6 +69,11 @@ pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, S
                 .join(", ")
         )),
     }
+}
+
+/// Incus names images by the hex SHA-256 of their files.
+fn is_fingerprint(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The argvs pikaci runs; pure, so a snapshot pins them.
@@ -234,6 +244,13 @@ mod tests {
         assert!(bad.contains("cannot read"), "{bad}");
         let wrong_shape = select_image(br#"{"fingerprint":"a"}"#, "x", "p").unwrap_err();
         assert!(wrong_shape.contains("cannot read"), "{wrong_shape}");
+        // Found by fuzzing: an empty fingerprint was selected.
+        for fingerprint in ["", "../x"] {
+            let json =
+                serde_json::json!([{"fingerprint": fingerprint, "aliases": [{"name": "x"}]}]);
+            let err = select_image(json.to_string().as_bytes(), "x", "p").unwrap_err();
+            assert!(err.contains("without a valid fingerprint"), "{err}");
+        }
     }
 
     #[test]
