@@ -17,6 +17,8 @@ let
       ../src
       ../tests
       ../benches
+      # tests/fuzz.rs includes the fuzz targets' properties.
+      ../fuzz/src/oracles.rs
     ];
   };
   common = {

@@ -9,6 +9,9 @@ source scripts/env.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The AFL fuzz targets (run by scripts/fuzz.sh) must keep compiling against the library.
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 
 # Real parts for the tests: an sshd on loopback (stopped again when this script ends).
 trap 'bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus.sh stop' EXIT

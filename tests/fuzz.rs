@@ -3,15 +3,15 @@
 //! structure-aware inputs; none may panic, and printed Nix must always parse.
 //!
 //! The suite runs `PIKACI_FUZZ_CASES` cases per target (default 500); a long run:
-//! `PIKACI_FUZZ_CASES=100000 cargo test --release --test integration fuzz::`
-//! (cargo-fuzz needs a nightly toolchain, which these machines cannot fetch).
-
-use std::path::Path;
+//! `PIKACI_FUZZ_CASES=100000 cargo test --release --test integration fuzz::`.
+//! The same four targets run coverage-guided under AFL++ in `fuzz/` (`scripts/fuzz.sh`).
 
 use pikaci::nix::Expr;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
+
+use crate::fuzz_oracles as oracles;
 
 fn runner() -> TestRunner {
     let cases = std::env::var("PIKACI_FUZZ_CASES")
@@ -73,10 +73,7 @@ fn config_text() -> impl Strategy<Value = String> {
 fn config_parser_never_panics() {
     runner()
         .run(&config_text(), |text| {
-            if let Err(e) = pikaci::config::parse(Path::new("/repo/pikaci.toml"), &text) {
-                // Errors name the file.
-                prop_assert!(e.to_string().starts_with("/repo/pikaci.toml"), "{e}");
-            }
+            oracles::config(&text);
             Ok(())
         })
         .unwrap();
@@ -137,10 +134,7 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 fn request_parser_never_panics() {
     runner()
         .run(&request_bytes(), |bytes| {
-            match pikaci::guest::parse_request(&bytes) {
-                Ok(request) => prop_assert_eq!(request.schema_version, 1),
-                Err(e) => prop_assert!(!e.to_string().is_empty()),
-            }
+            oracles::request(&bytes);
             Ok(())
         })
         .unwrap();
@@ -150,7 +144,7 @@ fn request_parser_never_panics() {
 fn image_list_bytes() -> impl Strategy<Value = Vec<u8>> {
     let alias = prop::sample::select(vec!["pikaci/dev", "pikaci/dev-old", "pikaci", ""]);
     let record = (
-        prop::option::of("[0-9a-f]{4,64}"),
+        prop::option::of("[0-9a-f./]{0,64}"),
         proptest::collection::vec(alias, 0..3),
         json_value(),
     )
@@ -175,20 +169,7 @@ fn image_list_bytes() -> impl Strategy<Value = Vec<u8>> {
 fn incus_image_json_never_panics() {
     runner()
         .run(&image_list_bytes(), |bytes| {
-            if let Ok(fingerprint) = pikaci::incus::select_image(&bytes, "pikaci/dev", "p") {
-                // Only an exact alias selects an image.
-                let list: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap();
-                let exact = list
-                    .iter()
-                    .filter(|r| {
-                        r["aliases"]
-                            .as_array()
-                            .is_some_and(|a| a.iter().any(|a| a["name"] == "pikaci/dev"))
-                    })
-                    .count();
-                prop_assert_eq!(exact, 1);
-                prop_assert!(!fingerprint.is_empty());
-            }
+            oracles::incus_image_list(&bytes);
             Ok(())
         })
         .unwrap();
@@ -229,9 +210,7 @@ fn expr() -> impl Strategy<Value = Expr> {
 fn printed_nix_always_parses() {
     runner()
         .run(&expr(), |expr| {
-            let text = expr.to_nix();
-            let errors = rnix::Root::parse(&text).errors().to_vec();
-            prop_assert!(errors.is_empty(), "{errors:?} in\n{text}");
+            oracles::printed_nix(&expr);
             Ok(())
         })
         .unwrap();

@@ -6,6 +6,9 @@ mod config_errors;
 mod filters;
 mod flake;
 mod fuzz;
+// The properties the AFL targets check, shared with tests/fuzz.rs.
+#[path = "../fuzz/src/oracles.rs"]
+mod fuzz_oracles;
 mod hostile;
 mod incus;
 mod inputs;
