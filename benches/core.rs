@@ -19,9 +19,7 @@ use util::{git, median, ms, run_ok, time};
 const FILES: usize = 20_000;
 
 fn main() {
-    // `cargo test --all-targets` also runs this binary, without `--bench`.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benchmarks run with `cargo bench --bench core`");
+    if util::not_benchmarking("core") {
         return;
     }
     trivial_job();

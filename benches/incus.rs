@@ -14,9 +14,7 @@ use util::{git, median, ms, run_ok};
 const RUNS: usize = 10;
 
 fn main() {
-    // `cargo test --all-targets` also runs this binary, without `--bench`.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benchmarks run with `cargo bench --bench incus`");
+    if util::not_benchmarking("incus") {
         return;
     }
     let Ok(image) = std::env::var("PIKACI_TEST_INCUS_IMAGE") else {

@@ -54,3 +54,13 @@ pub fn git(dir: &Path, args: &[&str]) {
             .args(args),
     );
 }
+
+/// `cargo test --all-targets` also runs the bench binaries, without `--bench`: true
+/// there, after saying how to run bench `name`.
+pub fn not_benchmarking(name: &str) -> bool {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    if !benchmarking {
+        println!("benchmarks run with `cargo bench --bench {name}`");
+    }
+    !benchmarking
+}

@@ -315,26 +315,48 @@ pub fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -
     check()
 }
 
+/// The output of a tool the tests check with, or None (the test skips) when it is not
+/// installed, which CI does not allow.
+pub fn run_tool(command: &mut Command) -> Option<Output> {
+    match command.output() {
+        Ok(out) => Some(out),
+        Err(e) => {
+            let tool = command.get_program().to_string_lossy().into_owned();
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{tool} is required in CI: {e}"
+            );
+            None
+        }
+    }
+}
+
 /// `nix-instantiate --eval --strict --json` of `expr` in `dir`, or None (the test skips)
 /// without Nix outside CI. Nix rejecting the expression fails the test.
 pub fn nix_eval_json(expr: &str, dir: &Path) -> Option<serde_json::Value> {
-    let out = match Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E", expr])
-        .current_dir(dir)
-        .output()
-    {
-        Ok(out) => out,
-        Err(_) => {
-            assert!(std::env::var_os("CI").is_none(), "nix is required in CI");
-            return None;
-        }
-    };
+    let out = run_tool(
+        Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "-E", expr])
+            .current_dir(dir),
+    )?;
     assert!(
         out.status.success(),
         "nix rejected:\n{expr}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// `text` parses with the real Nix parser (skipped without Nix outside CI).
+pub fn assert_nix_parses(text: &str) {
+    let Some(out) = run_tool(Command::new("nix-instantiate").args(["--parse", "-E", text])) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The processes whose parent is `pid`.

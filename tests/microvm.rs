@@ -258,7 +258,6 @@ fn sigint_sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
     }
 }
 
-/// Pids whose parent is `pid`.
 /// The SSH connection dies mid-job (pikaci's ssh master is killed, so every session on
 /// it ends with ssh's connection error): the job ends as an error that says so, and the
 /// host stops the guest by itself.
