@@ -397,7 +397,16 @@ fn moving_the_alias_never_leaves_a_run_without_an_image() {
                             .to_string()
                         })
                         .collect();
-                    (run.code(), run.stdout(), jobs)
+                    // What each job's agent printed, for a failure to show.
+                    let logs: String = ["one", "two"]
+                        .iter()
+                        .map(|job| {
+                            let dir = repo.latest_run().join("jobs").join(job);
+                            let log = std::fs::read_to_string(dir.join("host.log"));
+                            format!("--- {job} host.log: {log:?}\n")
+                        })
+                        .collect();
+                    (run.code(), format!("{}{logs}", run.stdout()), jobs)
                 })
                 .collect::<Vec<_>>()
         });

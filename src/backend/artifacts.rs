@@ -13,27 +13,63 @@ use crate::transport::Transport;
 
 /// How long bringing the artifacts back may take.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How often the tar is asked for when its stream arrives incomplete.
+const FETCH_ATTEMPTS: usize = 3;
 
 /// Runs `tar_argv` (a tar of the guest's `/artifacts` on stdout) through `transport` and
 /// unpacks it with [`unpack`]. Not cancellable: collecting also follows a cancellation.
+///
+/// `incus exec` now and then exits 0 having passed on none of a quick command's output
+/// (Incus 6.0, about 1 in 200 under load), so a stream without tar's end marker is asked
+/// for again rather than read as "no result".
 pub fn fetch(
     transport: &dyn Transport,
     tar_argv: &Argv,
     job_dir: &Path,
 ) -> Result<Option<GuestResult>, (&'static str, String)> {
     let collecting = |e: &dyn std::fmt::Display| ("collecting the artifacts", e.to_string());
-    // Through a temporary file: artifacts and logs can be large.
-    let mut tar = tempfile::tempfile().map_err(|e| collecting(&e))?;
-    transport
-        .run_into(
-            tar_argv,
-            &tar,
-            Instant::now() + COLLECT_TIMEOUT,
-            &Cancel::new(),
-        )
-        .map_err(|e| collecting(&e))?;
-    tar.rewind().map_err(|e| collecting(&e))?;
-    unpack(tar, job_dir)
+    let mut sizes = Vec::new();
+    while sizes.len() < FETCH_ATTEMPTS {
+        // Through a temporary file: artifacts and logs can be large.
+        let mut tar = tempfile::tempfile().map_err(|e| collecting(&e))?;
+        transport
+            .run_into(
+                tar_argv,
+                &tar,
+                Instant::now() + COLLECT_TIMEOUT,
+                &Cancel::new(),
+            )
+            .map_err(|e| collecting(&e))?;
+        if ends_like_a_tar(&mut tar).map_err(|e| collecting(&e))? {
+            tar.rewind().map_err(|e| collecting(&e))?;
+            return unpack(tar, job_dir);
+        }
+        sizes.push(
+            tar.metadata()
+                .map_err(|e| collecting(&e))?
+                .len()
+                .to_string(),
+        );
+    }
+    Err(collecting(&format!(
+        "`{tar_argv}` on {} printed an incomplete tar stream {FETCH_ATTEMPTS} times ({} bytes)",
+        transport.host(),
+        sizes.join(", ")
+    )))
+}
+
+/// Whether `file` is whole blocks ending in tar's end marker (two zero blocks): a stream
+/// cut short, empty included, is not.
+fn ends_like_a_tar(file: &mut std::fs::File) -> std::io::Result<bool> {
+    const BLOCK: u64 = 512;
+    let len = file.metadata()?.len();
+    if len < 2 * BLOCK || len % BLOCK != 0 {
+        return Ok(false);
+    }
+    let mut tail = [0u8; 2 * BLOCK as usize];
+    file.seek(std::io::SeekFrom::End(-(2 * BLOCK as i64)))?;
+    std::io::Read::read_exact(file, &mut tail)?;
+    Ok(tail.iter().all(|&b| b == 0))
 }
 
 /// Unpacks `tar` into `<job_dir>/artifacts`; returns the guest's result, if it wrote one.
@@ -65,4 +101,83 @@ pub fn unpack(
             format!("the guest wrote an invalid result: {e}"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Local;
+
+    /// A guest's artifacts dir with a result in it, and an argv that prints its tar
+    /// only from the `good`-th call on (the calls before print nothing and exit 0).
+    fn guest(good: usize) -> (tempfile::TempDir, Argv) {
+        let dir = tempfile::tempdir().unwrap();
+        let artifacts = dir.path().join("artifacts");
+        std::fs::create_dir(&artifacts).unwrap();
+        let result = GuestResult::error(std::time::SystemTime::now(), "from the guest".into());
+        std::fs::write(
+            artifacts.join("result.json"),
+            serde_json::to_vec(&result).unwrap(),
+        )
+        .unwrap();
+        let script = r#"echo x >> "$1/calls"; [ "$(wc -l < "$1/calls")" -ge "$2" ] && tar -C "$1/artifacts" -cf - . ; true"#;
+        let argv = Argv::new("sh")
+            .args(["-c", script, "guest"])
+            .arg(dir.path())
+            .arg(good.to_string());
+        (dir, argv)
+    }
+
+    fn calls(dir: &tempfile::TempDir) -> usize {
+        std::fs::read_to_string(dir.path().join("calls"))
+            .unwrap()
+            .lines()
+            .count()
+    }
+
+    #[test]
+    fn an_empty_stream_is_asked_for_again() {
+        let (guest, argv) = guest(3);
+        let job = tempfile::tempdir().unwrap();
+        let result = fetch(&Local, &argv, job.path()).unwrap().expect("a result");
+        assert_eq!(result.message.as_deref(), Some("from the guest"));
+        assert_eq!(calls(&guest), 3);
+    }
+
+    #[test]
+    fn a_stream_that_stays_empty_is_an_error_not_a_missing_result() {
+        let (guest, argv) = guest(usize::MAX);
+        let job = tempfile::tempdir().unwrap();
+        let (step, why) = fetch(&Local, &argv, job.path()).unwrap_err();
+        assert_eq!(step, "collecting the artifacts");
+        assert!(
+            why.ends_with("printed an incomplete tar stream 3 times (0, 0, 0 bytes)"),
+            "{why}"
+        );
+        assert_eq!(calls(&guest), FETCH_ATTEMPTS);
+    }
+
+    #[test]
+    fn only_whole_tars_end_like_a_tar() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(600);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "guest.log", &[7u8; 600][..])
+            .unwrap();
+        let whole = builder.into_inner().unwrap();
+        let check = |bytes: &[u8]| {
+            let mut file = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut file, bytes).unwrap();
+            ends_like_a_tar(&mut file).unwrap()
+        };
+        assert!(check(&whole));
+        // GNU tar pads to a 10 KiB record with more zero blocks.
+        assert!(check(&[&whole[..], &[0u8; 8192][..]].concat()));
+        assert!(!check(b""));
+        // Cut before the end marker, at a block boundary and within a block.
+        assert!(!check(&whole[..whole.len() - 1024]));
+        assert!(!check(&whole[..whole.len() - 100]));
+    }
 }
