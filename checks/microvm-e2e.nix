@@ -6,7 +6,8 @@ let
   system = pkgs.stdenv.hostPlatform.system;
   pikaci = self.packages.${system}.pikaci;
   # The runner pikaci would generate for root on the test VM (uid 0 maps to 1000) with
-  # the shares of src/nix/guest_flake.rs; prebuilt, because the test VM is offline.
+  # the shares of src/nix/guest_flake.rs (tests/flake.rs checks that they match);
+  # prebuilt, because the test VM is offline.
   runner =
     (self.lib.mkGuest {
       inherit system;

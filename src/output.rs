@@ -3,8 +3,11 @@
 
 use std::io::{Read, Write};
 
+use crate::cancel::Cancel;
+use crate::exec::GroupChild;
+
 /// What a secret's value is replaced with.
-pub const MASK: &[u8] = b"***";
+pub const MASK: &str = "***";
 
 /// Replaces secret values in a byte stream that arrives in chunks. A position is decided
 /// only once the longest secret fits after it, so a value split across chunks is still
@@ -61,7 +64,7 @@ impl Redactor {
         'scan: while i < until {
             for secret in &self.secrets {
                 if text[i..].starts_with(secret) {
-                    out.extend_from_slice(MASK);
+                    out.extend_from_slice(MASK.as_bytes());
                     i += secret.len();
                     continue 'scan;
                 }
@@ -71,6 +74,35 @@ impl Redactor {
         }
         (out, i)
     }
+}
+
+/// A job's output on its way to the log: [`Logged::finish`] waits until all of it is in.
+pub struct Logged(std::sync::mpsc::Receiver<()>);
+
+impl Logged {
+    /// Waits for the last output. The job's group has ended by now, but a process that
+    /// left the group could hold the pipe open, so the wait is bounded.
+    pub fn finish(self) {
+        let _ = self.0.recv_timeout(std::time::Duration::from_secs(5));
+    }
+}
+
+/// Starts `command` as a [`GroupChild`] whose stdout and stderr go through a pipe to
+/// `log` (see [`tee`]) with `secrets` masked.
+pub fn spawn_logged(
+    mut command: std::process::Command,
+    log: std::fs::File,
+    echo: bool,
+    secrets: &[&str],
+    cancel: &Cancel,
+) -> std::io::Result<(GroupChild, Logged)> {
+    let (reader, writer) = std::io::pipe()?;
+    command.stdout(writer.try_clone()?).stderr(writer);
+    let spawned = GroupChild::spawn(&mut command, cancel);
+    drop(command); // our copies of the write end: EOF comes when the job's close
+    let child = spawned?;
+    let done = tee(reader, log, echo, Redactor::new(secrets));
+    Ok((child, Logged(done)))
 }
 
 /// How much output may wait for a slow console before the console skips some.

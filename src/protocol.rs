@@ -44,7 +44,7 @@ impl Request {
         let mut request = self.clone();
         for name in &self.secrets {
             if let Some(value) = request.env.get_mut(name) {
-                *value = "***".into();
+                *value = crate::output::MASK.into();
             }
         }
         request

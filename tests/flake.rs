@@ -154,14 +154,19 @@ fn flake_lock_agrees_with_flake_nix() {
     }
 }
 
-#[test]
-fn mk_guest_accepts_exactly_what_the_guest_flake_passes() {
-    let profile = GuestProfile::from_settings(
+/// The guest flake pikaci generates with default settings.
+fn guest_flake() -> GuestProfile {
+    GuestProfile::from_settings(
         &MicrovmSettings::default(),
         "path:/pikaci".into(),
         1000,
         1000,
-    );
+    )
+}
+
+#[test]
+fn mk_guest_accepts_exactly_what_the_guest_flake_passes() {
+    let profile = guest_flake();
     // The generated flake's outputs, with a stand-in mkGuest that returns its arguments.
     let passed = format!(
         "builtins.attrNames ((({flake}).outputs {{ self = null; pikaci = {{ lib.mkGuest = args: args; }}; }}).nixosConfigurations.{name})",
@@ -184,9 +189,10 @@ fn mk_guest_accepts_exactly_what_the_guest_flake_passes() {
     assert_eq!(wired, accepted);
 }
 
-/// The NixOS VM test builds its runner with the same `lib.mkGuest` call shape, and the
-/// Incus image has the file names `pikaci image import` looks for. Both evaluated with
-/// stand-ins for nixpkgs (which cannot be fetched here) that record what they are given.
+/// The NixOS VM test builds its runner with the same `lib.mkGuest` call shape and shares
+/// as pikaci's guest flake, and the Incus image has the file names `pikaci image import`
+/// looks for. Both evaluated with stand-ins for nixpkgs (which cannot be fetched here)
+/// that record what they are given.
 #[test]
 fn vm_test_and_incus_image_match_what_pikaci_expects() {
     let vm_test = r#"
@@ -201,14 +207,22 @@ fn vm_test_and_incus_image_match_what_pikaci_expects() {
         };
         self = {
           packages.x86_64-linux.pikaci = null;
-          lib.mkGuest = args: { config.microvm.declaredRunner = builtins.attrNames args; };
+          lib.mkGuest = args: { config.microvm.declaredRunner = args; };
         };
         test = import ./checks/microvm-e2e.nix { inherit pkgs self; };
+        args = builtins.head test.nodes.machine.virtualisation.additionalPaths;
       in {
-        mkGuestArgs = builtins.head test.nodes.machine.virtualisation.additionalPaths;
+        mkGuestArgs = builtins.attrNames args;
+        inherit (args) shares;
         features = test.requiredSystemFeatures;
       }"#;
     let Some(vm) = eval(vm_test) else { return };
+    let generated = format!(
+        "(({flake}).outputs {{ self = null; pikaci = {{ lib.mkGuest = args: args; }}; }}).nixosConfigurations.{name}.shares",
+        flake = guest_flake().flake_nix(),
+        name = pikaci::nix::GUEST_NAME,
+    );
+    assert_eq!(vm["shares"], eval(&generated).unwrap());
     let accepted = eval(
         "builtins.attrNames (builtins.functionArgs (import ./nix/mk-guest.nix { nixpkgs = null; microvm = null; self = null; }))",
     )

@@ -389,6 +389,12 @@ pub fn kill_ssh_master(pid: u32) {
 
 /// A `pikaci.toml` whose jobs run in containers of the testbed's Incus `image`, with
 /// `settings` added to `[backends.incus]`, followed by `jobs`.
+/// The container image alias of `scripts/testbed/incus.sh`; `None` outside CI when it
+/// is not set up.
+pub fn testbed_incus_image() -> Option<String> {
+    testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh")
+}
+
 pub fn incus_config(image: &str, settings: &str, jobs: &str) -> String {
     format!(
         "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\

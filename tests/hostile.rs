@@ -70,7 +70,7 @@ fn microvm_backend() {
 
 #[test]
 fn incus_backend() {
-    let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh") else {
+    let Some(image) = crate::harness::testbed_incus_image() else {
         return;
     };
     let repo = Repo::named(AWKWARD, &crate::harness::incus_config(&image, "", JOB));
@@ -129,7 +129,7 @@ fn host_backend_big_output() {
 
 #[test]
 fn incus_backend_big_output() {
-    let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh") else {
+    let Some(image) = crate::harness::testbed_incus_image() else {
         return;
     };
     let repo = Repo::new(&crate::harness::incus_config(&image, "", &big_job(200)));

@@ -4,11 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::Repo;
-
-fn image() -> Option<String> {
-    crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh")
-}
+use crate::harness::{Repo, testbed_incus_image};
 
 fn repo(image: &str, jobs: &str) -> Repo {
     let limits = "limits = { memory = \"256MiB\", processes = 200 }\n";
@@ -90,7 +86,9 @@ fn instances_of(run: &str) -> usize {
 
 #[test]
 fn jobs_run_in_incus_containers_with_their_outcomes() {
-    let Some(image) = image() else { return };
+    let Some(image) = testbed_incus_image() else {
+        return;
+    };
     let repo = repo(
         &image,
         r#"
@@ -179,7 +177,7 @@ command = "echo started; sleep 300"
 
 #[test]
 fn a_missing_image_alias_says_how_to_get_one() {
-    if image().is_none() {
+    if testbed_incus_image().is_none() {
         return;
     }
     // `incus image list` matches by prefix: an alias that only prefixes the real one
@@ -196,7 +194,9 @@ fn a_missing_image_alias_says_how_to_get_one() {
 
 #[test]
 fn sigint_and_sigterm_mid_job_cancel_it_and_delete_the_instance() {
-    let Some(image) = image() else { return };
+    let Some(image) = testbed_incus_image() else {
+        return;
+    };
     for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
         cancel_mid_job(&image, signal);
     }
@@ -219,7 +219,9 @@ fn cancel_mid_job(image: &str, signal: rustix::process::Signal) {
 
 #[test]
 fn gc_deletes_the_instance_of_a_killed_run() {
-    let Some(image) = image() else { return };
+    let Some(image) = testbed_incus_image() else {
+        return;
+    };
     let repo = repo(
         &image,
         "[jobs.slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
@@ -253,7 +255,9 @@ fn gc_deletes_the_instance_of_a_killed_run() {
 
 #[test]
 fn an_image_built_by_nix_is_imported_under_its_alias_and_runs_jobs() {
-    let Some(image) = image() else { return };
+    let Some(image) = testbed_incus_image() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let Some((_, second)) = image_dirs(tmp.path()) else {
         return;
@@ -354,7 +358,9 @@ fn an_image_built_by_nix_is_imported_under_its_alias_and_runs_jobs() {
 
 #[test]
 fn moving_the_alias_never_leaves_a_run_without_an_image() {
-    let Some(_) = image() else { return };
+    let Some(_) = testbed_incus_image() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let Some((first, second)) = image_dirs(tmp.path()) else {
         return;
@@ -432,7 +438,9 @@ fn moving_the_alias_never_leaves_a_run_without_an_image() {
 
 #[test]
 fn an_agent_that_writes_no_result_is_reported() {
-    let Some(image) = image() else { return };
+    let Some(image) = testbed_incus_image() else {
+        return;
+    };
     // `true` in place of the agent: it runs, and writes nothing.
     let repo = Repo::new(&format!(
         "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
@@ -488,7 +496,9 @@ echo '[{\"fingerprint\": 7'
 /// killed): the job is an error that says so, and the instance is still deleted.
 #[test]
 fn a_dropped_ssh_connection_is_an_error_and_the_instance_is_deleted() {
-    let Some(image) = image() else { return };
+    let Some(image) = testbed_incus_image() else {
+        return;
+    };
     let Some(ssh) = crate::harness::testbed_ssh() else {
         return;
     };

@@ -96,7 +96,7 @@ fn microvm_backend() {
 
 #[test]
 fn incus_backend() {
-    let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_IMAGE", "incus.sh") else {
+    let Some(image) = crate::harness::testbed_incus_image() else {
         return;
     };
     let jobs = format!("{JOB}{PEEK}");

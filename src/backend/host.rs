@@ -16,7 +16,7 @@ use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::BackendKind;
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
-use crate::output::Redactor;
+use crate::output::{Logged, spawn_logged};
 use crate::protocol::{GuestResult, Request};
 
 /// Runs inside `unshare`: makes `$1` read-only for this namespace, then runs `$2`.
@@ -99,20 +99,16 @@ impl Backend for HostBackend {
             self.as_root,
         );
         // Through a pipe, so that secrets are masked before the log sees them.
-        let (reader, writer) = std::io::pipe().map_err(io("creating the output pipe"))?;
         let mut command = argv.command();
         command
             .env("PIKACI_RUN_ID", job.run_id)
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone().map_err(io("creating the output pipe"))?)
-            .stderr(writer);
-        let spawned = GroupChild::spawn(&mut command, cancel);
-        drop(command); // our copies of the write end: EOF comes when the job's close
-        let child = spawned.map_err(io("starting bash"))?;
-        let redactor = Redactor::new(job.request.secret_values());
+            .stdin(Stdio::null());
+        let secrets = job.request.secret_values();
+        let (child, output) =
+            spawn_logged(command, log, false, &secrets, cancel).map_err(io("starting bash"))?;
         Ok(Box::new(HostGuest {
             child,
-            output: Some(crate::output::tee(reader, log, false, redactor)),
+            output: Some(output),
             job_id: job.request.job_id.clone(),
             timeout_secs: job.request.timeout_secs,
             result_json: job.result_json(),
@@ -122,8 +118,8 @@ impl Backend for HostBackend {
 
 struct HostGuest {
     child: GroupChild,
-    /// Fires when all output is in guest.log.
-    output: Option<std::sync::mpsc::Receiver<()>>,
+    /// The job's output on its way to guest.log.
+    output: Option<Logged>,
     job_id: String,
     timeout_secs: u64,
     result_json: std::path::PathBuf,
@@ -149,10 +145,8 @@ impl Guest for HostGuest {
     }
 
     fn collect(&mut self, ended: Ended, started: SystemTime) -> Result<GuestResult, BackendError> {
-        // The group has ended; a process that left it could keep the pipe open, so the
-        // wait for the last output is bounded.
         if let Some(output) = self.output.take() {
-            let _ = output.recv_timeout(std::time::Duration::from_secs(5));
+            output.finish();
         }
         let result = GuestResult::from_ended(ended, self.timeout_secs, started);
         crate::fsutil::write_json_atomic(&self.result_json, &result).map_err(|source| {

@@ -31,6 +31,11 @@ fn failed(what: &str) -> impl FnOnce(String) -> Error + '_ {
     }
 }
 
+/// A fingerprint as Incus shows it: its first 12 characters.
+fn short(fingerprint: &str) -> String {
+    fingerprint.chars().take(12).collect()
+}
+
 pub fn build(global: &Global, args: ImageBuildArgs) -> Result<u8, Error> {
     let config = load_config(global)?;
     let relative = args.installable.starts_with(".#")
@@ -84,7 +89,6 @@ pub fn import(global: &Global, args: ImageImportArgs) -> Result<u8, Error> {
         &cancel,
     )
     .map_err(failed("importing the image"))?;
-    let short = |f: &str| f.chars().take(12).collect::<String>();
     println!(
         "{alias} -> {} ({})",
         short(&imported.fingerprint),
@@ -121,7 +125,7 @@ pub fn list(global: &Global) -> Result<u8, Error> {
         let uploaded: String = row.uploaded_at.chars().take(19).collect();
         println!(
             "{:<12}  {:<15}  {:>5} MiB  {:<20}  {:>9}  {}",
-            row.fingerprint.chars().take(12).collect::<String>(),
+            short(&row.fingerprint),
             row.kind,
             row.size >> 20,
             uploaded,

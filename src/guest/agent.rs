@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use super::request::parse_request;
 use super::user::{self, JOB_USER};
 use crate::cancel::Cancel;
-use crate::exec::{Ended, GroupChild, KILL_GRACE};
+use crate::exec::{Ended, KILL_GRACE};
+use crate::output::spawn_logged;
 use crate::protocol::{GuestResult, GuestStatus, Request};
 
 /// PATH entries after the request's store paths.
@@ -134,18 +135,11 @@ impl Agent {
         let log_path = self.artifacts.join("guest.log");
         let log = File::create(&log_path)
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-        let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
-        let mut command = self.command(request)?;
-        command
-            .stdout(writer.try_clone().map_err(|e| e.to_string())?)
-            .stderr(writer);
+        let command = self.command(request)?;
         let deadline = Instant::now() + Duration::from_secs(request.timeout_secs);
-        let spawned = GroupChild::spawn(&mut command, cancel);
-        drop(command); // closes our copies of the pipe's write end
-        let mut child = spawned
-            .map_err(|e| format!("cannot start bash in {}: {e}", request.workdir.display()))?;
-        let redactor = crate::output::Redactor::new(request.secret_values());
-        let tee = crate::output::tee(reader, log, self.echo, redactor);
+        let (mut child, output) =
+            spawn_logged(command, log, self.echo, &request.secret_values(), cancel)
+                .map_err(|e| format!("cannot start bash in {}: {e}", request.workdir.display()))?;
         let ended = child.wait(deadline, cancel).map_err(|e| e.to_string())?;
         if !matches!(ended, Ended::Exited(_)) {
             child.terminate(if cancel.is_urgent() {
@@ -155,9 +149,7 @@ impl Agent {
             });
         }
         drop(child);
-        // The group is gone, so the pipe reaches EOF; a process that left the group could
-        // hold it open, so the wait for the last output is bounded.
-        let _ = tee.recv_timeout(Duration::from_secs(5));
+        output.finish();
         Ok(GuestResult::from_ended(
             ended,
             request.timeout_secs,

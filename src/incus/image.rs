@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{ImageRecord, Incus, InstanceRecord};
+use super::{Incus, image_records, instance_records, is_fingerprint};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::nix::{BUILD_TIMEOUT, NixBuild, StorePath};
@@ -99,7 +99,7 @@ pub fn parse_image_files(text: &str) -> Result<ImageFiles, String> {
         ));
     };
     let fingerprint = sum.split_whitespace().next().unwrap_or_default();
-    if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if fingerprint.len() != 64 || !is_fingerprint(fingerprint) {
         return Err(format!("unexpected image hash {sum:?}"));
     }
     Ok(ImageFiles {
@@ -176,12 +176,11 @@ pub fn import_image(
     let files = parse_image_files(&String::from_utf8_lossy(&listing))?;
     let fingerprint = files.fingerprint.clone();
 
-    let image_path = format!("/1.0/images/{fingerprint}");
-    let uploaded = api.probe(&image_path)?.is_none();
+    let uploaded = api.probe(&image_path(&fingerprint))?.is_none();
     if uploaded {
         let import = incus.image_import(&files.metadata, &files.rootfs);
         api.run(&import, IMPORT_TIMEOUT)?;
-        if api.probe(&image_path)?.is_none() {
+        if api.probe(&image_path(&fingerprint))?.is_none() {
             return Err(format!(
                 "Incus imported the image, but not as {fingerprint} (the SHA-256 of its \
                  metadata and rootfs); is {} a split image?",
@@ -229,11 +228,9 @@ fn remove_unless_used(api: &Api, fingerprint: &str) -> Result<Option<String>, St
     if !instances.is_empty() {
         return Ok(Some(format!("used by {}", instances.join(", "))));
     }
-    let record: ImageRecord = serde_json::from_slice(&api.run(
-        &api.incus.query(&format!("/1.0/images/{fingerprint}")),
-        STEP,
-    )?)
-    .map_err(|e| format!("cannot read image {fingerprint} from Incus: {e}"))?;
+    let record: super::ImageRecord =
+        serde_json::from_slice(&api.run(&api.incus.query(&image_path(fingerprint)), STEP)?)
+            .map_err(|e| format!("cannot read image {fingerprint} from Incus: {e}"))?;
     if !record.aliases.is_empty() {
         let names: Vec<&str> = record.aliases.iter().map(|a| a.name.as_str()).collect();
         return Ok(Some(format!("still aliased as {}", names.join(", "))));
@@ -244,13 +241,16 @@ fn remove_unless_used(api: &Api, fingerprint: &str) -> Result<Option<String>, St
 
 /// The instances created from `fingerprint`, from `incus list --format json`.
 pub fn users_of(json: &[u8], fingerprint: &str) -> Result<Vec<String>, String> {
-    let records: Vec<InstanceRecord> = serde_json::from_slice(json)
-        .map_err(|e| format!("`incus list` printed JSON pikaci cannot read: {e}"))?;
-    Ok(records
+    Ok(instance_records(json)?
         .into_iter()
-        .filter(|r| r.config_str("volatile.base_image") == Some(fingerprint))
+        .filter(|r| r.base_image() == Some(fingerprint))
         .map(|r| r.name)
         .collect())
+}
+
+/// The API path of an image.
+fn image_path(fingerprint: &str) -> String {
+    format!("/1.0/images/{fingerprint}")
 }
 
 /// The API path of an alias; names may hold `/`, which the route accepts as is.
@@ -299,21 +299,22 @@ pub fn list_images(
 }
 
 pub fn image_rows(images: &[u8], instances: &[u8]) -> Result<Vec<ImageRow>, String> {
-    let records: Vec<ImageRecord> = serde_json::from_slice(images)
-        .map_err(|e| format!("`incus image list` printed JSON pikaci cannot read: {e}"))?;
-    records
+    let images = image_records(images)?;
+    let instances = instance_records(instances)?;
+    Ok(images
         .into_iter()
-        .map(|r| {
-            Ok(ImageRow {
-                instances: users_of(instances, &r.fingerprint)?.len(),
-                aliases: r.aliases.into_iter().map(|a| a.name).collect(),
-                fingerprint: r.fingerprint,
-                kind: r.kind,
-                size: r.size,
-                uploaded_at: r.uploaded_at,
-            })
+        .map(|r| ImageRow {
+            instances: instances
+                .iter()
+                .filter(|i| i.base_image() == Some(&r.fingerprint))
+                .count(),
+            aliases: r.aliases.into_iter().map(|a| a.name).collect(),
+            fingerprint: r.fingerprint,
+            kind: r.kind,
+            size: r.size,
+            uploaded_at: r.uploaded_at,
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]

@@ -40,10 +40,15 @@ struct ImageAlias {
     name: String,
 }
 
+/// The records of `incus image list --format json`.
+fn image_records(json: &[u8]) -> Result<Vec<ImageRecord>, String> {
+    serde_json::from_slice(json)
+        .map_err(|e| format!("`incus image list` printed JSON pikaci cannot read: {e}"))
+}
+
 /// The fingerprint of the one image whose alias is exactly `alias`.
 pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, String> {
-    let records: Vec<ImageRecord> = serde_json::from_slice(json)
-        .map_err(|e| format!("`incus image list` printed JSON pikaci cannot read: {e}"))?;
+    let records = image_records(json)?;
     let matching: Vec<&ImageRecord> = records
         .iter()
         .filter(|r| r.aliases.iter().any(|a| a.name == alias))
@@ -72,7 +77,7 @@ pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, S
 }
 
 /// Incus names images by the hex SHA-256 of their files.
-fn is_fingerprint(text: &str) -> bool {
+pub(crate) fn is_fingerprint(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -205,13 +210,22 @@ impl InstanceRecord {
     fn config_str(&self, key: &str) -> Option<&str> {
         self.config.as_ref()?.get(key)?.as_str()
     }
+
+    /// The fingerprint of the image the instance was created from.
+    fn base_image(&self) -> Option<&str> {
+        self.config_str("volatile.base_image")
+    }
+}
+
+/// The records of `incus list --format json`.
+fn instance_records(json: &[u8]) -> Result<Vec<InstanceRecord>, String> {
+    serde_json::from_slice(json)
+        .map_err(|e| format!("`incus list` printed JSON pikaci cannot read: {e}"))
 }
 
 /// The instances tagged with one of `runs`.
 pub fn instances_of_runs(json: &[u8], runs: &[String]) -> Result<Vec<String>, String> {
-    let records: Vec<InstanceRecord> = serde_json::from_slice(json)
-        .map_err(|e| format!("`incus list` printed JSON pikaci cannot read: {e}"))?;
-    Ok(records
+    Ok(instance_records(json)?
         .into_iter()
         .filter(|r| {
             r.config_str(RUN_KEY)
