@@ -9,12 +9,60 @@ use crate::exec::GroupChild;
 /// What a secret's value is replaced with.
 pub const MASK: &str = "***";
 
-/// Replaces secret values in a byte stream that arrives in chunks. A position is decided
-/// only once the longest secret fits after it, so a value split across chunks is still
-/// found and a shorter secret never pre-empts a longer one; at most `longest - 1` bytes
-/// wait for the next chunk.
+/// The shortest derived form (a line of a multi-line secret, a trimmed value) that is
+/// masked on its own. Shorter lines carry next to nothing of a secret (a PEM's base64
+/// tail, a JSON `}`), and masking them would put `***` in place of every `}` or `fi` of
+/// the log. The value itself is masked whatever its length.
+pub const MIN_DERIVED_LEN: usize = 4;
+
+/// The byte strings masked for one secret `value`, like GitHub Actions does: the value,
+/// the value trimmed, and for a multi-line value also each line (trimmed), the words
+/// joined by single spaces (`echo $VALUE`), and the lines joined by `\r`, `\r\n`, `\n`
+/// or nothing (`tr '\n' '\r'`, a terminal, `tr -d '\n'`). Derived forms shorter than
+/// [`MIN_DERIVED_LEN`] are left out.
+pub fn masked_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = vec![value.to_vec()];
+    let trimmed = value.trim_ascii();
+    forms.push(trimmed.to_vec());
+    let lines: Vec<&[u8]> = trimmed
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .collect();
+    if lines.len() > 1 || trimmed.contains(&b'\r') {
+        forms.extend(
+            trimmed
+                .split(|&b| b == b'\n' || b == b'\r')
+                .map(|line| line.trim_ascii().to_vec()),
+        );
+        let words: Vec<&[u8]> = trimmed
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty())
+            .collect();
+        forms.push(words.join(&b' '));
+        for separator in [&b"\r"[..], b"\r\n", b"\n", b""] {
+            forms.push(lines.join(separator));
+        }
+    }
+    let mut forms: Vec<Vec<u8>> = forms
+        .into_iter()
+        .enumerate()
+        .filter(|(i, form)| !form.is_empty() && (*i == 0 || form.len() >= MIN_DERIVED_LEN))
+        .map(|(_, form)| form)
+        .collect();
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// Replaces secret values (each in all its [`masked_forms`]) in a byte stream that
+/// arrives in chunks. A position is decided only once the longest form fits after it, so
+/// a value split across chunks is still found and a shorter form never pre-empts a
+/// longer one; at most `longest - 1` bytes wait for the next chunk, whatever the stream.
 pub struct Redactor {
-    secrets: Vec<Vec<u8>>,
+    /// Longest first: a form that contains another is replaced whole.
+    forms: Vec<Vec<u8>>,
+    /// The bytes a form starts with, to pass over the others quickly.
+    starts: [bool; 256],
     held: Vec<u8>,
 }
 
@@ -25,22 +73,27 @@ impl Redactor {
         I: IntoIterator<Item = S>,
         S: AsRef<[u8]>,
     {
-        let mut secrets: Vec<Vec<u8>> = secrets
+        let mut forms: Vec<Vec<u8>> = secrets
             .into_iter()
-            .map(|s| s.as_ref().to_vec())
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.as_ref().is_empty())
+            .flat_map(|s| masked_forms(s.as_ref()))
             .collect();
-        // Longest first: a secret that contains another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        forms.dedup();
+        let mut starts = [false; 256];
+        for form in &forms {
+            starts[usize::from(form[0])] = true;
+        }
         Redactor {
-            secrets,
+            forms,
+            starts,
             held: Vec::new(),
         }
     }
 
     /// The bytes of `chunk` (after what was held back) that can be written now.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let Some(longest) = self.secrets.first().map(Vec::len) else {
+        let Some(longest) = self.forms.first().map(Vec::len) else {
             return chunk.to_vec();
         };
         self.held.extend_from_slice(chunk);
@@ -62,11 +115,13 @@ impl Redactor {
         let mut out = Vec::with_capacity(until);
         let mut i = 0;
         'scan: while i < until {
-            for secret in &self.secrets {
-                if text[i..].starts_with(secret) {
-                    out.extend_from_slice(MASK.as_bytes());
-                    i += secret.len();
-                    continue 'scan;
+            if self.starts[usize::from(text[i])] {
+                for form in &self.forms {
+                    if text[i..].starts_with(form) {
+                        out.extend_from_slice(MASK.as_bytes());
+                        i += form.len();
+                        continue 'scan;
+                    }
                 }
             }
             out.push(text[i]);
@@ -214,6 +269,46 @@ mod tests {
         assert_eq!(redact_in_chunks(&[], b"\xff\xfe ok", &[1]), b"\xff\xfe ok");
     }
 
+    #[test]
+    fn a_multi_line_value_is_masked_line_by_line_and_re_encoded() {
+        let forms: Vec<String> = masked_forms(b"BEGIN KEY\r\n  abcdef\r\nxy\r\nEND KEY\r\n")
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        // `xy` is too short to be masked on its own; the whole value still is.
+        assert_eq!(
+            forms,
+            [
+                "BEGIN KEY",
+                "BEGIN KEY\n  abcdef\nxy\nEND KEY",
+                "BEGIN KEY\r\n  abcdef\r\nxy\r\nEND KEY",
+                "BEGIN KEY\r\n  abcdef\r\nxy\r\nEND KEY\r\n",
+                "BEGIN KEY\r  abcdef\rxy\rEND KEY",
+                "BEGIN KEY  abcdefxyEND KEY",
+                "BEGIN KEY abcdef xy END KEY",
+                "END KEY",
+                "abcdef",
+            ]
+        );
+        let pem = "-----BEGIN K-----\nAAAAbbbb\nCCCC\nz=\n-----END K-----";
+        let text = format!(
+            "{pem}\n{}\n{}\n{}\nz=\n",
+            pem.split_whitespace().collect::<Vec<_>>().join(" "),
+            pem.replace('\n', "\r"),
+            pem.lines().take(2).collect::<Vec<_>>().join("\n"),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&redact_in_chunks(&[pem], text.as_bytes(), &[5])),
+            "***\n***\n***\n***\n***\nz=\n"
+        );
+        // A single-line value is masked at any length, its trimmed form from 4 bytes.
+        assert_eq!(masked_forms(b"ab\n"), [b"ab\n".to_vec()]);
+        assert_eq!(
+            masked_forms(b" abcd "),
+            [b" abcd ".to_vec(), b"abcd".to_vec()]
+        );
+    }
+
     proptest! {
         /// However the output is chunked, no secret survives and what is not a secret
         /// is kept: redacting in chunks equals redacting the whole at once.
@@ -235,6 +330,45 @@ mod tests {
             prop_assert_eq!(&chunked, &whole);
             let found = chunked.windows(secret.len()).any(|w| w == secret.as_bytes());
             prop_assert!(!found, "{:?}", String::from_utf8_lossy(&chunked));
+        }
+
+        /// The same for a multi-line value printed whole, line by line, joined by
+        /// spaces or by `\r`: chunked equals whole, and none of its masked forms is left.
+        #[test]
+        fn chunking_never_lets_a_multi_line_secret_through(
+            lines in proptest::collection::vec("[a-z]{1,10}", 2..5),
+            crlf in any::<bool>(),
+            parts in proptest::collection::vec(("[a-z \r\n]{0,20}", 0usize..64), 0..10),
+            sizes in proptest::collection::vec(1usize..16, 1..6),
+        ) {
+            let secret = lines.join(if crlf { "\r\n" } else { "\n" });
+            let mut printed = vec![
+                secret.clone(),
+                lines.join(" "),
+                lines.join("\r"),
+                lines[..2].join("\n"),
+            ];
+            printed.extend(lines.iter().cloned());
+            let mut text = Vec::new();
+            for (filler, pick) in &parts {
+                text.extend_from_slice(filler.as_bytes());
+                if let Some(form) = printed.get(pick % (printed.len() + 1)) {
+                    text.extend_from_slice(form.as_bytes());
+                }
+            }
+            let chunked = redact_in_chunks(&[&secret], &text, &sizes);
+            let whole = redact_in_chunks(&[&secret], &text, &[text.len().max(1)]);
+            prop_assert_eq!(&chunked, &whole);
+            // What must be gone, named here rather than taken from `masked_forms`: the
+            // value, and the joined forms and lines long enough to be masked alone (two
+            // lines together are masked line by line).
+            let derived = [&printed[1], &printed[2]].into_iter().chain(&lines);
+            let mut gone = vec![secret.clone()];
+            gone.extend(derived.filter(|f| f.len() >= MIN_DERIVED_LEN).cloned());
+            for form in gone {
+                let found = chunked.windows(form.len()).any(|w| w == form.as_bytes());
+                prop_assert!(!found, "{:?} in {:?}", form, String::from_utf8_lossy(&chunked));
+            }
         }
     }
 }

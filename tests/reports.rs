@@ -1,5 +1,6 @@
 //! JUnit, Markdown summaries, GitHub Actions output and terminal progress.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::harness::{Repo, redact};
@@ -137,4 +138,117 @@ fn terminal_shows_live_progress() {
     // ...and the plain `start` line of non-terminal output was not.
     assert!(!screen.contains("start  slow"), "{screen}");
     assert!(screen.contains("pass   slow"), "{screen}");
+}
+
+/// GNU time (its `%M` is the child's peak RSS from `wait4`, so other tests' processes do
+/// not count), or None when it is not installed.
+fn gnu_time() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("time"))
+        .find(|time| {
+            Command::new(time)
+                .arg("--version")
+                .output()
+                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("GNU"))
+        })
+}
+
+/// Runs `inner` under GNU `time` with its stdout in `stdout`; its exit code and peak RSS.
+fn peak_rss(time: &Path, inner: &Command, stdout: &Path) -> (i32, u64) {
+    let rss = tempfile::NamedTempFile::new().unwrap();
+    let mut command = Command::new(time);
+    command
+        .args(["-f", "%M", "-o"])
+        .arg(rss.path())
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(inner.get_current_dir().unwrap())
+        .stdout(std::fs::File::create(stdout).unwrap());
+    for (name, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let status = command.status().unwrap();
+    let kib = std::fs::read_to_string(rss.path()).unwrap();
+    let kib = kib.lines().last().unwrap().trim().parse().unwrap();
+    (status.code().unwrap_or(-1), kib)
+}
+
+const HUGE: &str = r#"
+[defaults]
+backend = "host"
+[jobs.one-line]
+command = '''head -c 300000000 /dev/zero | tr '\0' x; exit 1'''
+[jobs.many-lines]
+command = '''yes 'an ordinary line of job output, some sixty bytes long, again' | head -c 200000000; exit 1'''
+"#;
+
+/// One 300 MB line, and 200 MB of ordinary lines, from failing jobs: the JUnit report,
+/// the GitHub Actions groups and the Markdown summary keep a bounded tail of each log
+/// (a long line cut, with a marker), `pikaci logs` streams it whole, and pikaci's peak RSS
+/// stays under 64 MiB throughout.
+#[test]
+fn huge_output_keeps_memory_bounded_in_reports_and_logs() {
+    let Some(time) = gnu_time() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "GNU time is required in CI"
+        );
+        eprintln!("skipped: GNU time is not installed");
+        return;
+    };
+    const LIMIT_KIB: u64 = 64 * 1024;
+    let repo = Repo::new(HUGE);
+    let out = repo.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (junit, summary, stdout) = (
+        out.join("junit.xml"),
+        out.join("summary.md"),
+        out.join("stdout"),
+    );
+    for (job, size) in [("one-line", 300_000_000), ("many-lines", 200_000_000)] {
+        let mut run = repo.command(&[
+            "run",
+            job,
+            "--junit",
+            junit.to_str().unwrap(),
+            "--summary",
+            summary.to_str().unwrap(),
+        ]);
+        run.env("GITHUB_ACTIONS", "true");
+        let (code, kib) = peak_rss(&time, &run, &stdout);
+        assert_eq!(code, 1, "{job}");
+        eprintln!("{job}: `pikaci run` peaked at {kib} KiB");
+        assert!(kib < LIMIT_KIB, "{job}: `pikaci run` peaked at {kib} KiB");
+        let printed = std::fs::metadata(&stdout).unwrap().len();
+        assert!(printed < 1 << 20, "{job}: {printed} bytes of GitHub groups");
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        assert!(
+            xml.len() < 256 << 10,
+            "{job}: junit.xml of {} bytes",
+            xml.len()
+        );
+        if job == "one-line" {
+            assert!(xml.contains("xxxx"), "the tail of the line is kept");
+            assert!(xml.contains("[pikaci: "), "the line is cut with a marker");
+        }
+        let (code, kib) = peak_rss(
+            &time,
+            &repo.command(&["logs", "latest", "--job", job]),
+            &stdout,
+        );
+        assert_eq!(code, 0, "{job}");
+        eprintln!("{job}: `pikaci logs` peaked at {kib} KiB");
+        assert!(kib < LIMIT_KIB, "{job}: `pikaci logs` peaked at {kib} KiB");
+        assert_eq!(
+            std::fs::metadata(&stdout).unwrap().len(),
+            size,
+            "{job}: the whole log"
+        );
+        std::fs::remove_file(&stdout).unwrap();
+    }
 }

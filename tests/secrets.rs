@@ -61,6 +61,51 @@ fn check(repo: &Repo, also: &[&Path]) {
     );
 }
 
+/// A PEM-like secret of four lines, and the ways a job commonly prints it other than
+/// whole: lines joined by spaces (`echo $PEM`), some of its lines, `\n` turned into `\r`.
+const PEM: &str = "-----BEGIN PIKACI TEST KEY-----\n\
+MIIEpQIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM\n\
+q2ZlZmVhMTIzNDU2Nzg5MGFiY2RlZg==\n\
+-----END PIKACI TEST KEY-----";
+const PEM_JOB: &str = r#"
+[jobs.uses-pem]
+secrets = ["PIKACI_TEST_PEM"]
+command = '''
+echo "$PIKACI_TEST_PEM"
+echo $PIKACI_TEST_PEM
+printf '%s\n' "$PIKACI_TEST_PEM" | head -2
+printf '%s\n' "$PIKACI_TEST_PEM" | tr '\n' '\r'; echo
+'''
+"#;
+
+/// No line of the multi-line secret, in any of those forms, is in a file pikaci wrote
+/// (`guest.log`, `host.log`, records) or in its output.
+fn check_multiline(repo: &Repo, also: &[&Path]) {
+    let run = Run::of(
+        repo.command(&["run", "uses-pem", "--output", "jsonl"])
+            .env("PIKACI_TEST_PEM", PEM),
+    );
+    run.expect(0);
+    assert_eq!(repo.job("uses-pem").1, "***\n***\n***\n***\n***\r\n");
+    let mut needles: Vec<String> = PEM.lines().map(str::to_string).collect();
+    needles.push(PEM.split_whitespace().collect::<Vec<_>>().join(" "));
+    needles.push(PEM.replace('\n', "\r"));
+    for needle in &needles {
+        assert!(
+            !run.stdout().contains(needle.as_str()),
+            "{needle:?} in stdout"
+        );
+        assert!(
+            !run.stderr().contains(needle.as_str()),
+            "{needle:?} in stderr"
+        );
+        for dir in [&repo.state() as &Path].iter().chain(also) {
+            let found = files_containing(dir, needle.as_bytes());
+            assert!(found.is_empty(), "{needle:?} is in {found:?}");
+        }
+    }
+}
+
 /// In a guest, an unprivileged job owns its artifacts dir alone and cannot read the
 /// request (which holds the secrets' values).
 const PEEK: &str = r#"
@@ -75,8 +120,9 @@ fn check_guest_permissions(repo: &Repo) {
 
 #[test]
 fn host_backend() {
-    let repo = Repo::new(&format!("[defaults]\nbackend = \"host\"\n{JOB}"));
+    let repo = Repo::new(&format!("[defaults]\nbackend = \"host\"\n{JOB}{PEM_JOB}"));
     check(&repo, &[]);
+    check_multiline(&repo, &[]);
     // Without the variable the job cannot run, and says which one is missing.
     repo.pikaci(&["run", "uses-secret"]).expect(3);
     let message = repo.job("uses-secret").0["message"].to_string();
@@ -89,8 +135,9 @@ fn microvm_backend() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
-    let repo = Repo::new(&testbed.config(work.path(), &format!("{JOB}{PEEK}")));
+    let repo = Repo::new(&testbed.config(work.path(), &format!("{JOB}{PEEK}{PEM_JOB}")));
     check(&repo, &[work.path()]);
+    check_multiline(&repo, &[work.path()]);
     check_guest_permissions(&repo);
 }
 
@@ -99,8 +146,9 @@ fn incus_backend() {
     let Some(image) = crate::harness::testbed_incus_image() else {
         return;
     };
-    let jobs = format!("{JOB}{PEEK}");
+    let jobs = format!("{JOB}{PEEK}{PEM_JOB}");
     let repo = Repo::new(&crate::harness::incus_config(&image, "", &jobs));
     check(&repo, &[]);
+    check_multiline(&repo, &[]);
     check_guest_permissions(&repo);
 }

@@ -186,8 +186,8 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
     for job in &jobs {
         let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
         let path = run.job(&id).join("guest.log");
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
             Err(e) if args.job.is_some() => {
                 return Err(Error::Usage(format!(
                     "no log for job `{job}` in run {}: {}: {e}",
@@ -200,16 +200,38 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
         if args.job.is_none() {
             let _ = writeln!(out, "==> {job} <==");
         }
-        // Raw bytes: a job's output need not be UTF-8.
-        let _ = out.write_all(&bytes);
+        copy_log(&mut file, &mut out, &path)?;
     }
     Ok(0)
+}
+
+/// Copies the rest of `log` to `out` in bounded pieces, as raw bytes (a job's output need
+/// be neither UTF-8 nor small); how many bytes were read. Write errors are not this
+/// command's failure (a closed pipe, as with `| head`), read errors are.
+fn copy_log(
+    log: &mut std::fs::File,
+    out: &mut impl Write,
+    path: &std::path::Path,
+) -> Result<u64, Error> {
+    use std::io::Read;
+    let mut piece = vec![0u8; 64 << 10];
+    let mut copied = 0u64;
+    loop {
+        let n = match log.read(&mut piece) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::infra(&format!("reading {}", path.display()), e)),
+        };
+        copied += n as u64;
+        let _ = out.write_all(&piece[..n]);
+    }
 }
 
 /// Streams a job's `guest.log` until the job has a final status (or its run's process is
 /// gone), then prints what is left and returns.
 fn follow(run: &crate::state::RunDir, job: &Id) -> Result<u8, Error> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom};
     const POLL: std::time::Duration = std::time::Duration::from_millis(100);
     let log_path = run.job(job).join("guest.log");
     let status_path = run.job(job).join("status.json");
@@ -223,12 +245,9 @@ fn follow(run: &crate::state::RunDir, job: &Id) -> Result<u8, Error> {
             Err(_) => false,
         } || (run.lock_file().exists() && !RunLock::is_held(&run.lock_file()));
         if let Ok(mut file) = std::fs::File::open(&log_path) {
-            let mut bytes = Vec::new();
             file.seek(SeekFrom::Start(offset))
-                .and_then(|_| file.read_to_end(&mut bytes))
                 .map_err(|e| Error::infra(&format!("reading {}", log_path.display()), e))?;
-            offset += bytes.len() as u64;
-            let _ = out.write_all(&bytes);
+            offset += copy_log(&mut file, &mut out, &log_path)?;
             let _ = out.flush();
         }
         if ended {

@@ -2,10 +2,17 @@
 //! `::group::`, and an `::error` annotation for each failure.
 
 use super::Reporter;
-use crate::state::{Event, EventKind, JobRecord, RunRecord, StateDir, log_tail};
+use super::tail::{TailLimits, cap_text, log_tail};
+use crate::state::{Event, EventKind, JobRecord, RunRecord, StateDir};
 
-/// Lines of a job's log printed in its group.
-const LOG_LINES: usize = 500;
+/// The end of a job's log printed in its group.
+const LOG_TAIL: TailLimits = TailLimits {
+    lines: 500,
+    bytes: 256 << 10,
+    line_bytes: 4 << 10,
+};
+/// Characters of a job's message in its annotation.
+const MESSAGE_CHARS: usize = 4096;
 
 pub struct GithubReporter {
     pub inner: Box<dyn Reporter>,
@@ -25,7 +32,7 @@ impl Reporter for GithubReporter {
             return;
         };
         let run = self.state.run(&event.run_id);
-        let log = log_tail(&run, job, LOG_LINES);
+        let log = log_tail(&run.jobs().join(job).join("guest.log"), LOG_TAIL);
         let mut out = format!("::group::{job} ({status})\n");
         if !log.is_empty() {
             out.push_str(&log);
@@ -33,7 +40,7 @@ impl Reporter for GithubReporter {
         }
         out.push_str("::endgroup::\n");
         if status.is_failure() {
-            let detail = message.as_deref().unwrap_or("");
+            let detail = cap_text(message.as_deref().unwrap_or(""), MESSAGE_CHARS);
             out.push_str(&format!(
                 "::error title=pikaci job {}::{}\n",
                 escape(job),

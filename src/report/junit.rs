@@ -6,10 +6,18 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::state::{JobRecord, JobStatus, RunDir, RunRecord, log_tail};
+use super::tail::{TailLimits, cap_text, log_tail};
+use crate::state::{JobRecord, JobStatus, RunDir, RunRecord};
 
-/// Lines of a failing job's log carried in its testcase.
-const LOG_TAIL_LINES: usize = 50;
+/// The end of a failing job's log carried in its testcase: the report holds every
+/// failing job's at once, so each is small.
+const LOG_TAIL: TailLimits = TailLimits {
+    lines: 50,
+    bytes: 64 << 10,
+    line_bytes: 4 << 10,
+};
+/// Characters of a job's message in its testcase.
+const MESSAGE_CHARS: usize = 4096;
 
 pub fn junit_report(run: &RunRecord, run_dir: &RunDir, jobs: &[JobRecord]) -> Report {
     let mut suites: BTreeMap<String, Vec<TestCase>> = BTreeMap::new();
@@ -45,10 +53,10 @@ pub fn junit_report(run: &RunRecord, run_dir: &RunDir, jobs: &[JobRecord]) -> Re
 }
 
 fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
-    let message = job
-        .message
-        .clone()
-        .unwrap_or_else(|| job.status.to_string());
+    let message = job.message.as_deref().map_or_else(
+        || job.status.to_string(),
+        |message| cap_text(message, MESSAGE_CHARS),
+    );
     let status = match job.status {
         JobStatus::Passed => TestCaseStatus::success(),
         JobStatus::Skipped => {
@@ -59,7 +67,10 @@ fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
         JobStatus::Failed | JobStatus::TimedOut => {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(message).set_type(job.status.to_string());
-            status.set_description(log_tail(run_dir, &job.job, LOG_TAIL_LINES));
+            status.set_description(log_tail(
+                &run_dir.jobs().join(&job.job).join("guest.log"),
+                LOG_TAIL,
+            ));
             status
         }
         JobStatus::Error | JobStatus::Cancelled | JobStatus::Pending | JobStatus::Running => {

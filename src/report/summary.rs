@@ -1,7 +1,11 @@
 //! `--summary FILE` (and `$GITHUB_STEP_SUMMARY`): a Markdown table of the run's jobs.
 
 use super::short_duration;
+use super::tail::cap_text;
 use crate::state::{JobRecord, RunRecord};
+
+/// Characters of a job's or the run's message in the summary.
+const MESSAGE_CHARS: usize = 1000;
 
 pub fn markdown_summary(run: &RunRecord, jobs: &[JobRecord]) -> String {
     let mut text = format!("### pikaci run `{}`: {}\n\n", run.run_id, run.status);
@@ -19,13 +23,13 @@ pub fn markdown_summary(run: &RunRecord, jobs: &[JobRecord]) -> String {
             job.duration_ms.map_or("-".into(), short_duration),
             job.backend.to_string(),
             phases.join(", "),
-            job.message.as_deref().unwrap_or("").to_string(),
+            cap_text(job.message.as_deref().unwrap_or(""), MESSAGE_CHARS),
         ];
         let cells: Vec<String> = cells.iter().map(|c| escape_cell(c)).collect();
         text.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     if let Some(message) = &run.message {
-        text.push_str(&format!("\n{}\n", message.trim()));
+        text.push_str(&format!("\n{}\n", cap_text(message.trim(), MESSAGE_CHARS)));
     }
     text
 }

@@ -88,10 +88,3 @@ pub fn job_records(
         })
         .collect()
 }
-
-/// The last `max_lines` lines of a job's `guest.log` (lossy UTF-8), for reports.
-pub fn log_tail(run: &super::RunDir, job: &str, max_lines: usize) -> String {
-    let path = run.jobs().join(job).join("guest.log");
-    let bytes = std::fs::read(path).unwrap_or_default();
-    crate::fsutil::tail(&String::from_utf8_lossy(&bytes), max_lines)
-}
