@@ -20,6 +20,7 @@ use super::session::{HostSession, RunContext};
 use super::{Backend, BackendError, Guest, JobContext};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
+use crate::config::hypervisor::virtiofsd_announces_tag;
 use crate::config::{BackendKind, MicrovmSettings};
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
 use crate::nix::{BUILD_TIMEOUT, GuestProfile, NixBuild, StorePath, installable_in};
@@ -80,20 +81,10 @@ fn runner_installable(
         let hash = crate::snapshot::hex(&Sha256::digest(installable.as_bytes())[..8]);
         return Ok((installable, format!("runner-{hash}")));
     }
-    let flake = settings
-        .pikaci_flake
-        .clone()
-        .or(crate::nix::BUILT_FROM.map(str::to_string))
-        .ok_or("set backends.microvm.pikaci-flake (the flake that provides lib.mkGuest) or backends.microvm.runner")?;
-    let ids = session.run(&Argv::new("sh").args(["-c", "id -u && id -g"]), b"", cancel)?;
-    let ids: Vec<u32> = String::from_utf8_lossy(&ids)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    let [uid, gid] = ids[..] else {
-        return Err("cannot read the host user's uid and gid".into());
-    };
-    let profile = GuestProfile::from_settings(settings, flake, uid, gid);
+    let flake = crate::nix::pikaci_flake(settings, None).map_err(|e| e.to_string())?;
+    let host = super::session::read_host_facts(session.transport.as_ref(), cancel)
+        .map_err(|e| crate::error::chain(&e))?;
+    let profile = GuestProfile::from_settings(settings, flake, &host);
     let dir = session.work_dir.join("flakes").join(profile.hash());
     let write = Argv::new("sh")
         .args(["-c", WRITE_FLAKE, "pikaci-guest-flake"])
@@ -245,12 +236,20 @@ fn remove_argv(job_dir: &Path) -> Argv {
     crate::transport::host_sh(REMOVE_JOB, "pikaci-job-remove").arg(job_dir)
 }
 
+/// How virtiofsd is started: the program, and whether it announces each share's tag
+/// (crosvm needs that; `config::hypervisor::virtiofsd_announces_tag`).
+pub struct Virtiofsd<'a> {
+    pub program: &'a str,
+    pub announce_tag: bool,
+}
+
 /// The supervisor's argv: `bash -c SUPERVISE` with the job dir, runner, virtiofsd, time
-/// limit, socket wait, then TAG SOCKET DIR MODE per share. Pure, for the snapshot test.
+/// limit, socket wait, `tag` or `-`, then TAG SOCKET DIR MODE per share. Pure, for the
+/// snapshot test.
 pub fn supervise_argv(
     job_dir: &Path,
     runner: &Path,
-    virtiofsd: &str,
+    virtiofsd: &Virtiofsd,
     limit: Duration,
     shares: &[(RunnerShare, PathBuf, bool)],
 ) -> Argv {
@@ -258,9 +257,10 @@ pub fn supervise_argv(
         .args(["--noprofile", "--norc", "-c", SUPERVISE, "pikaci-microvm"])
         .arg(job_dir)
         .arg(runner)
-        .arg(virtiofsd)
+        .arg(virtiofsd.program)
         .arg(limit.as_secs().max(1).to_string())
-        .arg(SOCKET_WAIT_SECS.to_string());
+        .arg(SOCKET_WAIT_SECS.to_string())
+        .arg(if virtiofsd.announce_tag { "tag" } else { "-" });
     for (share, dir, writable) in shares {
         argv = argv
             .arg(&share.tag)
@@ -340,7 +340,10 @@ impl Backend for MicrovmBackend {
         let argv = supervise_argv(
             &guest.dirs.root,
             p.runner.as_path(),
-            &p.settings.virtiofsd,
+            &Virtiofsd {
+                program: &p.settings.virtiofsd,
+                announce_tag: virtiofsd_announces_tag(&p.settings.hypervisor),
+            },
             limit,
             &shares,
         );
@@ -493,22 +496,94 @@ mod tests {
             tag: tag.into(),
             socket: format!("{tag}.sock"),
         };
-        let argv = supervise_argv(
-            Path::new("/w/jobs/R/lint"),
-            Path::new("/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner"),
-            "virtiofsd",
-            Duration::from_secs(720),
-            &[
-                (share("workspace"), "/w/snapshots/ab".into(), false),
-                (share("artifacts"), "/w/jobs/R/lint/artifacts".into(), true),
-                (share("request"), "/w/jobs/R/lint/request".into(), false),
-                (share("ro-store"), "/nix/store".into(), false),
-            ],
-        );
-        let mut shown = argv.clone();
-        assert_eq!(shown.args[3], SUPERVISE);
-        shown.args[3] = "[supervise.bash]".into();
-        insta::assert_snapshot!(shown.to_string(), @"bash --noprofile --norc -c '[supervise.bash]' pikaci-microvm /w/jobs/R/lint /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner virtiofsd 720 30 workspace workspace.sock /w/snapshots/ab ro artifacts artifacts.sock /w/jobs/R/lint/artifacts rw request request.sock /w/jobs/R/lint/request ro ro-store ro-store.sock /nix/store ro");
+        let argv = |announce_tag| {
+            let argv = supervise_argv(
+                Path::new("/w/jobs/R/lint"),
+                Path::new("/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner"),
+                &Virtiofsd {
+                    program: "virtiofsd",
+                    announce_tag,
+                },
+                Duration::from_secs(720),
+                &[
+                    (share("workspace"), "/w/snapshots/ab".into(), false),
+                    (share("artifacts"), "/w/jobs/R/lint/artifacts".into(), true),
+                    (share("request"), "/w/jobs/R/lint/request".into(), false),
+                    (share("ro-store"), "/nix/store".into(), false),
+                ],
+            );
+            let mut shown = argv.clone();
+            assert_eq!(shown.args[3], SUPERVISE);
+            shown.args[3] = "[supervise.bash]".into();
+            shown.to_string()
+        };
+        insta::assert_snapshot!(argv(false), @"bash --noprofile --norc -c '[supervise.bash]' pikaci-microvm /w/jobs/R/lint /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner virtiofsd 720 30 - workspace workspace.sock /w/snapshots/ab ro artifacts artifacts.sock /w/jobs/R/lint/artifacts rw request request.sock /w/jobs/R/lint/request ro ro-store ro-store.sock /nix/store ro");
+        // crosvm: virtiofsd announces the tags.
+        insta::assert_snapshot!(argv(true), @"bash --noprofile --norc -c '[supervise.bash]' pikaci-microvm /w/jobs/R/lint /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner virtiofsd 720 30 tag workspace workspace.sock /w/snapshots/ab ro artifacts artifacts.sock /w/jobs/R/lint/artifacts rw request request.sock /w/jobs/R/lint/request ro ro-store ro-store.sock /nix/store ro");
+    }
+
+    /// The supervisor passes `--tag` to virtiofsd exactly when told to (crosvm), run with
+    /// a stand-in virtiofsd that records its arguments and a runner that exits at once.
+    #[test]
+    fn supervisor_passes_the_tag_for_crosvm() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("job/runtime")).unwrap();
+        std::fs::create_dir_all(root.join("runner/bin")).unwrap();
+        let fake = root.join("virtiofsd");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho \"$@\" > ../virtiofsd.args\nexec sleep 5\n",
+        )
+        .unwrap();
+        // The guest "runs" until virtiofsd has recorded its arguments.
+        std::fs::write(
+            root.join("runner/bin/microvm-run"),
+            "#!/bin/sh\nuntil [ -s ../virtiofsd.args ]; do sleep 0.01; done\nsleep 0.3\n",
+        )
+        .unwrap();
+        for f in [fake.clone(), root.join("runner/bin/microvm-run")] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let share = RunnerShare {
+            tag: "workspace".into(),
+            socket: "ws.sock".into(),
+        };
+        for (announce_tag, expected) in [(true, " --tag=workspace"), (false, "")] {
+            let _ = std::fs::remove_file(root.join("job/virtiofsd.args"));
+            let _ = std::fs::remove_file(root.join("job/runtime/ws.sock"));
+            // The socket the supervisor waits for, as virtiofsd would create it.
+            let _socket =
+                std::os::unix::net::UnixListener::bind(root.join("job/runtime/ws.sock")).unwrap();
+            let argv = supervise_argv(
+                &root.join("job"),
+                &root.join("runner"),
+                &Virtiofsd {
+                    program: fake.to_str().unwrap(),
+                    announce_tag,
+                },
+                Duration::from_secs(30),
+                &[(share.clone(), root.to_path_buf(), false)],
+            );
+            // Stdin stays open while the job runs: its EOF would stop the guest.
+            let mut child = crate::transport::Transport::command(&crate::transport::Local, &argv)
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdin = child.stdin.take();
+            let status = child.wait().unwrap();
+            drop(stdin);
+            assert!(status.success(), "{status}");
+            let args = std::fs::read_to_string(root.join("job/virtiofsd.args")).unwrap();
+            assert_eq!(
+                args.trim_end(),
+                format!(
+                    "--socket-path=ws.sock --shared-dir={} --sandbox=none --log-level=warn --readonly{expected}",
+                    root.display()
+                )
+            );
+        }
     }
 
     #[test]
