@@ -16,15 +16,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::session::{HostSession, RunContext};
+use super::session::{HOST_STEP, HostSession, RunContext};
 use super::{Backend, BackendError, Guest, JobContext};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::hypervisor::virtiofsd_announces_tag;
 use crate::config::{BackendKind, MicrovmSettings};
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
-use crate::nix::{BUILD_TIMEOUT, GuestProfile, NixBuild, StorePath, installable_in};
+use crate::nix::{BUILD_TIMEOUT, GuestProfile, NixBuild, PikaciOnHost, StorePath, installable_in};
 use crate::protocol::{GuestResult, Request};
+use crate::transport::Transport;
 
 const SUPERVISE: &str = include_str!("microvm/supervise.bash");
 /// How long virtiofsd may take to create its socket.
@@ -82,6 +83,16 @@ fn runner_installable(
         return Ok((installable, format!("runner-{hash}")));
     }
     let flake = crate::nix::pikaci_flake(settings, None).map_err(|e| e.to_string())?;
+    let on_host = PikaciOnHost::resolve(&flake, &session.work_dir, session.local);
+    if let Some((source, copy)) = &on_host.send {
+        send_pikaci_source(session.transport.as_ref(), source, copy, cancel).map_err(|e| {
+            format!(
+                "cannot send pikaci's flake {} to the host: {e}",
+                source.display()
+            )
+        })?;
+    }
+    let flake = on_host.flake;
     let host = super::session::read_host_facts(session.transport.as_ref(), cancel)
         .map_err(|e| crate::error::chain(&e))?;
     let profile = GuestProfile::from_settings(settings, flake, &host);
@@ -98,6 +109,55 @@ fn runner_installable(
         GuestProfile::runner_attribute()
     );
     Ok((installable, format!("runner-{}", profile.hash())))
+}
+
+/// Prints whether `$1` exists on the host.
+pub(crate) const SOURCE_PRESENT: &str =
+    r#"if [ -d "$1" ]; then echo present; else echo missing; fi"#;
+
+/// Unpacks pikaci's source from stdin into `$1` in one rename. Writable, so that the
+/// rename works for an unprivileged user (the store's modes are read-only; the narHash
+/// keeps only the executable bit).
+pub(crate) const RECEIVE_SOURCE: &str = r#"set -eu
+tmp="$1.tmp.$$"
+rm -rf -- "$tmp" && mkdir -p -- "$tmp"
+tar -xf - -C "$tmp"
+chmod -R u+w -- "$tmp"
+mv -T -- "$tmp" "$1" 2>/dev/null || { rm -rf -- "$tmp"; [ -d "$1" ]; }
+"#;
+
+/// Sends pikaci's own flake source to the host once (runs that find it there send
+/// nothing).
+fn send_pikaci_source(
+    transport: &dyn Transport,
+    source: &Path,
+    copy: &Path,
+    cancel: &Cancel,
+) -> Result<(), String> {
+    let run = |argv: &Argv, stdin: &[u8]| {
+        transport
+            .run(argv, stdin, Instant::now() + HOST_STEP, cancel)
+            .map(|out| out.stdout)
+            .map_err(|e| e.to_string())
+    };
+    let check = Argv::new("sh")
+        .args(["-c", SOURCE_PRESENT, "pikaci-source-present"])
+        .arg(copy);
+    if String::from_utf8_lossy(&run(&check, b"")?).trim() == "present" {
+        return Ok(());
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", source)
+        .and_then(|()| tar.finish())
+        .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+    let bytes = tar
+        .into_inner()
+        .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+    let receive = Argv::new("sh")
+        .args(["-c", RECEIVE_SOURCE, "pikaci-source-receive"])
+        .arg(copy);
+    run(&receive, &bytes).map(drop)
 }
 
 fn build_runner(
@@ -620,6 +680,46 @@ mod tests {
         sh -c '[script]' pikaci-job-setup /w/jobs/R/lint /w/snapshots/ab
         sh -c '[script]' pikaci-job-remove /w/jobs/R/lint
         ");
+    }
+
+    /// pikaci's source reaches a host once, read-only files and all, with the same
+    /// contents and executable bits (what its narHash covers).
+    #[test]
+    fn pikaci_source_is_sent_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("store/abc-source");
+        std::fs::create_dir_all(source.join("nix")).unwrap();
+        std::fs::write(source.join("flake.nix"), "{ }\n").unwrap();
+        std::fs::write(source.join("nix/run.sh"), "#!/bin/sh\n").unwrap();
+        let mode = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(&source.join("nix/run.sh"), 0o555);
+        mode(&source.join("flake.nix"), 0o444);
+        mode(&source.join("nix"), 0o555);
+        mode(&source, 0o555);
+        let copy = dir.path().join("work/pikaci-source/abc-source");
+        let local = crate::transport::Local;
+        send_pikaci_source(&local, &source, &copy, &Cancel::new()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(copy.join("flake.nix")).unwrap(),
+            "{ }\n"
+        );
+        let exec = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o111;
+        assert_ne!(exec(&copy.join("nix/run.sh")), 0);
+        assert_eq!(exec(&copy.join("flake.nix")), 0);
+        // A second run finds it and sends nothing (a changed file would stay as it is).
+        mode(&copy.join("flake.nix"), 0o644);
+        std::fs::write(copy.join("flake.nix"), "changed").unwrap();
+        send_pikaci_source(&local, &source, &copy, &Cancel::new()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(copy.join("flake.nix")).unwrap(),
+            "changed"
+        );
+        for p in [&source, &source.join("nix")] {
+            mode(p, 0o755);
+        }
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! `pikaci render …`: the Nix pikaci generates, for image maintainers.
 
 use super::args::{Global, GuestFlakeArgs};
-use super::context::{cancel_on_signals, load_config};
+use super::context::{cancel_on_signals, load_config, state_dir};
 use crate::config::hypervisor::{check_hypervisor, check_memory};
 use crate::error::Error;
-use crate::nix::GuestProfile;
+use crate::nix::{GuestProfile, PikaciOnHost};
 
 /// The flake `pikaci run` would build for the configured host: its uid, gid and system
-/// are read on that host, as the run reads them.
+/// are read on that host, and pikaci's flake named as there, as the run does.
 pub fn guest_flake(global: &Global, args: GuestFlakeArgs) -> Result<u8, Error> {
     let config = load_config(global)?;
     let mut settings = config.backends.microvm.clone();
@@ -26,10 +26,15 @@ pub fn guest_flake(global: &Global, args: GuestFlakeArgs) -> Result<u8, Error> {
     let flake = crate::nix::pikaci_flake(&settings, args.pikaci_flake)
         .map_err(|e| Error::Usage(e.to_string()))?;
     let cancel = cancel_on_signals()?;
-    let transport = crate::transport::connect(&config.defaults.host, &config.ssh, &cancel)
-        .map_err(|e| Error::infra("connecting to the host", e))?;
+    let state = state_dir(global, &config);
+    let (transport, work_dir, local) = crate::backend::connect(&config, state.root(), &cancel)
+        .map_err(|detail| Error::Infra {
+            what: "connecting to the host".into(),
+            detail,
+        })?;
     let host = crate::backend::read_host_facts(transport.as_ref(), &cancel)
         .map_err(|e| Error::infra("reading the guest profile's facts on the host", e))?;
+    let flake = PikaciOnHost::resolve(&flake, &work_dir, local).flake;
     let profile = GuestProfile::from_settings(&settings, flake, &host);
     if args.hash {
         println!("{}", profile.hash());

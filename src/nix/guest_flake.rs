@@ -6,6 +6,8 @@
 //! docs/nix.md; `nixosConfigurations.pikaci-guest.config.microvm.declaredRunner` is the
 //! runner that `nix build` produces.
 
+use std::path::{Path, PathBuf};
+
 use sha2::{Digest, Sha256};
 
 use super::Expr;
@@ -32,6 +34,46 @@ pub fn pikaci_flake(
     "this pikaci was not built by its flake, so it cannot name one for the guest: set backends.microvm.pikaci-flake (the flake that provides lib.mkGuest, e.g. pinned to a revision) or backends.microvm.runner"
 )]
 pub struct NoPikaciFlake;
+
+/// Where the guest flake finds pikaci's flake on the host. The package names its own
+/// source in this machine's store (`path:/nix/store/…?narHash=…`); a remote host's store
+/// lacks it, so the run sends that tree to `<work>/pikaci-source/<name>` there and the
+/// flake names the copy, with the same narHash (Nix checks it when it locks the input).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PikaciOnHost {
+    /// The reference the guest flake's `pikaci` input gets.
+    pub flake: String,
+    /// The local store path to send, and where it goes on the host.
+    pub send: Option<(PathBuf, PathBuf)>,
+}
+
+impl PikaciOnHost {
+    pub fn resolve(flake: &str, work_dir: &Path, local: bool) -> PikaciOnHost {
+        let as_is = PikaciOnHost {
+            flake: flake.to_string(),
+            send: None,
+        };
+        let Some(rest) = flake.strip_prefix("path:") else {
+            return as_is;
+        };
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let path = Path::new(path);
+        let in_store = path.parent() == Some(Path::new("/nix/store"));
+        let (false, true, Some(name)) = (local, in_store, path.file_name()) else {
+            return as_is;
+        };
+        let copy = work_dir.join("pikaci-source").join(name);
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        PikaciOnHost {
+            flake: format!("path:{}{query}", copy.display()),
+            send: Some((path.to_path_buf(), copy)),
+        }
+    }
+}
 
 /// What a guest profile takes from the host that builds and boots the guest, read there
 /// with [`HOST_FACTS`]: the user's ids (files the job writes to shares are theirs) and
@@ -340,6 +382,29 @@ mod tests {
         match BUILT_FROM {
             None => assert!(pikaci_flake(&settings, None).is_err()),
             Some(built) => assert_eq!(pikaci_flake(&settings, None).unwrap(), built),
+        }
+    }
+
+    #[test]
+    fn pikaci_source_is_sent_to_remote_hosts_only() {
+        let pinned = "path:/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-source?narHash=sha256-AAAA";
+        let work = Path::new("/home/ci/.cache/pikaci");
+        let remote = PikaciOnHost::resolve(pinned, work, false);
+        insta::assert_debug_snapshot!(remote, @r#"
+            PikaciOnHost {
+                flake: "path:/home/ci/.cache/pikaci/pikaci-source/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-source?narHash=sha256-AAAA",
+                send: Some(
+                    (
+                        "/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-source",
+                        "/home/ci/.cache/pikaci/pikaci-source/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-source",
+                    ),
+                ),
+            }
+        "#);
+        assert_eq!(PikaciOnHost::resolve(pinned, work, true).flake, pinned);
+        for other in ["github:a/b/0123abc", "path:/src/pikaci", "path:/nix/store"] {
+            let resolved = PikaciOnHost::resolve(other, work, false);
+            assert_eq!((resolved.flake.as_str(), resolved.send), (other, None));
         }
     }
 

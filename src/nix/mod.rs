@@ -9,6 +9,6 @@ pub use build::{BUILD_TIMEOUT, BuildResult, NixBuild, NixError, installable_in};
 pub use expr::Expr;
 pub use guest_flake::{
     BUILT_FROM, GUEST_NAME, GuestProfile, HOST_FACTS, HostFacts, HostFactsError, NoPikaciFlake,
-    SHARES, Share, pikaci_flake,
+    PikaciOnHost, SHARES, Share, pikaci_flake,
 };
 pub use store_path::StorePath;
