@@ -531,3 +531,41 @@ fn scripts_pass_shellcheck() {
         );
     }
 }
+
+/// On an SSH host, `render guest-flake` prints the flake that `run` writes there (the
+/// host's uid, gid and system; pikaci's flake as the host sees it), and `--hash` names
+/// the directory and runner of that flake.
+#[test]
+fn render_names_the_flake_run_builds_on_an_ssh_host() {
+    let Some(ssh) = crate::harness::testbed_ssh() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let host = std::env::var("PIKACI_TEST_SSH_HOST").unwrap();
+    let config = format!(
+        "[defaults]\nbackend = \"microvm\"\nhost = \"{host}\"\nwork-dir = \"{work}\"\n\n\
+         [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
+         [backends.microvm]\npikaci-flake = \"path:/nonexistent/pikaci\"\n\n\
+         [jobs.a]\ncommand = \"true\"\ntimeout = \"1m\"\n",
+        work = work.path().display(),
+        key = ssh.identity.unwrap().display(),
+        known = ssh.known_hosts.unwrap().display(),
+    );
+    let repo = crate::harness::Repo::new(&config);
+    let rendered = repo.pikaci(&["render", "guest-flake"]);
+    rendered.expect(0);
+    let hash = repo.pikaci(&["render", "guest-flake", "--hash"]);
+    hash.expect(0);
+    // The build fails (the pikaci flake does not exist), after the flake is written.
+    let run = repo.pikaci(&["run", "a"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr());
+    let written = work
+        .path()
+        .join("flakes")
+        .join(hash.stdout().trim())
+        .join("flake.nix");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap_or_else(|e| panic!("{}: {e}", written.display())),
+        rendered.stdout()
+    );
+}
