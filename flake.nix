@@ -32,7 +32,11 @@
       packages = forAllSystems (
         pkgs:
         let
-          pikaci = pkgs.callPackage ./nix/package.nix { flakeRef = "github:pikaci/pikaci"; };
+          # Guest flakes point back at this very source, pinned by its hash, so the guests'
+          # agent and `lib.mkGuest` are those of the pikaci that runs (src/nix/guest_flake.rs).
+          pikaci = pkgs.callPackage ./nix/package.nix {
+            flakeRef = "path:${self.outPath}?narHash=${self.narHash}";
+          };
           system = pkgs.stdenv.hostPlatform.system;
         in
         {
@@ -67,7 +71,7 @@
         };
       });
 
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
+      formatter = forAllSystems (pkgs: pkgs.nixfmt);
 
       checks = forSystems linuxSystems (pkgs: import ./checks { inherit pkgs self; });
 

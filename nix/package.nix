@@ -52,6 +52,8 @@ rustPlatform.buildRustPackage (
       common
       // {
         pname = "pikaci-guest";
+        # Only the CLI names its source; the agent does not carry it into guests.
+        env = removeAttrs common.env [ "PIKACI_FLAKE" ];
         cargoBuildFlags = [
           "--bin"
           "pikaci-guest"

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pikaci::config::MicrovmSettings;
-use pikaci::nix::GuestProfile;
+use pikaci::nix::{GuestProfile, HostFacts};
 
 use crate::harness::run_tool;
 
@@ -159,9 +159,158 @@ fn guest_flake() -> GuestProfile {
     GuestProfile::from_settings(
         &MicrovmSettings::default(),
         "path:/pikaci".into(),
-        1000,
-        1000,
+        &host(1000, 1000),
     )
+}
+
+fn host(uid: u32, gid: u32) -> HostFacts {
+    HostFacts {
+        uid,
+        gid,
+        system: "x86_64-linux".into(),
+    }
+}
+
+/// What the pikaci package's build passes in (flake.nix): its source, pinned.
+const PINNED: &str = "path:/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-source?narHash=sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+
+/// The generated flake evaluated through `nix/mk-guest.nix` and `nix/guest` with the
+/// stand-ins of `tests/nixos-standin.nix` for nixpkgs and microvm.nix: which assertions
+/// fail, whether the runner evaluates and what it warns about, and the job user.
+fn evaluate_guest(profile: &GuestProfile) -> Option<serde_json::Value> {
+    let expr = format!(
+        r#"
+      let
+        standin = import ./tests/nixos-standin.nix {{ hostSystem = "{system}"; }};
+        mkGuest = import ./nix/mk-guest.nix {{ inherit (standin) nixpkgs microvm self; }};
+        flake = {flake};
+        sys = (flake.outputs {{ self = null; pikaci = {{ lib.mkGuest = mkGuest; }}; }}).nixosConfigurations.{name};
+        user = sys.config.users.users.pikaci;
+        runner = builtins.tryEval (builtins.deepSeq sys.config.microvm.declaredRunner sys.config.microvm.declaredRunner);
+      in {{
+        inherit (sys) system failedAssertions;
+        runnerEvaluates = runner.success;
+        runnerWarnings = if runner.success then runner.value.warnings else [ ];
+        user = {{
+          inherit (user) uid group home isNormalUser isSystemUser;
+          gid = sys.config.users.groups.${{user.group}}.gid;
+        }};
+      }}"#,
+        system = profile.system,
+        flake = profile.flake_nix(),
+        name = pikaci::nix::GUEST_NAME,
+    );
+    eval(&expr)
+}
+
+/// Guest profiles of hosts as they are: a NixOS normal user (gid 100, `users`), CI
+/// service accounts below uid 1000, a gid NixOS gives a group of its own, an aarch64
+/// host, crosvm. Each flake is pinned by a snapshot, and evaluates with no NixOS
+/// assertion failing, no microvm.nix warning, and the job user having the host's ids.
+#[test]
+fn guest_profiles_evaluate_on_real_hosts() {
+    let crosvm = MicrovmSettings {
+        hypervisor: "crosvm".into(),
+        ..MicrovmSettings::default()
+    };
+    let aarch64 = HostFacts {
+        system: "aarch64-linux".into(),
+        ..host(1000, 1000)
+    };
+    let cases = [
+        (
+            "nixos_normal_user",
+            host(1000, 100),
+            MicrovmSettings::default(),
+        ),
+        (
+            "service_account",
+            host(999, 999),
+            MicrovmSettings::default(),
+        ),
+        (
+            "service_account_in_users",
+            host(998, 100),
+            MicrovmSettings::default(),
+        ),
+        (
+            "gid_of_systemd_journal",
+            host(1001, 62),
+            MicrovmSettings::default(),
+        ),
+        ("aarch64_host", aarch64, MicrovmSettings::default()),
+        ("crosvm", host(1000, 100), crosvm),
+    ];
+    for (name, facts, settings) in cases {
+        let profile = GuestProfile::from_settings(&settings, PINNED.into(), &facts);
+        insta::assert_snapshot!(format!("guest_profile_{name}"), profile.flake_nix());
+        let Some(got) = evaluate_guest(&profile) else {
+            return;
+        };
+        assert_eq!(
+            got["failedAssertions"],
+            serde_json::json!([]),
+            "{name}: {got}"
+        );
+        assert_eq!(got["runnerEvaluates"], true, "{name}");
+        assert_eq!(got["runnerWarnings"], serde_json::json!([]), "{name}");
+        assert_eq!(got["system"], facts.system, "{name}");
+        assert_eq!(got["user"]["uid"], facts.uid, "{name}");
+        assert_eq!(got["user"]["gid"], facts.gid, "{name}");
+        assert_eq!(got["user"]["home"], "/home/pikaci", "{name}");
+    }
+}
+
+/// A uid NixOS already gives a guest user cannot be shared; the guest module's own
+/// assertion names whose it is (before NixOS's own, which does not).
+#[test]
+fn a_host_uid_taken_in_the_guest_is_named() {
+    let profile =
+        GuestProfile::from_settings(&MicrovmSettings::default(), PINNED.into(), &host(4, 4));
+    let Some(got) = evaluate_guest(&profile) else {
+        return;
+    };
+    let failed = got["failedAssertions"].as_array().unwrap();
+    assert!(
+        failed[0]
+            .as_str()
+            .unwrap()
+            .contains("belongs to messagebus in the guest"),
+        "{got}"
+    );
+}
+
+/// The hypervisors the configuration accepts are exactly those whose runner evaluates
+/// with pikaci's shares (stand-ins of microvm.nix's runners, a Linux host), and the
+/// stand-in knows the same hypervisor list as pikaci.
+#[test]
+fn hypervisors_accepted_are_those_microvm_nix_can_run() {
+    use pikaci::config::hypervisor::{HYPERVISORS, check_hypervisor};
+    let Some(listed) = eval("(import ./tests/nixos-standin.nix { }).hypervisors") else {
+        return;
+    };
+    assert_eq!(listed, serde_json::json!(HYPERVISORS));
+    for hypervisor in HYPERVISORS {
+        let settings = MicrovmSettings {
+            hypervisor: hypervisor.to_string(),
+            ..MicrovmSettings::default()
+        };
+        let profile = GuestProfile::from_settings(&settings, PINNED.into(), &host(1000, 100));
+        let got = evaluate_guest(&profile).unwrap();
+        assert_eq!(
+            got["runnerEvaluates"].as_bool().unwrap(),
+            check_hypervisor(hypervisor).is_ok(),
+            "{hypervisor}: {got}"
+        );
+    }
+    // And QEMU at exactly 2GiB, which the configuration rejects, is what it warns about.
+    let hang = MicrovmSettings {
+        memory_bytes: 2 << 30,
+        ..MicrovmSettings::default()
+    };
+    let profile = GuestProfile::from_settings(&hang, PINNED.into(), &host(1000, 100));
+    let got = evaluate_guest(&profile).unwrap();
+    assert_eq!(got["runnerWarnings"].as_array().unwrap().len(), 1, "{got}");
 }
 
 #[test]
@@ -264,20 +413,22 @@ fn outputs_per_system() {
         };
         pkgsFor = system: {
           stdenv.hostPlatform = { inherit system; isLinux = builtins.match ".*-linux" system != null; };
-          callPackage = fn: args: { guest = "agent"; };
+          callPackage = fn: args: { guest = "agent"; inherit (args) flakeRef; };
         };
         nixpkgs = {
           inherit lib;
           legacyPackages = lib.genAttrs
             [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ] pkgsFor;
         };
-        out = (import ./flake.nix).outputs { self = out; inherit nixpkgs; microvm = null; };
+        self = out // { outPath = "/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-source"; narHash = "sha256-AAAA"; };
+        out = (import ./flake.nix).outputs { inherit self nixpkgs; microvm = null; };
         names = builtins.mapAttrs (_: builtins.attrNames);
       in {
         packages = names out.packages;
         apps = names out.apps;
         devShells = builtins.attrNames out.devShells;
         checks = builtins.attrNames out.checks;
+        flakeRef = out.packages.x86_64-linux.pikaci.flakeRef;
       }"#;
     let Some(got) = eval(expr) else { return };
     let cli = serde_json::json!(["default", "pikaci"]);
@@ -298,6 +449,11 @@ fn outputs_per_system() {
         "x86_64-linux"
     ]);
     assert_eq!(got["devShells"], all);
+    // Guest flakes of the built pikaci use its own source, pinned by its hash.
+    assert_eq!(
+        got["flakeRef"],
+        "path:/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-source?narHash=sha256-AAAA"
+    );
     assert_eq!(
         got["checks"],
         serde_json::json!(["aarch64-linux", "x86_64-linux"])
@@ -374,4 +530,42 @@ fn scripts_pass_shellcheck() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+}
+
+/// On an SSH host, `render guest-flake` prints the flake that `run` writes there (the
+/// host's uid, gid and system; pikaci's flake as the host sees it), and `--hash` names
+/// the directory and runner of that flake.
+#[test]
+fn render_names_the_flake_run_builds_on_an_ssh_host() {
+    let Some(ssh) = crate::harness::testbed_ssh() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let host = std::env::var("PIKACI_TEST_SSH_HOST").unwrap();
+    let config = format!(
+        "[defaults]\nbackend = \"microvm\"\nhost = \"{host}\"\nwork-dir = \"{work}\"\n\n\
+         [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
+         [backends.microvm]\npikaci-flake = \"path:/nonexistent/pikaci\"\n\n\
+         [jobs.a]\ncommand = \"true\"\ntimeout = \"1m\"\n",
+        work = work.path().display(),
+        key = ssh.identity.unwrap().display(),
+        known = ssh.known_hosts.unwrap().display(),
+    );
+    let repo = crate::harness::Repo::new(&config);
+    let rendered = repo.pikaci(&["render", "guest-flake"]);
+    rendered.expect(0);
+    let hash = repo.pikaci(&["render", "guest-flake", "--hash"]);
+    hash.expect(0);
+    // The build fails (the pikaci flake does not exist), after the flake is written.
+    let run = repo.pikaci(&["run", "a"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr());
+    let written = work
+        .path()
+        .join("flakes")
+        .join(hash.stdout().trim())
+        .join("flake.nix");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap_or_else(|e| panic!("{}: {e}", written.display())),
+        rendered.stdout()
+    );
 }

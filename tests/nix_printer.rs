@@ -77,8 +77,11 @@ fn generated_guest_flake_parses() {
     let profile = pikaci::nix::GuestProfile::from_settings(
         &settings,
         "github:example/pikaci".into(),
-        1000,
-        100,
+        &pikaci::nix::HostFacts {
+            uid: 1000,
+            gid: 100,
+            system: "x86_64-linux".into(),
+        },
     );
     crate::harness::assert_nix_parses(&profile.flake_nix());
 }

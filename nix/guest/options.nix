@@ -27,13 +27,19 @@ in
     uid = mkOption {
       type = types.ints.positive;
       default = 1000;
-      description = "The uid of the unprivileged job user `pikaci`; pikaci passes the host user's.";
+      description = ''
+        The uid of the unprivileged job user `pikaci`; pikaci passes the host user's. Below
+        1000 the user is a system user (NixOS allows normal users only from 1000 on).
+      '';
     };
 
     gid = mkOption {
-      type = types.ints.positive;
+      type = types.ints.unsigned;
       default = 1000;
-      description = "The gid of the job user's group `pikaci`.";
+      description = ''
+        The gid of the job user's primary group: `pikaci`, or the group NixOS already
+        has with this gid (e.g. `users` for 100), which the job user then joins.
+      '';
     };
 
     shares = mkOption {

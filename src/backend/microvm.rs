@@ -16,14 +16,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::session::{HostSession, RunContext};
+use super::session::{HOST_STEP, HostSession, RunContext};
 use super::{Backend, BackendError, Guest, JobContext};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
+use crate::config::hypervisor::virtiofsd_announces_tag;
 use crate::config::{BackendKind, MicrovmSettings};
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
-use crate::nix::{BUILD_TIMEOUT, GuestProfile, NixBuild, StorePath, installable_in};
+use crate::nix::{BUILD_TIMEOUT, GuestProfile, NixBuild, PikaciOnHost, StorePath, installable_in};
 use crate::protocol::{GuestResult, Request};
+use crate::transport::Transport;
 
 const SUPERVISE: &str = include_str!("microvm/supervise.bash");
 /// How long virtiofsd may take to create its socket.
@@ -80,20 +82,20 @@ fn runner_installable(
         let hash = crate::snapshot::hex(&Sha256::digest(installable.as_bytes())[..8]);
         return Ok((installable, format!("runner-{hash}")));
     }
-    let flake = settings
-        .pikaci_flake
-        .clone()
-        .or(crate::nix::BUILT_FROM.map(str::to_string))
-        .ok_or("set backends.microvm.pikaci-flake (the flake that provides lib.mkGuest) or backends.microvm.runner")?;
-    let ids = session.run(&Argv::new("sh").args(["-c", "id -u && id -g"]), b"", cancel)?;
-    let ids: Vec<u32> = String::from_utf8_lossy(&ids)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    let [uid, gid] = ids[..] else {
-        return Err("cannot read the host user's uid and gid".into());
-    };
-    let profile = GuestProfile::from_settings(settings, flake, uid, gid);
+    let flake = crate::nix::pikaci_flake(settings, None).map_err(|e| e.to_string())?;
+    let on_host = PikaciOnHost::resolve(&flake, &session.work_dir, session.local);
+    if let Some((source, copy)) = &on_host.send {
+        send_pikaci_source(session.transport.as_ref(), source, copy, cancel).map_err(|e| {
+            format!(
+                "cannot send pikaci's flake {} to the host: {e}",
+                source.display()
+            )
+        })?;
+    }
+    let flake = on_host.flake;
+    let host = super::session::read_host_facts(session.transport.as_ref(), cancel)
+        .map_err(|e| crate::error::chain(&e))?;
+    let profile = GuestProfile::from_settings(settings, flake, &host);
     let dir = session.work_dir.join("flakes").join(profile.hash());
     let write = Argv::new("sh")
         .args(["-c", WRITE_FLAKE, "pikaci-guest-flake"])
@@ -107,6 +109,55 @@ fn runner_installable(
         GuestProfile::runner_attribute()
     );
     Ok((installable, format!("runner-{}", profile.hash())))
+}
+
+/// Prints whether `$1` exists on the host.
+pub(crate) const SOURCE_PRESENT: &str =
+    r#"if [ -d "$1" ]; then echo present; else echo missing; fi"#;
+
+/// Unpacks pikaci's source from stdin into `$1` in one rename. Writable, so that the
+/// rename works for an unprivileged user (the store's modes are read-only; the narHash
+/// keeps only the executable bit).
+pub(crate) const RECEIVE_SOURCE: &str = r#"set -eu
+tmp="$1.tmp.$$"
+rm -rf -- "$tmp" && mkdir -p -- "$tmp"
+tar -xf - -C "$tmp"
+chmod -R u+w -- "$tmp"
+mv -T -- "$tmp" "$1" 2>/dev/null || { rm -rf -- "$tmp"; [ -d "$1" ]; }
+"#;
+
+/// Sends pikaci's own flake source to the host once (runs that find it there send
+/// nothing).
+fn send_pikaci_source(
+    transport: &dyn Transport,
+    source: &Path,
+    copy: &Path,
+    cancel: &Cancel,
+) -> Result<(), String> {
+    let run = |argv: &Argv, stdin: &[u8]| {
+        transport
+            .run(argv, stdin, Instant::now() + HOST_STEP, cancel)
+            .map(|out| out.stdout)
+            .map_err(|e| e.to_string())
+    };
+    let check = Argv::new("sh")
+        .args(["-c", SOURCE_PRESENT, "pikaci-source-present"])
+        .arg(copy);
+    if String::from_utf8_lossy(&run(&check, b"")?).trim() == "present" {
+        return Ok(());
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", source)
+        .and_then(|()| tar.finish())
+        .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+    let bytes = tar
+        .into_inner()
+        .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+    let receive = Argv::new("sh")
+        .args(["-c", RECEIVE_SOURCE, "pikaci-source-receive"])
+        .arg(copy);
+    run(&receive, &bytes).map(drop)
 }
 
 fn build_runner(
@@ -245,12 +296,20 @@ fn remove_argv(job_dir: &Path) -> Argv {
     crate::transport::host_sh(REMOVE_JOB, "pikaci-job-remove").arg(job_dir)
 }
 
+/// How virtiofsd is started: the program, and whether it announces each share's tag
+/// (crosvm needs that; `config::hypervisor::virtiofsd_announces_tag`).
+pub struct Virtiofsd<'a> {
+    pub program: &'a str,
+    pub announce_tag: bool,
+}
+
 /// The supervisor's argv: `bash -c SUPERVISE` with the job dir, runner, virtiofsd, time
-/// limit, socket wait, then TAG SOCKET DIR MODE per share. Pure, for the snapshot test.
+/// limit, socket wait, `tag` or `-`, then TAG SOCKET DIR MODE per share. Pure, for the
+/// snapshot test.
 pub fn supervise_argv(
     job_dir: &Path,
     runner: &Path,
-    virtiofsd: &str,
+    virtiofsd: &Virtiofsd,
     limit: Duration,
     shares: &[(RunnerShare, PathBuf, bool)],
 ) -> Argv {
@@ -258,9 +317,10 @@ pub fn supervise_argv(
         .args(["--noprofile", "--norc", "-c", SUPERVISE, "pikaci-microvm"])
         .arg(job_dir)
         .arg(runner)
-        .arg(virtiofsd)
+        .arg(virtiofsd.program)
         .arg(limit.as_secs().max(1).to_string())
-        .arg(SOCKET_WAIT_SECS.to_string());
+        .arg(SOCKET_WAIT_SECS.to_string())
+        .arg(if virtiofsd.announce_tag { "tag" } else { "-" });
     for (share, dir, writable) in shares {
         argv = argv
             .arg(&share.tag)
@@ -340,7 +400,10 @@ impl Backend for MicrovmBackend {
         let argv = supervise_argv(
             &guest.dirs.root,
             p.runner.as_path(),
-            &p.settings.virtiofsd,
+            &Virtiofsd {
+                program: &p.settings.virtiofsd,
+                announce_tag: virtiofsd_announces_tag(&p.settings.hypervisor),
+            },
             limit,
             &shares,
         );
@@ -493,22 +556,94 @@ mod tests {
             tag: tag.into(),
             socket: format!("{tag}.sock"),
         };
-        let argv = supervise_argv(
-            Path::new("/w/jobs/R/lint"),
-            Path::new("/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner"),
-            "virtiofsd",
-            Duration::from_secs(720),
-            &[
-                (share("workspace"), "/w/snapshots/ab".into(), false),
-                (share("artifacts"), "/w/jobs/R/lint/artifacts".into(), true),
-                (share("request"), "/w/jobs/R/lint/request".into(), false),
-                (share("ro-store"), "/nix/store".into(), false),
-            ],
-        );
-        let mut shown = argv.clone();
-        assert_eq!(shown.args[3], SUPERVISE);
-        shown.args[3] = "[supervise.bash]".into();
-        insta::assert_snapshot!(shown.to_string(), @"bash --noprofile --norc -c '[supervise.bash]' pikaci-microvm /w/jobs/R/lint /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner virtiofsd 720 30 workspace workspace.sock /w/snapshots/ab ro artifacts artifacts.sock /w/jobs/R/lint/artifacts rw request request.sock /w/jobs/R/lint/request ro ro-store ro-store.sock /nix/store ro");
+        let argv = |announce_tag| {
+            let argv = supervise_argv(
+                Path::new("/w/jobs/R/lint"),
+                Path::new("/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner"),
+                &Virtiofsd {
+                    program: "virtiofsd",
+                    announce_tag,
+                },
+                Duration::from_secs(720),
+                &[
+                    (share("workspace"), "/w/snapshots/ab".into(), false),
+                    (share("artifacts"), "/w/jobs/R/lint/artifacts".into(), true),
+                    (share("request"), "/w/jobs/R/lint/request".into(), false),
+                    (share("ro-store"), "/nix/store".into(), false),
+                ],
+            );
+            let mut shown = argv.clone();
+            assert_eq!(shown.args[3], SUPERVISE);
+            shown.args[3] = "[supervise.bash]".into();
+            shown.to_string()
+        };
+        insta::assert_snapshot!(argv(false), @"bash --noprofile --norc -c '[supervise.bash]' pikaci-microvm /w/jobs/R/lint /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner virtiofsd 720 30 - workspace workspace.sock /w/snapshots/ab ro artifacts artifacts.sock /w/jobs/R/lint/artifacts rw request request.sock /w/jobs/R/lint/request ro ro-store ro-store.sock /nix/store ro");
+        // crosvm: virtiofsd announces the tags.
+        insta::assert_snapshot!(argv(true), @"bash --noprofile --norc -c '[supervise.bash]' pikaci-microvm /w/jobs/R/lint /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner virtiofsd 720 30 tag workspace workspace.sock /w/snapshots/ab ro artifacts artifacts.sock /w/jobs/R/lint/artifacts rw request request.sock /w/jobs/R/lint/request ro ro-store ro-store.sock /nix/store ro");
+    }
+
+    /// The supervisor passes `--tag` to virtiofsd exactly when told to (crosvm), run with
+    /// a stand-in virtiofsd that records its arguments and a runner that exits at once.
+    #[test]
+    fn supervisor_passes_the_tag_for_crosvm() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("job/runtime")).unwrap();
+        std::fs::create_dir_all(root.join("runner/bin")).unwrap();
+        let fake = root.join("virtiofsd");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho \"$@\" > ../virtiofsd.args\nexec sleep 5\n",
+        )
+        .unwrap();
+        // The guest "runs" until virtiofsd has recorded its arguments.
+        std::fs::write(
+            root.join("runner/bin/microvm-run"),
+            "#!/bin/sh\nuntil [ -s ../virtiofsd.args ]; do sleep 0.01; done\nsleep 0.3\n",
+        )
+        .unwrap();
+        for f in [fake.clone(), root.join("runner/bin/microvm-run")] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let share = RunnerShare {
+            tag: "workspace".into(),
+            socket: "ws.sock".into(),
+        };
+        for (announce_tag, expected) in [(true, " --tag=workspace"), (false, "")] {
+            let _ = std::fs::remove_file(root.join("job/virtiofsd.args"));
+            let _ = std::fs::remove_file(root.join("job/runtime/ws.sock"));
+            // The socket the supervisor waits for, as virtiofsd would create it.
+            let _socket =
+                std::os::unix::net::UnixListener::bind(root.join("job/runtime/ws.sock")).unwrap();
+            let argv = supervise_argv(
+                &root.join("job"),
+                &root.join("runner"),
+                &Virtiofsd {
+                    program: fake.to_str().unwrap(),
+                    announce_tag,
+                },
+                Duration::from_secs(30),
+                &[(share.clone(), root.to_path_buf(), false)],
+            );
+            // Stdin stays open while the job runs: its EOF would stop the guest.
+            let mut child = crate::transport::Transport::command(&crate::transport::Local, &argv)
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdin = child.stdin.take();
+            let status = child.wait().unwrap();
+            drop(stdin);
+            assert!(status.success(), "{status}");
+            let args = std::fs::read_to_string(root.join("job/virtiofsd.args")).unwrap();
+            assert_eq!(
+                args.trim_end(),
+                format!(
+                    "--socket-path=ws.sock --shared-dir={} --sandbox=none --log-level=warn --readonly{expected}",
+                    root.display()
+                )
+            );
+        }
     }
 
     #[test]
@@ -545,6 +680,46 @@ mod tests {
         sh -c '[script]' pikaci-job-setup /w/jobs/R/lint /w/snapshots/ab
         sh -c '[script]' pikaci-job-remove /w/jobs/R/lint
         ");
+    }
+
+    /// pikaci's source reaches a host once, read-only files and all, with the same
+    /// contents and executable bits (what its narHash covers).
+    #[test]
+    fn pikaci_source_is_sent_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("store/abc-source");
+        std::fs::create_dir_all(source.join("nix")).unwrap();
+        std::fs::write(source.join("flake.nix"), "{ }\n").unwrap();
+        std::fs::write(source.join("nix/run.sh"), "#!/bin/sh\n").unwrap();
+        let mode = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(&source.join("nix/run.sh"), 0o555);
+        mode(&source.join("flake.nix"), 0o444);
+        mode(&source.join("nix"), 0o555);
+        mode(&source, 0o555);
+        let copy = dir.path().join("work/pikaci-source/abc-source");
+        let local = crate::transport::Local;
+        send_pikaci_source(&local, &source, &copy, &Cancel::new()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(copy.join("flake.nix")).unwrap(),
+            "{ }\n"
+        );
+        let exec = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o111;
+        assert_ne!(exec(&copy.join("nix/run.sh")), 0);
+        assert_eq!(exec(&copy.join("flake.nix")), 0);
+        // A second run finds it and sends nothing (a changed file would stay as it is).
+        mode(&copy.join("flake.nix"), 0o644);
+        std::fs::write(copy.join("flake.nix"), "changed").unwrap();
+        send_pikaci_source(&local, &source, &copy, &Cancel::new()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(copy.join("flake.nix")).unwrap(),
+            "changed"
+        );
+        for p in [&source, &source.join("nix")] {
+            mode(p, 0o755);
+        }
     }
 
     #[test]

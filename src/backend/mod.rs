@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 pub use host::HostBackend;
 pub use incus::{IncusBackend, collect_instances};
 pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
-pub use session::{HostSession, RunContext, collect_host, connect};
+pub use session::{
+    HostFactsFailed, HostSession, RunContext, collect_host, connect, read_host_facts,
+};
 
 use crate::cancel::Cancel;
 use crate::config::BackendKind;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::{Config, HostSpec};
+use crate::nix::{HOST_FACTS, HostFacts, HostFactsError};
 use crate::state::SnapshotRef;
 use crate::transport::{Transport, TransportError};
 
@@ -89,6 +90,43 @@ impl HostSession {
             .map(|o| o.stdout)
             .map_err(|e| e.to_string())
     }
+}
+
+/// The guest-profile facts of the host, read on it (the same for `pikaci run` and
+/// `pikaci render guest-flake`, so both name the same runner).
+pub fn read_host_facts(
+    transport: &dyn Transport,
+    cancel: &Cancel,
+) -> Result<HostFacts, HostFactsFailed> {
+    let argv = Argv::new("sh").args(["-c", HOST_FACTS]);
+    let out = transport
+        .run(&argv, b"", Instant::now() + HOST_STEP, cancel)
+        .map_err(|source| HostFactsFailed::Run {
+            host: transport.host(),
+            source,
+        })?;
+    HostFacts::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|source| {
+        HostFactsFailed::Read {
+            host: transport.host(),
+            source,
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostFactsFailed {
+    #[error("cannot run `{HOST_FACTS}` on {host}")]
+    Run {
+        host: String,
+        #[source]
+        source: TransportError,
+    },
+    #[error("on {host}")]
+    Read {
+        host: String,
+        #[source]
+        source: HostFactsError,
+    },
 }
 
 /// Connects to the configured host and resolves pikaci's work dir there.

@@ -1,14 +1,18 @@
 //! `pikaci render …`: the Nix pikaci generates, for image maintainers.
 
 use super::args::{Global, GuestFlakeArgs};
-use super::context::load_config;
+use super::context::{cancel_on_signals, load_config, state_dir};
+use crate::config::hypervisor::{check_hypervisor, check_memory};
 use crate::error::Error;
-use crate::nix::GuestProfile;
+use crate::nix::{GuestProfile, PikaciOnHost};
 
+/// The flake `pikaci run` would build for the configured host: its uid, gid and system
+/// are read on that host, and pikaci's flake named as there, as the run does.
 pub fn guest_flake(global: &Global, args: GuestFlakeArgs) -> Result<u8, Error> {
     let config = load_config(global)?;
     let mut settings = config.backends.microvm.clone();
     if let Some(hypervisor) = args.hypervisor {
+        check_hypervisor(&hypervisor).map_err(|e| Error::Usage(format!("--hypervisor: {e}")))?;
         settings.hypervisor = hypervisor;
     }
     if let Some(vcpu) = args.vcpu.filter(|n| *n > 0) {
@@ -17,19 +21,21 @@ pub fn guest_flake(global: &Global, args: GuestFlakeArgs) -> Result<u8, Error> {
     if let Some(memory) = &args.memory {
         settings.memory_bytes = crate::config::parse_size(memory).map_err(Error::Usage)?;
     }
-    let flake = args
-        .pikaci_flake
-        .or(settings.pikaci_flake.clone())
-        .or(crate::nix::BUILT_FROM.map(str::to_string))
-        .ok_or_else(|| {
-            Error::Usage("set backends.microvm.pikaci-flake (the flake that provides lib.mkGuest) or pass --pikaci-flake".into())
+    check_memory(&settings.hypervisor, settings.memory_bytes)
+        .map_err(|e| Error::Usage(format!("--memory: {e}")))?;
+    let flake = crate::nix::pikaci_flake(&settings, args.pikaci_flake)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let cancel = cancel_on_signals()?;
+    let state = state_dir(global, &config);
+    let (transport, work_dir, local) = crate::backend::connect(&config, state.root(), &cancel)
+        .map_err(|detail| Error::Infra {
+            what: "connecting to the host".into(),
+            detail,
         })?;
-    let profile = GuestProfile::from_settings(
-        &settings,
-        flake,
-        rustix::process::getuid().as_raw(),
-        rustix::process::getgid().as_raw(),
-    );
+    let host = crate::backend::read_host_facts(transport.as_ref(), &cancel)
+        .map_err(|e| Error::infra("reading the guest profile's facts on the host", e))?;
+    let flake = PikaciOnHost::resolve(&flake, &work_dir, local).flake;
+    let profile = GuestProfile::from_settings(&settings, flake, &host);
     if args.hash {
         println!("{}", profile.hash());
     } else {

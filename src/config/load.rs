@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::ConfigError;
+use super::hypervisor::{check_hypervisor, check_memory};
 use super::model::*;
 use super::raw::*;
 use super::units::parse_size;
@@ -112,8 +113,16 @@ impl Cx<'_> {
         let mut backends = Backends::default();
         if let Some(m) = raw.microvm {
             let settings = &mut backends.microvm;
+            let hypervisor_span = m.hypervisor.as_ref().map(Spanned::span);
             if let Some(h) = m.hypervisor {
-                settings.hypervisor = h;
+                check_hypervisor(h.get_ref()).map_err(|e| {
+                    self.error(
+                        hypervisor_span.clone(),
+                        "backends.microvm.hypervisor",
+                        e.to_string(),
+                    )
+                })?;
+                settings.hypervisor = h.into_inner();
             }
             if let Some(vcpu) = m.vcpu {
                 if *vcpu.get_ref() == 0 {
@@ -128,6 +137,13 @@ impl Cx<'_> {
             if let Some(memory) = m.memory {
                 settings.memory_bytes = parse_size(memory.get_ref()).map_err(|msg| {
                     self.error(Some(memory.span()), "backends.microvm.memory", msg)
+                })?;
+                check_memory(&settings.hypervisor, settings.memory_bytes).map_err(|e| {
+                    self.error(
+                        Some(memory.span()),
+                        "backends.microvm.memory",
+                        e.to_string(),
+                    )
                 })?;
             }
             settings.runner = m.runner;

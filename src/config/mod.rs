@@ -2,6 +2,7 @@
 
 mod error;
 mod find;
+pub mod hypervisor;
 mod load;
 mod model;
 mod overrides;

@@ -110,7 +110,8 @@ impl Default for MicrovmSettings {
         MicrovmSettings {
             hypervisor: "qemu".into(),
             vcpu: 2,
-            memory_bytes: 2 << 30,
+            // Not 2GiB: QEMU hangs with exactly that (config::hypervisor::QEMU_HANG_MIB).
+            memory_bytes: 3 << 30,
             runner: None,
             pikaci_flake: None,
             virtiofsd: "virtiofsd".into(),

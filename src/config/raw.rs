@@ -45,7 +45,7 @@ pub struct RawBackends {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawMicrovm {
-    pub hypervisor: Option<String>,
+    pub hypervisor: Option<Spanned<String>>,
     pub vcpu: Option<Spanned<u32>>,
     pub memory: Option<Spanned<String>>,
     pub runner: Option<String>,

@@ -7,5 +7,8 @@ mod store_path;
 
 pub use build::{BUILD_TIMEOUT, BuildResult, NixBuild, NixError, installable_in};
 pub use expr::Expr;
-pub use guest_flake::{BUILT_FROM, GUEST_NAME, GuestProfile, SHARES, Share};
+pub use guest_flake::{
+    BUILT_FROM, GUEST_NAME, GuestProfile, HOST_FACTS, HostFacts, HostFactsError, NoPikaciFlake,
+    PikaciOnHost, SHARES, Share, pikaci_flake,
+};
 pub use store_path::StorePath;

@@ -1,14 +1,15 @@
 # One microVM job on the host: a virtiofsd per share, then the runner, bounded by a time
 # limit; whatever way it ends, every process it started is stopped before it exits.
 #
-# Args: JOB_DIR RUNNER VIRTIOFSD LIMIT_SECS SOCKET_WAIT_SECS, then per share:
+# Args: JOB_DIR RUNNER VIRTIOFSD LIMIT_SECS SOCKET_WAIT_SECS TAGS (tag: virtiofsd
+# announces each share's tag, which crosvm needs; -: not), then per share:
 # TAG SOCKET SHARED_DIR MODE (ro|rw). Runs in JOB_DIR/runtime.
 # Stdin stays open for as long as pikaci wants the job: EOF (pikaci exited or its SSH
 # connection dropped) stops the job, so nothing outlives a killed client.
 # Exit: the runner's status; 124 at the time limit; 143 when stopped; 125 setup failed.
 set -u
-job_dir=$1 runner=$2 virtiofsd=$3 limit=$4 socket_wait=$5
-shift 5
+job_dir=$1 runner=$2 virtiofsd=$3 limit=$4 socket_wait=$5 tags=$6
+shift 6
 cd "$job_dir/runtime" || exit 125
 
 # shellcheck disable=SC2317 # called by the traps
@@ -38,10 +39,11 @@ sockets=()
 while [ $# -ge 4 ]; do
   tag=$1 socket=$2 dir=$3 mode=$4
   shift 4
-  readonly_flag=()
-  [ "$mode" = ro ] && readonly_flag=(--readonly)
+  share_flags=()
+  [ "$mode" = ro ] && share_flags=(--readonly)
+  [ "$tags" = tag ] && share_flags+=(--tag="$tag")
   "$virtiofsd" --socket-path="$socket" --shared-dir="$dir" --sandbox=none \
-    --log-level=warn "${readonly_flag[@]}" </dev/null >&2 &
+    --log-level=warn "${share_flags[@]}" </dev/null >&2 &
   sockets+=("$socket")
   echo "pikaci: virtiofsd for share $tag on $dir ($mode)" >&2
 done

@@ -260,3 +260,26 @@ fn hosts_parse() {
         assert!(parse_host(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn hypervisors_pikaci_guests_cannot_use() {
+    insta::assert_snapshot!(error_of("[backends.microvm]\nhypervisor = \"kvmtool\"\n"), @r#"/repo/pikaci.toml:2:14: backends.microvm.hypervisor: `kvmtool` cannot serve virtiofs shares (microvm.nix's runner throws "virtiofs shares not implemented for kvmtool"), and a pikaci guest gets its workspace, request and artifacts over virtiofs; use one of qemu, cloud-hypervisor, crosvm, stratovirt, alioth"#);
+    insta::assert_snapshot!(error_of("[backends.microvm]\nvcpu = 2\nhypervisor = \"vfkit\"\n"), @r#"/repo/pikaci.toml:3:14: backends.microvm.hypervisor: `vfkit` runs only on macOS hosts (microvm.nix: "vfkit only works on macOS"), and pikaci's microVM hosts are Linux, where it starts a virtiofsd for each share; use one of qemu, cloud-hypervisor, crosvm, stratovirt, alioth"#);
+    insta::assert_snapshot!(error_of("[backends.microvm]\nhypervisor = \"kvm\"\n"), @"/repo/pikaci.toml:2:14: backends.microvm.hypervisor: `kvm` is not a microvm.nix hypervisor; pikaci guests can use qemu, cloud-hypervisor, crosvm, stratovirt, alioth");
+    let crosvm = parse_str("[backends.microvm]\nhypervisor = \"crosvm\"\n").unwrap();
+    assert_eq!(crosvm.backends.microvm.hypervisor, "crosvm");
+}
+
+#[test]
+fn qemu_memory_of_exactly_2gib() {
+    insta::assert_snapshot!(error_of("[backends.microvm]\nmemory = \"2GiB\"\n"), @"/repo/pikaci.toml:2:10: backends.microvm.memory: QEMU hangs with exactly 2GiB of memory (microvm.nix warns about it, its issue 171); use, e.g., 2047MiB or 3GiB");
+    insta::assert_snapshot!(error_of("[backends.microvm]\nmemory = \"2048MiB\"\n"), @"/repo/pikaci.toml:2:10: backends.microvm.memory: QEMU hangs with exactly 2GiB of memory (microvm.nix warns about it, its issue 171); use, e.g., 2047MiB or 3GiB");
+    let other =
+        parse_str("[backends.microvm]\nhypervisor = \"cloud-hypervisor\"\nmemory = \"2GiB\"\n");
+    assert_eq!(other.unwrap().backends.microvm.memory_bytes, 2 << 30);
+    let default = parse_str("").unwrap().backends.microvm;
+    assert_eq!(
+        super::super::hypervisor::check_memory(&default.hypervisor, default.memory_bytes),
+        Ok(())
+    );
+}
