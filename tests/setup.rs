@@ -191,3 +191,22 @@ fn render_guest_flake_depends_on_the_profile_only() {
     run.expect(2);
     assert!(run.stderr().contains("pikaci-flake"), "{}", run.stderr());
 }
+
+/// When scripts/test.sh runs the suite as its unprivileged user, it really is that user,
+/// with no root left, reaching Nix through the daemon.
+#[test]
+fn the_suite_runs_as_the_unprivileged_test_user() {
+    let Some(user) = crate::harness::test_user() else {
+        return;
+    };
+    assert!(
+        !crate::harness::is_root(),
+        "PIKACI_TEST_USER={user}, yet root"
+    );
+    let whoami = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), user);
+    assert_eq!(std::env::var("NIX_REMOTE").as_deref(), Ok("daemon"));
+}
