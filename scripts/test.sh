@@ -33,10 +33,11 @@ export PIKACI_TEST_SHELLCHECK_NEW="${PIKACI_TESTBED:-/var/tmp/pikaci-testbed}/sh
 # Unit tests and benches (in test mode), as root, as `cargo test` runs them.
 cargo test --locked --lib --bins --benches
 
-# The path of a test binary cargo built (`--no-run` builds without running).
+# The path of a test binary cargo built (`--no-run` builds without running): the one
+# executable under deps/ (the binaries the tests run are listed too, outside deps/).
 test_binary() {
   cargo test --locked "$@" --no-run --message-format=json |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+    sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p' | tail -1
 }
 integration=$(test_binary --test integration)
 # tests/package.rs runs the unit tests again under the Nix build sandbox's conditions.
