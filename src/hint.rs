@@ -51,7 +51,9 @@ pub fn for_text(text: &str) -> Option<Hint> {
     if nix_socket && (text.contains("No such file") || text.contains("Connection refused")) {
         return Some(NIX_DAEMON_ABSENT);
     }
-    if denied && (text.contains("/nix/var/nix/db") || text.contains("/nix/store/.links")) {
+    // Nix run without the daemon by a user: it fails on the first of its state files.
+    let not_permitted = denied || text.contains("Operation not permitted");
+    if not_permitted && (text.contains("/nix/var/nix/") || text.contains("/nix/store/.links")) {
         return Some(NIX_STORE_DENIED);
     }
     let incus_socket = text.contains("permissions to talk to the incus daemon")
@@ -84,8 +86,8 @@ pub fn unwritable_state_dir(root: &Path) -> Option<String> {
             .then(|| existing.to_path_buf())
     })?;
     Some(format!(
-        "this user cannot write {blocked}, which pikaci's state dir {root} needs\n\
-         hint: make it the user's (`sudo chown -R $USER {root}`, when a run as root made it), \
+        "this user cannot write {blocked}\n\
+         hint: make {root} the user's (`sudo chown -R $USER {root}`, when a run as root made it), \
          or choose another state dir with --state-dir or PIKACI_STATE_DIR",
         blocked = blocked.display(),
         root = root.display(),
@@ -120,6 +122,7 @@ mod tests {
             "error: getting status of /nix/var/nix/daemon-socket/socket: Permission denied",
             "error: cannot connect to socket at '/nix/var/nix/daemon-socket/socket': No such file or directory",
             "error: opening lock file '/nix/var/nix/db/big-lock': Permission denied",
+            "error: could not set permissions on '/nix/var/nix/profiles/per-user' to 755: Operation not permitted",
             "Error: You don't have the needed permissions to talk to the incus daemon (socket path: /var/lib/incus/unix.socket)",
             "qemu-system-x86_64: Could not access KVM kernel module: Permission denied",
             "error: builder for '/nix/store/x.drv' failed with exit code 1",

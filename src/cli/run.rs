@@ -78,7 +78,7 @@ fn write_file(path: &Path, bytes: &[u8], append: bool) -> Result<(), Error> {
 fn writable(state: &StateDir) -> Result<(), Error> {
     match crate::hint::unwritable_state_dir(state.root()) {
         Some(detail) => Err(Error::Infra {
-            what: "the state dir".into(),
+            what: format!("cannot use the state dir {}", state.root().display()),
             detail,
         }),
         None => Ok(()),
