@@ -6,6 +6,8 @@
   stdenv,
   rustPlatform,
   pkgsStatic,
+  git,
+  shellcheck,
   flakeRef,
 }:
 let
@@ -48,6 +50,14 @@ in
 rustPlatform.buildRustPackage (
   common
   // {
+    # What the unit tests run (the build sandbox has nothing else): git for the change
+    # detection and snapshot tests, shellcheck for the host scripts. The tests that run
+    # `nix` skip themselves outside CI. tests/package.rs checks this list under the
+    # sandbox's conditions.
+    nativeCheckInputs = [
+      git
+      shellcheck
+    ];
     passthru.guest = pkgsStatic.rustPlatform.buildRustPackage (
       common
       // {

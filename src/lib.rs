@@ -12,6 +12,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod git;
 pub mod guest;
+pub mod hint;
 pub mod ids;
 pub mod incus;
 pub mod nix;

@@ -402,3 +402,36 @@ pub fn incus_config(image: &str, settings: &str, jobs: &str) -> String {
          {settings}\n{jobs}"
     )
 }
+
+/// Whether the tests run as root. scripts/test.sh runs the suite as an unprivileged user
+/// (scripts/testbed/user.sh), as people run pikaci; the cases that need root are in
+/// tests/root_only.rs and run as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// For a root-only test: true when it may go on. Without root it skips outside CI and
+/// fails in CI, where scripts/test.sh runs `root_only::` as root.
+#[track_caller]
+pub fn require_root(needs: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "root-only test ({needs} needs root): it belongs in tests/root_only.rs, which scripts/test.sh runs as root"
+    );
+    eprintln!("skipped: {needs} needs root");
+    false
+}
+
+/// The unprivileged test user of scripts/testbed/user.sh when the suite runs as it.
+pub fn test_user() -> Option<String> {
+    std::env::var("PIKACI_TEST_USER").ok()
+}
+
+/// The last `n` lines of `text`, for assertion messages.
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,4 +1,5 @@
-//! Integration tests: the real `pikaci` binary in temporary git repositories.
+//! Integration tests: the real `pikaci` binary in temporary git repositories. They run as
+//! an unprivileged user (scripts/test.sh), except `root_only`, run as root.
 
 mod harness;
 
@@ -14,10 +15,13 @@ mod incus;
 mod inputs;
 mod microvm;
 mod nix_printer;
+mod package;
 mod records;
 mod reports;
+mod root_only;
 mod running;
 mod secrets;
 mod setup;
 mod ssh;
+mod store_paths;
 mod sync;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::harness::Repo;
+use crate::harness::{Repo, Run, redact};
 
 /// A PATH holding only `sh`, `git` and `nix`: every other tool doctor looks for is
 /// missing, whatever this machine has installed.
@@ -40,7 +40,7 @@ fn doctor_passes_for_the_host_backend_with_inputs() {
     );
     let run = repo.pikaci(&["doctor"]);
     run.expect(0);
-    insta::assert_snapshot!(redact_versions(&run.stdout()));
+    insta::assert_snapshot!(redact_versions(&redact(&run.stdout(), &repo)));
 }
 
 #[test]
@@ -61,7 +61,93 @@ fn doctor_names_what_vm_backends_miss_with_fixes() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    insta::assert_snapshot!(redact_versions(&String::from_utf8_lossy(&out.stdout)));
+    let stdout = redact(&String::from_utf8_lossy(&out.stdout), &repo);
+    // Whether this user may open /dev/kvm depends on the machine and the user (root here,
+    // the test user elsewhere): the line is checked on its own.
+    let kvm = regex::Regex::new(r"(?m)^(ok  |FAIL)  KVM on local: .*\n(      fix: .*\n)?").unwrap();
+    let kvm_lines = kvm.find(&stdout).expect("a KVM check").as_str().to_string();
+    if rustix::fs::access(
+        "/dev/kvm",
+        rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+    )
+    .is_err()
+        && std::path::Path::new("/dev/kvm").exists()
+    {
+        assert!(
+            kvm_lines.contains("this user may not open /dev/kvm")
+                && kvm_lines.contains("usermod -aG kvm"),
+            "{kvm_lines}"
+        );
+    }
+    let stdout = kvm.replace(&stdout, "[KVM CHECK]\n");
+    let stdout = regex::Regex::new(r"\d+ of \d+ checks failed")
+        .unwrap()
+        .replace(&stdout, "[N] of [M] checks failed");
+    insta::assert_snapshot!(redact_versions(&stdout));
+}
+
+/// A state dir this user cannot write (a run as root made it root's, say): `run` stops
+/// before it starts, naming the directory and the fix, and doctor says the same. Root may
+/// write anywhere, so this runs as the test user only.
+#[test]
+fn an_unwritable_state_dir_is_named_with_its_fix() {
+    if crate::harness::is_root() {
+        eprintln!("skipped: root may write any directory");
+        return;
+    }
+    let repo = Repo::new("[jobs.a]\nbackend = \"host\"\ncommand = \"true\"\n");
+    let runs = repo.state().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let read_only = |mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&runs, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    read_only(0o555);
+    let run = repo.pikaci(&["run", "a"]);
+    let doctor = repo.pikaci(&["doctor"]);
+    read_only(0o755);
+    run.expect(3);
+    insta::assert_snapshot!(redact(&run.stderr(), &repo), @"
+    error: cannot use the state dir [REPO]/.pikaci: this user cannot write [REPO]/.pikaci/runs
+    hint: make [REPO]/.pikaci the user's (`sudo chown -R $USER [REPO]/.pikaci`, when a run as root made it), or choose another state dir with --state-dir or PIKACI_STATE_DIR
+    ");
+    doctor.expect(1);
+    let line = doctor
+        .stdout()
+        .lines()
+        .skip(1)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!(redact(&line, &repo), @"
+    FAIL  state dir [REPO]/.pikaci: this user cannot write [REPO]/.pikaci/runs
+          fix: make [REPO]/.pikaci the user's (`sudo chown -R $USER [REPO]/.pikaci`, when a run as root made it), or choose another state dir with --state-dir or PIKACI_STATE_DIR
+    ");
+}
+
+/// Nix used without its daemon by a user fails on the store's own files: the input's
+/// error says to go through the nix-daemon.
+#[test]
+fn nix_without_the_daemon_says_to_use_it() {
+    if crate::harness::is_root() || crate::harness::test_user().is_none() {
+        eprintln!("skipped: needs the unprivileged test user");
+        return;
+    }
+    let repo = Repo::new(
+        "[defaults]\nbackend = \"host\"\n[inputs]\nt = \".#t\"\n[jobs.a]\ncommand = \"true\"\ninputs = [\"t\"]\n",
+    );
+    let run = Run::of(repo.command(&["run", "a"]).env("NIX_REMOTE", "local"));
+    assert_eq!(run.code(), 3, "{}", run.stdout());
+    assert!(
+        run.stdout()
+            .contains("hint: this user cannot write the Nix store")
+            || run
+                .stderr()
+                .contains("hint: this user cannot write the Nix store"),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout(),
+        run.stderr()
+    );
 }
 
 #[test]
@@ -190,4 +276,23 @@ fn render_guest_flake_depends_on_the_profile_only() {
     let run = missing.pikaci(&["render", "guest-flake"]);
     run.expect(2);
     assert!(run.stderr().contains("pikaci-flake"), "{}", run.stderr());
+}
+
+/// When scripts/test.sh runs the suite as its unprivileged user, it really is that user,
+/// with no root left, reaching Nix through the daemon.
+#[test]
+fn the_suite_runs_as_the_unprivileged_test_user() {
+    let Some(user) = crate::harness::test_user() else {
+        return;
+    };
+    assert!(
+        !crate::harness::is_root(),
+        "PIKACI_TEST_USER={user}, yet root"
+    );
+    let whoami = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), user);
+    assert_eq!(std::env::var("NIX_REMOTE").as_deref(), Ok("daemon"));
 }

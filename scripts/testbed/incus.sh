@@ -43,7 +43,9 @@ fi
 
 if ! incus info >/dev/null 2>&1; then
   echo "testbed: starting incusd" >&2
-  setsid /usr/libexec/incus/incusd --group root --logfile "$dir/incusd.log" \
+  # Its socket belongs to incus-admin: members (the test user of user.sh) reach Incus.
+  getent group incus-admin >/dev/null || groupadd --system incus-admin
+  setsid /usr/libexec/incus/incusd --group incus-admin --logfile "$dir/incusd.log" \
     </dev/null >/dev/null 2>&1 &
   echo $! > "$dir/incusd.pid"
   incus admin waitready --timeout 60 >&2

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A loopback sshd for pikaci's SSH tests: its own port, host key and client key under
 # $PIKACI_TESTBED (default /var/tmp/pikaci-testbed/ssh). Idempotent: an sshd it started
-# earlier is reused. Prints the variables the tests read, for `eval`.
+# earlier is reused. Prints the variables the tests read, for `eval`. Root logs in with the
+# testbed's client key; other users (the test user of user.sh) with the keys in their own
+# ~/.ssh/authorized_keys, as on any host.
 # `sshd.sh stop` stops it.
 set -euo pipefail
 
@@ -37,7 +39,7 @@ cat > "$dir/sshd_config" <<CONFIG
 ListenAddress 127.0.0.1
 Port $port
 HostKey $dir/host_key
-AuthorizedKeysFile $dir/authorized_keys
+AuthorizedKeysFile $dir/authorized_keys .ssh/authorized_keys
 PidFile $dir/sshd.pid
 UsePAM no
 StrictModes no

@@ -29,7 +29,7 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::hint::with_hint(e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }

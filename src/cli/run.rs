@@ -74,9 +74,21 @@ fn write_file(path: &Path, bytes: &[u8], append: bool) -> Result<(), Error> {
         .map_err(|e| Error::infra(&format!("writing {}", path.display()), e))
 }
 
+/// Fails early, saying what to change, when this user cannot write the state dir.
+fn writable(state: &StateDir) -> Result<(), Error> {
+    match crate::hint::unwritable_state_dir(state.root()) {
+        Some(detail) => Err(Error::Infra {
+            what: format!("cannot use the state dir {}", state.root().display()),
+            detail,
+        }),
+        None => Ok(()),
+    }
+}
+
 pub fn run(global: &Global, args: RunArgs) -> Result<u8, Error> {
     let config = load_config(global)?;
     let state = state_dir(global, &config);
+    writable(&state)?;
     let cancel = cancel_on_signals()?;
     let report = make_reporter(&args.execution, &state);
     let options = RunOptions {
@@ -93,6 +105,7 @@ pub fn rerun(global: &Global, args: RerunArgs) -> Result<u8, Error> {
     let config = load_config(global)?;
     let state = state_dir(global, &config);
     let previous = resolve_run(&state, &args.run).map_err(Error::Usage)?;
+    writable(&state)?;
     let cancel = cancel_on_signals()?;
     let report = make_reporter(&args.execution, &state);
     let parallel = parallel(&args.execution);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 
 use super::args::{Cli, CompletionsArgs, DoctorArgs, Global, InitArgs};
-use super::context::load_config;
+use super::context::{load_config, state_dir};
 use crate::cancel::Cancel;
 use crate::config::{CONFIG_FILE, parse_host};
 use crate::doctor::{Outcome, run_checks};
@@ -17,7 +17,11 @@ pub fn doctor(global: &Global, args: DoctorArgs) -> Result<u8, Error> {
         Some(text) => parse_host(text).map_err(Error::Usage)?,
         None => config.defaults.host.clone(),
     };
-    let checks = run_checks(&config, &host, &Cancel::new());
+    let mut checks = run_checks(&config, &host, &Cancel::new());
+    checks.insert(
+        1,
+        crate::doctor::state_dir(state_dir(global, &config).root()),
+    );
     for check in &checks {
         println!("{check}");
     }

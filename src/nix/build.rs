@@ -27,10 +27,45 @@ pub struct NixBuild<'a> {
 
 /// One element of `nix build --json`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawBuildResult")]
 pub struct BuildResult {
-    #[serde(rename = "drvPath")]
-    pub drv_path: PathBuf,
+    /// The derivation built; `None` for a bare store-path installable (`/nix/store/…`),
+    /// which Nix only realises (substitutes or checks valid) and reports as `{"path": …}`.
+    pub drv_path: Option<PathBuf>,
+    /// The derivation's outputs by name. A store-path installable's one path is `out`: its
+    /// out-link, like a single-output derivation's, is the `-o` link itself, unsuffixed.
     pub outputs: BTreeMap<String, StorePath>,
+}
+
+/// Either form Nix prints: `{"drvPath", "outputs"}` for a derivation, `{"path"}` for a
+/// store path (Nix 2.8 and current Nix alike). Other fields (newer Nix adds timings) are
+/// ignored.
+#[derive(Deserialize)]
+struct RawBuildResult {
+    #[serde(rename = "drvPath")]
+    drv_path: Option<PathBuf>,
+    outputs: Option<BTreeMap<String, StorePath>>,
+    path: Option<StorePath>,
+}
+
+impl TryFrom<RawBuildResult> for BuildResult {
+    type Error = &'static str;
+
+    fn try_from(raw: RawBuildResult) -> Result<Self, Self::Error> {
+        match (raw.drv_path, raw.outputs, raw.path) {
+            (Some(drv_path), Some(outputs), None) => Ok(BuildResult {
+                drv_path: Some(drv_path),
+                outputs,
+            }),
+            (None, None, Some(path)) => Ok(BuildResult {
+                drv_path: None,
+                outputs: BTreeMap::from([("out".to_string(), path)]),
+            }),
+            _ => Err(
+                "a build result is neither a derivation's `drvPath` and `outputs` nor a store path's `path`",
+            ),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +213,24 @@ mod tests {
         /abs#z -> /abs#z
         path:./p#q -> path:./p#q
         ");
+    }
+
+    /// What `nix build --json` prints for each kind of installable (Nix 2.8 and current
+    /// Nix agree): a derivation's outputs, and a bare store path's `path` form.
+    #[test]
+    fn parses_both_forms_of_build_json() {
+        let derivation = r#"[{"drvPath":"/nix/store/ripzgazr6kxny5hyli37ds0li6mdkm3l-h5t.drv","outputs":{"out":"/nix/store/fwjzadl7aqf23dnbfg31z2bafspv114c-h5t"}}]"#;
+        let store_path = r#"[{"path":"/nix/store/fwjzadl7aqf23dnbfg31z2bafspv114c-h5t"}]"#;
+        let parsed = [derivation, store_path].map(|json| parse_build_json(json).unwrap());
+        insta::assert_debug_snapshot!(parsed);
+        let escaped = r#"[{"path":"/etc"}]"#;
+        assert!(
+            parse_build_json(escaped)
+                .unwrap_err()
+                .contains("not a Nix store path")
+        );
+        let neither = r#"[{"drvPath":"/nix/store/ripzgazr6kxny5hyli37ds0li6mdkm3l-h5t.drv"}]"#;
+        assert!(parse_build_json(neither).is_err());
     }
 
     #[test]

@@ -89,7 +89,10 @@ pub fn run_job(
     let outcome = drive(node, snapshot, inputs, backends, &dir, cancel, phases);
     let (status, result) = match outcome {
         Ok((ended, result)) => (job_status(ended, &result), Some(result)),
-        Err(message) => (JobStatus::Error, Some(GuestResult::error(started, message))),
+        Err(message) => {
+            let message = crate::hint::with_hint(message);
+            (JobStatus::Error, Some(GuestResult::error(started, message)))
+        }
     };
     let finished = SystemTime::now();
     record.status = status;

@@ -135,9 +135,10 @@ pub fn execute(
                             Ok(())
                         }
                         Err(e) => {
-                            outcome
-                                .infra_errors
-                                .push(format!("input `{}` did not build: {e}", node.inputs[0]));
+                            outcome.infra_errors.push(crate::hint::with_hint(format!(
+                                "input `{}` did not build: {e}",
+                                node.inputs[0]
+                            )));
                             Err(format!("input `{}` did not build", node.inputs[0]))
                         }
                     };

@@ -12,7 +12,7 @@ job_dir=$1 runner=$2 virtiofsd=$3 limit=$4 socket_wait=$5 tags=$6
 shift 6
 cd "$job_dir/runtime" || exit 125
 
-# shellcheck disable=SC2317 # called by the traps
+# shellcheck disable=SC2317,SC2329 # called by the traps (0.9 says SC2317, 0.11 SC2329)
 stop() {
   trap - EXIT TERM INT HUP
   local left

@@ -1,0 +1,75 @@
+//! The cases that need root on the machine running the tests, run as root by
+//! scripts/test.sh (`root_only::`); every other test runs as an unprivileged user. Each
+//! says why it needs root.
+
+use crate::harness::{Repo, Run, require_root};
+
+/// The state dir's disk fills up mid-run: pikaci says so, and every record it left is
+/// whole (records are written to a temporary file and renamed). Root: it mounts a small
+/// tmpfs (from tests/running.rs).
+#[test]
+fn a_full_state_dir_leaves_no_half_written_record() {
+    if !require_root("mounting a tmpfs") {
+        return;
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "pikaci-full"])
+        .arg(mnt.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.path());
+    let repo = Repo::new(
+        "[defaults]\nbackend = \"host\"\ntimeout = \"60s\"\n\
+         [jobs.loud]\ncommand = \"yes 0123456789 | head -c 2000000\"\n\
+         [jobs.after]\nneeds = [\"loud\"]\ncommand = \"true\"\n",
+    );
+    let run = Run::of(
+        repo.command(&["run", "--output", "jsonl"])
+            .env("PIKACI_STATE_DIR", mnt.path()),
+    );
+    assert_ne!(run.code(), 0, "a full disk is not a pass");
+    // Which record hit the full disk first depends on timing; the message's shape does not.
+    let said = run
+        .stderr()
+        .replace(&mnt.path().display().to_string(), "[STATE]");
+    let said = crate::harness::redact(&said, &repo);
+    let said = regex::Regex::new(r"writing \S+: ")
+        .unwrap()
+        .replace(&said, "writing [RECORD]: ");
+    let said = regex::Regex::new(r"\[RUN\]/\S*\.tmp-")
+        .unwrap()
+        .replace(&said, "[RUN]/[DIR].tmp-");
+    insta::assert_snapshot!(said, @r#"error: writing [RECORD]: No space left on device (os error 28) at path "[STATE]/runs/[RUN]/[DIR].tmp-[TMP]""#);
+    let mut records = 0;
+    for entry in walkdir::WalkDir::new(mnt.path())
+        .min_depth(1)
+        .into_iter()
+        .flatten()
+    {
+        let path = entry.path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name.ends_with(".json") {
+            let bytes = std::fs::read(path).unwrap();
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(),
+                "half-written: {}",
+                path.display()
+            );
+            records += 1;
+        }
+        assert!(
+            !name.contains(".tmp"),
+            "temporary file left: {}",
+            path.display()
+        );
+    }
+    assert!(records > 0);
+}
