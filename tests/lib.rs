@@ -2,7 +2,9 @@
 
 mod harness;
 
+mod completion;
 mod config_errors;
+mod docs;
 mod filters;
 mod flake;
 mod fuzz;
@@ -11,7 +13,10 @@ mod fuzz;
 mod fuzz_oracles;
 mod hostile;
 mod incus;
+mod init;
 mod inputs;
+mod inspect;
+mod man;
 mod microvm;
 mod nix_printer;
 mod records;

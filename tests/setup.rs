@@ -137,27 +137,6 @@ fn init_without_known_files_runs_as_is() {
 }
 
 #[test]
-fn completions_and_man_page() {
-    let repo = Repo::new("[jobs.x]\ncommand = \"true\"\n");
-    for shell in ["bash", "zsh", "fish"] {
-        let out = repo.pikaci(&["completions", shell]);
-        out.expect(0);
-        assert!(
-            out.stdout().contains("rerun") && out.stdout().contains("junit"),
-            "{shell}"
-        );
-    }
-    let man = repo.pikaci(&["man"]);
-    man.expect(0);
-    assert!(
-        man.stdout().starts_with(".ie") || man.stdout().contains(".TH pikaci"),
-        "{}",
-        &man.stdout()[..200]
-    );
-    assert!(man.stdout().contains("doctor"));
-}
-
-#[test]
 fn render_guest_flake_depends_on_the_profile_only() {
     let flake = "[backends.microvm]\nvcpu = 2\nmemory = \"1GiB\"\npikaci-flake = \"github:example/pikaci\"\n";
     let a = Repo::new(&format!(
