@@ -170,3 +170,15 @@ fn render_guest_flake_depends_on_the_profile_only() {
     run.expect(2);
     assert!(run.stderr().contains("pikaci-flake"), "{}", run.stderr());
 }
+
+#[test]
+fn doctor_counts_one_check_in_the_singular() {
+    let repo = Repo::new("[defaults]\nbackend = \"host\"\n[jobs.a]\ncommand = \"true\"\n");
+    let run = repo.pikaci(&["doctor"]);
+    run.expect(0);
+    assert!(
+        run.stdout().ends_with("the 1 check passed\n"),
+        "{}",
+        run.stdout()
+    );
+}

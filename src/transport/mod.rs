@@ -262,3 +262,17 @@ pub fn connect(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_that_cannot_start_says_why() {
+        // What `sudo = true` meets on a host without sudo.
+        let argv = Argv::new("pikaci-test-no-such-sudo").args(["-n", "incus", "start", "x"]);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let err = Local.run(&argv, b"", deadline, &Cancel::new()).unwrap_err();
+        insta::assert_snapshot!(err.to_string(), @"on local: cannot start `pikaci-test-no-such-sudo -n incus start x`: `pikaci-test-no-such-sudo` is not installed or not on PATH (No such file or directory (os error 2))");
+    }
+}
