@@ -454,7 +454,7 @@ fn an_agent_that_writes_no_result_is_reported() {
     repo.pikaci(&["run", "a"]).expect(3);
     let (status, _) = repo.job("a");
     assert_eq!(status["status"], "error");
-    insta::assert_snapshot!(status["message"].as_str().unwrap(), @"");
+    insta::assert_snapshot!(status["message"].as_str().unwrap(), @"the guest agent `/bin/true` ended without a result (`incus exec`: exit status: 0)");
     let run = repo.latest_run();
     assert_eq!(instances_of(&run.file_name().unwrap().to_string_lossy()), 0);
 }

@@ -84,7 +84,7 @@ fn host_backend() {
         .count();
     let run = repo.pikaci(&["run", "uses-secret"]);
     run.expect(2);
-    insta::assert_snapshot!(crate::harness::redact(&run.stderr(), &repo), @"");
+    insta::assert_snapshot!(crate::harness::redact(&run.stderr(), &repo), @"error: job `uses-secret` needs the secret `PIKACI_TEST_TOKEN`, which is not set in pikaci's environment; export it before `pikaci run` (e.g. `PIKACI_TEST_TOKEN=… pikaci run`), or remove it from jobs.uses-secret.secrets in [REPO]/pikaci.toml");
     let runs_after = std::fs::read_dir(repo.state().join("runs"))
         .unwrap()
         .count();

@@ -167,13 +167,16 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
     let id = resolve_run(&state, &args.run).map_err(Error::Usage)?;
     let run = state.run(&id);
     let known = run_jobs(&run);
+    // run.json lists every job of the plan from the start; until it is written (a run
+    // that is just starting) a job cannot be told unknown.
+    let listed = read_record::<RunRecord>(&run.run_json()).is_ok();
     let log_name = if args.host_log {
         "host.log"
     } else {
         "guest.log"
     };
     let jobs: Vec<String> = match &args.job {
-        Some(job) if known.contains(job) => vec![job.clone()],
+        Some(job) if known.contains(job) || !listed => vec![job.clone()],
         Some(job) => return Err(Error::Usage(unknown_job(&run, job, &known))),
         None => known,
     };
