@@ -7,10 +7,10 @@ const CONFIG: &str = "[defaults]\nbackend = \"host\"\n\
     [jobs.lint]\ncommand = \"true\"\n[jobs.unit-tests]\ncommand = \"echo tested\"\n\
     [targets.ci]\ndescription = \"what CI runs\"\njobs = [\"lint\", \"unit-tests\"]\n";
 
-/// What `COMPLETE=fish pikaci -- ARGS` offers: the value column of each line.
+/// What `PIKACI_COMPLETE=fish pikaci -- ARGS` offers: the value column of each line.
 fn offered(repo: &Repo, args: &[&str]) -> Vec<String> {
     let mut command = repo.command(&["--", "pikaci"]);
-    command.args(args).env("COMPLETE", "fish");
+    command.args(args).env("PIKACI_COMPLETE", "fish");
     let out = crate::harness::Run::of(&mut command);
     out.expect(0);
     out.stdout()
@@ -26,7 +26,7 @@ fn every_shell_gets_a_script_that_calls_back_into_pikaci() {
         let out = repo.pikaci(&["completions", shell]);
         out.expect(0);
         assert!(
-            out.stdout().contains("COMPLETE"),
+            out.stdout().contains("PIKACI_COMPLETE"),
             "{shell}: {}",
             out.stdout()
         );
@@ -53,4 +53,14 @@ fn targets_jobs_and_runs_come_from_the_repository() {
     repo.write("pikaci.toml", "[jobs.a\n");
     let names = offered(&repo, &["run", ""]);
     assert!(names.iter().all(|n| n.starts_with('-')), "{names:?}");
+}
+
+#[test]
+fn a_common_complete_variable_does_not_turn_a_run_into_completion() {
+    let repo = Repo::new(CONFIG);
+    let mut command = repo.command(&["targets"]);
+    command.env("COMPLETE", "bash");
+    let out = crate::harness::Run::of(&mut command);
+    out.expect(0);
+    assert!(out.stdout().starts_with("ci\t"), "{}", out.stdout());
 }

@@ -1,4 +1,4 @@
-//! Dynamic completion: the shell asks the binary (`COMPLETE=bash pikaci -- …`), and
+//! Dynamic completion: the shell asks the binary (`PIKACI_COMPLETE=bash pikaci -- …`), and
 //! these give the values that depend on the repository: target and job names from
 //! `pikaci.toml`, run ids from the state dir.
 

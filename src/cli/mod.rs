@@ -20,11 +20,17 @@ pub use args::{Cli, Command, ImageCommand, RenderCommand};
 
 use crate::error::Error;
 
+/// The variable through which the shell asks for completions.
+pub(crate) const COMPLETE_VAR: &str = "PIKACI_COMPLETE";
+
 /// Parses the command line, runs the command, maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    // `COMPLETE=SHELL pikaci -- ARGS` (what `pikaci completions SHELL` sets up) answers
-    // with completions and exits.
-    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
+    // `PIKACI_COMPLETE=SHELL pikaci -- ARGS` (what `pikaci completions SHELL` sets up)
+    // answers with completions and exits. Not clap's default `COMPLETE`: a variable that
+    // common must not turn a run into a completion.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
+        .var(COMPLETE_VAR)
+        .complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -40,7 +40,7 @@ pub fn completions(args: CompletionsArgs) -> Result<u8, Error> {
         .ok_or_else(|| Error::Usage(format!("no completion support for {name}")))?;
     shell
         .write_registration(
-            "COMPLETE",
+            super::COMPLETE_VAR,
             "pikaci",
             "pikaci",
             "pikaci",
