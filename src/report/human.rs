@@ -177,19 +177,21 @@ pub fn summary(run: &RunRecord) -> String {
     text
 }
 
-/// The run's message without the command output its errors carry: that was printed
-/// with the failed build above (and stays in run.json), so the summary names each error
-/// once, by its first line.
+/// The run's message without the command and output its errors carry: an error with
+/// output (more than one line) was printed in full with its ERROR line above, and stays
+/// in run.json, so the summary names it by what failed, the part before the first `: `.
 fn first_lines(message: &str, run_id: &str) -> String {
     let mut lines = message.lines();
     let first = lines.next().unwrap_or("");
-    let more = lines.count();
-    if more == 0 {
-        first.to_string()
-    } else {
-        let first = first.trim_end().trim_end_matches(':');
-        format!("{first} (output above; all of it: `pikaci status {run_id} --json`)")
+    if lines.next().is_none() {
+        return first.to_string();
     }
+    let what = first
+        .split(": ")
+        .next()
+        .unwrap_or(first)
+        .trim_end_matches(':');
+    format!("{what} (details above and in `pikaci status {run_id}`)")
 }
 
 impl Reporter for HumanReporter {
@@ -276,7 +278,7 @@ mod tests {
         logs: pikaci logs R1 --job c
 
         run R1 error: 1 skipped in 17ms
-        input `t` did not build: `nix build …` failed (exit status: 1) (output above; all of it: `pikaci status R1 --json`)
+        input `t` did not build (details above and in `pikaci status R1`)
         ");
     }
 }
