@@ -74,7 +74,7 @@ fn rust_repo(config: &str) -> Repo {
 fn every_pikaci_toml_example_loads_and_host_examples_run() {
     let examples = examples();
     assert!(examples.len() >= 6, "found {}", examples.len());
-    let mut ran = 0;
+    let mut ran = Vec::new();
     for (place, block) in &examples {
         let repo = rust_repo(block);
         let targets = repo.pikaci(&["targets"]);
@@ -84,9 +84,10 @@ fn every_pikaci_toml_example_loads_and_host_examples_run() {
             "{place} does not load:\n{}",
             targets.stderr()
         );
-        let backends = repo.pikaci(&["targets"]).stdout();
-        let host_only = !backends.contains("[microvm]") && !backends.contains("[incus]");
-        if host_only && !block.contains("[inputs]") && !block.contains("secrets") {
+        let listing = targets.stdout();
+        let host_only = !listing.contains("[microvm]") && !listing.contains("[incus]");
+        let has_jobs = listing.contains("[host]");
+        if has_jobs && host_only && !block.contains("[inputs]") && !block.contains("secrets") {
             let mut command = repo.command(&["run", "--no-progress"]);
             let run = Run::of(&mut command);
             assert_eq!(
@@ -96,8 +97,43 @@ fn every_pikaci_toml_example_loads_and_host_examples_run() {
                 run.stdout(),
                 run.stderr()
             );
-            ran += 1;
+            assert!(run.stdout().contains("passed"), "{place}: {}", run.stdout());
+            ran.push(place.clone());
         }
     }
-    assert!(ran >= 1, "the README's host example runs");
+    assert!(
+        ran.iter().any(|place| place.starts_with("README.md")),
+        "the README's host example runs: {ran:?}"
+    );
+}
+
+#[test]
+fn the_readme_opens_with_the_repositorys_commands_and_sends_users_to_docs() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let commands = "```sh\nbash scripts/demo.sh ";
+    let top = readme.find("```").unwrap();
+    assert!(
+        readme[top..].starts_with(commands),
+        "the two commands come first"
+    );
+    let development = &readme[readme.find("## Development").unwrap()..];
+    let block = development.find("```").unwrap();
+    assert!(development[block..].starts_with(commands));
+    assert!(development.contains("bash scripts/test.sh"));
+    for section in [
+        "## Install",
+        "## From zero to green",
+        "nix run github:",
+        "cargo install",
+    ] {
+        assert!(readme.contains(section), "{section}");
+    }
+    assert!(
+        !readme.contains("../shared"),
+        "users do not have the team's workspace"
+    );
+    assert!(readme.trim_end().lines().last().unwrap().contains("docs/"));
+    // The toolchain the examples use is defined where they use it.
+    assert!(readme.contains("packages.x86_64-linux.ci-toolchain ="));
 }
