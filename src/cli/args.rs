@@ -15,7 +15,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct Global {
     /// The configuration file (default: pikaci.toml here or in a parent directory).
     #[arg(long, global = true, value_name = "FILE")]

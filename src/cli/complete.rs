@@ -11,12 +11,8 @@ use super::context::{load_config, state_only};
 /// (the shell passes no flags to them).
 fn global() -> Global {
     Global {
-        config: None,
         state_dir: std::env::var_os("PIKACI_STATE_DIR").map(Into::into),
-        host: None,
-        ssh_identity_file: None,
-        ssh_known_hosts_file: None,
-        microvm_runner: None,
+        ..Global::default()
     }
 }
 
