@@ -21,6 +21,8 @@ let
       ../benches
       # tests/fuzz.rs includes the fuzz targets' properties.
       ../fuzz/src/oracles.rs
+      # The configuration reference of `pikaci man pikaci.toml` (src/cli/man.rs).
+      ../docs/configuration.md
     ];
   };
   common = {

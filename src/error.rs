@@ -10,6 +10,9 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Usage(String),
+    /// The configuration asks for something pikaci's environment does not provide.
+    #[error(transparent)]
+    Preflight(#[from] crate::run::PreflightError),
     #[error("{what}: {detail}")]
     Infra { what: String, detail: String },
 }
@@ -24,7 +27,7 @@ impl Error {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Usage(_) => 2,
+            Error::Config(_) | Error::Usage(_) | Error::Preflight(_) => 2,
             Error::Infra { .. } => 3,
         }
     }

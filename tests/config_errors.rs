@@ -76,3 +76,24 @@ fn unknown_target_on_command_line() {
     run.expect(2);
     insta::assert_snapshot!(run.stderr());
 }
+
+#[test]
+fn a_microvm_job_without_a_guest_flake_is_a_configuration_error() {
+    // This binary is built by cargo, so it knows no flake of its own (a Nix build does).
+    let repo = Repo::new("[jobs.vm]\nbackend = \"microvm\"\ncommand = \"true\"\n");
+    let run = repo.pikaci(&["run"]);
+    run.expect(2);
+    insta::assert_snapshot!(redact(&run.stderr(), &repo), @r#"error: job `vm` uses the microvm backend, but this pikaci was not built with Nix and does not know the flake that provides `lib.mkGuest`; set `backends.microvm.pikaci-flake = "github:pikaci/pikaci"` (or your pinned reference) in [REPO]/pikaci.toml, or `backends.microvm.runner` (`--microvm-runner`) to a prebuilt runner (docs/nix.md)"#);
+    assert!(!repo.state().join("runs").exists(), "nothing ran");
+    // A prebuilt runner is enough: then the run starts (and fails later, here, for the
+    // runner that does not exist; that is not a configuration error).
+    let with_runner = repo.pikaci(&["run", "--microvm-runner", "path:/nonexistent#runner"]);
+    assert_eq!(with_runner.code(), 3, "{}", with_runner.stderr());
+}
+
+#[test]
+fn a_bad_incus_limit_value_says_what_is_allowed() {
+    insta::assert_snapshot!(config_error(
+        "[backends.incus]\nlimits = { \"bad key\" = true }\n"
+    ));
+}

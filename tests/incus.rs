@@ -189,7 +189,11 @@ fn a_missing_image_alias_says_how_to_get_one() {
         message.contains("no image has the alias `pikaci/tes`"),
         "{message}"
     );
-    assert!(message.contains("scripts/testbed/incus.sh"), "{message}");
+    assert!(
+        message.contains("pikaci image import --alias pikaci/tes"),
+        "{message}"
+    );
+    assert!(!message.contains("scripts/testbed"), "{message}");
 }
 
 #[test]
@@ -450,9 +454,34 @@ fn an_agent_that_writes_no_result_is_reported() {
     repo.pikaci(&["run", "a"]).expect(3);
     let (status, _) = repo.job("a");
     assert_eq!(status["status"], "error");
-    insta::assert_snapshot!(status["message"].as_str().unwrap(), @"the agent produced no result (`incus exec`: exit status: 0); see host.log");
+    insta::assert_snapshot!(status["message"].as_str().unwrap(), @"the guest agent `/bin/true` ended without a result (`incus exec`: exit status: 0)");
     let run = repo.latest_run();
     assert_eq!(instances_of(&run.file_name().unwrap().to_string_lossy()), 0);
+}
+
+#[test]
+fn an_agent_path_missing_from_the_image_is_named_with_the_fix() {
+    let Some(image) = testbed_incus_image() else {
+        return;
+    };
+    let repo = Repo::new(&format!(
+        "[defaults]\nbackend = \"incus\"\n\n[backends.incus]\nimage = \"{image}\"\n\
+         instance-type = \"container\"\nguest-agent = \"/no/such/pikaci-guest\"\n\n\
+         [jobs.a]\ncommand = \"echo never runs\"\n"
+    ));
+    repo.pikaci(&["run", "a"]).expect(3);
+    let (status, _) = repo.job("a");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "the guest agent `/no/such/pikaci-guest` does not exist in the image `{image}`"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("backends.incus.guest-agent"), "{message}");
+    // What `incus exec` said is one command away.
+    let host_log = repo.pikaci(&["logs", "latest", "--job", "a", "--host-log"]);
+    host_log.expect(0);
 }
 
 /// A stand-in `incus` on PATH (fakes are for error paths): failures and JSON pikaci

@@ -3,7 +3,9 @@
 
 mod harness;
 
+mod completion;
 mod config_errors;
+mod docs;
 mod filters;
 mod flake;
 mod fuzz;
@@ -12,7 +14,10 @@ mod fuzz;
 mod fuzz_oracles;
 mod hostile;
 mod incus;
+mod init;
 mod inputs;
+mod inspect;
+mod man;
 mod microvm;
 mod nix_printer;
 mod package;

@@ -123,10 +123,18 @@ fn host_backend() {
     let repo = Repo::new(&format!("[defaults]\nbackend = \"host\"\n{JOB}{PEM_JOB}"));
     check(&repo, &[]);
     check_multiline(&repo, &[]);
-    // Without the variable the job cannot run, and says which one is missing.
-    repo.pikaci(&["run", "uses-secret"]).expect(3);
-    let message = repo.job("uses-secret").0["message"].to_string();
-    insta::assert_snapshot!(message, @r#""the secret `PIKACI_TEST_TOKEN` is not set in pikaci's environment (jobs.uses-secret.secrets)""#);
+    // Without the variable the run does not start: the configuration asks for something
+    // pikaci's environment lacks (exit 2), and the message says how to fix it.
+    let runs_before = std::fs::read_dir(repo.state().join("runs"))
+        .unwrap()
+        .count();
+    let run = repo.pikaci(&["run", "uses-secret"]);
+    run.expect(2);
+    insta::assert_snapshot!(crate::harness::redact(&run.stderr(), &repo), @"error: job `uses-secret` needs the secret `PIKACI_TEST_TOKEN`, which is not set in pikaci's environment; export it before `pikaci run` (e.g. `PIKACI_TEST_TOKEN=… pikaci run`), or remove it from jobs.uses-secret.secrets in [REPO]/pikaci.toml");
+    let runs_after = std::fs::read_dir(repo.state().join("runs"))
+        .unwrap()
+        .count();
+    assert_eq!(runs_before, runs_after, "no run is recorded");
 }
 
 #[test]

@@ -223,27 +223,6 @@ fn init_without_known_files_runs_as_is() {
 }
 
 #[test]
-fn completions_and_man_page() {
-    let repo = Repo::new("[jobs.x]\ncommand = \"true\"\n");
-    for shell in ["bash", "zsh", "fish"] {
-        let out = repo.pikaci(&["completions", shell]);
-        out.expect(0);
-        assert!(
-            out.stdout().contains("rerun") && out.stdout().contains("junit"),
-            "{shell}"
-        );
-    }
-    let man = repo.pikaci(&["man"]);
-    man.expect(0);
-    assert!(
-        man.stdout().starts_with(".ie") || man.stdout().contains(".TH pikaci"),
-        "{}",
-        &man.stdout()[..200]
-    );
-    assert!(man.stdout().contains("doctor"));
-}
-
-#[test]
 fn render_guest_flake_depends_on_the_profile_only() {
     let flake = "[backends.microvm]\nvcpu = 2\nmemory = \"1GiB\"\npikaci-flake = \"github:example/pikaci\"\n";
     let a = Repo::new(&format!(
@@ -295,4 +274,16 @@ fn the_suite_runs_as_the_unprivileged_test_user() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), user);
     assert_eq!(std::env::var("NIX_REMOTE").as_deref(), Ok("daemon"));
+}
+
+#[test]
+fn doctor_counts_one_check_in_the_singular() {
+    let repo = Repo::new("[defaults]\nbackend = \"host\"\n[jobs.a]\ncommand = \"true\"\n");
+    let run = repo.pikaci(&["doctor"]);
+    run.expect(0);
+    assert!(
+        run.stdout().ends_with("the 1 check passed\n"),
+        "{}",
+        run.stdout()
+    );
 }

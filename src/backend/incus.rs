@@ -342,10 +342,13 @@ impl Guest for IncusGuest {
                     ),
                 )
             }
-            (None, Ended::Exited(status)) => GuestResult::error(
-                started,
-                format!("the agent produced no result (`incus exec`: {status}); see host.log"),
-            ),
+            (None, Ended::Exited(status)) => {
+                let host_log = std::fs::read(self.job_dir.join("host.log")).unwrap_or_default();
+                let tail = crate::fsutil::tail(&String::from_utf8_lossy(&host_log), 10);
+                let why =
+                    crate::incus::agent_without_result(&status, &self.prepared.settings, &tail);
+                GuestResult::error(started, why)
+            }
             (None, ended) => GuestResult::from_ended(ended, self.timeout_secs, started),
         };
         crate::fsutil::write_json_atomic(&self.job_dir.join("result.json"), &result)

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 
 use crate::report::OutputMode;
 
@@ -14,7 +15,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct Global {
     /// The configuration file (default: pikaci.toml here or in a parent directory).
     #[arg(long, global = true, value_name = "FILE")]
@@ -71,10 +72,10 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Write a commented starter pikaci.toml for this repository.
     Init(InitArgs),
-    /// Print shell completions.
+    /// Print the shell script that completes commands, target, job and run names.
     Completions(CompletionsArgs),
-    /// Print the man page (roff).
-    Man,
+    /// Print a man page (roff), or write all of them with --dir.
+    Man(ManArgs),
     /// Print what pikaci generates, to inspect or regenerate it.
     #[command(subcommand)]
     Render(RenderCommand),
@@ -158,6 +159,16 @@ pub struct CompletionsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The page: `pikaci` (default), a command (`run`, `image build`), or `pikaci.toml`
+    /// for the configuration reference.
+    pub page: Vec<String>,
+    /// Write every page to DIR/man1/ and DIR/man5/ instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "page")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct Execution {
     /// How many jobs and builds run at once (default: the number of cores).
     #[arg(long = "jobs", short = 'j', value_name = "N")]
@@ -178,6 +189,7 @@ pub struct Execution {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Targets or jobs to run.
+    #[arg(add = ArgValueCandidates::new(super::complete::targets_and_jobs))]
     pub names: Vec<String>,
     /// Compare path filters against this revision (default: merge-base with upstream).
     #[arg(long, value_name = "REV")]
@@ -189,6 +201,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct RerunArgs {
     /// A run id or `latest`.
+    #[arg(add = ArgValueCandidates::new(super::complete::runs))]
     pub run: String,
     /// Only the jobs that did not pass.
     #[arg(long)]
@@ -206,6 +219,7 @@ pub struct RunsArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// A run id or `latest`.
+    #[arg(add = ArgValueCandidates::new(super::complete::runs))]
     pub run: String,
     #[arg(long)]
     pub json: bool,
@@ -214,13 +228,18 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// A run id or `latest`.
+    #[arg(add = ArgValueCandidates::new(super::complete::runs))]
     pub run: String,
     /// Only this job's log.
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(super::complete::jobs))]
     pub job: Option<String>,
     /// Keep printing the job's log as it grows, until the job ends.
     #[arg(long, short = 'f', requires = "job")]
     pub follow: bool,
+    /// The backend's side instead of the job's output: the guest's console, `incus`'s
+    /// and virtiofsd's messages (`host.log`).
+    #[arg(long)]
+    pub host_log: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,7 @@
 //! What every command needs, resolved in one place: the config and the state dir.
 
+use std::path::{Path, PathBuf};
+
 use super::args::Global;
 use crate::cancel::Cancel;
 use crate::config::{self, Config};
@@ -7,15 +9,7 @@ use crate::error::Error;
 use crate::state::StateDir;
 
 pub fn load_config(global: &Global) -> Result<Config, Error> {
-    let path = match &global.config {
-        Some(path) => path.clone(),
-        None => {
-            let cwd = std::env::current_dir()
-                .map_err(|e| Error::infra("reading the current directory", e))?;
-            config::find_config(&cwd)?
-        }
-    };
-    let path = std::path::absolute(&path).unwrap_or(path);
+    let path = config_path(global)?;
     let mut config = config::load(&path)?;
     let overrides = config::Overrides {
         host: global.host.clone(),
@@ -37,15 +31,59 @@ pub fn state_dir(global: &Global, config: &Config) -> StateDir {
     StateDir::new(std::path::absolute(&dir).unwrap_or(dir))
 }
 
-/// For commands that only read state: the state dir without requiring a valid config
-/// when `--state-dir` or `$PIKACI_STATE_DIR` names it.
+/// `--config`, else the nearest `pikaci.toml` from the current directory up; absolute.
+fn config_path(global: &Global) -> Result<PathBuf, Error> {
+    let path = match &global.config {
+        Some(path) => path.clone(),
+        None => {
+            let cwd = std::env::current_dir()
+                .map_err(|e| Error::infra("reading the current directory", e))?;
+            config::find_config(&cwd)?
+        }
+    };
+    Ok(std::path::absolute(&path).unwrap_or(path))
+}
+
+/// For commands that only read state (runs, status, logs, gc): the state dir without
+/// reading the config. Where it is depends only on where `pikaci.toml` is, so a broken or
+/// deleted file does not hide the records; without one, the nearest `.pikaci/` with runs.
 pub fn state_only(global: &Global) -> Result<StateDir, Error> {
-    match &global.state_dir {
-        Some(dir) => Ok(StateDir::new(
+    if let Some(dir) = &global.state_dir {
+        return Ok(StateDir::new(
             std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
-        )),
-        None => load_config(global).map(|c| state_dir(global, &c)),
+        ));
     }
+    let found = config_path(global);
+    let root = match (&found, &global.config) {
+        (Ok(path), _) => path.parent().map(Path::to_path_buf),
+        // `--config` named a file that is gone: its directory still holds the state.
+        (Err(_), Some(path)) => std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+        (Err(_), None) => std::env::current_dir().ok().and_then(|cwd| {
+            cwd.ancestors()
+                .find(|dir| dir.join(".pikaci").join("runs").is_dir())
+                .map(Path::to_path_buf)
+        }),
+    };
+    match root {
+        Some(root) => Ok(StateDir::new(root.join(".pikaci"))),
+        None => Err(found.err().unwrap_or_else(|| {
+            Error::Usage("cannot tell where the state directory is (pass --state-dir DIR)".into())
+        })),
+    }
+}
+
+/// Keeps the state dir out of git: a `.gitignore` of `*` inside it (which also ignores
+/// itself), written once.
+pub fn ignore_state(state: &StateDir) -> Result<(), Error> {
+    let path = state.root().join(".gitignore");
+    if path.exists() {
+        return Ok(());
+    }
+    crate::fsutil::create_dir_all(state.root())
+        .and_then(|()| std::fs::write(&path, "# pikaci's runs and caches\n*\n"))
+        .map_err(|e| Error::infra(&format!("writing {}", path.display()), e))
 }
 
 pub fn default_parallelism() -> usize {

@@ -8,7 +8,8 @@ use crate::error::Error;
 use crate::ids::Id;
 use crate::report::short_duration;
 use crate::state::{
-    JobRecord, JobStatus, RunEntry, RunLock, job_records, list_runs, read_record, resolve_run,
+    JobRecord, JobStatus, RunEntry, RunLock, RunRecord, job_records, list_runs, read_record,
+    resolve_run,
 };
 
 pub fn targets(global: &Global) -> Result<u8, Error> {
@@ -165,35 +166,32 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
     let state = state_only(global)?;
     let id = resolve_run(&state, &args.run).map_err(Error::Usage)?;
     let run = state.run(&id);
-    if let (true, Some(job)) = (args.follow, &args.job) {
-        let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
-        return follow(&run, &id);
-    }
-    let jobs: Vec<String> = match &args.job {
-        Some(job) => vec![job.clone()],
-        None => {
-            let mut names: Vec<String> = std::fs::read_dir(run.jobs())
-                .map(|d| {
-                    d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            names.sort();
-            names
-        }
+    let known = run_jobs(&run);
+    // run.json lists every job of the plan from the start; until it is written (a run
+    // that is just starting) a job cannot be told unknown.
+    let listed = read_record::<RunRecord>(&run.run_json()).is_ok();
+    let log_name = if args.host_log {
+        "host.log"
+    } else {
+        "guest.log"
     };
+    let jobs: Vec<String> = match &args.job {
+        Some(job) if known.contains(job) || !listed => vec![job.clone()],
+        Some(job) => return Err(Error::Usage(unknown_job(&run, job, &known))),
+        None => known,
+    };
+    if let (true, Some(job)) = (args.follow, jobs.first()) {
+        let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
+        return follow(&run, &id, log_name);
+    }
     let mut out = std::io::stdout().lock();
     for job in &jobs {
         let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
-        let path = run.job(&id).join("guest.log");
+        let path = run.job(&id).join(log_name);
         let mut file = match std::fs::File::open(&path) {
             Ok(file) => file,
-            Err(e) if args.job.is_some() => {
-                return Err(Error::Usage(format!(
-                    "no log for job `{job}` in run {}: {}: {e}",
-                    run.id,
-                    path.display()
-                )));
+            Err(_) if args.job.is_some() => {
+                return Err(Error::Usage(missing_log(&run, job, args.host_log)));
             }
             Err(_) => continue,
         };
@@ -228,12 +226,58 @@ fn copy_log(
     }
 }
 
+/// The run's jobs: those its record lists, and any job directory besides (a record
+/// written by an older pikaci, or one cut short).
+fn run_jobs(run: &crate::state::RunDir) -> Vec<String> {
+    let mut names: std::collections::BTreeSet<String> = read_record::<RunRecord>(&run.run_json())
+        .map(|r| r.jobs.into_keys().collect())
+        .unwrap_or_default();
+    if let Ok(dir) = std::fs::read_dir(run.jobs()) {
+        names.extend(dir.filter_map(|e| e.ok()?.file_name().into_string().ok()));
+    }
+    names.into_iter().collect()
+}
+
+fn unknown_job(run: &crate::state::RunDir, job: &str, known: &[String]) -> String {
+    if known.is_empty() {
+        return format!("run {} has no jobs, so no job `{job}`", run.id);
+    }
+    format!(
+        "run {} has no job `{job}`; its jobs: {}",
+        run.id,
+        known.join(", ")
+    )
+}
+
+/// Why a job of the run has no such log, and where to look instead.
+fn missing_log(run: &crate::state::RunDir, job: &str, host_log: bool) -> String {
+    let status = Id::new(job.to_string())
+        .ok()
+        .and_then(|id| read_record::<JobRecord>(&run.job(&id).join("status.json")).ok());
+    let why = match &status {
+        Some(record) => match &record.message {
+            Some(message) => format!(" (it {}: {message})", record.status),
+            None => format!(" (it {})", record.status),
+        },
+        None => String::new(),
+    };
+    if host_log {
+        format!("job `{job}` of run {} has no host.log{why}", run.id)
+    } else {
+        format!(
+            "job `{job}` of run {} wrote no output{why}; what its backend printed: \
+             `pikaci logs {} --job {job} --host-log`",
+            run.id, run.id
+        )
+    }
+}
+
 /// Streams a job's `guest.log` until the job has a final status (or its run's process is
 /// gone), then prints what is left and returns.
-fn follow(run: &crate::state::RunDir, job: &Id) -> Result<u8, Error> {
+fn follow(run: &crate::state::RunDir, job: &Id, log_name: &str) -> Result<u8, Error> {
     use std::io::{Seek, SeekFrom};
     const POLL: std::time::Duration = std::time::Duration::from_millis(100);
-    let log_path = run.job(job).join("guest.log");
+    let log_path = run.job(job).join(log_name);
     let status_path = run.job(job).join("status.json");
     let mut offset = 0u64;
     let mut out = std::io::stdout().lock();

@@ -1,10 +1,13 @@
 //! The command line: clap definitions in `args`, one file per command family.
 
 mod args;
+mod complete;
 mod context;
 mod image;
+mod init;
 mod inspect;
 mod maintain;
+mod man;
 mod render;
 mod run;
 mod setup;
@@ -17,8 +20,17 @@ pub use args::{Cli, Command, ImageCommand, RenderCommand};
 
 use crate::error::Error;
 
+/// The variable through which the shell asks for completions.
+pub(crate) const COMPLETE_VAR: &str = "PIKACI_COMPLETE";
+
 /// Parses the command line, runs the command, maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    // `PIKACI_COMPLETE=SHELL pikaci -- ARGS` (what `pikaci completions SHELL` sets up)
+    // answers with completions and exits. Not clap's default `COMPLETE`: a variable that
+    // common must not turn a run into a completion.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
+        .var(COMPLETE_VAR)
+        .complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -46,9 +58,9 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Logs(args) => inspect::logs(&global, args),
         Command::Gc(args) => maintain::gc(&global, args),
         Command::Doctor(args) => setup::doctor(&global, args),
-        Command::Init(args) => setup::init(args),
+        Command::Init(args) => init::init(&global, args),
         Command::Completions(args) => setup::completions(args),
-        Command::Man => setup::man(),
+        Command::Man(args) => man::man(args),
         Command::Render(RenderCommand::GuestFlake(args)) => render::guest_flake(&global, args),
         Command::Image(ImageCommand::Build(args)) => image::build(&global, args),
         Command::Image(ImageCommand::Import(args)) => image::import(&global, args),

@@ -2,7 +2,9 @@ use std::io::Write;
 use std::path::Path;
 
 use super::args::{Execution, Global, RerunArgs, RunArgs};
-use super::context::{cancel_on_signals, default_parallelism, load_config, state_dir};
+use super::context::{
+    cancel_on_signals, default_parallelism, ignore_state, load_config, state_dir,
+};
 use crate::error::Error;
 use crate::report::{
     GithubReporter, OutputMode, Reporter, junit_report, markdown_summary, reporter,
@@ -89,6 +91,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<u8, Error> {
     let config = load_config(global)?;
     let state = state_dir(global, &config);
     writable(&state)?;
+    ignore_state(&state)?;
     let cancel = cancel_on_signals()?;
     let report = make_reporter(&args.execution, &state);
     let options = RunOptions {

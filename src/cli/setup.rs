@@ -1,13 +1,9 @@
-//! Commands that set pikaci up: doctor, init, completions, man.
+//! Commands that set pikaci up: doctor, completions, man (init: `init.rs`).
 
-use std::path::{Path, PathBuf};
-
-use clap::CommandFactory;
-
-use super::args::{Cli, CompletionsArgs, DoctorArgs, Global, InitArgs};
+use super::args::{CompletionsArgs, DoctorArgs, Global};
 use super::context::{load_config, state_dir};
 use crate::cancel::Cancel;
-use crate::config::{CONFIG_FILE, parse_host};
+use crate::config::parse_host;
 use crate::doctor::{Outcome, run_checks};
 use crate::error::Error;
 
@@ -30,91 +26,30 @@ pub fn doctor(global: &Global, args: DoctorArgs) -> Result<u8, Error> {
         println!("{failed} of {} checks failed", checks.len());
         return Ok(1);
     }
-    println!("all {} checks passed", checks.len());
+    match checks.len() {
+        0 => println!("nothing to check"),
+        1 => println!("the 1 check passed"),
+        n => println!("all {n} checks passed"),
+    }
     Ok(0)
 }
 
-pub fn init(args: InitArgs) -> Result<u8, Error> {
-    let cwd =
-        std::env::current_dir().map_err(|e| Error::infra("reading the current directory", e))?;
-    let root = git_top(&cwd).unwrap_or(cwd);
-    let path = root.join(CONFIG_FILE);
-    if path.exists() && !args.force {
-        return Err(Error::Usage(format!(
-            "{} exists; pass --force to replace it",
-            path.display()
-        )));
-    }
-    let text = starter(&root);
-    crate::fsutil::write_atomic(&path, text.as_bytes())
-        .map_err(|e| Error::infra(&format!("writing {}", path.display()), e))?;
-    println!(
-        "wrote {}; try `pikaci targets` and `pikaci run`",
-        path.display()
-    );
-    Ok(0)
-}
-
-fn git_top(dir: &Path) -> Option<PathBuf> {
-    let out = crate::git::git_text(dir, &["rev-parse", "--show-toplevel"]).ok()?;
-    Some(PathBuf::from(out.trim()))
-}
-
-/// A commented starter that runs as written: jobs guessed from the files present.
-fn starter(root: &Path) -> String {
-    let mut jobs = String::new();
-    let mut names = Vec::new();
-    if root.join("Cargo.toml").exists() {
-        names.extend(["clippy", "test"]);
-        jobs.push_str(
-            "[jobs.clippy]\ncommand = \"cargo clippy --all-targets -- -D warnings\"\n\
-             writable-workspace = true   # cargo writes target/\n\n\
-             [jobs.test]\ncommand = \"cargo test\"\nneeds = [\"clippy\"]\nwritable-workspace = true\n\n",
-        );
-    }
-    if root.join("flake.nix").exists() {
-        names.push("flake-check");
-        jobs.push_str("[jobs.flake-check]\ncommand = \"nix flake check\"\n\n");
-    }
-    if names.is_empty() {
-        names.push("hello");
-        jobs.push_str("[jobs.hello]\ncommand = \"echo hello from $PIKACI_JOB; ls\"\n\n");
-    }
-    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    format!(
-        "# pikaci configuration. Reference: docs/configuration.md in the pikaci repository.\n\
-         \n\
-         [defaults]\n\
-         # Where jobs run: \"host\" (no isolation, on this machine), \"microvm\" or \"incus\".\n\
-         backend = \"host\"\n\
-         # Deadline for each job; a job's own `timeout` overrides it.\n\
-         timeout = \"20m\"\n\
-         \n\
-         # [inputs]\n\
-         # toolchain = \".#ci-toolchain\"   # a Nix installable; jobs list it in `inputs`\n\
-         \n\
-         {jobs}\
-         [targets.ci]\n\
-         description = \"Everything\"\n\
-         # paths = [\"src/**\"]   # run only when these files changed\n\
-         jobs = [{}]\n",
-        list.join(", ")
-    )
-}
-
+/// The registration script of dynamic completion: the shell calls `pikaci` for the
+/// candidates, so target, job and run names come from the repository at hand.
 pub fn completions(args: CompletionsArgs) -> Result<u8, Error> {
-    clap_complete::generate(
-        args.shell,
-        &mut Cli::command(),
-        "pikaci",
-        &mut std::io::stdout(),
-    );
-    Ok(0)
-}
-
-pub fn man() -> Result<u8, Error> {
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut std::io::stdout())
-        .map_err(|e| Error::infra("writing the man page", e))?;
+    let name = args.shell.to_string();
+    let shells = clap_complete::env::Shells::builtins();
+    let shell = shells
+        .completer(&name)
+        .ok_or_else(|| Error::Usage(format!("no completion support for {name}")))?;
+    shell
+        .write_registration(
+            super::COMPLETE_VAR,
+            "pikaci",
+            "pikaci",
+            "pikaci",
+            &mut std::io::stdout(),
+        )
+        .map_err(|e| Error::infra("writing the completion script", e))?;
     Ok(0)
 }

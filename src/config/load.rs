@@ -61,7 +61,7 @@ impl Cx<'_> {
         let de = toml::Deserializer::parse(text)
             .map_err(|e| self.error(e.span(), "", e.message().trim_end().to_string()))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            let key = key_path(e.path());
             let inner = e.into_inner();
             self.error(inner.span(), key, inner.message().trim_end().to_string())
         })
@@ -166,7 +166,7 @@ impl Cx<'_> {
             }
             for (key, value) in i.limits.unwrap_or_default() {
                 let span = value.span();
-                let name = format!("backends.incus.limits.{key}");
+                let name = format!("backends.incus.limits.{}", toml_key(&key));
                 if key.is_empty()
                     || !key
                         .chars()
@@ -386,6 +386,42 @@ impl Cx<'_> {
         }
         Ok(targets)
     }
+}
+
+/// `key`, or `"key"` when TOML needs quotes around it.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// The dotted key as written in TOML: keys that are not bare are quoted, and the private
+/// field through which `Spanned` values deserialize is left out.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        let part = match segment {
+            Segment::Map { key } if key == "$__serde_spanned_private_value" => continue,
+            Segment::Map { key } | Segment::Enum { variant: key } => toml_key(key),
+            Segment::Seq { index } => {
+                out.push_str(&format!("[{index}]"));
+                continue;
+            }
+            Segment::Unknown => "?".to_string(),
+        };
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(&part);
+    }
+    out
 }
 
 fn find_cycle<'a>(

@@ -67,11 +67,34 @@ pub struct RawIncus {
 }
 
 /// `limits.cpu = 2` and `limits.memory = "4GiB"` are both natural to write.
-#[derive(Deserialize)]
-#[serde(untagged)]
 pub enum LimitValue {
     Number(u64),
     Text(String),
+}
+
+/// By hand rather than `untagged`, so a wrong value is told what is allowed.
+impl<'de> Deserialize<'de> for LimitValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = LimitValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number (`cpu = 2`) or a string (`memory = \"4GiB\"`)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<LimitValue, E> {
+                Ok(LimitValue::Number(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<LimitValue, E> {
+                u64::try_from(n)
+                    .map(LimitValue::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<LimitValue, E> {
+                Ok(LimitValue::Text(text.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]

@@ -61,9 +61,11 @@ pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, S
         )),
         [one] => Ok(one.fingerprint.clone()),
         [] => Err(format!(
-            "no image has the alias `{alias}` in project `{project}`; build and import one \
-             (`pikaci image build && pikaci image import --alias {alias}`; for the testbed: \
-             `bash scripts/testbed/incus.sh`), or set backends.incus.image"
+            "no image has the alias `{alias}` in Incus project `{project}`; import an image \
+             with pikaci-guest in it (`pikaci image build github:pikaci/pikaci#incus-image \
+             && pikaci image import --alias {alias}`, or your own: docs/incus.md#images), \
+             or set backends.incus.image to an alias that `incus image list --project \
+             {project}` shows"
         )),
         _ => Err(format!(
             "several images have the alias `{alias}` in project `{project}`: {}",
@@ -73,6 +75,36 @@ pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, S
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
+    }
+}
+
+/// Why a job has no result when `incus exec GUEST_AGENT run …` ended without writing
+/// one: the exit status says whether the agent is missing from the image (127, 126),
+/// and `host_log_tail` is what `incus exec` and the agent printed.
+pub fn agent_without_result(
+    status: &std::process::ExitStatus,
+    settings: &IncusSettings,
+    host_log_tail: &str,
+) -> String {
+    let (agent, image) = (&settings.guest_agent, &settings.image);
+    let what = match status.code() {
+        Some(127) => format!(
+            "the guest agent `{agent}` does not exist in the image `{image}` (`incus exec` \
+             exit status 127); set backends.incus.guest-agent to where pikaci-guest is in \
+             the image, or import an image that has it (docs/incus.md#images)"
+        ),
+        Some(126) => format!(
+            "the guest agent `{agent}` in the image `{image}` cannot be executed (`incus \
+             exec` exit status 126); it must be a pikaci-guest built for the guest's \
+             architecture"
+        ),
+        _ => format!("the guest agent `{agent}` ended without a result (`incus exec`: {status})"),
+    };
+    let tail = host_log_tail.trim_end();
+    if tail.is_empty() {
+        what
+    } else {
+        format!("{what}; last lines of host.log:\n{tail}")
     }
 }
 
@@ -238,6 +270,7 @@ pub fn instances_of_runs(json: &[u8], runs: &[String]) -> Result<Vec<String>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::ExitStatus;
 
     #[test]
     fn image_selection_takes_the_exact_alias_only() {
@@ -246,10 +279,7 @@ mod tests {
         assert_eq!(select_image(one, "pikaci/dev", "p").unwrap(), "aaa");
         let prefix_only = br#"[{"fingerprint":"bbb","aliases":[{"name":"pikaci/dev-old"}]}]"#;
         let none = select_image(prefix_only, "pikaci/dev", "p").unwrap_err();
-        assert!(
-            none.contains("no image has the alias `pikaci/dev`"),
-            "{none}"
-        );
+        insta::assert_snapshot!(none, @"no image has the alias `pikaci/dev` in Incus project `p`; import an image with pikaci-guest in it (`pikaci image build github:pikaci/pikaci#incus-image && pikaci image import --alias pikaci/dev`, or your own: docs/incus.md#images), or set backends.incus.image to an alias that `incus image list --project p` shows");
         assert!(select_image(b"[]", "x", "p").is_err());
         let two = br#"[{"fingerprint":"aaa","aliases":[{"name":"x"}]},{"fingerprint":"ccc","aliases":[{"name":"x"}]}]"#;
         let several = select_image(two, "x", "p").unwrap_err();
@@ -265,6 +295,26 @@ mod tests {
             let err = select_image(json.to_string().as_bytes(), "x", "p").unwrap_err();
             assert!(err.contains("without a valid fingerprint"), "{err}");
         }
+    }
+
+    #[test]
+    fn an_agent_without_a_result_says_why() {
+        use std::os::unix::process::ExitStatusExt;
+        let settings = IncusSettings {
+            image: "pikaci/dev".into(),
+            guest_agent: "/usr/bin/pikaci-guest".into(),
+            ..IncusSettings::default()
+        };
+        let missing = ExitStatus::from_raw(127 << 8);
+        let tail = "Error: Command not found\n";
+        insta::assert_snapshot!(agent_without_result(&missing, &settings, tail), @"
+        the guest agent `/usr/bin/pikaci-guest` does not exist in the image `pikaci/dev` (`incus exec` exit status 127); set backends.incus.guest-agent to where pikaci-guest is in the image, or import an image that has it (docs/incus.md#images); last lines of host.log:
+        Error: Command not found
+        ");
+        let broken = ExitStatus::from_raw(126 << 8);
+        insta::assert_snapshot!(agent_without_result(&broken, &settings, ""), @"the guest agent `/usr/bin/pikaci-guest` in the image `pikaci/dev` cannot be executed (`incus exec` exit status 126); it must be a pikaci-guest built for the guest's architecture");
+        let other = ExitStatus::from_raw(3 << 8);
+        insta::assert_snapshot!(agent_without_result(&other, &settings, ""), @"the guest agent `/usr/bin/pikaci-guest` ended without a result (`incus exec`: exit status: 3)");
     }
 
     #[test]

@@ -158,28 +158,40 @@ pub fn summary(run: &RunRecord) -> String {
     }
     counts.sort_by_key(|(s, _)| *s as u8);
     let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let jobs = if parts.is_empty() {
+        "no jobs to run".to_string()
+    } else {
+        parts.join(", ")
+    };
     let took = run
         .duration_ms
         .map_or(String::new(), |ms| format!(" in {}", short_duration(ms)));
-    let mut text = format!(
-        "run {} {}: {}{took}",
-        run.run_id,
-        run.status,
-        parts.join(", ")
-    );
+    let mut text = format!("run {} {}: {jobs}{took}", run.run_id, run.status);
     if let Some(message) = &run.message {
-        text.push_str(&format!("\n{message}"));
+        text.push('\n');
+        text.push_str(&first_lines(message, &run.run_id));
     }
-    let failed: Vec<&String> = run
-        .jobs
-        .iter()
-        .filter(|(_, s)| s.is_failure())
-        .map(|(j, _)| j)
-        .collect();
-    if let Some(job) = failed.first() {
+    for (job, _) in run.jobs.iter().filter(|(_, s)| s.is_failure()) {
         text.push_str(&format!("\nlogs: pikaci logs {} --job {job}", run.run_id));
     }
     text
+}
+
+/// The run's message without the command and output its errors carry: an error with
+/// output (more than one line) was printed in full with its ERROR line above, and stays
+/// in run.json, so the summary names it by what failed, the part before the first `: `.
+fn first_lines(message: &str, run_id: &str) -> String {
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or("");
+    if lines.next().is_none() {
+        return first.to_string();
+    }
+    let what = first
+        .split(": ")
+        .next()
+        .unwrap_or(first)
+        .trim_end_matches(':');
+    format!("{what} (details above and in `pikaci status {run_id}`)")
 }
 
 impl Reporter for HumanReporter {
@@ -209,5 +221,64 @@ impl Reporter for HumanReporter {
             let _ = live.bars.clear();
         }
         println!("{}", summary(run));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RunStatus;
+
+    fn record(status: RunStatus, jobs: &[(&str, JobStatus)], message: Option<&str>) -> RunRecord {
+        RunRecord {
+            schema_version: 1,
+            run_id: "R1".into(),
+            status,
+            started_at: "2026-12-01T00:00:00Z".into(),
+            finished_at: None,
+            duration_ms: Some(17),
+            pid: 1,
+            workspace: "/repo".into(),
+            config: "/repo/pikaci.toml".into(),
+            selection: Vec::new(),
+            snapshot: None,
+            base: None,
+            rerun_of: None,
+            jobs: jobs.iter().map(|(j, s)| (j.to_string(), *s)).collect(),
+            message: message.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_summary_says_what_ran_and_where_each_failure_is() {
+        let empty = record(RunStatus::Passed, &[], None);
+        let failed = record(
+            RunStatus::Failed,
+            &[
+                ("a", JobStatus::Failed),
+                ("b", JobStatus::Passed),
+                ("c", JobStatus::TimedOut),
+            ],
+            None,
+        );
+        // A failed input: its command and log tail were printed with its ERROR line.
+        let input = record(
+            RunStatus::Error,
+            &[("a", JobStatus::Skipped)],
+            Some(
+                "input `t` did not build: `nix build …` failed (exit status: 1):\nerror: x\nerror: y",
+            ),
+        );
+        let text = [empty, failed, input].map(|r| summary(&r)).join("\n\n");
+        insta::assert_snapshot!(text, @"
+        run R1 passed: no jobs to run in 17ms
+
+        run R1 failed: 1 passed, 1 failed, 1 timed_out in 17ms
+        logs: pikaci logs R1 --job a
+        logs: pikaci logs R1 --job c
+
+        run R1 error: 1 skipped in 17ms
+        input `t` did not build (details above and in `pikaci status R1`)
+        ");
     }
 }

@@ -1,9 +1,11 @@
 //! Orchestration: a run's records, its scheduler, and one job's life.
 
 mod job;
+mod preflight;
 mod prepare;
 mod recorder;
 mod scheduler;
 mod start;
 
+pub use preflight::PreflightError;
 pub use start::{RunOptions, RunOutcome, rerun, run};

@@ -164,6 +164,7 @@ fn execute(
     reporter: &dyn Reporter,
     cancel: &Cancel,
 ) -> Result<RunOutcome, Error> {
+    super::preflight::check(config, &plan)?;
     let started = Instant::now();
     let (run, _lock) =
         create_run(state).map_err(|e| Error::infra("creating the run directory", e))?;

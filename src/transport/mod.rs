@@ -30,12 +30,15 @@ pub struct Output {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("on {host}: cannot start `{command}`")]
+    /// The reason is in the message, not a source: callers show errors with `to_string`.
+    #[error(
+        "on {host}: cannot start `{command}`: {}",
+        spawn_reason(command, error)
+    )]
     Spawn {
         host: String,
         command: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot connect to {host} ({status}):\n{stderr_tail}")]
     Connect {
@@ -54,6 +57,20 @@ pub enum TransportError {
     TimedOut { host: String, command: String },
     #[error("on {host}: `{command}` was cancelled")]
     Cancelled { host: String, command: String },
+}
+
+/// The OS error, and for a missing program, which one (the first word of `command`).
+fn spawn_reason(command: &str, error: &std::io::Error) -> String {
+    let program = command.split_whitespace().next().unwrap_or(command);
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("`{program}` is not installed or not on PATH ({error})")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("`{program}` is not executable by this user ({error})")
+        }
+        _ => error.to_string(),
+    }
 }
 
 pub trait Transport: Send + Sync {
@@ -135,7 +152,7 @@ pub trait Transport: Send + Sync {
         TransportError::Spawn {
             host: self.host(),
             command: argv.to_string(),
-            source,
+            error: source,
         }
     }
 
@@ -238,10 +255,24 @@ pub fn connect(
             let ssh = Ssh::new(options).map_err(|source| TransportError::Spawn {
                 host: spec.to_string(),
                 command: "ssh".into(),
-                source,
+                error: source,
             })?;
             ssh.connect(cancel)?;
             Ok(Box::new(ssh))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_that_cannot_start_says_why() {
+        // What `sudo = true` meets on a host without sudo.
+        let argv = Argv::new("pikaci-test-no-such-sudo").args(["-n", "incus", "start", "x"]);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let err = Local.run(&argv, b"", deadline, &Cancel::new()).unwrap_err();
+        insta::assert_snapshot!(err.to_string(), @"on local: cannot start `pikaci-test-no-such-sudo -n incus start x`: `pikaci-test-no-such-sudo` is not installed or not on PATH (No such file or directory (os error 2))");
     }
 }

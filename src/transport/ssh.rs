@@ -133,7 +133,7 @@ impl Ssh {
         let spawn_err = |source| TransportError::Spawn {
             host: self.host(),
             command: self.master_argv().to_string(),
-            source,
+            error: source,
         };
         let log = std::fs::File::create(&stderr).map_err(spawn_err)?;
         let child = self

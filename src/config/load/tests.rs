@@ -125,7 +125,7 @@ fn unknown_top_level_section() {
 
 #[test]
 fn invalid_job_id() {
-    insta::assert_snapshot!(error_of("[jobs.\"a/b\"]\ncommand = \"x\"\n"), @"/repo/pikaci.toml:1:7: jobs.a/b: invalid id `a/b`: ids start with a letter or digit and contain only letters, digits, `.`, `_` and `-`");
+    insta::assert_snapshot!(error_of("[jobs.\"a/b\"]\ncommand = \"x\"\n"), @r#"/repo/pikaci.toml:1:7: jobs."a/b": invalid id `a/b`: ids start with a letter or digit and contain only letters, digits, `.`, `_` and `-`"#);
 }
 
 #[test]
@@ -191,8 +191,11 @@ fn bad_secret() {
 
 #[test]
 fn bad_incus_limit() {
-    insta::assert_snapshot!(error_of("[backends.incus]\nlimits = { \"cpu count\" = 2 }\n"), @"/repo/pikaci.toml:2:26: backends.incus.limits.cpu count: is not an Incus limit name (letters, digits, `.`, `-`, `_`; e.g. `cpu`, `memory`)");
+    insta::assert_snapshot!(error_of("[backends.incus]\nlimits = { \"cpu count\" = 2 }\n"), @r#"/repo/pikaci.toml:2:26: backends.incus.limits."cpu count": is not an Incus limit name (letters, digits, `.`, `-`, `_`; e.g. `cpu`, `memory`)"#);
     insta::assert_snapshot!(error_of("[backends.incus]\nlimits = { memory = \"\" }\n"), @"/repo/pikaci.toml:2:21: backends.incus.limits.memory: must not be empty");
+    // Found in a user's trial: the value error named serde internals and an untagged enum.
+    insta::assert_snapshot!(error_of("[backends.incus]\nlimits = { \"bad key\" = true }\n"), @r#"/repo/pikaci.toml:2:24: backends.incus.limits."bad key": invalid type: boolean `true`, expected a number (`cpu = 2`) or a string (`memory = "4GiB"`)"#);
+    insta::assert_snapshot!(error_of("[backends.incus]\nlimits = { cpu = -1 }\n"), @r#"/repo/pikaci.toml:2:18: backends.incus.limits.cpu: invalid value: integer `-1`, expected a number (`cpu = 2`) or a string (`memory = "4GiB"`)"#);
 }
 
 #[test]
