@@ -14,6 +14,7 @@ mod incus;
 mod inputs;
 mod microvm;
 mod nix_printer;
+mod processes;
 mod records;
 mod reports;
 mod running;

@@ -33,6 +33,7 @@ pub struct RawDefaults {
     pub timeout: Option<DurationText>,
     #[serde(rename = "work-dir")]
     pub work_dir: Option<String>,
+    pub shell: Option<Spanned<ShellValue>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -66,6 +67,14 @@ pub struct RawIncus {
     pub sudo: Option<bool>,
 }
 
+/// `shell = ["bash", "-c"]`; a string is read only to say it must be a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum ShellValue {
+    List(Vec<String>),
+    Text(String),
+}
+
 /// `limits.cpu = 2` and `limits.memory = "4GiB"` are both natural to write.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -92,6 +101,7 @@ pub struct RawJob {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub secrets: Vec<Spanned<String>>,
+    pub shell: Option<Spanned<ShellValue>>,
 }
 
 #[derive(Deserialize)]
