@@ -163,7 +163,7 @@ fn the_default_shell_fails_like_ci_and_sets_the_ci_variables() {
 fn git_in_a_job_does_not_find_the_users_repository() {
     let repo = repo(
         "[jobs.git]\ncommand = 'pwd > \"$PIKACI_ARTIFACTS/pwd\"; git rev-parse --show-toplevel > \"$PIKACI_ARTIFACTS/top\" 2>&1 || true'\n\
-         [jobs.rw]\nwritable-workspace = true\ncommand = 'git rev-parse --show-toplevel > \"$PIKACI_ARTIFACTS/top\" 2>&1 || true'\n",
+         [jobs.rw]\nwritable-workspace = true\ncommand = 'pwd > \"$PIKACI_ARTIFACTS/pwd\"; git rev-parse --show-toplevel > \"$PIKACI_ARTIFACTS/top\" 2>&1 || true'\n",
     );
     for job in ["git", "rw"] {
         repo.pikaci(&["run", job]).expect(0);
@@ -174,12 +174,12 @@ fn git_in_a_job_does_not_find_the_users_repository() {
             !top.contains(&*root.to_string_lossy()),
             "git in job {job} found the user's repository: {top}"
         );
+        let pwd = std::fs::read_to_string(artifacts.join("pwd")).unwrap();
+        assert!(
+            !Path::new(pwd.trim()).starts_with(&root),
+            "job {job} ran inside the worktree: {pwd}"
+        );
     }
-    let pwd = std::fs::read_to_string(repo.latest_run().join("jobs/git/artifacts/pwd")).unwrap();
-    assert!(
-        !Path::new(pwd.trim()).starts_with(repo.path()),
-        "the job ran inside the worktree: {pwd}"
-    );
 }
 
 #[test]
