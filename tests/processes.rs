@@ -206,3 +206,127 @@ fn nix_flake_check_passes_in_a_host_job() {
     repo.commit("flake");
     repo.pikaci(&["run", "check"]).expect(0);
 }
+
+/// As root, runs pikaci as uid/gid 1500 (no supplementary groups) in a repository that
+/// user owns: the read-only workspace holds without root's bind mount.
+#[test]
+fn the_workspace_is_read_only_for_an_unprivileged_user_too() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch to a test user");
+        return;
+    }
+    let repo = repo(
+        "[jobs.write]\ncommand = 'id -u > \"$PIKACI_ARTIFACTS/uid\"; chmod u+w src/lib.rs || true; echo x >> src/lib.rs'\n",
+    );
+    // Take the snapshot as root first: a user cannot publish one yet (issue 13, being
+    // fixed in src/snapshot); what is tested here is the job's isolation.
+    repo.command(&["run", "write"])
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "safe.directory")
+        .env("GIT_CONFIG_VALUE_0", "*")
+        .output()
+        .unwrap();
+    let owner = std::process::Command::new("chown")
+        .args(["-R", "1500:1500"])
+        .arg(repo._tmp.path())
+        .status()
+        .unwrap();
+    assert!(owner.success());
+    let mut as_user = std::process::Command::new("setpriv");
+    as_user
+        .args(["--reuid=1500", "--regid=1500", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_pikaci"))
+        .args(["run", "write"])
+        .current_dir(repo.path())
+        .env("HOME", repo.path())
+        .env_remove("PIKACI_STATE_DIR");
+    let run = crate::harness::Run::of(&mut as_user);
+    run.expect(1);
+    let (status, log) = repo.job("write");
+    assert_eq!(status["status"], "failed", "{log}");
+    assert!(log.contains("Read-only file system"), "{log}");
+    let uid = std::fs::read_to_string(repo.latest_run().join("jobs/write/artifacts/uid")).unwrap();
+    assert_eq!(
+        uid, "1500\n",
+        "the job runs as the user, not as root of a namespace"
+    );
+    let snapshot = repo.read_json(&repo.latest_run().join("run.json"))["snapshot"]["dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&snapshot).join("src/lib.rs")).unwrap(),
+        "pub fn x() {}\n",
+        "the snapshot was not modified"
+    );
+}
+
+/// Where user namespaces are unavailable (here: an `unshare` that always fails), a
+/// user's job runs in a copy outside the worktree, and the run says what is not enforced.
+#[test]
+fn without_user_namespaces_the_job_gets_a_copy_and_the_run_says_so() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch to a test user");
+        return;
+    }
+    let repo =
+        repo("[jobs.write]\ncommand = 'pwd > \"$PIKACI_ARTIFACTS/pwd\"; echo x >> src/lib.rs'\n");
+    repo.command(&["run", "write"])
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "safe.directory")
+        .env("GIT_CONFIG_VALUE_0", "*")
+        .output()
+        .unwrap();
+    // Outside the worktree, which must stay as snapshotted.
+    let stub_dir = tempfile::tempdir().unwrap();
+    let stubs = stub_dir.path();
+    std::fs::set_permissions(stubs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let unshare = stubs.join("unshare");
+    std::fs::write(
+        &unshare,
+        "#!/bin/sh\necho 'unshare: Operation not permitted' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &unshare,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let owner = std::process::Command::new("chown")
+        .args(["-R", "1500:1500"])
+        .arg(repo._tmp.path())
+        .status()
+        .unwrap();
+    assert!(owner.success());
+    let path = format!("{}:{}", stubs.display(), std::env::var("PATH").unwrap());
+    let mut as_user = std::process::Command::new("setpriv");
+    as_user
+        .args(["--reuid=1500", "--regid=1500", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_pikaci"))
+        .args(["run", "write"])
+        .current_dir(repo.path())
+        .env("HOME", repo.path())
+        .env("PATH", path)
+        .env_remove("PIKACI_STATE_DIR");
+    let run = crate::harness::Run::of(&mut as_user);
+    run.expect(0);
+    assert!(
+        run.stderr().contains("read-only workspace is not enforced"),
+        "{}",
+        run.stderr()
+    );
+    let job = repo.latest_run().join("jobs/write");
+    let host_log = std::fs::read_to_string(job.join("host.log")).unwrap();
+    assert!(host_log.contains("not enforced"), "{host_log}");
+    let pwd = std::fs::read_to_string(job.join("artifacts/pwd")).unwrap();
+    assert!(!Path::new(pwd.trim()).starts_with(repo.path()), "{pwd}");
+    let snapshot = repo.read_json(&repo.latest_run().join("run.json"))["snapshot"]["dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&snapshot).join("src/lib.rs")).unwrap(),
+        "pub fn x() {}\n",
+        "the job wrote its copy, not the snapshot"
+    );
+}

@@ -134,7 +134,6 @@ pub struct HostJob<'a> {
     /// [`Isolation::Copy`]).
     pub workspace: &'a Path,
     pub artifacts: &'a Path,
-    pub run_id: &'a str,
     pub inherited_path: Option<OsString>,
     pub isolation: Isolation,
     /// The `pikaci` binary, which is also the job's [`crate::reaper`].
@@ -187,8 +186,6 @@ pub fn job_argv(job: &HostJob) -> Argv {
         .cwd(job.workspace)
         .env("PATH", path)
         .env("PWD", job.workspace)
-        .env("CI", "true")
-        .env("PIKACI_RUN_ID", job.run_id)
         .env("PIKACI_ARTIFACTS", job.artifacts)
         .env("PIKACI_JOB", &request.job_id);
     for (key, value) in &request.env {
@@ -230,7 +227,6 @@ impl Backend for HostBackend {
             source: job.workspace,
             workspace: &workspace,
             artifacts: &job.artifacts(),
-            run_id: job.run_id,
             inherited_path: std::env::var_os("PATH"),
             isolation,
             reaper: &reaper,
@@ -353,7 +349,6 @@ mod tests {
             source: Path::new("/repo/.pikaci/cache/snapshots/ab12"),
             workspace: Path::new("/tmp/pikaci-job-x/workspace"),
             artifacts: Path::new("/s/art"),
-            run_id: "20261201T000000Z-000abcd",
             inherited_path: Some("/usr/bin:/bin".into()),
             isolation,
             reaper: Path::new("/bin/pikaci"),
@@ -367,12 +362,12 @@ mod tests {
             uid: 1500,
             gid: 100,
         };
-        insta::assert_snapshot!(argv(false, isolation), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace CI=true PIKACI_RUN_ID=20261201T000000Z-000abcd PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- unshare --user --map-root-user --mount --propagation private -- sh -c 'mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@"' pikaci-workspace /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace ro unshare --user --map-user=1500 --map-group=100 -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+        insta::assert_snapshot!(argv(false, isolation), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- unshare --user --map-root-user --mount --propagation private -- sh -c 'mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@"' pikaci-workspace /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace ro unshare --user --map-user=1500 --map-group=100 -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
     }
 
     #[test]
     fn argv_as_root_mounts_workspace_read_only() {
-        insta::assert_snapshot!(argv(false, Isolation::MountNamespace), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace CI=true PIKACI_RUN_ID=20261201T000000Z-000abcd PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- unshare --mount --propagation private -- sh -c 'mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@"' pikaci-workspace /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace ro bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+        insta::assert_snapshot!(argv(false, Isolation::MountNamespace), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- unshare --mount --propagation private -- sh -c 'mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@"' pikaci-workspace /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace ro bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
     }
 
     #[test]
@@ -382,7 +377,7 @@ mod tests {
 
     #[test]
     fn argv_without_namespaces_runs_in_the_copy() {
-        insta::assert_snapshot!(argv(false, Isolation::Copy), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace CI=true PIKACI_RUN_ID=20261201T000000Z-000abcd PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+        insta::assert_snapshot!(argv(false, Isolation::Copy), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
     }
 
     #[test]
