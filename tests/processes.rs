@@ -330,3 +330,68 @@ fn without_user_namespaces_the_job_gets_a_copy_and_the_run_says_so() {
         "the job wrote its copy, not the snapshot"
     );
 }
+
+/// The shell and variables of every backend, in one run per backend: `strict` must fail
+/// at `false`, `vars` prints what the job sees.
+const SHELL_JOBS: &str = "[jobs.strict]\ncommand = \"false; echo still-ran\"\n\
+    [jobs.vars]\ncommand = 'echo \"$CI $PIKACI_RUN_ID $PIKACI_JOB\"; test -d \"$PIKACI_ARTIFACTS\"'\n";
+
+fn assert_shell_semantics(repo: &Repo) {
+    repo.pikaci(&["run", "strict", "vars"]).expect(1);
+    let (status, log) = repo.job("strict");
+    assert_eq!(status["status"], "failed", "{status}");
+    assert!(!log.contains("still-ran"), "{log}");
+    let run_id = repo.read_json(&repo.latest_run().join("run.json"))["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, log) = repo.job("vars");
+    assert_eq!(status["status"], "passed", "{status}: {log}");
+    assert_eq!(log, format!("true {run_id} vars\n"));
+}
+
+#[test]
+fn incus_jobs_run_under_the_ci_shell_with_the_ci_variables() {
+    let Some(image) = crate::harness::testbed_incus_image() else {
+        return;
+    };
+    let repo = Repo::new(&crate::harness::incus_config(&image, "", SHELL_JOBS));
+    assert_shell_semantics(&repo);
+}
+
+#[test]
+fn microvm_jobs_run_under_the_ci_shell_with_the_ci_variables() {
+    let Some(testbed) = crate::harness::testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&testbed.config(work.path(), SHELL_JOBS));
+    assert_shell_semantics(&repo);
+}
+
+#[test]
+fn a_second_ctrl_c_kills_an_incus_job_at_once() {
+    let Some(image) = crate::harness::testbed_incus_image() else {
+        return;
+    };
+    let repo = Repo::new(&crate::harness::incus_config(
+        &image,
+        "",
+        "[jobs.stubborn]\ncommand = \"trap '' TERM INT; echo guest-is-up; sleep 60\"\n",
+    ));
+    let mut child = repo.start_until("stubborn", "guest-is-up");
+    let pikaci = rustix::process::Pid::from_child(&child);
+    let started = Instant::now();
+    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(repo.job("stubborn").0["status"], "cancelled");
+    // The instance is deleted after the kill (about 1 s here); the grace alone is 5 s.
+    assert!(
+        took < Duration::from_millis(4500),
+        "the second Ctrl-C waited for the grace period: {took:?}"
+    );
+}
