@@ -53,18 +53,27 @@ pub enum Isolation {
 }
 
 impl Isolation {
-    /// What this machine allows the user running pikaci; probes user namespaces once.
+    /// What this machine allows the user running pikaci, probed by running `unshare`
+    /// once (a root in a container without CAP_SYS_ADMIN gets no mount namespace).
     pub fn detect() -> Isolation {
-        if rustix::process::geteuid().is_root() {
+        let works = |argv: Argv| {
+            argv.arg("true")
+                .command()
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let mount_only = Argv::new("unshare").args(["--mount", "--propagation", "private", "--"]);
+        if rustix::process::geteuid().is_root() && works(mount_only) {
             return Isolation::MountNamespace;
         }
         let uid = rustix::process::geteuid().as_raw();
         let gid = rustix::process::getegid().as_raw();
-        let isolation = Isolation::UserNamespace { uid, gid };
-        let probe = user_namespace_argv(uid, gid).arg("true").command().output();
-        match probe {
-            Ok(out) if out.status.success() => isolation,
-            _ => Isolation::Copy,
+        if works(user_namespace_argv(uid, gid)) {
+            Isolation::UserNamespace { uid, gid }
+        } else {
+            Isolation::Copy
         }
     }
 
