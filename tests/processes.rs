@@ -395,3 +395,35 @@ fn a_second_ctrl_c_kills_an_incus_job_at_once() {
         "the second Ctrl-C waited for the grace period: {took:?}"
     );
 }
+
+#[test]
+fn a_second_ctrl_c_stops_a_microvm_job_at_once() {
+    let Some(testbed) = crate::harness::testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&testbed.config(
+        work.path(),
+        "[jobs.stubborn]\ncommand = \"trap '' TERM INT; echo guest-is-up; sleep 60\"\n",
+    ));
+    let mut child = repo.start_until("stubborn", "guest-is-up");
+    let pikaci = rustix::process::Pid::from_child(&child);
+    let started = Instant::now();
+    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(repo.job("stubborn").0["status"], "cancelled");
+    let left = || crate::harness::processes_under(work.path());
+    assert!(
+        eventually(Duration::from_secs(10), || left().is_empty()),
+        "left running: {:#?}",
+        left()
+    );
+    assert!(
+        took < Duration::from_millis(4500),
+        "the second Ctrl-C waited for the grace period: {took:?}"
+    );
+}
