@@ -396,6 +396,8 @@ fn a_second_ctrl_c_kills_an_incus_job_at_once() {
     );
 }
 
+/// A regression guard more than a fix: the microVM supervisor stops the guest as soon as
+/// its stdin closes, without waiting for the job, so this passed before the fix too.
 #[test]
 fn a_second_ctrl_c_stops_a_microvm_job_at_once() {
     let Some(testbed) = crate::harness::testbed_microvm() else {
