@@ -231,15 +231,17 @@ impl Backend for HostBackend {
         } else {
             std::fs::create_dir(&workspace).map_err(io("creating the workspace mount point"))?;
         }
-        let argv = job_argv(&HostJob {
+        let artifacts = job.artifacts();
+        let spec = HostJob {
             request: job.request,
             source: job.workspace,
             workspace: &workspace,
-            artifacts: &job.artifacts(),
+            artifacts: &artifacts,
             inherited_path: std::env::var_os("PATH"),
             isolation,
             reaper: &reaper,
-        });
+        };
+        let argv = job_argv(&spec);
         let _ = writeln!(
             host_log,
             "workspace: {} ({isolation:?})",
@@ -248,7 +250,12 @@ impl Backend for HostBackend {
         if let Some(caveat) = isolation.caveat() {
             let _ = writeln!(host_log, "note: {caveat}");
         }
-        let _ = writeln!(host_log, "+ {argv}");
+        // The log line shows the environment: with the secrets' values masked.
+        let shown = job_argv(&HostJob {
+            request: &job.request.redacted(),
+            ..spec
+        });
+        let _ = writeln!(host_log, "+ {shown}");
         // Through a pipe, so that secrets are masked before the log sees them.
         let mut command = argv.command();
         command
