@@ -23,6 +23,9 @@ pub const REAP_ARG: &str = "__pikaci-reap";
 /// Environment variable with the pid of the pikaci that started the reaper: if it is not
 /// the reaper's parent by the time the death signal is armed, pikaci is already gone.
 pub const PARENT_ENV: &str = "PIKACI_REAPER_PARENT";
+/// Environment variable naming the job's directory under the temp dir, removed once
+/// every process is gone (pikaci removes it too, unless it was killed).
+pub const SCRATCH_ENV: &str = "PIKACI_REAPER_SCRATCH";
 /// The signal that means "kill everything now".
 pub const KILL_NOW: Signal = Signal::USR1;
 
@@ -61,7 +64,10 @@ fn reap(argv: &[OsString]) -> i32 {
         return 127;
     }
     let mut command = Command::new(program);
-    command.args(args).env_remove(PARENT_ENV);
+    command
+        .args(args)
+        .env_remove(PARENT_ENV)
+        .env_remove(SCRATCH_ENV);
     let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -76,6 +82,9 @@ fn reap(argv: &[OsString]) -> i32 {
     forward_signals(signals);
     let status = wait_for(main);
     end_all_descendants();
+    if let Some(scratch) = std::env::var_os(SCRATCH_ENV) {
+        let _ = crate::state::remove_tree(std::path::Path::new(&scratch));
+    }
     exit_like(status)
 }
 

@@ -92,6 +92,13 @@ fn jobs_of_a_killed_pikaci_end_and_gc_finds_none_running() {
         .unwrap();
     let sleep = wait_for_artifact(&repo, "hold", "sleep");
     let bash = wait_for_artifact(&repo, "hold", "bash");
+    let host_log = std::fs::read_to_string(repo.latest_run().join("jobs/hold/host.log")).unwrap();
+    let workspace = host_log
+        .lines()
+        .find_map(|l| l.strip_prefix("workspace: "))
+        .and_then(|l| l.split(' ').next())
+        .expect("host.log names the workspace");
+    let scratch = Path::new(workspace).parent().unwrap().to_path_buf();
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
         rustix::process::Signal::KILL,
@@ -108,6 +115,11 @@ fn jobs_of_a_killed_pikaci_end_and_gc_finds_none_running() {
     assert!(
         ended && !still,
         "the job of a SIGKILLed pikaci kept running"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !scratch.exists()),
+        "the job's directory {} is left under the temp dir",
+        scratch.display()
     );
 }
 

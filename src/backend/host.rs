@@ -260,6 +260,7 @@ impl Backend for HostBackend {
         let mut command = argv.command();
         command
             .env(crate::reaper::PARENT_ENV, std::process::id().to_string())
+            .env(crate::reaper::SCRATCH_ENV, scratch.path())
             .stdin(Stdio::null());
         let secrets = job.request.secret_values();
         let (child, output) = spawn_logged(command, log, false, &secrets, cancel)
@@ -323,13 +324,19 @@ impl Guest for HostGuest {
     fn cleanup(&mut self) -> Result<(), BackendError> {
         self.child.terminate(Default::default());
         if let Some(scratch) = self.scratch.take() {
-            // A copy may hold read-only directories the job made.
+            // The reaper removes it when it ends; this covers a reaper that never ran. A
+            // copy may hold read-only directories the job made.
             let path = scratch.keep();
-            crate::state::remove_tree(&path).map_err(|source| BackendError::Io {
-                job: self.job_id.clone(),
-                step: "removing the job's directory under the temp dir",
-                source,
-            })?;
+            match crate::state::remove_tree(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(BackendError::Io {
+                        job: self.job_id.clone(),
+                        step: "removing the job's directory under the temp dir",
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
