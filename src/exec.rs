@@ -36,6 +36,11 @@ pub struct GroupChild {
     status: Option<ExitStatus>,
     /// The write end of a piped stdin, held until [`GroupChild::close_stdin`] or drop.
     stdin: Option<ChildStdin>,
+    /// A second cancellation cuts a grace period short.
+    cancel: Cancel,
+    /// The leader is a [`crate::reaper`]: it is asked to end its descendants (which may
+    /// have left the group) instead of being killed with them.
+    reaper: bool,
 }
 
 impl GroupChild {
@@ -61,7 +66,15 @@ impl GroupChild {
             wakes,
             status: None,
             stdin,
+            cancel: cancel.clone(),
+            reaper: false,
         })
+    }
+
+    /// Marks the leader as a [`crate::reaper`] (spawned as `pikaci __pikaci-reap …`).
+    pub fn with_reaper(mut self) -> GroupChild {
+        self.reaper = true;
+        self
     }
 
     /// Closes a piped stdin: the child reads EOF.
@@ -102,23 +115,35 @@ impl GroupChild {
     }
 
     /// SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL.
+    /// A second cancellation (Ctrl-C again) during the grace period ends it at once.
     /// Returns the leader's exit status once it has been reaped.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.kill_group(Signal::TERM);
             let deadline = Instant::now() + grace;
-            self.await_exit(deadline);
+            self.await_exit(deadline, true);
+        }
+        if self.reaper && self.status.is_none() {
+            // The reaper kills its descendants and exits; killing it instead would
+            // orphan those that left the group.
+            self.signal_leader(crate::reaper::KILL_NOW);
+            self.await_exit(Instant::now() + Duration::from_secs(10), false);
         }
         self.kill_group(Signal::KILL);
         if self.status.is_none() {
             // SIGKILL cannot be ignored; the leader is gone within moments.
-            self.await_exit(Instant::now() + Duration::from_secs(10));
+            self.await_exit(Instant::now() + Duration::from_secs(10), false);
         }
         self.status
     }
 
-    fn await_exit(&mut self, deadline: Instant) {
+    /// Until the leader exits or `deadline`; with `urgent_ends`, also until the run is
+    /// cancelled urgently.
+    fn await_exit(&mut self, deadline: Instant, urgent_ends: bool) {
         while self.status.is_none() {
+            if urgent_ends && self.cancel.is_urgent() {
+                return;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.wakes.recv_timeout(left) {
                 Ok(Wake::Exited(status)) => self.status = status.ok(),
@@ -126,6 +151,10 @@ impl GroupChild {
                 Err(_) => return,
             }
         }
+    }
+
+    fn signal_leader(&self, signal: Signal) {
+        let _ = rustix::process::kill_process(self.pgid, signal);
     }
 
     fn kill_group(&self, signal: Signal) {
@@ -136,8 +165,30 @@ impl GroupChild {
 
 impl Drop for GroupChild {
     fn drop(&mut self) {
-        self.kill_group(Signal::KILL);
+        if self.reaper && self.status.is_none() {
+            // It ends the job's processes and exits; the waiting thread reaps it.
+            self.signal_leader(crate::reaper::KILL_NOW);
+        } else {
+            self.kill_group(Signal::KILL);
+        }
     }
+}
+
+/// Every process's (pid, parent pid), read from `/proc`.
+pub fn process_parents() -> Vec<(i32, i32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the parenthesised command name: state ppid ...
+            let (_, rest) = stat.rsplit_once(')')?;
+            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect()
 }
 
 /// Pids of the processes of group `pgid` that are still running. Zombies do not count:
@@ -243,5 +294,28 @@ mod tests {
         assert_eq!(ended, Ended::Cancelled);
         assert!(started.elapsed() < Duration::from_secs(30));
         child.terminate(Duration::from_secs(1));
+    }
+
+    #[test]
+    fn second_cancel_cuts_the_grace_period_short() {
+        let cancel = Cancel::new();
+        let script = "trap '' TERM; sleep 100 & wait";
+        let mut child = GroupChild::spawn(&mut bash(script), &cancel).unwrap();
+        let pgid = child.pgid();
+        std::thread::sleep(Duration::from_millis(200)); // the trap is set
+        cancel.cancel();
+        let again = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            again.cancel();
+        });
+        let started = Instant::now();
+        child.terminate(Duration::from_secs(30));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the second cancellation did not end the grace period: {:?}",
+            started.elapsed()
+        );
+        assert_group_gone(pgid);
     }
 }

@@ -19,6 +19,7 @@ pub mod nix;
 pub mod output;
 pub mod plan;
 pub mod protocol;
+pub mod reaper;
 pub mod report;
 pub mod run;
 pub mod snapshot;

@@ -28,9 +28,35 @@ pub struct Request {
     /// output it copies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The program and arguments the command is appended to (`bash --noprofile --norc
+    /// -eo pipefail -c` unless the job says otherwise). Optional within v1: a request
+    /// without it gets [`LEGACY_SHELL`], what every agent ran before the field existed.
+    #[serde(default = "legacy_shell")]
+    pub shell: Vec<String>,
+}
+
+/// The shell of a request that names none (older hosts): plain `bash -c`, no `-e`.
+pub const LEGACY_SHELL: &[&str] = &["bash", "--noprofile", "--norc", "-c"];
+
+/// The default shell of a job: like CI services, a failing command or pipeline stage
+/// fails the job.
+pub const DEFAULT_SHELL: &[&str] = &["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"];
+
+fn legacy_shell() -> Vec<String> {
+    LEGACY_SHELL.iter().map(|s| s.to_string()).collect()
 }
 
 impl Request {
+    /// The job's command line: the shell, then the command as its last argument.
+    pub fn shell_argv(&self) -> Vec<&str> {
+        let mut argv: Vec<&str> = self.shell.iter().map(String::as_str).collect();
+        if argv.is_empty() {
+            argv.extend(LEGACY_SHELL);
+        }
+        argv.push(&self.command);
+        argv
+    }
+
     /// The values to redact from the job's output.
     pub fn secret_values(&self) -> Vec<&str> {
         self.secrets

@@ -21,6 +21,7 @@ mod man;
 mod microvm;
 mod nix_printer;
 mod package;
+mod processes;
 mod records;
 mod reports;
 mod root_only;

@@ -1,14 +1,29 @@
-//! `backend = "host"`: no isolation; `bash --noprofile --norc -c CMD` on the CI host, in
-//! the job's workspace, as the user running pikaci.
+//! `backend = "host"`: no VM; the job's shell (`bash --noprofile --norc -eo pipefail -c
+//! CMD` by default) on the CI host, as the user running pikaci.
 //!
-//! The snapshot is read-only by permissions; root ignores those, so as root the job runs
-//! in a private mount namespace where the workspace is bind-mounted read-only — otherwise
-//! a root job could write through the hard links into the shared snapshot store.
+//! Three guarantees, each without privileges where the kernel allows:
+//! - **Its own tree.** The snapshot store lives in the state dir, usually inside the
+//!   user's worktree, and git and Nix look for a repository in every parent directory
+//!   (Nix without a ceiling). So the job never runs there: its workspace is an empty
+//!   directory under the temp dir onto which, in a private mount namespace, the snapshot
+//!   (or the writable job's private copy) is bind-mounted.
+//! - **Read-only.** That bind mount is read-only unless the job is writable, so neither
+//!   root nor the owner of the snapshot's files can write through its hard links into the
+//!   object store. Root gets the mount namespace directly; another user gets it inside a
+//!   user namespace mapping it to root, and then a nested one mapping it back to its own
+//!   uid and gid, so the job runs as the user it is. Where user namespaces are disabled,
+//!   the job runs in a private copy made under the temp dir: still its own tree, but its
+//!   files are writable (said in the run's output and in host.log).
+//! - **Nothing outlives it.** The job runs under a [`crate::reaper`], which ends every
+//!   descendant (`setsid` daemons too) when the command exits, when stopped, or when
+//!   pikaci dies.
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
 use super::{Backend, BackendError, Guest, JobContext};
@@ -19,59 +34,168 @@ use crate::exec::{Ended, GroupChild, KILL_GRACE};
 use crate::output::{Logged, spawn_logged};
 use crate::protocol::{GuestResult, Request};
 
-/// Runs inside `unshare`: makes `$1` read-only for this namespace, then runs `$2`.
-const READ_ONLY_WRAPPER: &str =
-    r#"mount --bind -o ro -- "$1" "$1" && cd -- "$1" && exec bash --noprofile --norc -c "$2""#;
+/// Runs inside the new mount namespace: bind-mounts `$1` onto `$2` with options `$3`
+/// (`ro` or `rw`), enters it, and runs the rest of the arguments.
+const MOUNT_WRAPPER: &str =
+    r#"mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@""#;
 
-#[derive(Default)]
+/// How a host job gets a workspace of its own, outside the worktree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// root: a private mount namespace.
+    MountNamespace,
+    /// Another user: a user and mount namespace, then a nested user namespace that maps
+    /// the job back to this uid and gid.
+    UserNamespace { uid: u32, gid: u32 },
+    /// No namespaces available: a private copy under the temp dir; read-only is not
+    /// enforced.
+    Copy,
+}
+
+impl Isolation {
+    /// What this machine allows the user running pikaci, probed by running `unshare`
+    /// once (a root in a container without CAP_SYS_ADMIN gets no mount namespace).
+    pub fn detect() -> Isolation {
+        let works = |argv: Argv| {
+            argv.arg("true")
+                .command()
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let mount_only = Argv::new("unshare").args(["--mount", "--propagation", "private", "--"]);
+        if rustix::process::geteuid().is_root() && works(mount_only) {
+            return Isolation::MountNamespace;
+        }
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        if works(user_namespace_argv(uid, gid)) {
+            Isolation::UserNamespace { uid, gid }
+        } else {
+            Isolation::Copy
+        }
+    }
+
+    /// The line said in the run's output and host.log when a guarantee is missing.
+    pub fn caveat(self) -> Option<&'static str> {
+        (self == Isolation::Copy).then_some(
+            "user namespaces are not available to this user, so host jobs run in a private \
+             copy of the workspace under the temp dir: a job can change its copy (not the \
+             snapshot); its read-only workspace is not enforced",
+        )
+    }
+}
+
+/// `unshare` into a user + mount namespace as root, run [`MOUNT_WRAPPER`], then a
+/// nested user namespace back to `uid`/`gid`; the wrapper's arguments follow.
+fn user_namespace_argv(uid: u32, gid: u32) -> Argv {
+    Argv::new("unshare").args([
+        "--user".to_string(),
+        "--map-root-user".into(),
+        "--mount".into(),
+        "--propagation".into(),
+        "private".into(),
+        "--".into(),
+        "unshare".into(),
+        "--user".into(),
+        format!("--map-user={uid}"),
+        format!("--map-group={gid}"),
+        "--".into(),
+    ])
+}
+
 pub struct HostBackend {
-    as_root: bool,
+    isolation: OnceLock<Isolation>,
+}
+
+impl Default for HostBackend {
+    fn default() -> Self {
+        HostBackend::new()
+    }
 }
 
 impl HostBackend {
     pub fn new() -> HostBackend {
         HostBackend {
-            as_root: rustix::process::geteuid().is_root(),
+            isolation: OnceLock::new(),
         }
+    }
+
+    /// Detected at the first host job of the run, and its caveat said once.
+    fn isolation(&self) -> Isolation {
+        *self.isolation.get_or_init(|| {
+            let isolation = Isolation::detect();
+            if let Some(caveat) = isolation.caveat() {
+                eprintln!("pikaci: note: {caveat}");
+            }
+            isolation
+        })
     }
 }
 
+/// Everything one host job's command line is made of.
+pub struct HostJob<'a> {
+    pub request: &'a Request,
+    /// What the job sees: the snapshot, or a writable job's private copy.
+    pub source: &'a Path,
+    /// Where it sees it: an empty directory outside the worktree (the copy itself with
+    /// [`Isolation::Copy`]).
+    pub workspace: &'a Path,
+    pub artifacts: &'a Path,
+    pub inherited_path: Option<OsString>,
+    pub isolation: Isolation,
+    /// The `pikaci` binary, which is also the job's [`crate::reaper`].
+    pub reaper: &'a Path,
+}
+
 /// The command line for one job; pure so its shape can be pinned by a snapshot.
-pub fn job_argv(
-    request: &Request,
-    workspace: &Path,
-    artifacts: &Path,
-    inherited_path: Option<OsString>,
-    as_root: bool,
-) -> Argv {
-    let argv = if as_root && !request.writable_workspace {
-        Argv::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "bash",
-                "--noprofile",
-                "--norc",
-                "-c",
-            ])
-            .arg(READ_ONLY_WRAPPER)
-            .arg("pikaci-read-only")
-            .arg(workspace)
-            .arg(&request.command)
+pub fn job_argv(job: &HostJob) -> Argv {
+    let request = job.request;
+    let mode = if request.writable_workspace {
+        "rw"
     } else {
-        Argv::new("bash")
-            .args(["--noprofile", "--norc", "-c"])
-            .arg(&request.command)
+        "ro"
     };
-    let mut path: Vec<std::path::PathBuf> = request.path.iter().map(|p| p.join("bin")).collect();
-    path.extend(inherited_path.iter().flat_map(std::env::split_paths));
+    let mounted = |unshare: Argv| {
+        unshare
+            .args(["sh", "-c", MOUNT_WRAPPER, "pikaci-workspace"])
+            .arg(job.source)
+            .arg(job.workspace)
+            .arg(mode)
+    };
+    let inner = match job.isolation {
+        Isolation::MountNamespace => Some(mounted(Argv::new("unshare").args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ]))),
+        Isolation::UserNamespace { uid, gid } => {
+            // The wrapper goes between the two namespaces: it needs root in the first.
+            let unshare = user_namespace_argv(uid, gid);
+            let (outer, nested) = unshare.args.split_at(6);
+            let mut argv = mounted(Argv::new("unshare").args(outer));
+            argv.args.extend(nested.iter().cloned());
+            Some(argv)
+        }
+        Isolation::Copy => None,
+    };
+    let shell = request.shell_argv();
+    let argv = Argv::new(job.reaper).args([crate::reaper::REAP_ARG, "--"]);
+    let argv = match inner {
+        Some(inner) => argv.arg(inner.program).args(inner.args),
+        None => argv,
+    };
+    let mut path: Vec<PathBuf> = request.path.iter().map(|p| p.join("bin")).collect();
+    path.extend(job.inherited_path.iter().flat_map(std::env::split_paths));
     let path = std::env::join_paths(path).unwrap_or_default();
     let mut argv = argv
-        .cwd(workspace)
+        .args(shell)
+        .cwd(job.workspace)
         .env("PATH", path)
-        .env("PIKACI_ARTIFACTS", artifacts)
+        .env("PWD", job.workspace)
+        .env("PIKACI_ARTIFACTS", job.artifacts)
         .env("PIKACI_JOB", &request.job_id);
     for (key, value) in &request.env {
         argv = argv.env(key, value);
@@ -91,27 +215,63 @@ impl Backend for HostBackend {
         };
         std::fs::create_dir_all(job.artifacts()).map_err(io("creating the artifacts dir"))?;
         let log = File::create(job.guest_log()).map_err(io("creating guest.log"))?;
-        let argv = job_argv(
-            job.request,
-            job.workspace,
-            &job.artifacts(),
-            std::env::var_os("PATH"),
-            self.as_root,
+        let mut host_log =
+            File::create(job.job_dir.join("host.log")).map_err(io("creating host.log"))?;
+        let isolation = self.isolation();
+        let reaper = std::env::current_exe().map_err(io("finding the pikaci binary"))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("pikaci-job-")
+            .tempdir()
+            .map_err(io("creating the job's directory under the temp dir"))?;
+        let workspace = scratch.path().join("workspace");
+        if isolation == Isolation::Copy {
+            crate::snapshot::private_copy(job.workspace, &workspace)
+                .map_err(|e| std::io::Error::other(crate::error::chain(&e)))
+                .map_err(io("copying the workspace under the temp dir"))?;
+        } else {
+            std::fs::create_dir(&workspace).map_err(io("creating the workspace mount point"))?;
+        }
+        let artifacts = job.artifacts();
+        let spec = HostJob {
+            request: job.request,
+            source: job.workspace,
+            workspace: &workspace,
+            artifacts: &artifacts,
+            inherited_path: std::env::var_os("PATH"),
+            isolation,
+            reaper: &reaper,
+        };
+        let argv = job_argv(&spec);
+        let _ = writeln!(
+            host_log,
+            "workspace: {} ({isolation:?})",
+            workspace.display()
         );
+        if let Some(caveat) = isolation.caveat() {
+            let _ = writeln!(host_log, "note: {caveat}");
+        }
+        // The log line shows the environment: with the secrets' values masked.
+        let shown = job_argv(&HostJob {
+            request: &job.request.redacted(),
+            ..spec
+        });
+        let _ = writeln!(host_log, "+ {shown}");
         // Through a pipe, so that secrets are masked before the log sees them.
         let mut command = argv.command();
         command
-            .env("PIKACI_RUN_ID", job.run_id)
+            .env(crate::reaper::PARENT_ENV, std::process::id().to_string())
+            .env(crate::reaper::SCRATCH_ENV, scratch.path())
             .stdin(Stdio::null());
         let secrets = job.request.secret_values();
-        let (child, output) =
-            spawn_logged(command, log, false, &secrets, cancel).map_err(io("starting bash"))?;
+        let (child, output) = spawn_logged(command, log, false, &secrets, cancel)
+            .map_err(io("starting the job's shell"))?;
         Ok(Box::new(HostGuest {
-            child,
+            child: child.with_reaper(),
             output: Some(output),
             job_id: job.request.job_id.clone(),
             timeout_secs: job.request.timeout_secs,
             result_json: job.result_json(),
+            scratch: Some(scratch),
         }))
     }
 }
@@ -123,6 +283,8 @@ struct HostGuest {
     job_id: String,
     timeout_secs: u64,
     result_json: std::path::PathBuf,
+    /// The job's directory under the temp dir (its workspace's mount point or copy).
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl Guest for HostGuest {
@@ -161,6 +323,21 @@ impl Guest for HostGuest {
 
     fn cleanup(&mut self) -> Result<(), BackendError> {
         self.child.terminate(Default::default());
+        if let Some(scratch) = self.scratch.take() {
+            // The reaper removes it when it ends; this covers a reaper that never ran. A
+            // copy may hold read-only directories the job made.
+            let path = scratch.keep();
+            match crate::state::remove_tree(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(BackendError::Io {
+                        job: self.job_id.clone(),
+                        step: "removing the job's directory under the temp dir",
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 }
@@ -182,42 +359,53 @@ mod tests {
             path: vec!["/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust".into()],
             writable_workspace: writable,
             secrets: Vec::new(),
+            shell: crate::protocol::DEFAULT_SHELL
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 
+    fn argv(writable: bool, isolation: Isolation) -> String {
+        job_argv(&HostJob {
+            request: &request(writable),
+            source: Path::new("/repo/.pikaci/cache/snapshots/ab12"),
+            workspace: Path::new("/tmp/pikaci-job-x/workspace"),
+            artifacts: Path::new("/s/art"),
+            inherited_path: Some("/usr/bin:/bin".into()),
+            isolation,
+            reaper: Path::new("/bin/pikaci"),
+        })
+        .to_string()
+    }
+
     #[test]
-    fn argv_as_user() {
-        let argv = job_argv(
-            &request(false),
-            Path::new("/s/ws"),
-            Path::new("/s/art"),
-            Some("/usr/bin:/bin".into()),
-            false,
-        );
-        insta::assert_snapshot!(argv.to_string(), @r#"env -C /s/ws -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug bash --noprofile --norc -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+    fn argv_as_user_nests_user_namespaces_around_the_mount() {
+        let isolation = Isolation::UserNamespace {
+            uid: 1500,
+            gid: 100,
+        };
+        insta::assert_snapshot!(argv(false, isolation), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- unshare --user --map-root-user --mount --propagation private -- sh -c 'mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@"' pikaci-workspace /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace ro unshare --user --map-user=1500 --map-group=100 -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
     }
 
     #[test]
     fn argv_as_root_mounts_workspace_read_only() {
-        let argv = job_argv(
-            &request(false),
-            Path::new("/s/ws"),
-            Path::new("/s/art"),
-            None,
-            true,
-        );
-        insta::assert_snapshot!(argv.to_string(), @r#"env -C /s/ws -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug unshare --mount --propagation private -- bash --noprofile --norc -c 'mount --bind -o ro -- "$1" "$1" && cd -- "$1" && exec bash --noprofile --norc -c "$2"' pikaci-read-only /s/ws 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+        insta::assert_snapshot!(argv(false, Isolation::MountNamespace), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- unshare --mount --propagation private -- sh -c 'mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@"' pikaci-workspace /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace ro bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
     }
 
     #[test]
-    fn argv_as_root_writable_needs_no_namespace() {
-        let argv = job_argv(
-            &request(true),
-            Path::new("/s/copy"),
-            Path::new("/s/art"),
-            None,
-            true,
-        );
-        assert_eq!(argv.program, "bash");
+    fn argv_writable_mounts_read_write() {
+        assert!(argv(true, Isolation::MountNamespace).contains(" rw bash "));
+    }
+
+    #[test]
+    fn argv_without_namespaces_runs_in_the_copy() {
+        insta::assert_snapshot!(argv(false, Isolation::Copy), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+    }
+
+    #[test]
+    fn user_namespaces_work_here_or_the_caveat_is_said() {
+        let isolation = Isolation::detect();
+        assert_eq!(isolation.caveat().is_some(), isolation == Isolation::Copy);
     }
 }

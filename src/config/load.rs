@@ -77,6 +77,13 @@ impl Cx<'_> {
             },
             timeout: raw.defaults.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
             work_dir: raw.defaults.work_dir,
+            shell: match &raw.defaults.shell {
+                None => crate::protocol::DEFAULT_SHELL
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                Some(shell) => self.shell(shell, "defaults.shell")?,
+            },
         };
         let backends = self.backends(raw.backends)?;
         let root = self
@@ -260,6 +267,9 @@ impl Cx<'_> {
                     ));
                 }
             }
+            if let Some(shell) = &job.shell {
+                self.shell(shell, &format!("jobs.{id}.shell"))?;
+            }
             for need in &job.needs {
                 if !known.contains(need.get_ref()) {
                     return Err(self.error(
@@ -289,10 +299,48 @@ impl Cx<'_> {
                     writable_workspace: job.writable_workspace,
                     env: job.env,
                     secrets: job.secrets.into_iter().map(Spanned::into_inner).collect(),
+                    shell: job
+                        .shell
+                        .and_then(|shell| match shell.into_inner() {
+                            ShellValue::List(argv) => Some(argv),
+                            ShellValue::Text(_) => None, // rejected above
+                        })
+                        .unwrap_or_else(|| defaults.shell.clone()),
                 };
                 (id, job)
             })
             .collect())
+    }
+
+    /// A shell is a program and its arguments; the job's command becomes the last one.
+    fn shell(&self, shell: &Spanned<ShellValue>, key: &str) -> Result<Vec<String>, ConfigError> {
+        let argv = match shell.get_ref() {
+            ShellValue::List(argv) => argv,
+            ShellValue::Text(text) => {
+                return Err(self.error(
+                    Some(shell.span()),
+                    key,
+                    format!(
+                        "must be a list, such as {:?}; pikaci does not split the string `{text}`",
+                        text.split_whitespace().collect::<Vec<_>>()
+                    ),
+                ));
+            }
+        };
+        let problem = match argv.first() {
+            None => Some("must name a program, e.g. [\"bash\", \"-eo\", \"pipefail\", \"-c\"]"),
+            Some(program) if program.trim().is_empty() => {
+                Some("the program (first element) is empty")
+            }
+            Some(_) if argv.iter().any(|a| a.contains('\0')) => {
+                Some("an argument contains a NUL byte")
+            }
+            Some(_) => None,
+        };
+        match problem {
+            Some(message) => Err(self.error(Some(shell.span()), key, message)),
+            None => Ok(argv.clone()),
+        }
     }
 
     /// Depth-first search; the error names the whole cycle.

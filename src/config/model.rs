@@ -33,6 +33,9 @@ pub struct Defaults {
     /// paths are relative to the SSH user's home. `None`: `.pikaci/host` in the state
     /// dir when local, `.cache/pikaci` over SSH.
     pub work_dir: Option<String>,
+    /// The program and arguments every job's command is appended to, unless the job
+    /// names its own.
+    pub shell: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -170,6 +173,17 @@ pub struct Job {
     /// Environment variables of pikaci whose values the job gets as secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The program and arguments the command is appended to. Plans recorded before the
+    /// key existed ran their jobs with the legacy `bash -c`.
+    #[serde(default = "legacy_shell")]
+    pub shell: Vec<String>,
+}
+
+fn legacy_shell() -> Vec<String> {
+    crate::protocol::LEGACY_SHELL
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq)]

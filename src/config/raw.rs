@@ -33,6 +33,7 @@ pub struct RawDefaults {
     pub timeout: Option<DurationText>,
     #[serde(rename = "work-dir")]
     pub work_dir: Option<String>,
+    pub shell: Option<Spanned<ShellValue>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -64,6 +65,14 @@ pub struct RawIncus {
     pub guest_agent: Option<String>,
     pub limits: Option<BTreeMap<String, Spanned<LimitValue>>>,
     pub sudo: Option<bool>,
+}
+
+/// `shell = ["bash", "-c"]`; a string is read only to say it must be a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum ShellValue {
+    List(Vec<String>),
+    Text(String),
 }
 
 /// `limits.cpu = 2` and `limits.memory = "4GiB"` are both natural to write.
@@ -115,6 +124,7 @@ pub struct RawJob {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub secrets: Vec<Spanned<String>>,
+    pub shell: Option<Spanned<ShellValue>>,
 }
 
 #[derive(Deserialize)]

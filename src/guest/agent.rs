@@ -77,12 +77,14 @@ impl Agent {
         let mut path: Vec<PathBuf> = request.path.iter().map(|p| p.join("bin")).collect();
         path.extend(std::env::split_paths(SYSTEM_PATH));
         let path = std::env::join_paths(path).map_err(|e| format!("request field `path`: {e}"))?;
-        let mut command = Command::new("bash");
+        let argv = request.shell_argv();
+        let mut command = Command::new(argv[0]);
         command
-            .args(["--noprofile", "--norc", "-c", &request.command])
+            .args(&argv[1..])
             .current_dir(&request.workdir)
             .env_clear()
             .env("PATH", path)
+            .env("CI", "true")
             .env("PIKACI_JOB", &request.job_id)
             .env("PIKACI_ARTIFACTS", &self.artifacts)
             .envs(&request.env)
@@ -138,8 +140,15 @@ impl Agent {
         let command = self.command(request)?;
         let deadline = Instant::now() + Duration::from_secs(request.timeout_secs);
         let (mut child, output) =
-            spawn_logged(command, log, self.echo, &request.secret_values(), cancel)
-                .map_err(|e| format!("cannot start bash in {}: {e}", request.workdir.display()))?;
+            spawn_logged(command, log, self.echo, &request.secret_values(), cancel).map_err(
+                |e| {
+                    format!(
+                        "cannot start `{}` in {}: {e}",
+                        request.shell_argv()[0],
+                        request.workdir.display()
+                    )
+                },
+            )?;
         let ended = child.wait(deadline, cancel).map_err(|e| e.to_string())?;
         if !matches!(ended, Ended::Exited(_)) {
             child.terminate(if cancel.is_urgent() {
@@ -238,6 +247,23 @@ mod tests {
         assert_eq!((result.status, code), (GuestStatus::Passed, 0));
         assert_eq!(f.log(), "hi\nfrom the workspace\nerr\n");
         assert_eq!(f.written_result(), result);
+    }
+
+    #[test]
+    fn default_shell_fails_on_the_first_failing_command_and_sets_ci() {
+        let f = Fixture::new();
+        let path = f.request("echo \"$CI $PIKACI_JOB\"; false; echo still-ran", 10);
+        let mut request: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        request["shell"] = serde_json::json!(crate::protocol::DEFAULT_SHELL);
+        std::fs::write(&path, serde_json::to_vec(&request).unwrap()).unwrap();
+        let (result, code) = f.run(&path);
+        assert_eq!((result.status, code), (GuestStatus::Failed, 1));
+        assert_eq!(f.log(), "true j\n");
+        // A pipeline fails when any stage does.
+        request["command"] = "false | cat".into();
+        std::fs::write(&path, serde_json::to_vec(&request).unwrap()).unwrap();
+        assert_eq!(f.run(&path).0.status, GuestStatus::Failed);
     }
 
     #[test]

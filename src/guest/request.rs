@@ -76,6 +76,13 @@ mod tests {
             (r.job_id.as_str(), r.timeout_secs, r.env["A"].as_str()),
             ("lint", 5, "b")
         );
+        assert_eq!(
+            r.shell,
+            crate::protocol::LEGACY_SHELL,
+            "a request of an older host, without `shell`, runs as it always did"
+        );
+        let r = parse_request(&with("shell", serde_json::json!(["sh", "-euc"]))).unwrap();
+        assert_eq!(r.shell_argv(), ["sh", "-euc", "true"]);
     }
 
     #[test]

@@ -173,6 +173,9 @@ fn drive(
 ) -> Result<(Ended, GuestResult), String> {
     let job = &node.job;
     let mut env = job.env.clone();
+    // What CI services set; the job's own `env` may override `CI`, not the run's id.
+    env.entry("CI".into()).or_insert_with(|| "true".into());
+    env.insert("PIKACI_RUN_ID".into(), phases.recorder.run_id().into());
     for name in &job.secrets {
         let value = std::env::var(name).map_err(|_| {
             format!(
@@ -214,6 +217,7 @@ fn drive(
             .collect(),
         writable_workspace: job.writable_workspace,
         secrets: job.secrets.clone(),
+        shell: job.shell.clone(),
     };
     // The record never holds a secret's value; the guest's copy does.
     write_request(dir, &request.redacted())

@@ -115,7 +115,7 @@ fn defaults_when_sections_are_missing() {
 
 #[test]
 fn unknown_key_names_key_path_and_position() {
-    insta::assert_snapshot!(error_of("[jobs.clippy]\ncomand = \"x\"\n"), @"/repo/pikaci.toml:2:1: jobs.clippy.comand: unknown field `comand`, expected one of `command`, `backend`, `inputs`, `needs`, `timeout`, `root`, `writable-workspace`, `env`, `secrets`");
+    insta::assert_snapshot!(error_of("[jobs.clippy]\ncomand = \"x\"\n"), @"/repo/pikaci.toml:2:1: jobs.clippy.comand: unknown field `comand`, expected one of `command`, `backend`, `inputs`, `needs`, `timeout`, `root`, `writable-workspace`, `env`, `secrets`, `shell`");
 }
 
 #[test]
@@ -285,4 +285,24 @@ fn qemu_memory_of_exactly_2gib() {
         super::super::hypervisor::check_memory(&default.hypervisor, default.memory_bytes),
         Ok(())
     );
+}
+
+#[test]
+fn shell_defaults_to_ci_bash_and_can_be_changed() {
+    let config = parse_str("[jobs.a]\ncommand = \"true\"\n").unwrap();
+    assert_eq!(config.jobs["a"].shell, crate::protocol::DEFAULT_SHELL);
+    let config = parse_str(
+        "[defaults]\nshell = [\"sh\", \"-euc\"]\n[jobs.a]\ncommand = \"true\"\n\
+         [jobs.b]\ncommand = \"true\"\nshell = [\"bash\", \"-c\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.jobs["a"].shell, ["sh", "-euc"]);
+    assert_eq!(config.jobs["b"].shell, ["bash", "-c"]);
+}
+
+#[test]
+fn bad_shell() {
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"true\"\nshell = []\n"), @r#"/repo/pikaci.toml:3:9: jobs.a.shell: must name a program, e.g. ["bash", "-eo", "pipefail", "-c"]"#);
+    insta::assert_snapshot!(error_of("[defaults]\nshell = [\" \", \"-c\"]\n"), @r#"/repo/pikaci.toml:2:9: defaults.shell: the program (first element) is empty"#);
+    insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"true\"\nshell = \"bash -c\"\n"), @r#"/repo/pikaci.toml:3:9: jobs.a.shell: must be a list, such as ["bash", "-c"]; pikaci does not split the string `bash -c`"#);
 }
