@@ -76,3 +76,24 @@ fn unknown_target_on_command_line() {
     run.expect(2);
     insta::assert_snapshot!(run.stderr());
 }
+
+#[test]
+fn absurd_timeout() {
+    insta::assert_snapshot!(config_error(
+        "[jobs.a]\ncommand = \"true\"\ntimeout = \"18446744073709551615s\"\n"
+    ));
+}
+
+#[test]
+fn absurd_connect_timeout() {
+    let error =
+        config_error("[ssh]\nconnect-timeout = \"1000years\"\n[jobs.a]\ncommand = \"true\"\n");
+    assert!(error.contains("pikaci.toml:2:19:"), "{error}");
+    assert!(error.contains("must be at most 365 days"), "{error}");
+}
+
+#[test]
+fn id_too_long_for_a_file_name() {
+    let id = "j".repeat(300);
+    insta::assert_snapshot!(config_error(&format!("[jobs.{id}]\ncommand = \"true\"\n")));
+}

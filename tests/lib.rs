@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod closed_output;
 mod config_errors;
 mod filters;
 mod flake;

@@ -110,7 +110,7 @@ impl Backend for HostBackend {
             child,
             output: Some(output),
             job_id: job.request.job_id.clone(),
-            timeout_secs: job.request.timeout_secs,
+            timeout: job.request.timeout(),
             result_json: job.result_json(),
         }))
     }
@@ -121,7 +121,7 @@ struct HostGuest {
     /// The job's output on its way to guest.log.
     output: Option<Logged>,
     job_id: String,
-    timeout_secs: u64,
+    timeout: std::time::Duration,
     result_json: std::path::PathBuf,
 }
 
@@ -148,7 +148,7 @@ impl Guest for HostGuest {
         if let Some(output) = self.output.take() {
             output.finish();
         }
-        let result = GuestResult::from_ended(ended, self.timeout_secs, started);
+        let result = GuestResult::from_ended(ended, self.timeout, started);
         crate::fsutil::write_json_atomic(&self.result_json, &result).map_err(|source| {
             BackendError::Io {
                 job: self.job_id.clone(),
@@ -176,6 +176,7 @@ mod tests {
             job_id: "lint".into(),
             command: "cargo clippy -- -D warnings && echo \"$HOME\"".into(),
             timeout_secs: 600,
+            timeout_ms: None,
             run_as_root: false,
             workdir: "/workspace".into(),
             env: BTreeMap::from([("RUST_LOG".into(), "debug".into())]),

@@ -1,7 +1,5 @@
 //! Read-only commands: targets, runs, status, logs.
 
-use std::io::Write;
-
 use super::args::{Global, LogsArgs, RunsArgs, StatusArgs};
 use super::context::{load_config, state_only};
 use crate::error::Error;
@@ -34,7 +32,7 @@ pub fn targets(global: &Global) -> Result<u8, Error> {
             job.command.lines().next().unwrap_or("")
         ));
     }
-    print!("{out}");
+    crate::console::out(out.as_bytes());
     Ok(0)
 }
 
@@ -43,14 +41,14 @@ pub fn runs(global: &Global, args: RunsArgs) -> Result<u8, Error> {
     let runs = list_runs(&state).map_err(|e| Error::infra("listing runs", e))?;
     if args.json {
         let items: Vec<serde_json::Value> = runs.iter().map(entry_json).collect();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&items).unwrap_or_default()
         );
         return Ok(0);
     }
     for run in &runs {
-        println!("{}", entry_line(run));
+        crate::outln!("{}", entry_line(run));
     }
     Ok(0)
 }
@@ -121,7 +119,7 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
             .collect();
         let mut run = serde_json::to_value(record).unwrap_or_default();
         run["status"] = serde_json::to_value(status).unwrap_or_default();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"run": run, "jobs": jobs}))
                 .unwrap_or_default()
@@ -129,33 +127,33 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         return Ok(0);
     }
     let status = status.map_or("unknown".to_string(), |s| s.to_string());
-    println!(
+    crate::outln!(
         "run      {id}\nstatus   {status}\nstarted  {}",
         record.started_at
     );
     if let Some(ms) = record.duration_ms {
-        println!("took     {}", short_duration(ms));
+        crate::outln!("took     {}", short_duration(ms));
     }
     if let Some(snapshot) = &record.snapshot {
-        println!("snapshot {} ({} files)", snapshot.nar_hash, snapshot.files);
+        crate::outln!("snapshot {} ({} files)", snapshot.nar_hash, snapshot.files);
     }
     if let Some(base) = &record.base {
-        println!("base     {base}");
+        crate::outln!("base     {base}");
     }
     if let Some(message) = &record.message {
-        println!("message  {message}");
+        crate::outln!("message  {message}");
     }
     for (name, job) in &jobs {
         match job {
             Ok(job) => {
                 let took = job.duration_ms.map_or("-".into(), short_duration);
                 let message = job.message.as_deref().unwrap_or("");
-                println!(
+                crate::outln!(
                     "  {name:<20} {:<10} {took:>7}  {message}",
                     job.status.to_string()
                 );
             }
-            Err(e) => println!("  {name:<20} unreadable  {e}"),
+            Err(e) => crate::outln!("  {name:<20} unreadable  {e}"),
         }
     }
     Ok(0)
@@ -182,8 +180,10 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
             names
         }
     };
-    let mut out = std::io::stdout().lock();
     for job in &jobs {
+        if crate::console::stdout_gone() {
+            break;
+        }
         let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
         let path = run.job(&id).join("guest.log");
         let bytes = match std::fs::read(&path) {
@@ -198,10 +198,10 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
             Err(_) => continue,
         };
         if args.job.is_none() {
-            let _ = writeln!(out, "==> {job} <==");
+            crate::outln!("==> {job} <==");
         }
         // Raw bytes: a job's output need not be UTF-8.
-        let _ = out.write_all(&bytes);
+        crate::console::out(&bytes);
     }
     Ok(0)
 }
@@ -214,7 +214,6 @@ fn follow(run: &crate::state::RunDir, job: &Id) -> Result<u8, Error> {
     let log_path = run.job(job).join("guest.log");
     let status_path = run.job(job).join("status.json");
     let mut offset = 0u64;
-    let mut out = std::io::stdout().lock();
     loop {
         // Read the status before the log, so output written just before the job ended is
         // still printed in this round.
@@ -228,8 +227,10 @@ fn follow(run: &crate::state::RunDir, job: &Id) -> Result<u8, Error> {
                 .and_then(|_| file.read_to_end(&mut bytes))
                 .map_err(|e| Error::infra(&format!("reading {}", log_path.display()), e))?;
             offset += bytes.len() as u64;
-            let _ = out.write_all(&bytes);
-            let _ = out.flush();
+            if !bytes.is_empty() && !crate::console::out(&bytes) {
+                // Nobody reads any more: following on would only wait.
+                return Ok(0);
+            }
         }
         if ended {
             return Ok(0);

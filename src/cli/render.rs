@@ -31,9 +31,9 @@ pub fn guest_flake(global: &Global, args: GuestFlakeArgs) -> Result<u8, Error> {
         rustix::process::getgid().as_raw(),
     );
     if args.hash {
-        println!("{}", profile.hash());
+        crate::outln!("{}", profile.hash());
     } else {
-        print!("{}", profile.flake_nix());
+        crate::console::out(profile.flake_nix().as_bytes());
     }
     Ok(0)
 }

@@ -19,14 +19,14 @@ pub fn doctor(global: &Global, args: DoctorArgs) -> Result<u8, Error> {
     };
     let checks = run_checks(&config, &host, &Cancel::new());
     for check in &checks {
-        println!("{check}");
+        crate::outln!("{check}");
     }
     let failed = checks.iter().filter(|c| c.outcome == Outcome::Fail).count();
     if failed > 0 {
-        println!("{failed} of {} checks failed", checks.len());
+        crate::outln!("{failed} of {} checks failed", checks.len());
         return Ok(1);
     }
-    println!("all {} checks passed", checks.len());
+    crate::outln!("all {} checks passed", checks.len());
     Ok(0)
 }
 
@@ -44,7 +44,7 @@ pub fn init(args: InitArgs) -> Result<u8, Error> {
     let text = starter(&root);
     crate::fsutil::write_atomic(&path, text.as_bytes())
         .map_err(|e| Error::infra(&format!("writing {}", path.display()), e))?;
-    println!(
+    crate::outln!(
         "wrote {}; try `pikaci targets` and `pikaci run`",
         path.display()
     );
@@ -99,18 +99,18 @@ fn starter(root: &Path) -> String {
 }
 
 pub fn completions(args: CompletionsArgs) -> Result<u8, Error> {
-    clap_complete::generate(
-        args.shell,
-        &mut Cli::command(),
-        "pikaci",
-        &mut std::io::stdout(),
-    );
+    // Into memory first: the generator panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "pikaci", &mut script);
+    crate::console::out(&script);
     Ok(0)
 }
 
 pub fn man() -> Result<u8, Error> {
+    let mut page = Vec::new();
     clap_mangen::Man::new(Cli::command())
-        .render(&mut std::io::stdout())
-        .map_err(|e| Error::infra("writing the man page", e))?;
+        .render(&mut page)
+        .map_err(|e| Error::infra("rendering the man page", e))?;
+    crate::console::out(&page);
     Ok(0)
 }

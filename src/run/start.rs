@@ -196,6 +196,11 @@ fn execute(
     let snapshot = match take_snapshot(state, workspace) {
         Ok(snapshot) => snapshot,
         Err(message) => {
+            let mut message = message;
+            let why = format!("not run: {message}");
+            for error in settle_unfinished(&recorder, &plan, &Default::default(), cancel, &why) {
+                message.push_str(&format!("\n{error}"));
+            }
             let record = finish(&recorder, started, RunStatus::Error, Some(message))
                 .map_err(|e| infra("writing run.json", e))?;
             return Ok(RunOutcome { record });
@@ -240,6 +245,10 @@ fn execute(
         &recorder,
         cancel,
     );
+    let mut outcome = outcome;
+    let why = "pikaci could not record how it ended (see the run's message)";
+    let errors = settle_unfinished(&recorder, &plan, &outcome.statuses, cancel, why);
+    outcome.infra_errors.extend(errors);
     let status = if cancel.is_cancelled() {
         RunStatus::Cancelled
     } else if !outcome.infra_errors.is_empty()
@@ -255,6 +264,38 @@ fn execute(
     let record =
         finish(&recorder, started, status, message).map_err(|e| infra("writing run.json", e))?;
     Ok(RunOutcome { record })
+}
+
+/// Gives every job the run record still shows as `pending` or `running` a final record,
+/// so a finished run has none: the status the scheduler saw if it saw one (its record
+/// could not be written then, e.g. out of file descriptors), else `cancelled` or `error`.
+/// Returns the records that still cannot be written.
+fn settle_unfinished(
+    recorder: &Recorder,
+    plan: &Plan,
+    statuses: &std::collections::BTreeMap<Id, JobStatus>,
+    cancel: &Cancel,
+    why: &str,
+) -> Vec<String> {
+    let recorded = recorder.record().jobs;
+    let unfinished = |node: &&ExecuteNode| {
+        matches!(
+            recorded.get(node.job.id.as_str()),
+            Some(JobStatus::Pending | JobStatus::Running)
+        )
+    };
+    let mut errors = Vec::new();
+    for node in plan.jobs.iter().filter(unfinished) {
+        let status = match statuses.get(&node.job.id) {
+            Some(status) if !matches!(status, JobStatus::Pending | JobStatus::Running) => *status,
+            _ if cancel.is_cancelled() => JobStatus::Cancelled,
+            _ => JobStatus::Error,
+        };
+        if let Err(e) = record_not_run(recorder, node, status, why.to_string()) {
+            errors.push(format!("cannot record job `{}`: {e}", node.job.id));
+        }
+    }
+    errors
 }
 
 fn take_snapshot(state: &StateDir, workspace: Workspace) -> Result<SnapshotRef, String> {
