@@ -42,10 +42,12 @@ impl Sink {
     }
 }
 
-/// Runs `command` with the given sinks; a command still there after `limit` is killed
-/// and the test fails (today's hang).
+/// Runs `command` in a process group of its own with the given sinks. A command still
+/// there after `limit` (the old hang) gets SIGTERM, then SIGKILL, and the test fails.
 fn run_with(mut command: Command, stdout: Sink, stderr: Sink, limit: Duration) -> Run {
+    use std::os::unix::process::CommandExt;
     let mut child = command
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(stdout.stdio())
         .stderr(stderr.stdio())
@@ -54,10 +56,15 @@ fn run_with(mut command: Command, stdout: Sink, stderr: Sink, limit: Duration) -
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > limit {
-            let _ = child.kill();
+            let group = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
+            std::thread::sleep(Duration::from_secs(5));
+            let ignored_term = child.try_wait().unwrap().is_none();
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
             let output = child.wait_with_output().unwrap();
             panic!(
-                "{command:?} with stdout {stdout:?}, stderr {stderr:?} still ran after {limit:?}; stderr:\n{}",
+                "{command:?} with stdout {stdout:?}, stderr {stderr:?} still ran after {limit:?} \
+                 (SIGTERM ignored: {ignored_term}); stderr:\n{}",
                 String::from_utf8_lossy(&output.stderr)
             );
         }
@@ -174,5 +181,40 @@ fn an_error_to_a_stderr_that_is_gone_keeps_its_exit_code() {
             );
             assert_eq!(run.code(), 2, "a usage error, not a panic (101)");
         }
+    }
+}
+
+/// `pikaci ARGS | head -N` in bash, exiting with pikaci's own code.
+fn piped_into_head(repo: &Repo, args: &str, lines: usize) -> Run {
+    let mut command = Command::new("bash");
+    command.current_dir(repo.path()).args([
+        "-c",
+        &format!(
+            "{} {args} | head -{lines} >/dev/null; exit ${{PIPESTATUS[0]}}",
+            env!("CARGO_BIN_EXE_pikaci")
+        ),
+    ]);
+    command
+        .env_remove("PIKACI_STATE_DIR")
+        .env_remove("GITHUB_ACTIONS");
+    run_with(
+        command,
+        Sink::Captured,
+        Sink::Captured,
+        Duration::from_secs(120),
+    )
+}
+
+#[test]
+fn a_run_piped_into_head_ends_with_its_usual_code() {
+    let repo = Repo::new(JOBS);
+    let run = piped_into_head(&repo, "run --jobs 2", 1);
+    run.expect(1);
+    assert_quiet(&run, "run | head -1");
+    assert_recorded(&repo, "failed");
+    for args in ["status latest", "runs", "logs latest"] {
+        let run = piped_into_head(&repo, args, 1);
+        run.expect(0);
+        assert_quiet(&run, args);
     }
 }
