@@ -77,7 +77,7 @@ fn check_duration(duration: std::time::Duration) -> Result<(), &'static str> {
         Err("must be greater than zero")
     } else if duration > MAX_DURATION {
         Err("must be at most 365 days")
-    } else if duration.subsec_nanos() % 1_000_000 != 0 {
+    } else if !duration.subsec_nanos().is_multiple_of(1_000_000) {
         Err("must be a whole number of milliseconds")
     } else {
         Ok(())

@@ -49,6 +49,9 @@ const CANCELLED: &str = "cancelled before it started";
 pub struct Outcome {
     pub statuses: BTreeMap<Id, JobStatus>,
     pub infra_errors: Vec<String>,
+    /// Jobs whose final record could not be written, with why (e.g. out of file
+    /// descriptors); the run writes them again once its jobs are over.
+    pub unrecorded: BTreeMap<Id, String>,
 }
 
 pub fn execute(
@@ -100,6 +103,7 @@ pub fn execute(
                     outcome
                         .infra_errors
                         .push(format!("cannot record job `{id}`: {e}"));
+                    outcome.unrecorded.insert(id.clone(), e.to_string());
                     JobStatus::Error
                 });
                 job_over(plan, i, status, &mut outcome)
@@ -182,6 +186,7 @@ fn record(
         outcome
             .infra_errors
             .push(format!("cannot record job `{}`: {e}", job.job.id));
+        outcome.unrecorded.insert(job.job.id.clone(), e.to_string());
     }
     outcome.statuses.insert(job.job.id.clone(), status);
 }

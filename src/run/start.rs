@@ -198,7 +198,8 @@ fn execute(
         Err(message) => {
             let mut message = message;
             let why = format!("not run: {message}");
-            for error in settle_unfinished(&recorder, &plan, &Default::default(), cancel, &why) {
+            let nothing_ran = scheduler::Outcome::default();
+            for error in settle_unfinished(&recorder, &plan, &nothing_ran, cancel, &why) {
                 message.push_str(&format!("\n{error}"));
             }
             let record = finish(&recorder, started, RunStatus::Error, Some(message))
@@ -246,8 +247,8 @@ fn execute(
         cancel,
     );
     let mut outcome = outcome;
-    let why = "pikaci could not record how it ended (see the run's message)";
-    let errors = settle_unfinished(&recorder, &plan, &outcome.statuses, cancel, why);
+    let why = "the run ended before it did";
+    let errors = settle_unfinished(&recorder, &plan, &outcome, cancel, why);
     outcome.infra_errors.extend(errors);
     let status = if cancel.is_cancelled() {
         RunStatus::Cancelled
@@ -267,13 +268,13 @@ fn execute(
 }
 
 /// Gives every job the run record still shows as `pending` or `running` a final record,
-/// so a finished run has none: the status the scheduler saw if it saw one (its record
-/// could not be written then, e.g. out of file descriptors), else `cancelled` or `error`.
-/// Returns the records that still cannot be written.
+/// so a finished run has none: the status the scheduler saw and why its record could not
+/// be written then (e.g. out of file descriptors), else `cancelled` or `error` with
+/// `why`. Returns the records that still cannot be written.
 fn settle_unfinished(
     recorder: &Recorder,
     plan: &Plan,
-    statuses: &std::collections::BTreeMap<Id, JobStatus>,
+    outcome: &scheduler::Outcome,
     cancel: &Cancel,
     why: &str,
 ) -> Vec<String> {
@@ -286,12 +287,17 @@ fn settle_unfinished(
     };
     let mut errors = Vec::new();
     for node in plan.jobs.iter().filter(unfinished) {
-        let status = match statuses.get(&node.job.id) {
+        let id = &node.job.id;
+        let status = match outcome.statuses.get(id) {
             Some(status) if !matches!(status, JobStatus::Pending | JobStatus::Running) => *status,
             _ if cancel.is_cancelled() => JobStatus::Cancelled,
             _ => JobStatus::Error,
         };
-        if let Err(e) = record_not_run(recorder, node, status, why.to_string()) {
+        let message = match outcome.unrecorded.get(id) {
+            Some(e) => format!("pikaci could not write its record: {e}"),
+            None => why.to_string(),
+        };
+        if let Err(e) = record_not_run(recorder, node, status, message) {
             errors.push(format!("cannot record job `{}`: {e}", node.job.id));
         }
     }
