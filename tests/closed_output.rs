@@ -218,3 +218,49 @@ fn a_run_piped_into_head_ends_with_its_usual_code() {
         assert_quiet(&run, args);
     }
 }
+
+#[test]
+fn sigterm_ends_a_run_whose_stdout_is_gone() {
+    let repo = Repo::new(
+        "[defaults]\nbackend = \"host\"\ntimeout = \"60s\"\n[jobs.slow]\ncommand = \"echo started; sleep 60\"\n",
+    );
+    let mut child = repo
+        .command(&["run", "slow"])
+        .stdout(Sink::ClosedPipe.stdio())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The host backend writes the job's output to guest.log.
+    let started = crate::harness::eventually(Duration::from_secs(60), || {
+        std::fs::read_dir(repo.state().join("runs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| std::fs::read_to_string(e.path().join("jobs/slow/guest.log")).ok())
+            .is_some_and(|log| log.contains("started"))
+    });
+    let pid = rustix::process::Pid::from_child(&child);
+    if !started {
+        let _ = child.kill();
+        panic!(
+            "the job never started: {:?}",
+            child.wait_with_output().unwrap()
+        );
+    }
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let limit = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > limit {
+            let _ = child.kill();
+            panic!("SIGTERM did not end the run");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = Run {
+        output: child.wait_with_output().unwrap(),
+    };
+    run.expect(130);
+    assert_quiet(&run, "run after SIGTERM");
+    let (record, _) = repo.job("slow");
+    assert_eq!(record["status"], "cancelled", "{record:#}");
+}
