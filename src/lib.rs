@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod changes;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod doctor;
 pub mod error;
 pub mod exec;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,12 @@ pub struct Request {
     pub schema_version: u32,
     pub job_id: String,
     pub command: String,
+    /// The timeout in whole seconds, rounded up, for agents older than `timeout_ms`.
     pub timeout_secs: u64,
+    /// The timeout as configured, in milliseconds; when absent (an older host),
+    /// `timeout_secs` is the timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     pub run_as_root: bool,
     pub workdir: PathBuf,
     pub env: BTreeMap<String, String>,
@@ -55,6 +60,22 @@ impl Request {
         }
         argv.push(&self.command);
         argv
+    }
+
+    /// The two timeout fields for `timeout` (see them).
+    pub fn timeout_fields(timeout: Duration) -> (u64, Option<u64>) {
+        let millis = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        (millis.div_ceil(1000), Some(millis))
+    }
+
+    /// How long the job may run.
+    pub fn timeout(&self) -> Duration {
+        match self.timeout_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => Duration::from_secs(self.timeout_secs),
+        }
     }
 
     /// The values to redact from the job's output.
@@ -103,7 +124,7 @@ impl GuestResult {
     /// The result of a job that ran, from how it ended.
     pub fn from_ended(
         ended: crate::exec::Ended,
-        timeout_secs: u64,
+        timeout: Duration,
         started: SystemTime,
     ) -> GuestResult {
         use crate::exec::Ended;
@@ -129,7 +150,8 @@ impl GuestResult {
                 None,
                 None,
                 Some(format!(
-                    "did not finish within its timeout of {timeout_secs}s; its process group was killed"
+                    "did not finish within its timeout of {}; its process group was killed",
+                    humantime::format_duration(timeout)
                 )),
             ),
             Ended::Cancelled => (GuestStatus::Error, None, None, Some("cancelled".into())),
@@ -163,5 +185,57 @@ impl GuestResult {
                 .as_millis() as u64,
             message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(fields: &str) -> Request {
+        serde_json::from_str(&format!(
+            r#"{{"schema_version":1,"job_id":"j","command":"true",{fields},
+               "run_as_root":false,"workdir":"/w","env":{{}},"path":[],
+               "writable_workspace":false}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn sub_second_timeouts_travel_exactly_and_older_agents_round_up() {
+        assert_eq!(
+            Request::timeout_fields(Duration::from_millis(1500)),
+            (2, Some(1500))
+        );
+        assert_eq!(
+            Request::timeout_fields(Duration::from_millis(1)),
+            (1, Some(1))
+        );
+        assert_eq!(
+            Request::timeout_fields(Duration::from_secs(90)),
+            (90, Some(90_000))
+        );
+        let new = request(r#""timeout_secs":2,"timeout_ms":1500"#);
+        assert_eq!(new.timeout(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_request_without_timeout_ms_still_reads() {
+        let old = request(r#""timeout_secs":5"#);
+        assert_eq!(old.timeout_ms, None);
+        assert_eq!(old.timeout(), Duration::from_secs(5));
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("timeout_ms"), "{json}");
+    }
+
+    #[test]
+    fn a_timed_out_result_shows_the_timeout_as_configured() {
+        let result = GuestResult::from_ended(
+            crate::exec::Ended::TimedOut,
+            Duration::from_millis(1500),
+            SystemTime::now(),
+        );
+        let message = result.message.unwrap();
+        assert!(message.contains("timeout of 1s 500ms;"), "{message}");
     }
 }

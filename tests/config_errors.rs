@@ -97,3 +97,24 @@ fn a_bad_incus_limit_value_says_what_is_allowed() {
         "[backends.incus]\nlimits = { \"bad key\" = true }\n"
     ));
 }
+
+#[test]
+fn absurd_timeout() {
+    insta::assert_snapshot!(config_error(
+        "[jobs.a]\ncommand = \"true\"\ntimeout = \"18446744073709551615s\"\n"
+    ));
+}
+
+#[test]
+fn absurd_connect_timeout() {
+    let error =
+        config_error("[ssh]\nconnect-timeout = \"1000years\"\n[jobs.a]\ncommand = \"true\"\n");
+    assert!(error.contains("pikaci.toml:2:19:"), "{error}");
+    assert!(error.contains("must be at most 365 days"), "{error}");
+}
+
+#[test]
+fn id_too_long_for_a_file_name() {
+    let id = "j".repeat(300);
+    insta::assert_snapshot!(config_error(&format!("[jobs.{id}]\ncommand = \"true\"\n")));
+}

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod closed_output;
 mod completion;
 mod config_errors;
 mod docs;

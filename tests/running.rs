@@ -1,5 +1,6 @@
 //! Running jobs on the host backend: outcomes, deadlines, parallelism, needs, signals.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::{Repo, Run};
@@ -315,4 +316,69 @@ fn eight_concurrent_runs_on_one_state_dir_with_gc_in_between() {
         ids.insert(id);
     }
     assert_eq!(ids.len(), 8, "eight distinct runs");
+}
+#[test]
+fn sub_second_timeouts_are_shown_and_passed_as_written() {
+    let repo = repo("[jobs.slow]\ntimeout = \"1500ms\"\ncommand = \"sleep 30\"\n");
+    repo.pikaci(&["run", "slow"]).expect(1);
+    let status = job_status(&repo, "slow");
+    assert_eq!(status["status"], "timed_out");
+    insta::assert_snapshot!(status["message"].as_str().unwrap(), @"did not finish within its timeout of 1s 500ms; its process group was killed");
+    assert!(
+        status["duration_ms"].as_u64().unwrap() >= 1500,
+        "not cut to 1s: {status:#}"
+    );
+    let request = repo.read_json(&repo.latest_run().join("jobs/slow/request.json"));
+    assert_eq!(request["timeout_ms"], 1500);
+    assert_eq!(
+        request["timeout_secs"], 2,
+        "rounded up for older agents: {request:#}"
+    );
+}
+
+#[test]
+fn running_out_of_file_descriptors_names_the_os_error_and_leaves_nothing_pending() {
+    let jobs: String = (0..120)
+        .map(|i| format!("[jobs.j{i:03}]\ncommand = \"sleep 1\"\n"))
+        .collect();
+    let repo = repo(&jobs);
+    let run = Run::of(Command::new("bash").current_dir(repo.path()).args([
+        "-c",
+        &format!(
+            "ulimit -n 96 && exec {} run --jobs 120 --output jsonl",
+            env!("CARGO_BIN_EXE_pikaci")
+        ),
+    ]));
+    run.expect(3);
+    let record = repo.read_json(&repo.latest_run().join("run.json"));
+    assert_eq!(record["status"], "error");
+    let jobs = record["jobs"].as_object().unwrap();
+    assert_eq!(jobs.len(), 120);
+    let unfinished: Vec<&String> = jobs
+        .iter()
+        .filter(|(_, s)| *s == "pending" || *s == "running")
+        .map(|(j, _)| j)
+        .collect();
+    assert!(unfinished.is_empty(), "unfinished jobs: {unfinished:?}");
+    let errors: Vec<String> = jobs
+        .iter()
+        .filter(|(_, s)| *s == "error")
+        .map(|(j, _)| {
+            job_status(&repo, j)["message"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(!errors.is_empty(), "96 descriptors cannot hold 120 jobs");
+    assert!(
+        errors
+            .iter()
+            .all(|m| m.contains("Too many open files") || m.contains("could not write its record")),
+        "each error names the OS error: {errors:#?}\nrun: {record:#}"
+    );
+    assert!(
+        errors.iter().any(|m| m.contains("Too many open files")),
+        "{errors:#?}"
+    );
 }

@@ -269,7 +269,7 @@ impl Backend for HostBackend {
             child: child.with_reaper(),
             output: Some(output),
             job_id: job.request.job_id.clone(),
-            timeout_secs: job.request.timeout_secs,
+            timeout: job.request.timeout(),
             result_json: job.result_json(),
             scratch: Some(scratch),
         }))
@@ -281,7 +281,7 @@ struct HostGuest {
     /// The job's output on its way to guest.log.
     output: Option<Logged>,
     job_id: String,
-    timeout_secs: u64,
+    timeout: std::time::Duration,
     result_json: std::path::PathBuf,
     /// The job's directory under the temp dir (its workspace's mount point or copy).
     scratch: Option<tempfile::TempDir>,
@@ -310,7 +310,7 @@ impl Guest for HostGuest {
         if let Some(output) = self.output.take() {
             output.finish();
         }
-        let result = GuestResult::from_ended(ended, self.timeout_secs, started);
+        let result = GuestResult::from_ended(ended, self.timeout, started);
         crate::fsutil::write_json_atomic(&self.result_json, &result).map_err(|source| {
             BackendError::Io {
                 job: self.job_id.clone(),
@@ -353,6 +353,7 @@ mod tests {
             job_id: "lint".into(),
             command: "cargo clippy -- -D warnings && echo \"$HOME\"".into(),
             timeout_secs: 600,
+            timeout_ms: None,
             run_as_root: false,
             workdir: "/workspace".into(),
             env: BTreeMap::from([("RUST_LOG".into(), "debug".into())]),

@@ -122,7 +122,7 @@ impl Backend for IncusBackend {
             name,
             child: None,
             job_id: job.request.job_id.clone(),
-            timeout_secs: job.request.timeout_secs,
+            timeout: job.request.timeout(),
             job_dir: job.job_dir.to_path_buf(),
             deleted: false,
             steps: Vec::new(),
@@ -217,7 +217,7 @@ struct IncusGuest {
     /// `incus exec … pikaci-guest run`, streaming into host.log.
     child: Option<GroupChild>,
     job_id: String,
-    timeout_secs: u64,
+    timeout: std::time::Duration,
     job_dir: PathBuf,
     deleted: bool,
     /// How long each step of launch took.
@@ -349,7 +349,7 @@ impl Guest for IncusGuest {
                     crate::incus::agent_without_result(&status, &self.prepared.settings, &tail);
                 GuestResult::error(started, why)
             }
-            (None, ended) => GuestResult::from_ended(ended, self.timeout_secs, started),
+            (None, ended) => GuestResult::from_ended(ended, self.timeout, started),
         };
         crate::fsutil::write_json_atomic(&self.job_dir.join("result.json"), &result)
             .map_err(|e| self.error("writing result.json", e))?;

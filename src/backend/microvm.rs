@@ -318,7 +318,8 @@ pub fn supervise_argv(
         .arg(job_dir)
         .arg(runner)
         .arg(virtiofsd.program)
-        .arg(limit.as_secs().max(1).to_string())
+        // Rounded up: the supervisor counts whole seconds, and must not end a job early.
+        .arg(limit.as_millis().div_ceil(1000).max(1).to_string())
         .arg(SOCKET_WAIT_SECS.to_string())
         .arg(if virtiofsd.announce_tag { "tag" } else { "-" });
     for (share, dir, writable) in shares {
@@ -378,7 +379,7 @@ impl Backend for MicrovmBackend {
             dirs,
             child: None,
             job_id: job.request.job_id.clone(),
-            timeout_secs: job.request.timeout_secs,
+            timeout: job.request.timeout(),
             job_dir: job.job_dir.to_path_buf(),
             cleaned: false,
         };
@@ -396,7 +397,7 @@ impl Backend for MicrovmBackend {
                 (share.clone(), dir, rw)
             })
             .collect();
-        let limit = Duration::from_secs(request.timeout_secs) + p.settings.boot_timeout;
+        let limit = request.timeout() + p.settings.boot_timeout;
         let argv = supervise_argv(
             &guest.dirs.root,
             p.runner.as_path(),
@@ -427,7 +428,7 @@ struct MicrovmGuest {
     /// The supervisor: a local process for a local host, the ssh client otherwise.
     child: Option<GroupChild>,
     job_id: String,
-    timeout_secs: u64,
+    timeout: std::time::Duration,
     /// The local job dir.
     job_dir: PathBuf,
     cleaned: bool,
@@ -506,12 +507,12 @@ impl Guest for MicrovmGuest {
                 )
             }
             (None, ended) => {
-                let mut result = GuestResult::from_ended(ended, self.timeout_secs, started);
+                let mut result = GuestResult::from_ended(ended, self.timeout, started);
                 if ended == Ended::TimedOut {
                     result.message = Some(format!(
-                        "the guest did not finish within the job's timeout of {}s plus {}s for booting; it was stopped (see host.log)",
-                        self.timeout_secs,
-                        self.prepared.settings.boot_timeout.as_secs()
+                        "the guest did not finish within the job's timeout of {} plus {} for booting; it was stopped (see host.log)",
+                        humantime::format_duration(self.timeout),
+                        humantime::format_duration(self.prepared.settings.boot_timeout)
                     ));
                 }
                 result

@@ -65,8 +65,8 @@ pub fn build(global: &Global, args: ImageBuildArgs) -> Result<u8, Error> {
         &cancel,
     )
     .map_err(failed("building the image"))?;
-    println!("{}", image.as_path().display());
-    eprintln!(
+    crate::outln!("{}", image.as_path().display());
+    crate::errln!(
         "GC root {} on {}; import it with `pikaci image import`",
         image_root(&work_dir).display(),
         config.defaults.host
@@ -89,7 +89,7 @@ pub fn import(global: &Global, args: ImageImportArgs) -> Result<u8, Error> {
         &cancel,
     )
     .map_err(failed("importing the image"))?;
-    println!(
+    crate::outln!(
         "{alias} -> {} ({})",
         short(&imported.fingerprint),
         if imported.uploaded {
@@ -100,8 +100,8 @@ pub fn import(global: &Global, args: ImageImportArgs) -> Result<u8, Error> {
     );
     if let Some(previous) = &imported.previous {
         match &imported.kept_because {
-            None => println!("removed the previous image {}", short(previous)),
-            Some(why) => println!("kept the previous image {}: {why}", short(previous)),
+            None => crate::outln!("removed the previous image {}", short(previous)),
+            Some(why) => crate::outln!("kept the previous image {}: {why}", short(previous)),
         }
     }
     Ok(0)
@@ -117,13 +117,17 @@ pub fn list(global: &Global) -> Result<u8, Error> {
         &cancel,
     )
     .map_err(failed("listing images"))?;
-    println!(
+    crate::outln!(
         "{:<12}  {:<15}  {:>9}  {:<20}  {:>9}  ALIASES",
-        "FINGERPRINT", "TYPE", "SIZE", "UPLOADED", "INSTANCES"
+        "FINGERPRINT",
+        "TYPE",
+        "SIZE",
+        "UPLOADED",
+        "INSTANCES"
     );
     for row in rows {
         let uploaded: String = row.uploaded_at.chars().take(19).collect();
-        println!(
+        crate::outln!(
             "{:<12}  {:<15}  {:>5} MiB  {:<20}  {:>9}  {}",
             short(&row.fingerprint),
             row.kind,

@@ -41,7 +41,7 @@ pub fn init(global: &Global, args: InitArgs) -> Result<u8, Error> {
         Some(_) => format!(" --config {}", path.display()),
         None => String::new(),
     };
-    println!(
+    crate::outln!(
         "wrote {}; try `pikaci{config} targets` and `pikaci{config} run`",
         path.display()
     );

@@ -1,7 +1,5 @@
 //! Read-only commands: targets, runs, status, logs.
 
-use std::io::Write;
-
 use super::args::{Global, LogsArgs, RunsArgs, StatusArgs};
 use super::context::{load_config, state_only};
 use crate::error::Error;
@@ -35,7 +33,7 @@ pub fn targets(global: &Global) -> Result<u8, Error> {
             job.command.lines().next().unwrap_or("")
         ));
     }
-    print!("{out}");
+    crate::console::out(out.as_bytes());
     Ok(0)
 }
 
@@ -44,14 +42,14 @@ pub fn runs(global: &Global, args: RunsArgs) -> Result<u8, Error> {
     let runs = list_runs(&state).map_err(|e| Error::infra("listing runs", e))?;
     if args.json {
         let items: Vec<serde_json::Value> = runs.iter().map(entry_json).collect();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&items).unwrap_or_default()
         );
         return Ok(0);
     }
     for run in &runs {
-        println!("{}", entry_line(run));
+        crate::outln!("{}", entry_line(run));
     }
     Ok(0)
 }
@@ -122,7 +120,7 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
             .collect();
         let mut run = serde_json::to_value(record).unwrap_or_default();
         run["status"] = serde_json::to_value(status).unwrap_or_default();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"run": run, "jobs": jobs}))
                 .unwrap_or_default()
@@ -130,33 +128,33 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         return Ok(0);
     }
     let status = status.map_or("unknown".to_string(), |s| s.to_string());
-    println!(
+    crate::outln!(
         "run      {id}\nstatus   {status}\nstarted  {}",
         record.started_at
     );
     if let Some(ms) = record.duration_ms {
-        println!("took     {}", short_duration(ms));
+        crate::outln!("took     {}", short_duration(ms));
     }
     if let Some(snapshot) = &record.snapshot {
-        println!("snapshot {} ({} files)", snapshot.nar_hash, snapshot.files);
+        crate::outln!("snapshot {} ({} files)", snapshot.nar_hash, snapshot.files);
     }
     if let Some(base) = &record.base {
-        println!("base     {base}");
+        crate::outln!("base     {base}");
     }
     if let Some(message) = &record.message {
-        println!("message  {message}");
+        crate::outln!("message  {message}");
     }
     for (name, job) in &jobs {
         match job {
             Ok(job) => {
                 let took = job.duration_ms.map_or("-".into(), short_duration);
                 let message = job.message.as_deref().unwrap_or("");
-                println!(
+                crate::outln!(
                     "  {name:<20} {:<10} {took:>7}  {message}",
                     job.status.to_string()
                 );
             }
-            Err(e) => println!("  {name:<20} unreadable  {e}"),
+            Err(e) => crate::outln!("  {name:<20} unreadable  {e}"),
         }
     }
     Ok(0)
@@ -184,8 +182,10 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
         let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
         return follow(&run, &id, log_name);
     }
-    let mut out = std::io::stdout().lock();
     for job in &jobs {
+        if crate::console::stdout_gone() {
+            break;
+        }
         let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
         let path = run.job(&id).join(log_name);
         let mut file = match std::fs::File::open(&path) {
@@ -196,21 +196,17 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
             Err(_) => continue,
         };
         if args.job.is_none() {
-            let _ = writeln!(out, "==> {job} <==");
+            crate::outln!("==> {job} <==");
         }
-        copy_log(&mut file, &mut out, &path)?;
+        copy_log(&mut file, &path)?;
     }
     Ok(0)
 }
 
-/// Copies the rest of `log` to `out` in bounded pieces, as raw bytes (a job's output need
+/// Copies the rest of `log` to stdout in bounded pieces, as raw bytes (a job's output need
 /// be neither UTF-8 nor small); how many bytes were read. Write errors are not this
-/// command's failure (a closed pipe, as with `| head`), read errors are.
-fn copy_log(
-    log: &mut std::fs::File,
-    out: &mut impl Write,
-    path: &std::path::Path,
-) -> Result<u64, Error> {
+/// command's failure (a closed pipe, as with `| head`: copying stops), read errors are.
+fn copy_log(log: &mut std::fs::File, path: &std::path::Path) -> Result<u64, Error> {
     use std::io::Read;
     let mut piece = vec![0u8; 64 << 10];
     let mut copied = 0u64;
@@ -222,7 +218,9 @@ fn copy_log(
             Err(e) => return Err(Error::infra(&format!("reading {}", path.display()), e)),
         };
         copied += n as u64;
-        let _ = out.write_all(&piece[..n]);
+        if !crate::console::out(&piece[..n]) {
+            return Ok(copied);
+        }
     }
 }
 
@@ -280,7 +278,6 @@ fn follow(run: &crate::state::RunDir, job: &Id, log_name: &str) -> Result<u8, Er
     let log_path = run.job(job).join(log_name);
     let status_path = run.job(job).join("status.json");
     let mut offset = 0u64;
-    let mut out = std::io::stdout().lock();
     loop {
         // Read the status before the log, so output written just before the job ended is
         // still printed in this round.
@@ -291,8 +288,11 @@ fn follow(run: &crate::state::RunDir, job: &Id, log_name: &str) -> Result<u8, Er
         if let Ok(mut file) = std::fs::File::open(&log_path) {
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| Error::infra(&format!("reading {}", log_path.display()), e))?;
-            offset += copy_log(&mut file, &mut out, &log_path)?;
-            let _ = out.flush();
+            offset += copy_log(&mut file, &log_path)?;
+            if crate::console::stdout_gone() {
+                // Nobody reads any more: following on would only wait.
+                return Ok(0);
+            }
         }
         if ended {
             return Ok(0);

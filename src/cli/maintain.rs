@@ -7,23 +7,23 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
     let state = state_only(global)?;
     let report =
         crate::state::gc(&state, args.keep).map_err(|e| Error::infra("collecting runs", e))?;
-    println!(
+    crate::outln!(
         "removed {} run(s); kept {} locked",
         report.removed.len(),
         report.locked.len()
     );
     for locked in &report.locked {
-        println!("  in use: {locked}");
+        crate::outln!("  in use: {locked}");
     }
     // A run in progress may have taken a snapshot it has not recorded yet, so snapshots
     // are collected only when no run is in progress.
     if report.locked.is_empty() {
         let stats = crate::snapshot::gc(&state.cache(), &report.live_snapshots)
             .map_err(|e| Error::infra("collecting snapshots", e))?;
-        println!("snapshots: {stats}");
+        crate::outln!("snapshots: {stats}");
     }
     for (path, e) in &report.errors {
-        eprintln!("warning: could not remove {}: {e}", path.display());
+        crate::errln!("warning: could not remove {}: {e}", path.display());
     }
     let mut failed = !report.errors.is_empty();
     // The guest host, when a config names one that guests run on.
@@ -47,9 +47,9 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
         let cancel = crate::cancel::Cancel::new();
         let host = &config.defaults.host;
         let mut report = |what: &str, result: Result<usize, String>| match result {
-            Ok(n) => println!("host {host}: removed {n} {what} of runs that are over"),
+            Ok(n) => crate::outln!("host {host}: removed {n} {what} of runs that are over"),
             Err(e) => {
-                eprintln!("warning: could not clean up {what} on {host}: {e}");
+                crate::errln!("warning: could not clean up {what} on {host}: {e}");
                 failed = true;
             }
         };

@@ -1,7 +1,6 @@
 //! `pikaci man`: a page per command (section 1) with its exit codes, and the
 //! configuration reference as `pikaci.toml(5)`, generated from docs/configuration.md.
 
-use std::io::Write;
 use std::path::Path;
 
 use clap::CommandFactory;
@@ -42,7 +41,7 @@ pub fn man(args: ManArgs) -> Result<u8, Error> {
             write_page(&path, &page.roff)
                 .map_err(|e| Error::infra(&format!("writing {}", path.display()), e))?;
         }
-        println!(
+        crate::outln!(
             "wrote {} man pages under {}; read one with `man -M {} pikaci-run`",
             pages.len(),
             dir.display(),
@@ -62,9 +61,7 @@ pub fn man(args: ManArgs) -> Result<u8, Error> {
             names.join(", ")
         ))
     })?;
-    std::io::stdout()
-        .write_all(&page.roff)
-        .map_err(|e| Error::infra("writing the man page", e))?;
+    crate::console::out(&page.roff);
     Ok(0)
 }
 

@@ -41,7 +41,7 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", crate::hint::with_hint(e.to_string()));
+            crate::errln!("error: {}", crate::hint::with_hint(e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }

@@ -37,9 +37,9 @@ pub fn guest_flake(global: &Global, args: GuestFlakeArgs) -> Result<u8, Error> {
     let flake = PikaciOnHost::resolve(&flake, &work_dir, local).flake;
     let profile = GuestProfile::from_settings(&settings, flake, &host);
     if args.hash {
-        println!("{}", profile.hash());
+        crate::outln!("{}", profile.hash());
     } else {
-        print!("{}", profile.flake_nix());
+        crate::console::out(profile.flake_nix().as_bytes());
     }
     Ok(0)
 }

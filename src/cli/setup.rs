@@ -19,17 +19,17 @@ pub fn doctor(global: &Global, args: DoctorArgs) -> Result<u8, Error> {
         crate::doctor::state_dir(state_dir(global, &config).root()),
     );
     for check in &checks {
-        println!("{check}");
+        crate::outln!("{check}");
     }
     let failed = checks.iter().filter(|c| c.outcome == Outcome::Fail).count();
     if failed > 0 {
-        println!("{failed} of {} checks failed", checks.len());
+        crate::outln!("{failed} of {} checks failed", checks.len());
         return Ok(1);
     }
     match checks.len() {
-        0 => println!("nothing to check"),
-        1 => println!("the 1 check passed"),
-        n => println!("all {n} checks passed"),
+        0 => crate::outln!("nothing to check"),
+        1 => crate::outln!("the 1 check passed"),
+        n => crate::outln!("all {n} checks passed"),
     }
     Ok(0)
 }
@@ -42,14 +42,11 @@ pub fn completions(args: CompletionsArgs) -> Result<u8, Error> {
     let shell = shells
         .completer(&name)
         .ok_or_else(|| Error::Usage(format!("no completion support for {name}")))?;
+    // Into memory first, then out without panicking on a closed pipe.
+    let mut script = Vec::new();
     shell
-        .write_registration(
-            super::COMPLETE_VAR,
-            "pikaci",
-            "pikaci",
-            "pikaci",
-            &mut std::io::stdout(),
-        )
+        .write_registration(super::COMPLETE_VAR, "pikaci", "pikaci", "pikaci", &mut script)
         .map_err(|e| Error::infra("writing the completion script", e))?;
+    crate::console::out(&script);
     Ok(0)
 }

@@ -138,7 +138,7 @@ impl Agent {
         let log = File::create(&log_path)
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
         let command = self.command(request)?;
-        let deadline = Instant::now() + Duration::from_secs(request.timeout_secs);
+        let deadline = Instant::now() + request.timeout();
         let (mut child, output) =
             spawn_logged(command, log, self.echo, &request.secret_values(), cancel).map_err(
                 |e| {
@@ -159,11 +159,7 @@ impl Agent {
         }
         drop(child);
         output.finish();
-        Ok(GuestResult::from_ended(
-            ended,
-            request.timeout_secs,
-            started,
-        ))
+        Ok(GuestResult::from_ended(ended, request.timeout(), started))
     }
 }
 

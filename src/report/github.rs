@@ -47,7 +47,7 @@ impl Reporter for GithubReporter {
                 escape(&format!("{status}: {detail}"))
             ));
         }
-        print!("{out}");
+        crate::console::out(out.as_bytes());
     }
 
     fn finish(&self, run: &RunRecord, jobs: &[JobRecord]) {

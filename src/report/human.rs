@@ -34,7 +34,7 @@ impl HumanReporter {
             Some(live) => {
                 let _ = live.bars.println(text);
             }
-            None => println!("{text}"),
+            None => crate::outln!("{text}"),
         }
     }
 
@@ -220,7 +220,7 @@ impl Reporter for HumanReporter {
         if let Some(live) = &self.live {
             let _ = live.bars.clear();
         }
-        println!("{}", summary(run));
+        crate::outln!("{}", summary(run));
     }
 }
 

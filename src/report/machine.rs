@@ -1,5 +1,3 @@
-use std::io::Write;
-
 use super::Reporter;
 use crate::state::{Event, JobRecord, RunRecord};
 
@@ -9,9 +7,7 @@ pub struct JsonlReporter;
 impl Reporter for JsonlReporter {
     fn event(&self, event: &Event) {
         if let Ok(line) = serde_json::to_string(event) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
+            crate::outln!("{line}");
         }
     }
     fn finish(&self, _run: &RunRecord, _jobs: &[JobRecord]) {}
@@ -25,7 +21,7 @@ impl Reporter for JsonReporter {
     fn finish(&self, run: &RunRecord, jobs: &[JobRecord]) {
         let doc = serde_json::json!({ "run": run, "jobs": jobs });
         if let Ok(text) = serde_json::to_string_pretty(&doc) {
-            println!("{text}");
+            crate::outln!("{text}");
         }
     }
 }

@@ -187,7 +187,7 @@ fn drive(
     }
     let backend = phases
         .time("setup", || backends.get(job.backend, cancel))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::chain(&e))?;
     let mut copy = PrivateCopy(None);
     let workspace = if job.writable_workspace && backend.uses_local_copy() {
         let path = dir.join("workspace");
@@ -201,11 +201,13 @@ fn drive(
     } else {
         snapshot.to_path_buf()
     };
+    let (timeout_secs, timeout_ms) = Request::timeout_fields(job.timeout);
     let request = Request {
         schema_version: SCHEMA_VERSION,
         job_id: job.id.to_string(),
         command: job.command.clone(),
-        timeout_secs: job.timeout.as_secs().max(1),
+        timeout_secs,
+        timeout_ms,
         run_as_root: job.root,
         workdir: workspace.clone(),
         env,
@@ -231,7 +233,7 @@ fn drive(
     let started = SystemTime::now();
     let mut guest: Box<dyn Guest> = phases
         .time("launch", || backend.launch(&cx, cancel))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::chain(&e))?;
     for (step, took) in guest.launch_steps() {
         phases
             .times
@@ -240,14 +242,14 @@ fn drive(
     let deadline = Instant::now() + job.timeout;
     let ended = phases
         .time("run", || guest.wait(deadline, cancel))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::chain(&e))?;
     if !matches!(ended, Ended::Exited(_)) {
         phases.time("stop", || guest.stop(cancel.is_urgent()));
     }
     let result = phases.time("collect", || guest.collect(ended, started));
     let cleanup = phases.time("cleanup", || guest.cleanup());
-    let result = result.map_err(|e| e.to_string())?;
-    cleanup.map_err(|e| e.to_string())?;
+    let result = result.map_err(|e| crate::error::chain(&e))?;
+    cleanup.map_err(|e| crate::error::chain(&e))?;
     Ok((ended, result))
 }
 

@@ -1,5 +1,6 @@
 //! Orchestration: a run's records, its scheduler, and one job's life.
 
+mod dag;
 mod job;
 mod preflight;
 mod prepare;

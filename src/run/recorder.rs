@@ -43,6 +43,14 @@ impl<'a> Recorder<'a> {
         self.reporter.event(&event);
     }
 
+    /// The run record as last written (or about to be).
+    pub fn record(&self) -> RunRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Changes the run record and writes `run.json` atomically.
     pub fn update(&self, change: impl FnOnce(&mut RunRecord)) -> io::Result<RunRecord> {
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());

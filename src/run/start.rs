@@ -197,6 +197,12 @@ fn execute(
     let snapshot = match take_snapshot(state, workspace) {
         Ok(snapshot) => snapshot,
         Err(message) => {
+            let mut message = message;
+            let why = format!("not run: {message}");
+            let nothing_ran = scheduler::Outcome::default();
+            for error in settle_unfinished(&recorder, &plan, &nothing_ran, cancel, &why) {
+                message.push_str(&format!("\n{error}"));
+            }
             let record = finish(&recorder, started, RunStatus::Error, Some(message))
                 .map_err(|e| infra("writing run.json", e))?;
             return Ok(RunOutcome { record });
@@ -241,6 +247,10 @@ fn execute(
         &recorder,
         cancel,
     );
+    let mut outcome = outcome;
+    let why = "the run ended before it did";
+    let errors = settle_unfinished(&recorder, &plan, &outcome, cancel, why);
+    outcome.infra_errors.extend(errors);
     let status = if cancel.is_cancelled() {
         RunStatus::Cancelled
     } else if !outcome.infra_errors.is_empty()
@@ -256,6 +266,43 @@ fn execute(
     let record =
         finish(&recorder, started, status, message).map_err(|e| infra("writing run.json", e))?;
     Ok(RunOutcome { record })
+}
+
+/// Gives every job the run record still shows as `pending` or `running` a final record,
+/// so a finished run has none: the status the scheduler saw and why its record could not
+/// be written then (e.g. out of file descriptors), else `cancelled` or `error` with
+/// `why`. Returns the records that still cannot be written.
+fn settle_unfinished(
+    recorder: &Recorder,
+    plan: &Plan,
+    outcome: &scheduler::Outcome,
+    cancel: &Cancel,
+    why: &str,
+) -> Vec<String> {
+    let recorded = recorder.record().jobs;
+    let unfinished = |node: &&ExecuteNode| {
+        matches!(
+            recorded.get(node.job.id.as_str()),
+            Some(JobStatus::Pending | JobStatus::Running)
+        )
+    };
+    let mut errors = Vec::new();
+    for node in plan.jobs.iter().filter(unfinished) {
+        let id = &node.job.id;
+        let status = match outcome.statuses.get(id) {
+            Some(status) if !matches!(status, JobStatus::Pending | JobStatus::Running) => *status,
+            _ if cancel.is_cancelled() => JobStatus::Cancelled,
+            _ => JobStatus::Error,
+        };
+        let message = match outcome.unrecorded.get(id) {
+            Some(e) => format!("pikaci could not write its record: {e}"),
+            None => why.to_string(),
+        };
+        if let Err(e) = record_not_run(recorder, node, status, message) {
+            errors.push(format!("cannot record job `{}`: {e}", node.job.id));
+        }
+    }
+    errors
 }
 
 fn take_snapshot(state: &StateDir, workspace: Workspace) -> Result<SnapshotRef, String> {
@@ -298,4 +345,85 @@ fn finish(
         .collect();
     recorder.reporter().finish(&record, &jobs);
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Event, JobRecord};
+
+    /// Panics when `job` starts, as a broken reporter or backend would in that job's thread.
+    struct PanicsOn(&'static str);
+
+    impl Reporter for PanicsOn {
+        fn event(&self, event: &Event) {
+            if let EventKind::JobStarted { job, .. } = &event.kind
+                && job == self.0
+            {
+                panic!("reporter broke on {job}");
+            }
+        }
+        fn finish(&self, _run: &RunRecord, _jobs: &[JobRecord]) {}
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(ok, "git {args:?}");
+    }
+
+    #[test]
+    fn a_panic_in_a_job_thread_is_that_jobs_error_and_the_run_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = "[defaults]\nbackend = \"host\"\n\
+            [jobs.boom]\ncommand = \"true\"\n\
+            [jobs.after]\ncommand = \"true\"\nneeds = [\"boom\"]\n\
+            [jobs.fine]\ncommand = \"true\"\n";
+        std::fs::write(dir.path().join("pikaci.toml"), toml).unwrap();
+        std::fs::write(dir.path().join(".gitignore"), ".pikaci/\n").unwrap();
+        git(dir.path(), &["init", "-q"]);
+        git(dir.path(), &["add", "-A"]);
+        git(dir.path(), &["commit", "-qm", "init"]);
+        let config = crate::config::load(&dir.path().join("pikaci.toml")).unwrap();
+        let state = StateDir::new(dir.path().join(".pikaci"));
+        let options = RunOptions {
+            selection: Vec::new(),
+            parallel: 2,
+            base: None,
+        };
+        let (done, outcome) = std::sync::mpsc::channel();
+        let state_dir = state.clone();
+        // In a thread of its own: the scheduler used to wait for the panicked job for ever.
+        std::thread::spawn(move || {
+            let reporter = PanicsOn("boom");
+            let _ = done.send(run(
+                &config,
+                &state_dir,
+                &options,
+                &reporter,
+                &Cancel::new(),
+            ));
+        });
+        let outcome = outcome
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the run ends")
+            .unwrap();
+        let record = &outcome.record;
+        assert_eq!(record.status, RunStatus::Error);
+        assert_eq!(record.jobs["boom"], JobStatus::Error);
+        assert_eq!(record.jobs["after"], JobStatus::Skipped);
+        assert_eq!(record.jobs["fine"], JobStatus::Passed);
+        let run_dir = state.run(&record.run_id);
+        let boom_dir = run_dir.job(&Id::new("boom").unwrap());
+        let boom: JobRecord = read_record(&boom_dir.join("status.json")).unwrap();
+        assert_eq!(
+            boom.message.as_deref(),
+            Some("pikaci could not run it: it panicked: reporter broke on boom")
+        );
+    }
 }
