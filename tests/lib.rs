@@ -20,4 +20,5 @@ mod running;
 mod secrets;
 mod setup;
 mod ssh;
+mod store;
 mod sync;
