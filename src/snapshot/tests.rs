@@ -453,3 +453,28 @@ fn gc_waits_for_no_take_and_a_take_waits_for_gc() {
     ));
     drop(collecting);
 }
+
+#[test]
+fn gc_removes_what_killed_runs_and_gcs_leave() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    let kept = take(ws.path(), cache.path(), &[]).unwrap();
+    let c = cache.path();
+    // A run killed while building, while adding a file, and just after its rename.
+    write(c, "tmp/build-killed/a/file", "partial");
+    write(c, "objects/.add-killed", "half a file");
+    let unpublished = c.join("snapshots").join("ab".repeat(32));
+    write(&unpublished, "only-part", "x");
+    // A gc killed between removing a snapshot's record and its tree.
+    write(c, &format!("trees/{}", "cd".repeat(32)), "");
+    let stats = gc(c, &HashSet::from([kept.nar_hash.clone()]), &gc_lock(c)).unwrap();
+    assert_eq!(stats.snapshots_removed, 1);
+    assert!(!unpublished.exists() && !c.join("objects/.add-killed").exists());
+    assert!(!c.join("tmp/build-killed").exists());
+    assert!(!c.join("trees").join("cd".repeat(32)).exists());
+    assert!(
+        open(c, &kept.nar_hash).is_ok(),
+        "the kept snapshot is intact"
+    );
+}
