@@ -175,6 +175,8 @@ fn truncated_objects_are_not_served_on_run_or_rerun() {
     std::fs::write(&object, "x".repeat(10)).unwrap();
     let rerun = repo.pikaci(&["rerun", &first_id]);
     assert_eq!(rerun.code(), 3, "{}{}", rerun.stdout(), rerun.stderr());
+    let said = format!("{}{}", rerun.stdout(), rerun.stderr());
+    assert!(said.contains("incomplete or damaged"), "{said}");
     repo.pikaci(&["run", "size"]).expect(0);
     repo.pikaci(&["rerun", &first_id]).expect(0);
 }

@@ -272,7 +272,9 @@ fn take_snapshot(
             let exclude: Vec<PathBuf> = vec![state.root().to_path_buf()];
             crate::snapshot::take_cancellable(root, &state.cache(), &exclude, cancel)
         }
-        Workspace::Recorded(recorded) => crate::snapshot::open(&state.cache(), &recorded.nar_hash),
+        Workspace::Recorded(recorded) => {
+            crate::snapshot::open(&state.cache(), &recorded.nar_hash, cancel)
+        }
     }
     .map_err(|e| match e {
         crate::snapshot::SnapshotError::Cancelled => "cancelled while taking the snapshot".into(),

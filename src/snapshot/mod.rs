@@ -60,6 +60,12 @@ pub enum SnapshotError {
     Missing { nar_hash: String, cache: PathBuf },
     #[error("{} kept changing while it was read ({attempts} attempts)", path.display())]
     KeptChanging { path: PathBuf, attempts: u32 },
+    #[error(
+        "snapshot {nar_hash} at {} is incomplete or damaged (a file missing or of the \
+         wrong size); `pikaci run` takes it again from the workspace",
+        dir.display()
+    )]
+    Incomplete { nar_hash: String, dir: PathBuf },
     #[error("cancelled")]
     Cancelled,
 }
@@ -283,16 +289,22 @@ pub fn object_path(cache: &Path, hash: &str, executable: bool) -> PathBuf {
 
 /// A published snapshot by its NAR hash (for `pikaci rerun`), if it is complete: every
 /// file there with its recorded size.
-pub fn open(cache: &Path, nar_hash: &str) -> Result<Snapshot, SnapshotError> {
+pub fn open(cache: &Path, nar_hash: &str, cancel: &Cancel) -> Result<Snapshot, SnapshotError> {
     let missing = || SnapshotError::Missing {
         nar_hash: nar_hash.to_string(),
         cache: cache.to_path_buf(),
     };
     let hex = store::sri_to_hex(nar_hash).ok_or_else(missing)?;
-    let _lock = lock::shared(cache, &Cancel::new())?;
+    let _lock = lock::shared(cache, cancel)?;
     let dir = Store::new(cache).snapshot_dir(&hex);
-    if !complete::is_complete(cache, &dir, &hex) {
+    if !dir.is_dir() {
         return Err(missing());
+    }
+    if !complete::is_complete(cache, &dir, &hex) {
+        return Err(SnapshotError::Incomplete {
+            nar_hash: nar_hash.to_string(),
+            dir,
+        });
     }
     let files = tree::read_tree(&tree::tree_path(cache, &hex))?.len() as u64;
     Ok(Snapshot {

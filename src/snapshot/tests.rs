@@ -247,11 +247,11 @@ fn open_finds_published_and_rejects_unknown() {
     let cache = tempfile::tempdir().unwrap();
     sample_tree(ws.path());
     let taken = take(ws.path(), cache.path(), &[]).unwrap();
-    let opened = open(cache.path(), &taken.nar_hash).unwrap();
+    let opened = open(cache.path(), &taken.nar_hash, &Cancel::new()).unwrap();
     assert_eq!((opened.dir, opened.files), (taken.dir, taken.files));
     let unknown = format!("sha256-{}", "A".repeat(43) + "=");
     assert!(matches!(
-        open(cache.path(), &unknown),
+        open(cache.path(), &unknown, &Cancel::new()),
         Err(SnapshotError::Missing { .. })
     ));
 }
@@ -383,8 +383,8 @@ fn a_tree_cut_short_is_rebuilt_not_reused() {
     let first = take(ws.path(), cache.path(), &[]).unwrap();
     cut_short(&first, "a/b/c.txt");
     assert!(matches!(
-        open(cache.path(), &first.nar_hash),
-        Err(SnapshotError::Missing { .. })
+        open(cache.path(), &first.nar_hash, &Cancel::new()),
+        Err(SnapshotError::Incomplete { .. })
     ));
     let again = take(ws.path(), cache.path(), &[]).unwrap();
     assert!(!again.reused);
@@ -409,7 +409,10 @@ fn a_truncated_object_is_replaced_and_its_snapshot_rebuilt() {
     age_files(ws.path());
     let first = take(ws.path(), cache.path(), &[]).unwrap();
     damage_object(&first, "a/b/c.txt", b"nes");
-    assert!(open(cache.path(), &first.nar_hash).is_err(), "not served");
+    assert!(
+        open(cache.path(), &first.nar_hash, &Cancel::new()).is_err(),
+        "not served"
+    );
     let again = take(ws.path(), cache.path(), &[]).unwrap();
     assert!(!again.reused);
     assert_eq!(fs::read(again.dir.join("a/b/c.txt")).unwrap(), b"nested\n");
@@ -474,7 +477,7 @@ fn gc_removes_what_killed_runs_and_gcs_leave() {
     assert!(!c.join("tmp/build-killed").exists());
     assert!(!c.join("trees").join("cd".repeat(32)).exists());
     assert!(
-        open(c, &kept.nar_hash).is_ok(),
+        open(c, &kept.nar_hash, &Cancel::new()).is_ok(),
         "the kept snapshot is intact"
     );
 }
