@@ -56,8 +56,8 @@ fn while_looping(background: impl Fn() + Send + 'static, body: impl FnOnce()) {
 
 #[test]
 fn gc_during_a_starting_run_never_publishes_a_partial_tree() {
-    let repo = repo(&count_job(20_003));
-    many_files(&repo, 20_000);
+    let repo = repo(&count_job(10_003));
+    many_files(&repo, 10_000);
     let gc = {
         let mut cmd = repo.command(&["gc", "--keep", "0"]);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
@@ -68,7 +68,7 @@ fn gc_during_a_starting_run_never_publishes_a_partial_tree() {
             let _ = gc.lock().unwrap().status();
         },
         || {
-            for i in 0..3 {
+            for i in 0..2 {
                 // A new file list each time: the tree is built, not reused.
                 repo.write(&format!("data/0/f{i}"), &format!("changed {i}\n"));
                 repo.pikaci(&["run", "count"]).expect(0);
