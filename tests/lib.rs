@@ -30,5 +30,6 @@ mod running;
 mod secrets;
 mod setup;
 mod ssh;
+mod store;
 mod store_paths;
 mod sync;

@@ -247,4 +247,8 @@ pub struct GcArgs {
     /// How many finished runs to keep, newest first.
     #[arg(long, default_value_t = 20)]
     pub keep: usize,
+    /// Also hash every stored object and drop the damaged ones, with the snapshots that
+    /// use them (the next run stores them again from the workspace).
+    #[arg(long)]
+    pub verify: bool,
 }

@@ -15,13 +15,7 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
     for locked in &report.locked {
         crate::outln!("  in use: {locked}");
     }
-    // A run in progress may have taken a snapshot it has not recorded yet, so snapshots
-    // are collected only when no run is in progress.
-    if report.locked.is_empty() {
-        let stats = crate::snapshot::gc(&state.cache(), &report.live_snapshots)
-            .map_err(|e| Error::infra("collecting snapshots", e))?;
-        crate::outln!("snapshots: {stats}");
-    }
+    collect_snapshots(&state, args.verify)?;
     for (path, e) in &report.errors {
         crate::errln!("warning: could not remove {}: {e}", path.display());
     }
@@ -65,4 +59,30 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
         }
     }
     Ok(if failed { 3 } else { 0 })
+}
+
+/// Snapshots are collected only under the cache lock (no run is taking or opening one)
+/// and when no run is in progress (it may have taken one it has not recorded yet).
+fn collect_snapshots(state: &crate::state::StateDir, verify: bool) -> Result<(), Error> {
+    let cache = state.cache();
+    let snapshots = |e| Error::infra("collecting snapshots", e);
+    let Some(lock) = crate::snapshot::lock_for_gc(&cache).map_err(snapshots)? else {
+        crate::outln!("snapshots: kept (a run is taking a snapshot)");
+        return Ok(());
+    };
+    let live = crate::state::live_snapshots(state).map_err(|e| Error::infra("listing runs", e))?;
+    let Some(live) = live else {
+        crate::outln!("snapshots: kept (a run is in progress)");
+        return Ok(());
+    };
+    if verify {
+        let stats = crate::snapshot::verify(&cache, &lock).map_err(snapshots)?;
+        crate::outln!("verify: {stats}");
+        for bad in &stats.objects_bad {
+            crate::outln!("  damaged: {}", bad.display());
+        }
+    }
+    let stats = crate::snapshot::gc(&cache, &live, &lock).map_err(snapshots)?;
+    crate::outln!("snapshots: {stats}");
+    Ok(())
 }

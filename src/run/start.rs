@@ -194,7 +194,7 @@ fn execute(
         Recorder::create(run, record, reporter).map_err(|e| Error::infra("writing run.json", e))?;
     let infra = |what: &str, e: std::io::Error| Error::infra(what, e);
 
-    let snapshot = match take_snapshot(state, workspace) {
+    let snapshot = match take_snapshot(state, workspace, cancel) {
         Ok(snapshot) => snapshot,
         Err(message) => {
             let mut message = message;
@@ -203,7 +203,12 @@ fn execute(
             for error in settle_unfinished(&recorder, &plan, &nothing_ran, cancel, &why) {
                 message.push_str(&format!("\n{error}"));
             }
-            let record = finish(&recorder, started, RunStatus::Error, Some(message))
+            let status = if cancel.is_cancelled() {
+                RunStatus::Cancelled
+            } else {
+                RunStatus::Error
+            };
+            let record = finish(&recorder, started, status, Some(message))
                 .map_err(|e| infra("writing run.json", e))?;
             return Ok(RunOutcome { record });
         }
@@ -305,15 +310,27 @@ fn settle_unfinished(
     errors
 }
 
-fn take_snapshot(state: &StateDir, workspace: Workspace) -> Result<SnapshotRef, String> {
+fn take_snapshot(
+    state: &StateDir,
+    workspace: Workspace,
+    cancel: &Cancel,
+) -> Result<SnapshotRef, String> {
     let snapshot = match workspace {
         Workspace::Take(root) => {
             let exclude: Vec<PathBuf> = vec![state.root().to_path_buf()];
-            crate::snapshot::take(root, &state.cache(), &exclude)
+            crate::snapshot::take_cancellable(root, &state.cache(), &exclude, cancel)
         }
-        Workspace::Recorded(recorded) => crate::snapshot::open(&state.cache(), &recorded.nar_hash),
+        Workspace::Recorded(recorded) => {
+            crate::snapshot::open(&state.cache(), &recorded.nar_hash, cancel)
+        }
     }
-    .map_err(|e| format!("snapshot failed: {}", crate::error::chain(&e)))?;
+    .map_err(|e| match e {
+        crate::snapshot::SnapshotError::Cancelled => "cancelled while taking the snapshot".into(),
+        e => format!("snapshot failed: {}", crate::error::chain(&e)),
+    })?;
+    for note in &snapshot.notes {
+        eprintln!("note: {note}");
+    }
     Ok(SnapshotRef {
         nar_hash: snapshot.nar_hash,
         dir: snapshot.dir,

@@ -1,6 +1,8 @@
-//! Which files a snapshot holds: in git, tracked + untracked-not-ignored; elsewhere every
-//! file. Only regular files (with their executable bit) and symlinks; empty directories
-//! are not kept, as git does not keep them either.
+//! Which files a snapshot holds: in git, tracked + untracked-not-ignored, and the same of
+//! every checked-out submodule (recursively); elsewhere every file. Only regular files
+//! (with their executable bit) and symlinks; empty directories are not kept, as git does
+//! not keep them either. A submodule that is not checked out is an empty directory in
+//! git's working tree, so it is absent from the snapshot, with a note.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -27,7 +29,23 @@ pub struct Entry {
     pub ino: u64,
 }
 
-pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Vec<Entry>, SnapshotError> {
+impl Entry {
+    /// Takes the stat data of the content actually read (it may differ from the listing).
+    pub fn set_stat(&mut self, stat: super::store::Stat) {
+        self.size = stat.size;
+        self.mtime_ns = stat.mtime_ns;
+        self.ctime_ns = stat.ctime_ns;
+        self.ino = stat.ino;
+    }
+}
+
+/// The workspace's files, sorted by path bytes, and notes for the user.
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    pub notes: Vec<String>,
+}
+
+pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotError> {
     let excluded: Vec<PathBuf> = exclude
         .iter()
         .filter_map(|p| p.strip_prefix(workspace).ok().map(Path::to_path_buf))
@@ -36,12 +54,18 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Vec<Entry>, Snapsho
         !rel.components().any(|c| c.as_os_str() == ".git")
             && !excluded.iter().any(|e| rel.starts_with(e))
     };
-    let paths = match git_files(workspace)? {
-        Some(paths) => paths,
-        None => walk(workspace)?,
+    let (mut pending, in_git) = match git_files(workspace, Path::new(""))? {
+        Some(paths) => (paths, true),
+        None => (walk(workspace)?, false),
     };
-    let mut entries = Vec::with_capacity(paths.len());
-    for rel in paths.into_iter().filter(|p| keep(p)) {
+    let mut listing = Listing {
+        entries: Vec::with_capacity(pending.len()),
+        notes: Vec::new(),
+    };
+    while let Some(rel) = pending.pop() {
+        if !keep(&rel) {
+            continue;
+        }
         let full = workspace.join(&rel);
         let meta = match std::fs::symlink_metadata(&full) {
             Ok(meta) => meta,
@@ -56,10 +80,22 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Vec<Entry>, Snapsho
                 executable: meta.permissions().mode() & 0o100 != 0,
             }
         } else {
-            // A submodule checkout (git lists it as one path) or a socket: not snapshotted.
+            // git lists a submodule as one path, its directory.
+            if in_git && meta.is_dir() {
+                let checked_out = full.join(".git").exists();
+                match checked_out.then(|| git_files(&full, &rel)).transpose()? {
+                    Some(Some(paths)) => pending.extend(paths),
+                    _ => listing.notes.push(format!(
+                        "submodule {} is not checked out: it is empty in the snapshot \
+                         (run `git submodule update --init`)",
+                        rel.display()
+                    )),
+                }
+            }
+            // Sockets, fifos and devices are not snapshotted.
             continue;
         };
-        entries.push(Entry {
+        listing.entries.push(Entry {
             path: rel,
             kind,
             size: meta.size(),
@@ -68,18 +104,20 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Vec<Entry>, Snapsho
             ino: meta.ino(),
         });
     }
-    entries.sort_by(|a, b| {
+    listing.entries.sort_by(|a, b| {
         a.path
             .as_os_str()
             .as_bytes()
             .cmp(b.path.as_os_str().as_bytes())
     });
-    entries.dedup_by(|a, b| a.path == b.path);
-    Ok(entries)
+    listing.entries.dedup_by(|a, b| a.path == b.path);
+    Ok(listing)
 }
 
-/// `None` when the workspace is not in a git work tree.
-fn git_files(workspace: &Path) -> Result<Option<Vec<PathBuf>>, SnapshotError> {
+/// The paths git lists in `dir`, prefixed with `prefix`; `None` when `dir` is not in a
+/// git work tree. An untracked nested repository (listed as `name/`) is left out, as
+/// `git add` would leave it out.
+fn git_files(dir: &Path, prefix: &Path) -> Result<Option<Vec<PathBuf>>, SnapshotError> {
     let args = [
         "ls-files",
         "-z",
@@ -87,7 +125,7 @@ fn git_files(workspace: &Path) -> Result<Option<Vec<PathBuf>>, SnapshotError> {
         "--others",
         "--exclude-standard",
     ];
-    let stdout = match crate::git::git(workspace, &args) {
+    let stdout = match crate::git::git(dir, &args) {
         Ok(stdout) => stdout,
         Err(e) if e.not_a_repository() => return Ok(None),
         Err(e) => return Err(SnapshotError::Git(e)),
@@ -95,8 +133,8 @@ fn git_files(workspace: &Path) -> Result<Option<Vec<PathBuf>>, SnapshotError> {
     Ok(Some(
         stdout
             .split(|b| *b == 0)
-            .filter(|p| !p.is_empty())
-            .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+            .filter(|p| !p.is_empty() && !p.ends_with(b"/"))
+            .map(|p| prefix.join(OsStr::from_bytes(p)))
             .collect(),
     ))
 }

@@ -1,13 +1,15 @@
 //! Workspace snapshots: content-addressed, hashed exactly as `nix hash path` hashes the
 //! tree, with unchanged files never read or copied twice.
 
+mod complete;
 mod files;
+mod gc;
 mod index;
+mod lock;
+mod nar;
 mod store;
 mod tree;
 
-use std::collections::HashSet;
-use std::fmt;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -16,11 +18,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use files::Kind;
+use crate::cancel::Cancel;
+use files::{Entry, Kind};
 use index::Index;
 use store::Store;
 
-pub use store::{hex, nar_hash, sri_to_hex};
+pub use gc::{GcStats, VerifyStats, gc, lock_for_gc, verify};
+pub use lock::CacheLock;
+pub use nar::nar_hash;
+pub use store::{hex, sri_to_hex};
 pub use tree::{TreeEntry, TreeKind};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +39,9 @@ pub struct Snapshot {
     pub files: u64,
     /// True when this exact snapshot existed already and nothing was copied.
     pub reused: bool,
+    /// What the user should know: files that vanished while listed, submodules not
+    /// checked out.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +58,16 @@ pub enum SnapshotError {
     Nar { path: PathBuf, detail: String },
     #[error("no snapshot {nar_hash} in {} (removed by `pikaci gc`?)", cache.display())]
     Missing { nar_hash: String, cache: PathBuf },
+    #[error("{} kept changing while it was read ({attempts} attempts)", path.display())]
+    KeptChanging { path: PathBuf, attempts: u32 },
+    #[error(
+        "snapshot {nar_hash} at {} is incomplete or damaged (a file missing or of the \
+         wrong size); `pikaci run` takes it again from the workspace",
+        dir.display()
+    )]
+    Incomplete { nar_hash: String, dir: PathBuf },
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Snapshots `workspace` into the store at `cache`, leaving out `exclude` (absolute paths,
@@ -58,115 +77,172 @@ pub fn take(
     cache: &Path,
     exclude: &[PathBuf],
 ) -> Result<Snapshot, SnapshotError> {
-    let store = Store::new(cache);
+    take_cancellable(workspace, cache, exclude, &Cancel::new())
+}
+
+/// One file of the snapshot: its listing (with the stat data of what was read), its
+/// content hash (of the target, for a symlink) and, for a symlink, its target as read.
+struct Taken {
+    entry: Entry,
+    hash: String,
+    target: Option<PathBuf>,
+}
+
+/// [`take`], stopping with [`SnapshotError::Cancelled`] soon after `cancel` is set. Holds
+/// the cache lock shared, so `pikaci gc` waits for it or skips the snapshots.
+pub fn take_cancellable(
+    workspace: &Path,
+    cache: &Path,
+    exclude: &[PathBuf],
+    cancel: &Cancel,
+) -> Result<Snapshot, SnapshotError> {
+    let _lock = lock::shared(cache, cancel)?;
     let taken_at_ns = now_ns();
-    let entries = files::list(workspace, exclude)?;
+    let listing = files::list(workspace, exclude)?;
+    take_listed(workspace, cache, listing, taken_at_ns, cancel)
+}
+
+/// The part of [`take_cancellable`] after listing (separate, so a test can change the
+/// workspace in between).
+fn take_listed(
+    workspace: &Path,
+    cache: &Path,
+    listing: files::Listing,
+    taken_at_ns: i128,
+    cancel: &Cancel,
+) -> Result<Snapshot, SnapshotError> {
+    let store = Store::new(cache);
+    let mut notes = listing.notes;
     let index_path = cache.join("index").join(workspace_key(workspace));
     let old_index = Index::load(&index_path);
 
-    // Content hashes: from the index where the stat data is unchanged, else by reading
-    // the file (which also stores it).
-    let mut hashes: Vec<String> = Vec::with_capacity(entries.len());
-    for entry in &entries {
-        let hash = match (entry.kind, old_index.lookup(entry)) {
-            (Kind::File { executable }, Some(hash))
-                if store.object_path(hash, executable).exists() =>
-            {
-                hash.to_string()
-            }
-            (Kind::File { executable }, _) => {
-                store.add_file(&workspace.join(&entry.path), executable)?
-            }
-            (Kind::Symlink, _) => {
-                let target = fs::read_link(workspace.join(&entry.path)).map_err(|source| {
-                    SnapshotError::Io {
-                        path: workspace.join(&entry.path),
-                        source,
+    // Content hashes: from the index where the stat data is unchanged and the object is
+    // there with its size, else by reading the file once (which also stores it).
+    let mut taken: Vec<Taken> = Vec::with_capacity(listing.entries.len());
+    for mut entry in listing.entries {
+        if cancel.is_cancelled() {
+            return Err(SnapshotError::Cancelled);
+        }
+        let full = workspace.join(&entry.path);
+        let (hash, target) = match entry.kind {
+            Kind::File { executable } => match old_index.lookup(&entry) {
+                Some(hash) if store.has_object(hash, executable, entry.size) => {
+                    (hash.to_string(), None)
+                }
+                _ => match store.add_file(&full, executable, cancel)? {
+                    Some(added) => {
+                        entry.set_stat(added.stat);
+                        (added.hash, None)
                     }
-                })?;
-                store::hex(&Sha256::digest(target.as_os_str().as_bytes()))
-            }
+                    None => {
+                        notes.push(vanished(&entry.path));
+                        continue;
+                    }
+                },
+            },
+            Kind::Symlink => match fs::read_link(&full) {
+                Ok(target) => (
+                    store::hex(&Sha256::digest(target.as_os_str().as_bytes())),
+                    Some(target),
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    notes.push(vanished(&entry.path));
+                    continue;
+                }
+                Err(source) => return Err(SnapshotError::Io { path: full, source }),
+            },
         };
-        hashes.push(hash);
+        taken.push(Taken {
+            entry,
+            hash,
+            target,
+        });
     }
-    let pairs: Vec<_> = entries
-        .iter()
-        .zip(hashes.iter().map(String::as_str))
-        .collect();
+    let pairs: Vec<_> = taken.iter().map(|t| (&t.entry, t.hash.as_str())).collect();
     let new_index = Index::build(taken_at_ns, &pairs);
     let digest = manifest_digest(&pairs);
 
     let existing = store
         .manifest(&digest)
-        .and_then(|nar| Some((store.snapshot_dir(&store::sri_to_hex(&nar)?), nar)))
-        .filter(|(dir, _)| dir.is_dir());
+        .and_then(|nar| Some((store::sri_to_hex(&nar)?, nar)))
+        .filter(|(hex, _)| complete::is_complete(cache, &store.snapshot_dir(hex), hex));
     let (dir, nar_hash, reused) = match existing {
-        Some((dir, nar)) => (dir, nar, true),
+        Some((hex, nar)) => (store.snapshot_dir(&hex), nar, true),
         None => {
-            let tree = store.new_tmp_dir()?;
-            for (entry, hash) in &pairs {
-                let dest = tree.path().join(&entry.path);
-                if let Some(parent) = dest.parent() {
-                    fs::create_dir_all(parent).map_err(|source| SnapshotError::Io {
-                        path: parent.to_path_buf(),
-                        source,
-                    })?;
-                }
-                match entry.kind {
-                    Kind::File { executable } => {
-                        if !store.object_path(hash, executable).exists() {
-                            store.add_file(&workspace.join(&entry.path), executable)?;
-                        }
-                        store.link_object(hash, executable, &dest)?
-                    }
-                    Kind::Symlink => store::copy_symlink(&workspace.join(&entry.path), &dest)?,
-                }
-            }
-            let nar = nar_hash(tree.path())?;
-            let hex = store::sri_to_hex(&nar).unwrap_or_default();
-            let dir = store.publish(tree, &hex)?;
+            let (dir, nar) = build(&store, &taken, cancel)?;
             store.set_manifest(&digest, &nar)?;
             (dir, nar, false)
         }
     };
-    let tree_file = tree::tree_path(cache, &store::sri_to_hex(&nar_hash).unwrap_or_default());
-    if !tree_file.exists() {
-        tree::write_tree(&tree_file, &tree_entries(workspace, &pairs)?)?;
-    }
     if !new_index.same_entries(&old_index) {
         write_index(&index_path, &new_index)?;
     }
     Ok(Snapshot {
         nar_hash,
         dir,
-        files: entries.len() as u64,
+        files: taken.len() as u64,
         reused,
+        notes,
     })
 }
 
-fn tree_entries(
-    workspace: &Path,
-    pairs: &[(&files::Entry, &str)],
-) -> Result<Vec<TreeEntry>, SnapshotError> {
-    pairs
+fn vanished(path: &Path) -> String {
+    format!(
+        "{} vanished while the snapshot was taken: left out",
+        path.display()
+    )
+}
+
+/// Builds the tree of hard links in `tmp/`, hashes it and publishes it.
+fn build(
+    store: &Store,
+    taken: &[Taken],
+    cancel: &Cancel,
+) -> Result<(PathBuf, String), SnapshotError> {
+    let tree = store.new_tmp_dir()?;
+    for t in taken {
+        if cancel.is_cancelled() {
+            return Err(SnapshotError::Cancelled);
+        }
+        let dest = tree.path().join(&t.entry.path);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|source| SnapshotError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        match (t.entry.kind, &t.target) {
+            (Kind::File { executable }, _) => store.link_object(&t.hash, executable, &dest)?,
+            (Kind::Symlink, Some(target)) => std::os::unix::fs::symlink(target, &dest)
+                .map_err(|source| SnapshotError::Io { path: dest, source })?,
+            (Kind::Symlink, None) => unreachable!("a symlink is taken with its target"),
+        }
+    }
+    let nar = nar::nar_hash_cancellable(tree.path(), cancel)?;
+    let hex = store::sri_to_hex(&nar).unwrap_or_default();
+    let sizes: Vec<u64> = taken
         .iter()
-        .map(|(entry, hash)| {
-            let kind = match entry.kind {
-                Kind::File { executable } => TreeKind::File {
-                    hash: hash.to_string(),
+        .filter(|t| matches!(t.entry.kind, Kind::File { .. }))
+        .map(|t| t.entry.size)
+        .collect();
+    let dir = store.publish(tree, &hex, &tree_entries(taken), &sizes)?;
+    Ok((dir, nar))
+}
+
+fn tree_entries(taken: &[Taken]) -> Vec<TreeEntry> {
+    taken
+        .iter()
+        .map(|t| TreeEntry {
+            path: t.entry.path.clone(),
+            kind: match (t.entry.kind, &t.target) {
+                (Kind::File { executable }, _) => TreeKind::File {
+                    hash: t.hash.clone(),
                     executable,
                 },
-                Kind::Symlink => {
-                    let full = workspace.join(&entry.path);
-                    let target = fs::read_link(&full)
-                        .map_err(|source| SnapshotError::Io { path: full, source })?;
-                    TreeKind::Symlink { target }
-                }
-            };
-            Ok(TreeEntry {
-                path: entry.path.clone(),
-                kind,
-            })
+                (Kind::Symlink, target) => TreeKind::Symlink {
+                    target: target.clone().unwrap_or_default(),
+                },
+            },
         })
         .collect()
 }
@@ -211,26 +287,32 @@ pub fn object_path(cache: &Path, hash: &str, executable: bool) -> PathBuf {
     Store::new(cache).object_path(hash, executable)
 }
 
-/// A published snapshot by its NAR hash (for `pikaci rerun`).
-pub fn open(cache: &Path, nar_hash: &str) -> Result<Snapshot, SnapshotError> {
+/// A published snapshot by its NAR hash (for `pikaci rerun`), if it is complete: every
+/// file there with its recorded size.
+pub fn open(cache: &Path, nar_hash: &str, cancel: &Cancel) -> Result<Snapshot, SnapshotError> {
     let missing = || SnapshotError::Missing {
         nar_hash: nar_hash.to_string(),
         cache: cache.to_path_buf(),
     };
-    let dir = Store::new(cache).snapshot_dir(&store::sri_to_hex(nar_hash).ok_or_else(missing)?);
+    let hex = store::sri_to_hex(nar_hash).ok_or_else(missing)?;
+    let _lock = lock::shared(cache, cancel)?;
+    let dir = Store::new(cache).snapshot_dir(&hex);
     if !dir.is_dir() {
         return Err(missing());
     }
-    let files = walkdir::WalkDir::new(&dir)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_type().is_dir())
-        .count() as u64;
+    if !complete::is_complete(cache, &dir, &hex) {
+        return Err(SnapshotError::Incomplete {
+            nar_hash: nar_hash.to_string(),
+            dir,
+        });
+    }
+    let files = tree::read_tree(&tree::tree_path(cache, &hex))?.len() as u64;
     Ok(Snapshot {
         nar_hash: nar_hash.to_string(),
         dir,
         files,
         reused: true,
+        notes: Vec::new(),
     })
 }
 
@@ -267,66 +349,6 @@ pub fn private_copy(snapshot: &Path, dest: &Path) -> Result<(), SnapshotError> {
         }
     }
     Ok(())
-}
-
-#[derive(Debug, Default)]
-pub struct GcStats {
-    pub snapshots_removed: usize,
-    pub objects_removed: usize,
-}
-
-impl fmt::Display for GcStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "removed {} snapshot(s), {} unused object(s)",
-            self.snapshots_removed, self.objects_removed
-        )
-    }
-}
-
-/// Removes snapshots whose NAR hash is not in `keep`, then objects no snapshot links,
-/// then leftovers of interrupted builds. Must not run while a snapshot is being taken.
-pub fn gc(cache: &Path, keep: &HashSet<String>) -> Result<GcStats, SnapshotError> {
-    use std::os::unix::fs::MetadataExt;
-    let keep_hex: HashSet<String> = keep.iter().filter_map(|k| store::sri_to_hex(k)).collect();
-    let mut stats = GcStats::default();
-    for dir in read_dir_paths(&cache.join("snapshots")) {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !keep_hex.contains(&name) {
-            store::remove_tree(&dir).map_err(|source| SnapshotError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            let _ = fs::remove_file(tree::tree_path(cache, &name));
-            stats.snapshots_removed += 1;
-        }
-    }
-    for object in walkdir::WalkDir::new(cache.join("objects"))
-        .into_iter()
-        .filter_map(|e| e.ok())
-    {
-        if object.file_type().is_file() && object.metadata().is_ok_and(|m| m.nlink() == 1) {
-            fs::remove_file(object.path()).map_err(|source| SnapshotError::Io {
-                path: object.path().to_path_buf(),
-                source,
-            })?;
-            stats.objects_removed += 1;
-        }
-    }
-    for tmp in read_dir_paths(&cache.join("tmp")) {
-        let _ = store::remove_tree(&tmp);
-    }
-    Ok(stats)
-}
-
-fn read_dir_paths(dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default()
 }
 
 /// Identifies the file list: paths, kinds and content hashes.

@@ -5,7 +5,8 @@
 //! `tmp/` holds trees being built. Publishing is a rename, so no half-built tree is seen.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,37 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use super::SnapshotError;
+use crate::cancel::Cancel;
+
+/// How often a file that changes while it is read is read again before the run fails.
+const READ_ATTEMPTS: u32 = 3;
+
+/// The stat data of a file as it was read: what the index records for its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub ino: u64,
+}
+
+impl Stat {
+    pub fn of(meta: &fs::Metadata) -> Stat {
+        Stat {
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// A file read into the store: its content hash and the stat data of what was read.
+#[derive(Clone, Debug)]
+pub struct Added {
+    pub hash: String,
+    pub stat: Stat,
+}
 
 pub struct Store {
     pub root: PathBuf,
@@ -61,27 +93,95 @@ impl Store {
         crate::fsutil::write_atomic(&path, nar_hash.as_bytes()).map_err(io_err(&path))
     }
 
-    /// Adds `source` to the store unless its content is there already; returns its
-    /// sha256 (hex). Content is streamed, never held in memory whole.
-    pub fn add_file(&self, source: &Path, executable: bool) -> Result<String, SnapshotError> {
-        let hash = hash_file(source)?;
-        let object = self.object_path(&hash, executable);
-        if object.exists() {
-            return Ok(hash);
+    /// True when the object is there with the size its content must have. A cheap check,
+    /// done on every reuse; `pikaci gc --verify` checks the content itself.
+    pub fn has_object(&self, hash: &str, executable: bool, size: u64) -> bool {
+        fs::symlink_metadata(self.object_path(hash, executable))
+            .is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Reads `source` once, hashing the very bytes it stores, and adds them to the store
+    /// unless that content is there already. A file that changes while it is read (its
+    /// size or timestamps differ before and after) is read again, a few times, then
+    /// reported. `None` when the file is gone (deleted since it was listed).
+    pub fn add_file(
+        &self,
+        source: &Path,
+        executable: bool,
+        cancel: &Cancel,
+    ) -> Result<Option<Added>, SnapshotError> {
+        for _ in 0..READ_ATTEMPTS {
+            let Some((tmp, added, stable)) = self.read_into_tmp(source, cancel)? else {
+                return Ok(None);
+            };
+            if !stable {
+                continue;
+            }
+            let object = self.object_path(&added.hash, executable);
+            if self.has_object(&added.hash, executable, added.stat.size) {
+                return Ok(Some(added));
+            }
+            let dir = object.parent().unwrap_or(&self.root);
+            crate::fsutil::create_dir_all(dir).map_err(io_err(dir))?;
+            let mode = if executable { 0o555 } else { 0o444 };
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
+                .map_err(io_err(tmp.path()))?;
+            // A rename: replaces a damaged object, and a concurrent add of the same
+            // content leaves one right copy either way.
+            tmp.persist(&object).map_err(|e| SnapshotError::Io {
+                path: object.clone(),
+                source: e.error,
+            })?;
+            return Ok(Some(added));
         }
-        let dir = object.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-        fs::copy(source, tmp.path()).map_err(io_err(source))?;
-        let mode = if executable { 0o555 } else { 0o444 };
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
-            .map_err(io_err(&object))?;
-        // Another process may have added the same object meanwhile; either copy is right.
-        tmp.persist(&object).map_err(|e| SnapshotError::Io {
-            path: object.clone(),
-            source: e.error,
-        })?;
-        Ok(hash)
+        Err(SnapshotError::KeptChanging {
+            path: source.to_path_buf(),
+            attempts: READ_ATTEMPTS,
+        })
+    }
+
+    /// Copies `source` to a temporary file in `objects/` while hashing it; `stable` is
+    /// false when the file changed during the copy.
+    fn read_into_tmp(
+        &self,
+        source: &Path,
+        cancel: &Cancel,
+    ) -> Result<Option<(tempfile::NamedTempFile, Added, bool)>, SnapshotError> {
+        let mut file = match fs::File::open(source) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source_err) => return Err(io_err(source)(source_err)),
+        };
+        let before = Stat::of(&file.metadata().map_err(io_err(source))?);
+        let dir = self.root.join("objects");
+        crate::fsutil::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".add-")
+            .tempfile_in(&dir)
+            .map_err(io_err(&dir))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut copied = 0u64;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(SnapshotError::Cancelled);
+            }
+            let n = file.read(&mut buf).map_err(io_err(source))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).map_err(io_err(tmp.path()))?;
+            copied += n as u64;
+        }
+        tmp.flush().map_err(io_err(tmp.path()))?;
+        let after = Stat::of(&file.metadata().map_err(io_err(source))?);
+        let stable = before == after && copied == after.size;
+        let added = Added {
+            hash: hex(&hasher.finalize()),
+            stat: after,
+        };
+        Ok(Some((tmp, added, stable)))
     }
 
     pub fn new_tmp_dir(&self) -> Result<tempfile::TempDir, SnapshotError> {
@@ -114,65 +214,42 @@ impl Store {
         }
     }
 
-    /// Makes `tree` read-only and renames it to `snapshots/<nar_hex>`. If that exists
-    /// already (published by another process), `tree` is discarded.
+    /// Publishes `tree` as `snapshots/<nar_hex>`: renames it into place (while its
+    /// directories are still writable: moving a directory to another parent rewrites
+    /// its `..`, which needs write permission on it unless one is root), makes it
+    /// read-only, and writes its file list and completeness record last. A complete
+    /// snapshot published meanwhile by another process wins and `tree` is discarded; an
+    /// incomplete one (left by a killed gc or run) is replaced.
     pub fn publish(
         &self,
         tree: tempfile::TempDir,
         nar_hex: &str,
+        entries: &[super::TreeEntry],
+        sizes: &[u64],
     ) -> Result<PathBuf, SnapshotError> {
         let target = self.snapshot_dir(nar_hex);
         let parent = target.parent().unwrap_or(&self.root);
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
-        if target.exists() {
+        crate::fsutil::create_dir_all(parent).map_err(io_err(parent))?;
+        let _publishing = super::lock::publishing(&self.root)?;
+        if super::complete::is_complete(&self.root, &target, nar_hex) {
             return Ok(target);
         }
-        set_dir_modes(tree.path(), 0o555)?;
+        super::complete::forget(&self.root, nar_hex).map_err(io_err(&target))?;
+        if fs::symlink_metadata(&target).is_ok() {
+            remove_tree(&target).map_err(io_err(&target))?;
+        }
         let built = tree.keep();
-        match fs::rename(&built, &target) {
-            Ok(()) => Ok(target),
-            Err(_) if target.exists() => {
-                let _ = remove_tree(&built);
-                Ok(target)
-            }
-            Err(source) => {
-                let _ = remove_tree(&built);
-                Err(SnapshotError::Io {
-                    path: target,
-                    source,
-                })
-            }
+        if let Err(source) = fs::rename(&built, &target) {
+            let _ = remove_tree(&built);
+            return Err(SnapshotError::Io {
+                path: target,
+                source,
+            });
         }
+        set_dir_modes(&target, 0o555)?;
+        super::complete::write(&self.root, nar_hex, entries, sizes)?;
+        Ok(target)
     }
-}
-
-/// sha256 of the NAR serialisation of `path`, in SRI form (`sha256-<base64>`), which is
-/// what `nix hash path` prints.
-pub fn nar_hash(path: &Path) -> Result<String, SnapshotError> {
-    let mut encoder = nix_nar::Encoder::new(path).map_err(|e| SnapshotError::Nar {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = encoder.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format!(
-        "sha256-{}",
-        base64::engine::general_purpose::STANDARD.encode(hasher.finalize())
-    ))
-}
-
-fn hash_file(path: &Path) -> Result<String, SnapshotError> {
-    let mut file = fs::File::open(path).map_err(io_err(path))?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).map_err(io_err(path))?;
-    Ok(hex(&hasher.finalize()))
 }
 
 /// `sha256-<base64>` → lowercase hex, the snapshot directory name.

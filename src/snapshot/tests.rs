@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::process::Command;
 
@@ -14,6 +15,12 @@ fn git(dir: &Path, args: &[&str]) {
         .status
         .success();
     assert!(ok, "git {args:?}");
+}
+
+fn gc_lock(cache: &Path) -> CacheLock {
+    lock_for_gc(cache)
+        .unwrap()
+        .expect("no take holds the cache")
 }
 
 fn write(root: &Path, rel: &str, content: &str) {
@@ -71,12 +78,7 @@ fn age_files(root: &Path) {
     }
 }
 
-#[test]
-fn hash_equals_nix_hash_path() {
-    let ws = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    sample_tree(ws.path());
-    let snapshot = take(ws.path(), cache.path(), &[]).unwrap();
+fn nix_hash_path(dir: &Path) -> Option<String> {
     let nix = Command::new("nix")
         .args([
             "--extra-experimental-features",
@@ -84,22 +86,30 @@ fn hash_equals_nix_hash_path() {
             "hash",
             "path",
         ])
-        .arg(&snapshot.dir)
+        .arg(dir)
         .output();
     let Ok(nix) = nix else {
         assert!(std::env::var_os("CI").is_none(), "nix is required in CI");
         eprintln!("skipped: nix is not installed");
-        return;
+        return None;
     };
     assert!(
         nix.status.success(),
         "{}",
         String::from_utf8_lossy(&nix.stderr)
     );
-    assert_eq!(
-        snapshot.nar_hash,
-        String::from_utf8_lossy(&nix.stdout).trim()
-    );
+    Some(String::from_utf8_lossy(&nix.stdout).trim().to_string())
+}
+
+#[test]
+fn hash_equals_nix_hash_path() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    let snapshot = take(ws.path(), cache.path(), &[]).unwrap();
+    if let Some(nix) = nix_hash_path(&snapshot.dir) {
+        assert_eq!(snapshot.nar_hash, nix);
+    }
     // The workspace itself hashes the same: the snapshot is faithful.
     assert_eq!(nar_hash(ws.path()).unwrap(), snapshot.nar_hash);
 }
@@ -223,8 +233,8 @@ fn corrupt_index_is_rebuilt() {
     sample_tree(ws.path());
     age_files(ws.path());
     let first = take(ws.path(), cache.path(), &[]).unwrap();
-    for index in read_dir_paths(&cache.path().join("index")) {
-        fs::write(index, "garbage\0\0").unwrap();
+    for index in fs::read_dir(cache.path().join("index")).unwrap() {
+        fs::write(index.unwrap().path(), "garbage\0\0").unwrap();
     }
     let second = take(ws.path(), cache.path(), &[]).unwrap();
     assert_eq!(first.nar_hash, second.nar_hash);
@@ -237,11 +247,11 @@ fn open_finds_published_and_rejects_unknown() {
     let cache = tempfile::tempdir().unwrap();
     sample_tree(ws.path());
     let taken = take(ws.path(), cache.path(), &[]).unwrap();
-    let opened = open(cache.path(), &taken.nar_hash).unwrap();
+    let opened = open(cache.path(), &taken.nar_hash, &Cancel::new()).unwrap();
     assert_eq!((opened.dir, opened.files), (taken.dir, taken.files));
     let unknown = format!("sha256-{}", "A".repeat(43) + "=");
     assert!(matches!(
-        open(cache.path(), &unknown),
+        open(cache.path(), &unknown, &Cancel::new()),
         Err(SnapshotError::Missing { .. })
     ));
 }
@@ -272,7 +282,12 @@ fn gc_removes_unreferenced_snapshots_and_objects() {
     let keep = take(ws.path(), cache.path(), &[]).unwrap();
     write(ws.path(), "only-in-second", "unique content");
     let drop = take(ws.path(), cache.path(), &[]).unwrap();
-    let stats = gc(cache.path(), &HashSet::from([keep.nar_hash.clone()])).unwrap();
+    let stats = gc(
+        cache.path(),
+        &HashSet::from([keep.nar_hash.clone()]),
+        &gc_lock(cache.path()),
+    )
+    .unwrap();
     assert_eq!(stats.snapshots_removed, 1);
     assert_eq!(
         stats.objects_removed, 1,
@@ -289,10 +304,180 @@ fn objects_removed_by_gc_are_added_again_when_needed() {
     sample_tree(ws.path());
     age_files(ws.path());
     let first = take(ws.path(), cache.path(), &[]).unwrap();
-    gc(cache.path(), &HashSet::new()).unwrap();
+    gc(cache.path(), &HashSet::new(), &gc_lock(cache.path())).unwrap();
     assert_eq!(object_count(cache.path()), 0);
     let again = take(ws.path(), cache.path(), &[]).unwrap();
     assert_eq!(again.nar_hash, first.nar_hash);
     assert!(!again.reused, "the tree was rebuilt");
     assert_eq!(nar_hash(&again.dir).unwrap(), first.nar_hash);
+}
+
+#[test]
+fn non_utf8_names_hash_as_nix_does() {
+    use std::os::unix::ffi::OsStrExt;
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9-\xff.txt");
+    fs::create_dir(ws.path().join(std::ffi::OsStr::from_bytes(b"d\xfe"))).unwrap();
+    fs::write(ws.path().join(name), "latin-1\n").unwrap();
+    symlink(name, ws.path().join("d\u{fe}-link")).unwrap();
+    fs::write(
+        ws.path()
+            .join(std::ffi::OsStr::from_bytes(b"d\xfe"))
+            .join(name),
+        "x",
+    )
+    .unwrap();
+    let snapshot = take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!(fs::read(snapshot.dir.join(name)).unwrap(), b"latin-1\n");
+    if let Some(nix) = nix_hash_path(&snapshot.dir) {
+        assert_eq!(snapshot.nar_hash, nix);
+    }
+    assert_eq!(nar_hash(ws.path()).unwrap(), snapshot.nar_hash);
+}
+
+#[test]
+fn a_file_that_vanishes_after_listing_is_left_out_with_a_note() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    let listing = files::list(ws.path(), &[]).unwrap();
+    fs::remove_file(ws.path().join("a/b/c.txt")).unwrap();
+    fs::remove_file(ws.path().join("link")).unwrap();
+    let snapshot = take_listed(ws.path(), cache.path(), listing, now_ns(), &Cancel::new()).unwrap();
+    assert_eq!(
+        names(&snapshot),
+        ["empty", "run.sh", "with space/ünïcode.txt"]
+    );
+    assert_eq!(snapshot.notes.len(), 2, "{:?}", snapshot.notes);
+    assert!(snapshot.notes[0].contains("a/b/c.txt vanished"));
+}
+
+#[test]
+fn a_cancelled_take_stops_and_publishes_nothing() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let result = take_cancellable(ws.path(), cache.path(), &[], &cancel);
+    assert!(matches!(result, Err(SnapshotError::Cancelled)));
+    assert!(!cache.path().join("snapshots").exists());
+}
+
+/// What a gc or run killed half-way leaves: a tree with files missing.
+fn cut_short(snapshot: &Snapshot, rel: &str) {
+    let parent = snapshot.dir.join(rel);
+    let parent = parent.parent().unwrap();
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_file(snapshot.dir.join(rel)).unwrap();
+}
+
+#[test]
+fn a_tree_cut_short_is_rebuilt_not_reused() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    age_files(ws.path());
+    let first = take(ws.path(), cache.path(), &[]).unwrap();
+    cut_short(&first, "a/b/c.txt");
+    assert!(matches!(
+        open(cache.path(), &first.nar_hash, &Cancel::new()),
+        Err(SnapshotError::Incomplete { .. })
+    ));
+    let again = take(ws.path(), cache.path(), &[]).unwrap();
+    assert!(!again.reused);
+    assert_eq!(again.dir, first.dir);
+    assert_eq!(nar_hash(&again.dir).unwrap(), first.nar_hash);
+    assert!(take(ws.path(), cache.path(), &[]).unwrap().reused);
+}
+
+/// Truncates (or, same size, overwrites) the object behind `rel` of `snapshot`.
+fn damage_object(snapshot: &Snapshot, rel: &str, content: &[u8]) {
+    let path = snapshot.dir.join(rel);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&path, content).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+}
+
+#[test]
+fn a_truncated_object_is_replaced_and_its_snapshot_rebuilt() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    age_files(ws.path());
+    let first = take(ws.path(), cache.path(), &[]).unwrap();
+    damage_object(&first, "a/b/c.txt", b"nes");
+    assert!(
+        open(cache.path(), &first.nar_hash, &Cancel::new()).is_err(),
+        "not served"
+    );
+    let again = take(ws.path(), cache.path(), &[]).unwrap();
+    assert!(!again.reused);
+    assert_eq!(fs::read(again.dir.join("a/b/c.txt")).unwrap(), b"nested\n");
+    assert_eq!(nar_hash(&again.dir).unwrap(), first.nar_hash);
+}
+
+#[test]
+fn verify_drops_damaged_objects_with_their_snapshots() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    age_files(ws.path());
+    let first = take(ws.path(), cache.path(), &[]).unwrap();
+    damage_object(&first, "a/b/c.txt", b"NESTED\n");
+    assert!(
+        take(ws.path(), cache.path(), &[]).unwrap().reused,
+        "same size"
+    );
+    let stats = verify(cache.path(), &gc_lock(cache.path())).unwrap();
+    assert_eq!((stats.objects_bad.len(), stats.snapshots_dropped), (1, 1));
+    assert!(!first.dir.exists());
+    let again = take(ws.path(), cache.path(), &[]).unwrap();
+    assert!(!again.reused);
+    assert_eq!(fs::read(again.dir.join("a/b/c.txt")).unwrap(), b"nested\n");
+    let clean = verify(cache.path(), &gc_lock(cache.path())).unwrap();
+    assert_eq!((clean.objects_bad.len(), clean.snapshots_dropped), (0, 0));
+}
+
+#[test]
+fn gc_waits_for_no_take_and_a_take_waits_for_gc() {
+    let cache = tempfile::tempdir().unwrap();
+    let taking = lock::shared(cache.path(), &Cancel::new()).unwrap();
+    assert!(lock_for_gc(cache.path()).unwrap().is_none());
+    drop(taking);
+    let collecting = gc_lock(cache.path());
+    let cancel = Cancel::new();
+    cancel.cancel();
+    assert!(matches!(
+        lock::shared(cache.path(), &cancel),
+        Err(SnapshotError::Cancelled)
+    ));
+    drop(collecting);
+}
+
+#[test]
+fn gc_removes_what_killed_runs_and_gcs_leave() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    let kept = take(ws.path(), cache.path(), &[]).unwrap();
+    let c = cache.path();
+    // A run killed while building, while adding a file, and just after its rename.
+    write(c, "tmp/build-killed/a/file", "partial");
+    write(c, "objects/.add-killed", "half a file");
+    let unpublished = c.join("snapshots").join("ab".repeat(32));
+    write(&unpublished, "only-part", "x");
+    // A gc killed between removing a snapshot's record and its tree.
+    write(c, &format!("trees/{}", "cd".repeat(32)), "");
+    let stats = gc(c, &HashSet::from([kept.nar_hash.clone()]), &gc_lock(c)).unwrap();
+    assert_eq!(stats.snapshots_removed, 1);
+    assert!(!unpublished.exists() && !c.join("objects/.add-killed").exists());
+    assert!(!c.join("tmp/build-killed").exists());
+    assert!(!c.join("trees").join("cd".repeat(32)).exists());
+    assert!(
+        open(c, &kept.nar_hash, &Cancel::new()).is_ok(),
+        "the kept snapshot is intact"
+    );
 }

@@ -43,6 +43,21 @@ pub fn gc(state: &StateDir, keep: usize) -> std::io::Result<GcReport> {
     Ok(report)
 }
 
+/// The snapshots the runs that remain refer to, or `None` while a run is in progress (it
+/// may have taken a snapshot it has not recorded yet). Asked again once gc holds the
+/// cache lock, since a run may have started or ended since [`gc`] listed them.
+pub fn live_snapshots(state: &StateDir) -> std::io::Result<Option<HashSet<String>>> {
+    let runs = list_runs(state)?;
+    if runs.iter().any(|r| r.locked) {
+        return Ok(None);
+    }
+    Ok(Some(
+        runs.iter()
+            .filter_map(|r| Some(r.record.as_ref().ok()?.snapshot.as_ref()?.nar_hash.clone()))
+            .collect(),
+    ))
+}
+
 /// Removes a directory tree, making read-only directories writable first.
 pub fn remove_tree(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

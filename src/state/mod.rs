@@ -10,7 +10,7 @@ mod lock;
 mod records;
 
 pub use events::{Event, EventKind, EventLog};
-pub use gc::{GcReport, gc, remove_tree};
+pub use gc::{GcReport, gc, live_snapshots, remove_tree};
 pub use layout::{RunDir, StateDir, new_run_id};
 pub use listing::{RunEntry, job_records, list_runs, resolve_run};
 pub use lock::{RunLock, create_run};

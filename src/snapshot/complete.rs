@@ -1,0 +1,83 @@
+//! The completeness record `<cache>/complete/<nar-hex>`: written last when a snapshot is
+//! published (after its tree, its modes and its file list), removed first when gc drops
+//! it. A snapshot is used only when its record is there and every file of the tree has
+//! the recorded size, so a tree cut short by a killed gc, or an object truncated since,
+//! is rebuilt instead of served.
+//!
+//! Format: a header `pikaci-complete 1 <n>`, then the size of each of the `n` regular
+//! files of `trees/<nar-hex>`, in its order, one per line.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::SnapshotError;
+use super::tree::{self, TreeEntry, TreeKind};
+
+const HEADER: &str = "pikaci-complete 1";
+
+pub fn record_path(cache: &Path, nar_hex: &str) -> PathBuf {
+    cache.join("complete").join(nar_hex)
+}
+
+/// Writes the file list, then the record that makes the snapshot usable.
+pub fn write(
+    cache: &Path,
+    nar_hex: &str,
+    entries: &[TreeEntry],
+    sizes: &[u64],
+) -> Result<(), SnapshotError> {
+    tree::write_tree(&tree::tree_path(cache, nar_hex), entries)?;
+    let mut text = format!("{HEADER} {}\n", sizes.len());
+    for size in sizes {
+        text.push_str(&format!("{size}\n"));
+    }
+    let path = record_path(cache, nar_hex);
+    let io = |source| SnapshotError::Io {
+        path: path.clone(),
+        source,
+    };
+    crate::fsutil::create_dir_all(path.parent().unwrap_or(cache)).map_err(io)?;
+    crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(io)
+}
+
+/// Makes the snapshot unusable (the first step of removing it).
+pub fn forget(cache: &Path, nar_hex: &str) -> std::io::Result<()> {
+    for path in [record_path(cache, nar_hex), tree::tree_path(cache, nar_hex)] {
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn read_sizes(cache: &Path, nar_hex: &str) -> Option<Vec<u64>> {
+    let text = fs::read_to_string(record_path(cache, nar_hex)).ok()?;
+    let mut lines = text.lines();
+    let count: usize = lines.next()?.strip_prefix(HEADER)?.trim().parse().ok()?;
+    let sizes: Vec<u64> = lines.map(|l| l.parse().ok()).collect::<Option<_>>()?;
+    (sizes.len() == count).then_some(sizes)
+}
+
+/// True when `snapshots/<nar-hex>` is published whole: its record is there and every
+/// file of its list is in the tree with the recorded size (one `lstat` per file).
+pub fn is_complete(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
+    let Some(sizes) = read_sizes(cache, nar_hex) else {
+        return false;
+    };
+    let Ok(entries) = tree::read_tree(&tree::tree_path(cache, nar_hex)) else {
+        return false;
+    };
+    let mut sizes = sizes.into_iter();
+    let all_there = entries.iter().all(|entry| {
+        let meta = fs::symlink_metadata(dir.join(&entry.path));
+        match entry.kind {
+            TreeKind::File { .. } => {
+                let size = sizes.next();
+                meta.is_ok_and(|m| m.is_file() && Some(m.len()) == size)
+            }
+            TreeKind::Symlink { .. } => meta.is_ok_and(|m| m.file_type().is_symlink()),
+        }
+    });
+    all_there && sizes.next().is_none()
+}
