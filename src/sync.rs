@@ -66,13 +66,15 @@ trap 'rm -f "$have"' EXIT
 comm -23 - "$have"
 "#;
 
-/// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: the tar stream.
+/// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: a tar with the
+/// missing contents (`tmp/ID/new/`) and `tree.tar`, the tree under `tmp/ID/tree/`.
 pub(crate) const RECEIVE: &str = r#"set -eu
 cd "$1"
 t="tmp/$3"
 trap 'discard "$t"; discard "$t.tree"' EXIT
 mkdir -p objects snapshots "$t/tree"
 tar -x -f - --no-same-owner
+tar -x -f "$t/tree.tar" --no-same-owner
 if [ -d "$t/new" ]; then cp -al -n "$t/new/." objects/; fi
 find "$t/tree" -type d -exec chmod 0555 {} +
 mv -T "$t/tree" "snapshots/$2" 2>/dev/null || [ -d "snapshots/$2" ]
@@ -153,18 +155,15 @@ pub fn sync(
         &hex[..16]
     );
     // Streams a packed tar into the host-side `body` (args: host dir, hex, temp id).
-    let send = |body: &str,
-                (stream, objects, bytes): (std::fs::File, u64, u64),
-                stats: &mut SyncStats|
-     -> Result<(), SyncError> {
+    let send = |body: &str, packed: Packed, stats: &mut SyncStats| -> Result<(), SyncError> {
         let argv = host_sh(body, "pikaci-sync")
             .arg(host_dir)
             .arg(&hex)
             .arg(&id);
-        transport.run_file(&argv, stream, deadline, cancel)?;
+        transport.run_file(&argv, packed.stream, deadline, cancel)?;
         stats.round_trips += 1;
-        stats.objects_sent = objects;
-        stats.bytes_sent = bytes;
+        stats.objects_sent = packed.objects;
+        stats.bytes_sent = packed.bytes;
         Ok(())
     };
     let query = host_sh(QUERY, "pikaci-sync")
@@ -210,7 +209,7 @@ pub fn sync(
     )?;
     stats.round_trips += 1;
     let missing: HashSet<String> = answer.stdout.lines().map_while(Result::ok).collect();
-    let packed = pack(cache, &tree, &missing, &id).map_err(SyncError::Pack)?;
+    let packed = pack_tree(cache, &tree, &missing, &id).map_err(SyncError::Pack)?;
     send(RECEIVE, packed, &mut stats)?;
     Ok(stats)
 }
@@ -338,64 +337,121 @@ fn nul_list<'p>(paths: impl Iterator<Item = &'p Path>) -> Vec<u8> {
     out
 }
 
-/// The patch stream: changed contents under `tmp/ID/new/`, the lists, and `tree.tar`.
-fn pack_patch(cache: &Path, diff: &Diff, id: &str) -> std::io::Result<(std::fs::File, u64, u64)> {
+/// A packed stream for the host, and what it carries.
+struct Packed {
+    stream: std::fs::File,
+    objects: u64,
+    bytes: u64,
+}
+
+/// The one stream of both kinds of sync, so what a cold sync and a patch send cannot
+/// differ: the contents the host lacks under `tmp/ID/new/`, one per object name (the
+/// same content executable and not is two objects), then `tmp/ID/tree.tar`, which puts
+/// `entries` under `root` as hard links to those new copies or to `objects/`, then the
+/// `extra` files under `tmp/ID/`.
+fn pack(
+    cache: &Path,
+    entries: &[&TreeEntry],
+    host_lacks: &dyn Fn(&str) -> bool,
+    root: &Path,
+    id: &str,
+    extra: Vec<(&str, Vec<u8>)>,
+) -> std::io::Result<Packed> {
     let base = PathBuf::from("tmp").join(id);
     let mut outer = tar::Builder::new(tempfile::tempfile()?);
     outer.mode(tar::HeaderMode::Deterministic);
+    let mut links = tar::Builder::new(tempfile::tempfile()?);
+    links.mode(tar::HeaderMode::Deterministic);
     let (mut objects, mut bytes) = (0u64, 0u64);
     let mut sent: HashSet<String> = HashSet::new();
-    let mut inner = tar::Builder::new(Vec::new());
-    inner.mode(tar::HeaderMode::Deterministic);
-    let tree = PathBuf::from("tmp").join(format!("{id}.tree"));
-    for entry in &diff.changed {
+    for entry in entries {
+        let path = root.join(&entry.path);
         let mut header = tar::Header::new_gnu();
         header.set_size(0);
         match &entry.kind {
             TreeKind::File { hash, executable } => {
                 let name = object_name(hash, *executable);
-                if sent.insert(name.clone()) {
-                    let mut file =
-                        std::fs::File::open(snapshot::object_path(cache, hash, *executable))?;
-                    let mut h = tar::Header::new_gnu();
-                    h.set_size(file.metadata()?.len());
-                    h.set_mode(if *executable { 0o555 } else { 0o444 });
-                    outer.append_data(&mut h, base.join("new").join(&name), &mut file)?;
-                    objects += 1;
-                    bytes += h.size()?;
-                }
+                let target = if host_lacks(&name) {
+                    if sent.insert(name.clone()) {
+                        let local = snapshot::object_path(cache, hash, *executable);
+                        let mut file = std::fs::File::open(&local)?;
+                        let mut h = tar::Header::new_gnu();
+                        h.set_size(file.metadata()?.len());
+                        h.set_mode(if *executable { 0o555 } else { 0o444 });
+                        outer.append_data(&mut h, base.join("new").join(&name), &mut file)?;
+                        objects += 1;
+                        bytes += h.size()?;
+                    }
+                    base.join("new").join(&name)
+                } else {
+                    Path::new("objects").join(&name)
+                };
                 header.set_entry_type(tar::EntryType::Link);
-                inner.append_link(
-                    &mut header,
-                    tree.join(&entry.path),
-                    base.join("new").join(&name),
-                )?;
+                links.append_link(&mut header, &path, &target)?;
             }
             TreeKind::Symlink { target } => {
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
-                inner.append_link(&mut header, tree.join(&entry.path), target)?;
+                links.append_link(&mut header, &path, target)?;
             }
         }
     }
-    for (name, data) in [
+    let mut links = links.into_inner()?;
+    links.flush()?;
+    let links_len = links.stream_position()?;
+    links.rewind()?;
+    let mut h = tar::Header::new_gnu();
+    h.set_size(links_len);
+    h.set_mode(0o444);
+    outer.append_data(&mut h, base.join("tree.tar"), &mut links)?;
+    for (name, data) in extra {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o444);
+        outer.append_data(&mut h, base.join(name), data.as_slice())?;
+    }
+    let mut stream = outer.into_inner()?;
+    stream.flush()?;
+    stream.rewind()?;
+    Ok(Packed {
+        stream,
+        objects,
+        bytes,
+    })
+}
+
+/// The patch stream: the changed entries under `tmp/ID.tree/` (all their contents
+/// travel), and the lists of what to remove, open and close.
+fn pack_patch(cache: &Path, diff: &Diff, id: &str) -> std::io::Result<Packed> {
+    let lists = vec![
         (
             "remove",
             nul_list(diff.removed.iter().map(PathBuf::as_path)),
         ),
         ("open", nul_list(diff.open.iter().map(PathBuf::as_path))),
         ("close", nul_list(diff.close.iter().map(PathBuf::as_path))),
-        ("tree.tar", inner.into_inner()?),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o444);
-        outer.append_data(&mut h, base.join(name), data.as_slice())?;
-    }
-    let mut file = outer.into_inner()?;
-    file.flush()?;
-    file.rewind()?;
-    Ok((file, objects, bytes))
+    ];
+    let root = PathBuf::from("tmp").join(format!("{id}.tree"));
+    pack(cache, &diff.changed, &|_| true, &root, id, lists)
+}
+
+/// The cold stream: the whole tree under `tmp/ID/tree/`, with the objects in `missing`.
+fn pack_tree(
+    cache: &Path,
+    tree: &[TreeEntry],
+    missing: &HashSet<String>,
+    id: &str,
+) -> std::io::Result<Packed> {
+    let entries: Vec<&TreeEntry> = tree.iter().collect();
+    let root = PathBuf::from("tmp").join(id).join("tree");
+    pack(
+        cache,
+        &entries,
+        &|name| missing.contains(name),
+        &root,
+        id,
+        Vec::new(),
+    )
 }
 
 /// `xx/rest[-x]`: an object's name under `objects/`, as in the local store.
@@ -415,62 +471,6 @@ fn unique_objects(tree: &[TreeEntry]) -> std::collections::BTreeSet<String> {
             TreeKind::Symlink { .. } => None,
         })
         .collect()
-}
-
-/// The tar stream: missing objects under `tmp/ID/new/`, then the tree under
-/// `tmp/ID/tree/` as hard links to `objects/` (or to the new copies).
-fn pack(
-    cache: &Path,
-    tree: &[TreeEntry],
-    missing: &HashSet<String>,
-    id: &str,
-) -> std::io::Result<(std::fs::File, u64, u64)> {
-    let base = PathBuf::from("tmp").join(id);
-    let mut builder = tar::Builder::new(tempfile::tempfile()?);
-    builder.mode(tar::HeaderMode::Deterministic);
-    let (mut objects, mut bytes) = (0u64, 0u64);
-    let mut sent: HashSet<&str> = HashSet::new();
-    for entry in tree {
-        let TreeKind::File { hash, executable } = &entry.kind else {
-            continue;
-        };
-        let name = object_name(hash, *executable);
-        if missing.contains(&name) && sent.insert(hash.as_str()) {
-            let local = snapshot::object_path(cache, hash, *executable);
-            let mut file = std::fs::File::open(&local)?;
-            let mut header = tar::Header::new_gnu();
-            header.set_size(file.metadata()?.len());
-            header.set_mode(if *executable { 0o555 } else { 0o444 });
-            builder.append_data(&mut header, base.join("new").join(&name), &mut file)?;
-            objects += 1;
-            bytes += header.size()?;
-        }
-    }
-    for entry in tree {
-        let path = base.join("tree").join(&entry.path);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(0);
-        match &entry.kind {
-            TreeKind::File { hash, executable } => {
-                let name = object_name(hash, *executable);
-                let target = if missing.contains(&name) {
-                    base.join("new").join(&name)
-                } else {
-                    Path::new("objects").join(&name)
-                };
-                header.set_entry_type(tar::EntryType::Link);
-                builder.append_link(&mut header, &path, &target)?;
-            }
-            TreeKind::Symlink { target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                builder.append_link(&mut header, &path, target)?;
-            }
-        }
-    }
-    let mut file = builder.into_inner()?;
-    file.rewind()?;
-    Ok((file, objects, bytes))
 }
 
 #[cfg(test)]

@@ -21,3 +21,4 @@ mod secrets;
 mod setup;
 mod ssh;
 mod sync;
+mod sync_trees;

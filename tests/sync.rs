@@ -10,7 +10,7 @@ use pikaci::snapshot;
 use pikaci::sync::sync;
 use pikaci::transport::{Local, Ssh, Transport};
 
-fn ssh() -> Option<Ssh> {
+pub(crate) fn ssh() -> Option<Ssh> {
     let ssh = Ssh::new(crate::harness::testbed_ssh()?).unwrap();
     ssh.connect(&Cancel::new()).unwrap();
     Some(ssh)
@@ -38,7 +38,7 @@ fn workspace() -> tempfile::TempDir {
 }
 
 /// `nix hash path` of `dir`, run on the host itself.
-fn host_hash(transport: &dyn Transport, dir: &Path) -> Option<String> {
+pub(crate) fn host_hash(transport: &dyn Transport, dir: &Path) -> Option<String> {
     let argv = Argv::new("nix")
         .args([
             "--extra-experimental-features",
@@ -64,7 +64,7 @@ fn host_hash(transport: &dyn Transport, dir: &Path) -> Option<String> {
     }
 }
 
-fn soon() -> Instant {
+pub(crate) fn soon() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
@@ -226,4 +226,45 @@ fn concurrent_syncs_of_one_snapshot_both_succeed() {
     if let Some(hash) = host_hash(&Local, dir) {
         assert_eq!(hash, snap.nar_hash);
     }
+}
+
+/// Two files with the same content, one executable and one not: two objects on the host
+/// (`HASH` and `HASH-x`), and a cold sync must send both (issue 14).
+fn check_same_content_in_both_modes(transport: &dyn Transport) {
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "a", "");
+    write(ws.path(), "b", "");
+    write(ws.path(), "s1", "same\n");
+    write(ws.path(), "s3", "same\n");
+    for exec in ["b", "s3"] {
+        std::fs::set_permissions(ws.path().join(exec), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let cold = sync(
+        transport,
+        cache.path(),
+        &snap.nar_hash,
+        host.path(),
+        soon(),
+        &Cancel::new(),
+    )
+    .unwrap_or_else(|e| panic!("cold sync: {}", pikaci::error::chain(&e)));
+    assert_eq!(cold.objects_sent, 4, "an object per content and mode");
+    if let Some(hash) = host_hash(transport, &cold.dir) {
+        assert_eq!(hash, snap.nar_hash);
+    }
+}
+
+#[test]
+fn same_content_executable_and_not_syncs_over_ssh() {
+    let Some(ssh) = ssh() else { return };
+    check_same_content_in_both_modes(&ssh);
+}
+
+#[test]
+fn same_content_executable_and_not_syncs_locally() {
+    check_same_content_in_both_modes(&Local);
 }
