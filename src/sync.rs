@@ -15,7 +15,8 @@
 //! New trees are built under `tmp/` and published with a rename, so no half-synced tree
 //! is ever used and two runs syncing the same snapshot both succeed. A run holds a shared
 //! lease on its snapshot ([`lease`]) for as long as it uses it; only unleased trees are
-//! ever taken for patching.
+//! ever taken for patching, and only unleased, unclaimed ones collected
+//! ([`crate::backend::collect_host`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, Seek, Write};
@@ -34,18 +35,23 @@ const PATCH_CANDIDATES: usize = 8;
 /// Above this many changed entries a patch is no cheaper than a fresh tree.
 const PATCH_LIMIT: usize = 5_000;
 
-/// Step 1 on the host. Args: host dir, snapshot hex, temp id, candidate hexes. Takes
-/// the first candidate tree whose lease it can lock exclusively (nobody uses it) by
-/// renaming it to `tmp/ID.tree`.
+/// Step 1 on the host. Args: host dir, snapshot hex, temp id, owner id, candidate
+/// hexes. Claims the snapshot for this owner (gc on the host keeps claimed snapshots),
+/// then takes the first candidate tree whose lease it can lock exclusively (nobody uses
+/// it) by renaming it to `tmp/ID.tree`, with a fresh mtime: gc leaves young temporary
+/// trees alone, for the moment between this step and the sync's lease.
 pub(crate) const QUERY: &str = r#"set -eu
-mkdir -p "$1/objects" "$1/tmp" "$1/leases" && cd "$1"
-hex=$2 id=$3
-shift 3
+mkdir -p "$1/objects" "$1/tmp" "$1/leases" "$1/owners/$4" && cd "$1"
+hex=$2 id=$3 owner=$4
+shift 4
+touch "owners/$owner/$hex"
 if [ -d "snapshots/$hex" ]; then echo present; exit 0; fi
 for base in "$@"; do
   [ -d "snapshots/$base" ] || continue
   exec 8>>"leases/$base"
   if flock -xn 8 && mv -T "snapshots/$base" "tmp/$id.tree" 2>/dev/null; then
+    touch "tmp/$id.tree"
+    rm -f owners/*/"$base"
     echo "patch $base"
     exit 0
   fi
@@ -53,6 +59,10 @@ for base in "$@"; do
 done
 echo absent
 "#;
+
+/// The lease every sync holds (shared) from its first change on the host to its end;
+/// gc on the host takes it exclusively before it removes objects or temporary trees.
+pub(crate) const SYNCS_LEASE: &str = "syncs";
 
 /// Full sync, step 2. Args: host dir. Stdin: object names, one a line, sorted bytewise;
 /// prints those the host lacks. One `find` and `comm` instead of a test per object:
@@ -97,7 +107,7 @@ if [ -d "$t/new" ]; then cp -al -n "$t/new/." objects/; fi
 mv -T "$t.tree" "snapshots/$2" 2>/dev/null || [ -d "snapshots/$2" ]
 "#;
 
-/// A shared lease on a snapshot dir, held while stdin stays open. Args: host dir, hex.
+/// A shared lease, held while stdin stays open. Args: host dir, lease name.
 pub(crate) const LEASE: &str = r#"set -eu
 mkdir -p "$1/leases"
 exec 9>>"$1/leases/$2"
@@ -129,6 +139,67 @@ pub enum SyncError {
     Protocol(String),
     #[error("cannot take a lease on the snapshot on {host}: {why}")]
     Lease { host: String, why: String },
+    #[error("cannot read or create this state dir's owner id in {path}")]
+    Owner {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sync to {host} was cancelled")]
+    Cancelled { host: String },
+}
+
+/// Why packing stopped early: the run was cancelled.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+struct PackCancelled;
+
+impl SyncError {
+    fn packing(transport: &dyn Transport, error: std::io::Error) -> SyncError {
+        if error.get_ref().is_some_and(|e| e.is::<PackCancelled>()) {
+            return SyncError::Cancelled {
+                host: transport.host(),
+            };
+        }
+        SyncError::Pack(error)
+    }
+}
+
+/// This state dir's id on hosts, as the owner of what it syncs there (so several state
+/// dirs can share one host dir, see [`crate::backend::collect_host`]): made once from
+/// the time, the process and the cache path, kept in the cache as `host-owner`.
+pub fn owner_id(cache: &Path) -> Result<String, SyncError> {
+    use sha2::Digest;
+    let path = cache.join("host-owner");
+    let io = |source| SyncError::Owner {
+        path: path.clone(),
+        source,
+    };
+    let valid = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && valid(text.trim())
+    {
+        return Ok(text.trim().to_string());
+    }
+    std::fs::create_dir_all(cache).map_err(io)?;
+    let seed = format!(
+        "{:?} {} {}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        cache.display()
+    );
+    let id = snapshot::hex(&sha2::Sha256::digest(seed.as_bytes())[..16]);
+    let mut file = tempfile::NamedTempFile::new_in(cache).map_err(io)?;
+    file.write_all(format!("{id}\n").as_bytes()).map_err(io)?;
+    // Two first syncs at once: the first id written wins, both use it.
+    match file.persist_noclobber(&path) {
+        Ok(_) => Ok(id),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(&path).map_err(io)?;
+            Ok(text.trim().to_string())
+        }
+        Err(e) => Err(io(e.error)),
+    }
 }
 
 /// Makes the snapshot `nar_hash` from the local `cache` present under `host_dir`.
@@ -166,10 +237,12 @@ pub fn sync(
         stats.bytes_sent = packed.bytes;
         Ok(())
     };
+    let owner = owner_id(cache)?;
     let query = host_sh(QUERY, "pikaci-sync")
         .arg(host_dir)
         .arg(&hex)
         .arg(&id)
+        .arg(&owner)
         .args(
             snapshot::recent_trees(cache, PATCH_CANDIDATES + 1)
                 .into_iter()
@@ -187,11 +260,15 @@ pub fn sync(
             None => return Err(SyncError::Protocol(other.to_string())),
         },
     };
+    // Held until the sync returns: gc on the host collects no object and no temporary
+    // tree while a sync is under way.
+    let _syncing = lease(transport, host_dir, SYNCS_LEASE, deadline, cancel)?;
     if let Some(base) = base {
         let old = snapshot::tree_by_hex(cache, &base)?;
         let diff = Diff::between(&old, &tree);
         if diff.changed.len() + diff.removed.len() <= PATCH_LIMIT {
-            let packed = pack_patch(cache, &diff, &id).map_err(SyncError::Pack)?;
+            let packed = pack_patch(cache, &diff, &id, cancel)
+                .map_err(|e| SyncError::packing(transport, e))?;
             send(PATCH, packed, &mut stats)?;
             stats.patched_from = Some(base);
             return Ok(stats);
@@ -209,18 +286,20 @@ pub fn sync(
     )?;
     stats.round_trips += 1;
     let missing: HashSet<String> = answer.stdout.lines().map_while(Result::ok).collect();
-    let packed = pack_tree(cache, &tree, &missing, &id).map_err(SyncError::Pack)?;
+    let packed = pack_tree(cache, &tree, &missing, &id, cancel)
+        .map_err(|e| SyncError::packing(transport, e))?;
     send(RECEIVE, packed, &mut stats)?;
     Ok(stats)
 }
 
-/// Takes a shared lease on `snapshots/<hex>` under `host_dir`, so no other sync patches
-/// that tree while this run uses it. Held until the returned process is dropped (its
+/// Takes a shared lease `leases/<name>` under `host_dir`: on a snapshot's hex, so no
+/// other sync patches that tree and no gc removes it while this run uses it; on
+/// [`SYNCS_LEASE`], so gc leaves a sync's objects and temporary trees alone. Held until the returned process is dropped (its
 /// stdin closes); also released if pikaci dies.
 pub fn lease(
     transport: &dyn Transport,
     host_dir: &Path,
-    hex: &str,
+    name: &str,
     deadline: Instant,
     cancel: &Cancel,
 ) -> Result<GroupChild, SyncError> {
@@ -231,7 +310,7 @@ pub fn lease(
     let argv = Argv::new("sh")
         .args(["-c", LEASE, "pikaci-lease"])
         .arg(host_dir)
-        .arg(hex);
+        .arg(name);
     let mut out = tempfile::tempfile().map_err(|e| fail(e.to_string()))?;
     let mut command = transport.command(&argv);
     command
@@ -356,6 +435,7 @@ fn pack(
     root: &Path,
     id: &str,
     extra: Vec<(&str, Vec<u8>)>,
+    cancel: &Cancel,
 ) -> std::io::Result<Packed> {
     let base = PathBuf::from("tmp").join(id);
     let mut outer = tar::Builder::new(tempfile::tempfile()?);
@@ -365,6 +445,9 @@ fn pack(
     let (mut objects, mut bytes) = (0u64, 0u64);
     let mut sent: HashSet<String> = HashSet::new();
     for entry in entries {
+        if cancel.is_cancelled() {
+            return Err(std::io::Error::other(PackCancelled));
+        }
         let path = root.join(&entry.path);
         let mut header = tar::Header::new_gnu();
         header.set_size(0);
@@ -374,11 +457,15 @@ fn pack(
                 let target = if host_lacks(&name) {
                     if sent.insert(name.clone()) {
                         let local = snapshot::object_path(cache, hash, *executable);
-                        let mut file = std::fs::File::open(&local)?;
+                        let file = std::fs::File::open(&local)?;
                         let mut h = tar::Header::new_gnu();
                         h.set_size(file.metadata()?.len());
                         h.set_mode(if *executable { 0o555 } else { 0o444 });
-                        outer.append_data(&mut h, base.join("new").join(&name), &mut file)?;
+                        let mut reader = Cancellable {
+                            inner: file,
+                            cancel,
+                        };
+                        outer.append_data(&mut h, base.join("new").join(&name), &mut reader)?;
                         objects += 1;
                         bytes += h.size()?;
                     }
@@ -420,9 +507,25 @@ fn pack(
     })
 }
 
+/// A file read that stops when the run is cancelled (a large object takes long to
+/// pack).
+struct Cancellable<'a> {
+    inner: std::fs::File,
+    cancel: &'a Cancel,
+}
+
+impl std::io::Read for Cancellable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::other(PackCancelled));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// The patch stream: the changed entries under `tmp/ID.tree/` (all their contents
 /// travel), and the lists of what to remove, open and close.
-fn pack_patch(cache: &Path, diff: &Diff, id: &str) -> std::io::Result<Packed> {
+fn pack_patch(cache: &Path, diff: &Diff, id: &str, cancel: &Cancel) -> std::io::Result<Packed> {
     let lists = vec![
         (
             "remove",
@@ -432,7 +535,7 @@ fn pack_patch(cache: &Path, diff: &Diff, id: &str) -> std::io::Result<Packed> {
         ("close", nul_list(diff.close.iter().map(PathBuf::as_path))),
     ];
     let root = PathBuf::from("tmp").join(format!("{id}.tree"));
-    pack(cache, &diff.changed, &|_| true, &root, id, lists)
+    pack(cache, &diff.changed, &|_| true, &root, id, lists, cancel)
 }
 
 /// The cold stream: the whole tree under `tmp/ID/tree/`, with the objects in `missing`.
@@ -441,6 +544,7 @@ fn pack_tree(
     tree: &[TreeEntry],
     missing: &HashSet<String>,
     id: &str,
+    cancel: &Cancel,
 ) -> std::io::Result<Packed> {
     let entries: Vec<&TreeEntry> = tree.iter().collect();
     let root = PathBuf::from("tmp").join(id).join("tree");
@@ -451,6 +555,7 @@ fn pack_tree(
         &root,
         id,
         Vec::new(),
+        cancel,
     )
 }
 

@@ -6,6 +6,7 @@ mod config_errors;
 mod filters;
 mod flake;
 mod fuzz;
+mod host_gc;
 // The properties the AFL targets check, shared with tests/fuzz.rs.
 #[path = "../fuzz/src/oracles.rs"]
 mod fuzz_oracles;

@@ -268,3 +268,54 @@ fn same_content_executable_and_not_syncs_over_ssh() {
 fn same_content_executable_and_not_syncs_locally() {
     check_same_content_in_both_modes(&Local);
 }
+
+/// Issue 21, finding 14: SIGINT or SIGTERM while the workspace is sent to an SSH host
+/// stops the sync promptly and records the job and the run as `cancelled`, not `error`.
+#[test]
+fn a_signal_during_the_sync_cancels_the_run() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let Some(options) = crate::harness::testbed_ssh() else {
+        return;
+    };
+    for signal in [Signal::INT, Signal::TERM] {
+        let work = tempfile::tempdir().unwrap();
+        let repo = crate::harness::Repo::new(&format!(
+            "[defaults]\nbackend = \"microvm\"\nhost = \"{host}\"\nwork-dir = \"{work}\"\n\n\
+             [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
+             [backends.microvm]\nrunner = \"/nonexistent#runner\"\n\n\
+             [jobs.m]\ncommand = \"true\"\n",
+            host = std::env::var("PIKACI_TEST_SSH_HOST").unwrap(),
+            work = work.path().display(),
+            key = options.identity.as_ref().unwrap().display(),
+            known = options.known_hosts.as_ref().unwrap().display(),
+        ));
+        // Big enough that sending it takes a while.
+        let big = std::fs::File::create(repo.path().join("big")).unwrap();
+        big.set_len(48 << 20).unwrap();
+        let mut child = repo
+            .command(&["run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The run takes its lease on the host just before the sync starts.
+        let leases = work.path().join("leases");
+        let syncing = crate::harness::eventually(Duration::from_secs(120), || {
+            std::fs::read_dir(&leases).is_ok_and(|mut d| d.next().is_some())
+        });
+        assert!(syncing, "the sync never started");
+        kill_process(Pid::from_child(&child), signal).unwrap();
+        let signalled = Instant::now();
+        let status = child.wait().unwrap();
+        let took = signalled.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "{signal:?}: ended after {took:?}"
+        );
+        assert_eq!(status.code(), Some(130), "{signal:?}");
+        let (job, _) = repo.job("m");
+        assert_eq!(job["status"], "cancelled", "{signal:?}: {job}");
+        let run = repo.read_json(&repo.latest_run().join("run.json"));
+        assert_eq!(run["status"], "cancelled", "{signal:?}");
+    }
+}
