@@ -133,7 +133,8 @@ fn check_collection(host: &Host) {
     }
 
     let out = gc(&repo, "1");
-    assert!(out.contains("1 snapshot(s)"), "{out}");
+    let host_line = out.lines().find(|l| l.starts_with("host ")).unwrap_or("");
+    assert!(host_line.contains(", 1 snapshot(s)"), "{out}");
     assert!(!snapshots.join(&old).exists(), "no run needs it: {out}");
     assert!(snapshots.join(&kept).is_dir(), "the kept run's snapshot");
     assert!(snapshots.join(&newer).is_dir(), "leased");

@@ -166,3 +166,30 @@ pub fn collect_host(
     let text = String::from_utf8_lossy(&out.stdout);
     HostGcStats::parse(&text).ok_or_else(|| HostGcError::Output(text.trim().to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hosts_counts_are_read_and_shown() {
+        let stats = HostGcStats::parse("2 3 40 1\n").unwrap();
+        assert_eq!(
+            stats,
+            HostGcStats {
+                job_dirs: 2,
+                snapshots: 3,
+                objects: 40,
+                busy: true
+            }
+        );
+        assert_eq!(
+            stats.to_string(),
+            "removed 2 job dir(s) of runs that are over, 3 snapshot(s), 40 unused object(s) \
+             (syncs in flight: objects left for the next gc)"
+        );
+        for bad in ["", "2 3 40", "2 3 x 0", "1 2 3 4 5"] {
+            assert_eq!(HostGcStats::parse(bad), None, "{bad:?}");
+        }
+    }
+}
