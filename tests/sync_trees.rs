@@ -9,7 +9,8 @@
 //! already has objects. Non-UTF-8 names are left out (the NAR encoder of the snapshot
 //! does not take them yet).
 //!
-//! `PIKACI_SYNC_CASES` sets the number of cases (default 12, a few seconds).
+//! `PIKACI_SYNC_CASES` sets the number of cases per transport (default 6: each is up to four
+//! syncs and `nix hash path` runs, about a second apiece on a loaded machine).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -146,7 +147,7 @@ fn holds_for_all(property: impl Fn(Vec<Step>)) {
     let cases = std::env::var("PIKACI_SYNC_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(6);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
