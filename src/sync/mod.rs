@@ -141,8 +141,12 @@ pub enum SyncError {
     Transport(#[from] TransportError),
     #[error("the host answered `{0}` where pikaci expected `present`, `patch` or `absent`")]
     Protocol(String),
-    #[error("cannot take a lease on the snapshot on {host}: {why}")]
-    Lease { host: String, why: String },
+    #[error("cannot take the lease `{name}` on {host}: {why}")]
+    Lease {
+        host: String,
+        name: String,
+        why: String,
+    },
     #[error("cannot read or create this state dir's owner id in {path}")]
     Owner {
         path: PathBuf,
@@ -304,6 +308,7 @@ pub fn lease(
 ) -> Result<GroupChild, SyncError> {
     let fail = |why: String| SyncError::Lease {
         host: transport.host(),
+        name: name.to_string(),
         why,
     };
     let argv = Argv::new("sh")
