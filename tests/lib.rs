@@ -10,6 +10,7 @@ mod docs;
 mod filters;
 mod flake;
 mod fuzz;
+mod host_gc;
 // The properties the AFL targets check, shared with tests/fuzz.rs.
 #[path = "../fuzz/src/oracles.rs"]
 mod fuzz_oracles;
@@ -33,3 +34,4 @@ mod ssh;
 mod store;
 mod store_paths;
 mod sync;
+mod sync_trees;

@@ -10,7 +10,7 @@ use pikaci::snapshot;
 use pikaci::sync::sync;
 use pikaci::transport::{Local, Ssh, Transport};
 
-fn ssh() -> Option<Ssh> {
+pub(crate) fn ssh() -> Option<Ssh> {
     let ssh = Ssh::new(crate::harness::testbed_ssh()?).unwrap();
     ssh.connect(&Cancel::new()).unwrap();
     Some(ssh)
@@ -38,7 +38,7 @@ fn workspace() -> tempfile::TempDir {
 }
 
 /// `nix hash path` of `dir`, run on the host itself.
-fn host_hash(transport: &dyn Transport, dir: &Path) -> Option<String> {
+pub(crate) fn host_hash(transport: &dyn Transport, dir: &Path) -> Option<String> {
     let argv = Argv::new("nix")
         .args([
             "--extra-experimental-features",
@@ -64,7 +64,7 @@ fn host_hash(transport: &dyn Transport, dir: &Path) -> Option<String> {
     }
 }
 
-fn soon() -> Instant {
+pub(crate) fn soon() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
@@ -225,5 +225,97 @@ fn concurrent_syncs_of_one_snapshot_both_succeed() {
     let dir = &results[0].as_ref().unwrap().dir;
     if let Some(hash) = host_hash(&Local, dir) {
         assert_eq!(hash, snap.nar_hash);
+    }
+}
+
+/// Two files with the same content, one executable and one not: two objects on the host
+/// (`HASH` and `HASH-x`), and a cold sync must send both (issue 14).
+fn check_same_content_in_both_modes(transport: &dyn Transport) {
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "a", "");
+    write(ws.path(), "b", "");
+    write(ws.path(), "s1", "same\n");
+    write(ws.path(), "s3", "same\n");
+    for exec in ["b", "s3"] {
+        std::fs::set_permissions(ws.path().join(exec), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let cold = sync(
+        transport,
+        cache.path(),
+        &snap.nar_hash,
+        host.path(),
+        soon(),
+        &Cancel::new(),
+    )
+    .unwrap_or_else(|e| panic!("cold sync: {}", pikaci::error::chain(&e)));
+    assert_eq!(cold.objects_sent, 4, "an object per content and mode");
+    if let Some(hash) = host_hash(transport, &cold.dir) {
+        assert_eq!(hash, snap.nar_hash);
+    }
+}
+
+#[test]
+fn same_content_executable_and_not_syncs_over_ssh() {
+    let Some(ssh) = ssh() else { return };
+    check_same_content_in_both_modes(&ssh);
+}
+
+#[test]
+fn same_content_executable_and_not_syncs_locally() {
+    check_same_content_in_both_modes(&Local);
+}
+
+/// Issue 21, finding 14: SIGINT or SIGTERM while the workspace is sent to an SSH host
+/// stops the sync promptly and records the job and the run as `cancelled`, not `error`.
+#[test]
+fn a_signal_during_the_sync_cancels_the_run() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let Some(options) = crate::harness::testbed_ssh() else {
+        return;
+    };
+    for signal in [Signal::INT, Signal::TERM] {
+        let work = tempfile::tempdir().unwrap();
+        let repo = crate::harness::Repo::new(&format!(
+            "[defaults]\nbackend = \"microvm\"\nhost = \"{host}\"\nwork-dir = \"{work}\"\n\n\
+             [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
+             [backends.microvm]\nrunner = \"/nonexistent#runner\"\n\n\
+             [jobs.m]\ncommand = \"true\"\n",
+            host = std::env::var("PIKACI_TEST_SSH_HOST").unwrap(),
+            work = work.path().display(),
+            key = options.identity.as_ref().unwrap().display(),
+            known = options.known_hosts.as_ref().unwrap().display(),
+        ));
+        // Big enough that sending it takes a while.
+        let big = std::fs::File::create(repo.path().join("big")).unwrap();
+        big.set_len(48 << 20).unwrap();
+        let mut child = repo
+            .command(&["run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The run takes its lease on the host just before the sync starts.
+        let leases = work.path().join("leases");
+        let syncing = crate::harness::eventually(Duration::from_secs(120), || {
+            std::fs::read_dir(&leases).is_ok_and(|mut d| d.next().is_some())
+        });
+        assert!(syncing, "the sync never started");
+        kill_process(Pid::from_child(&child), signal).unwrap();
+        let signalled = Instant::now();
+        let status = child.wait().unwrap();
+        let took = signalled.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "{signal:?}: ended after {took:?}"
+        );
+        assert_eq!(status.code(), Some(130), "{signal:?}");
+        let (job, _) = repo.job("m");
+        assert_eq!(job["status"], "cancelled", "{signal:?}: {job}");
+        let run = repo.read_json(&repo.latest_run().join("run.json"));
+        assert_eq!(run["status"], "cancelled", "{signal:?}");
     }
 }

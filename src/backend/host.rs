@@ -127,7 +127,7 @@ impl HostBackend {
         *self.isolation.get_or_init(|| {
             let isolation = Isolation::detect();
             if let Some(caveat) = isolation.caveat() {
-                eprintln!("pikaci: note: {caveat}");
+                crate::errln!("pikaci: note: {caveat}");
             }
             isolation
         })

@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod host;
+pub(crate) mod host_gc;
 pub(crate) mod incus;
 pub(crate) mod microvm;
 pub(crate) mod session;
@@ -12,11 +13,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use host::HostBackend;
+pub use host_gc::{HostGc, HostGcError, HostGcStats, collect_host};
 pub use incus::{IncusBackend, collect_instances};
 pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
-pub use session::{
-    HostFactsFailed, HostSession, RunContext, collect_host, connect, read_host_facts,
-};
+pub use session::{HostFactsFailed, HostSession, RunContext, connect, read_host_facts};
 
 use crate::cancel::Cancel;
 use crate::config::BackendKind;

@@ -149,47 +149,6 @@ pub fn connect(
     Ok((transport, work_dir, local))
 }
 
-/// Removes what runs that are over left in the host's work dir: job dirs (a killed
-/// pikaci could not remove them; its guests stopped on their own) and temporary sync
-/// trees older than an hour. Only runs of this state dir are named (stdin, one id a
-/// line), so runs of other machines sharing the host are left alone.
-pub(crate) const COLLECT: &str = r#"set -eu
-cd "$1"
-n=0
-while IFS= read -r run; do
-  if [ -z "$run" ] || [ ! -d "jobs/$run" ]; then continue; fi
-  discard "jobs/$run"
-  n=$((n + 1))
-done
-if [ -d tmp ]; then
-  find tmp -mindepth 1 -maxdepth 1 -mmin +60 | while IFS= read -r old; do discard "$old"; done
-fi
-echo "$n"
-"#;
-
-/// `pikaci gc` on the host: returns how many job dirs were removed.
-pub fn collect_host(
-    config: &Config,
-    state_root: &Path,
-    finished_runs: &[String],
-    cancel: &Cancel,
-) -> Result<usize, String> {
-    let (transport, work_dir, _) = connect(config, state_root, cancel)?;
-    let argv = crate::transport::host_sh(COLLECT, "pikaci-gc").arg(&work_dir);
-    let out = transport
-        .run(
-            &argv,
-            (finished_runs.join("\n") + "\n").as_bytes(),
-            Instant::now() + HOST_STEP,
-            cancel,
-        )
-        .map_err(|e| e.to_string())?;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| "the host's gc printed no count".to_string())
-}
-
 pub(crate) const WORK_DIR: &str = r#"mkdir -p -- "$1/gcroots" && cd -- "$1" && pwd -P"#;
 
 /// Creates `dir` (and its `gcroots/`) on the host and returns its absolute,

@@ -40,6 +40,20 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
             .collect();
         let cancel = crate::cancel::Cancel::new();
         let host = &config.defaults.host;
+        let keep = crate::backend::HostGc {
+            finished_runs: &finished,
+            keep_snapshots: &report.live_snapshots,
+        };
+        match crate::backend::collect_host(config, state.root(), &keep, &cancel) {
+            Ok(stats) => println!("host {host}: {stats}"),
+            Err(e) => {
+                eprintln!(
+                    "warning: could not clean up on {host}: {}",
+                    crate::error::chain(&e)
+                );
+                failed = true;
+            }
+        }
         let mut report = |what: &str, result: Result<usize, String>| match result {
             Ok(n) => crate::outln!("host {host}: removed {n} {what} of runs that are over"),
             Err(e) => {
@@ -47,10 +61,6 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
                 failed = true;
             }
         };
-        report(
-            "job dir(s)",
-            crate::backend::collect_host(config, state.root(), &finished, &cancel),
-        );
         if uses(BackendKind::Incus) {
             report(
                 "Incus instance(s)",

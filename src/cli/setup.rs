@@ -45,7 +45,13 @@ pub fn completions(args: CompletionsArgs) -> Result<u8, Error> {
     // Into memory first, then out without panicking on a closed pipe.
     let mut script = Vec::new();
     shell
-        .write_registration(super::COMPLETE_VAR, "pikaci", "pikaci", "pikaci", &mut script)
+        .write_registration(
+            super::COMPLETE_VAR,
+            "pikaci",
+            "pikaci",
+            "pikaci",
+            &mut script,
+        )
         .map_err(|e| Error::infra("writing the completion script", e))?;
     crate::console::out(&script);
     Ok(0)

@@ -89,6 +89,11 @@ pub fn run_job(
     let outcome = drive(node, snapshot, inputs, backends, &dir, cancel, phases);
     let (status, result) = match outcome {
         Ok((ended, result)) => (job_status(ended, &result), Some(result)),
+        // A step cut short by Ctrl-C or SIGTERM (a sync, a build) is the cancellation.
+        Err(message) if cancel.is_cancelled() => (
+            JobStatus::Cancelled,
+            Some(GuestResult::error(started, message)),
+        ),
         Err(message) => {
             let message = crate::hint::with_hint(message);
             (JobStatus::Error, Some(GuestResult::error(started, message)))

@@ -155,11 +155,9 @@ fn prepare_over(
 ) -> Result<(), String> {
     let input = &plan.prepare[i].inputs[0];
     built.map_err(|e| {
-        outcome
-            .infra_errors
-            .push(crate::hint::with_hint(format!(
-                "input `{input}` did not build: {e}"
-            )));
+        outcome.infra_errors.push(crate::hint::with_hint(format!(
+            "input `{input}` did not build: {e}"
+        )));
         format!("input `{input}` did not build")
     })
 }

@@ -329,7 +329,7 @@ fn take_snapshot(
         e => format!("snapshot failed: {}", crate::error::chain(&e)),
     })?;
     for note in &snapshot.notes {
-        eprintln!("note: {note}");
+        crate::errln!("note: {note}");
     }
     Ok(SnapshotRef {
         nar_hash: snapshot.nar_hash,

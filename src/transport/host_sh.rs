@@ -27,7 +27,10 @@ mod tests {
             ("sync patch", with_discard(crate::sync::PATCH)),
             ("sync lease", with_discard(crate::sync::LEASE)),
             ("work dir", session::WORK_DIR.to_string()),
-            ("gc of the host", with_discard(session::COLLECT)),
+            (
+                "gc of the host",
+                with_discard(crate::backend::host_gc::COLLECT),
+            ),
             ("guest flake", microvm::WRITE_FLAKE.to_string()),
             ("runner shares", microvm::READ_SHARES.to_string()),
             ("pikaci source present", microvm::SOURCE_PRESENT.to_string()),

@@ -15,7 +15,8 @@
 //! New trees are built under `tmp/` and published with a rename, so no half-synced tree
 //! is ever used and two runs syncing the same snapshot both succeed. A run holds a shared
 //! lease on its snapshot ([`lease`]) for as long as it uses it; only unleased trees are
-//! ever taken for patching.
+//! ever taken for patching, and only unleased, unclaimed ones collected
+//! ([`crate::backend::collect_host`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, Seek, Write};
@@ -29,23 +30,32 @@ use crate::exec::GroupChild;
 use crate::snapshot::{self, TreeEntry, TreeKind};
 use crate::transport::{Transport, TransportError, host_sh};
 
+mod pack;
+
+use pack::{PackCancelled, Packed, pack_patch, pack_tree, unique_objects};
+
 /// How many recent local snapshots a sync offers the host as patch bases.
 const PATCH_CANDIDATES: usize = 8;
 /// Above this many changed entries a patch is no cheaper than a fresh tree.
 const PATCH_LIMIT: usize = 5_000;
 
-/// Step 1 on the host. Args: host dir, snapshot hex, temp id, candidate hexes. Takes
-/// the first candidate tree whose lease it can lock exclusively (nobody uses it) by
-/// renaming it to `tmp/ID.tree`.
+/// Step 1 on the host. Args: host dir, snapshot hex, temp id, owner id, candidate
+/// hexes. Claims the snapshot for this owner (gc on the host keeps claimed snapshots),
+/// then takes the first candidate tree whose lease it can lock exclusively (nobody uses
+/// it) by renaming it to `tmp/ID.tree`, with a fresh mtime: gc leaves young temporary
+/// trees alone, for the moment between this step and the sync's lease.
 pub(crate) const QUERY: &str = r#"set -eu
-mkdir -p "$1/objects" "$1/tmp" "$1/leases" && cd "$1"
-hex=$2 id=$3
-shift 3
+mkdir -p "$1/objects" "$1/tmp" "$1/leases" "$1/owners/$4" && cd "$1"
+hex=$2 id=$3 owner=$4
+shift 4
+touch "owners/$owner/$hex"
 if [ -d "snapshots/$hex" ]; then echo present; exit 0; fi
 for base in "$@"; do
   [ -d "snapshots/$base" ] || continue
   exec 8>>"leases/$base"
   if flock -xn 8 && mv -T "snapshots/$base" "tmp/$id.tree" 2>/dev/null; then
+    touch "tmp/$id.tree"
+    rm -f owners/*/"$base"
     echo "patch $base"
     exit 0
   fi
@@ -53,6 +63,10 @@ for base in "$@"; do
 done
 echo absent
 "#;
+
+/// The lease every sync holds (shared) from its first change on the host to its end;
+/// gc on the host takes it exclusively before it removes objects or temporary trees.
+pub(crate) const SYNCS_LEASE: &str = "syncs";
 
 /// Full sync, step 2. Args: host dir. Stdin: object names, one a line, sorted bytewise;
 /// prints those the host lacks. One `find` and `comm` instead of a test per object:
@@ -66,13 +80,15 @@ trap 'rm -f "$have"' EXIT
 comm -23 - "$have"
 "#;
 
-/// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: the tar stream.
+/// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: a tar with the
+/// missing contents (`tmp/ID/new/`) and `tree.tar`, the tree under `tmp/ID/tree/`.
 pub(crate) const RECEIVE: &str = r#"set -eu
 cd "$1"
 t="tmp/$3"
 trap 'discard "$t"; discard "$t.tree"' EXIT
 mkdir -p objects snapshots "$t/tree"
 tar -x -f - --no-same-owner
+tar -x -f "$t/tree.tar" --no-same-owner
 if [ -d "$t/new" ]; then cp -al -n "$t/new/." objects/; fi
 find "$t/tree" -type d -exec chmod 0555 {} +
 mv -T "$t/tree" "snapshots/$2" 2>/dev/null || [ -d "snapshots/$2" ]
@@ -95,7 +111,7 @@ if [ -d "$t/new" ]; then cp -al -n "$t/new/." objects/; fi
 mv -T "$t.tree" "snapshots/$2" 2>/dev/null || [ -d "snapshots/$2" ]
 "#;
 
-/// A shared lease on a snapshot dir, held while stdin stays open. Args: host dir, hex.
+/// A shared lease, held while stdin stays open. Args: host dir, lease name.
 pub(crate) const LEASE: &str = r#"set -eu
 mkdir -p "$1/leases"
 exec 9>>"$1/leases/$2"
@@ -125,8 +141,68 @@ pub enum SyncError {
     Transport(#[from] TransportError),
     #[error("the host answered `{0}` where pikaci expected `present`, `patch` or `absent`")]
     Protocol(String),
-    #[error("cannot take a lease on the snapshot on {host}: {why}")]
-    Lease { host: String, why: String },
+    #[error("cannot take the lease `{name}` on {host}: {why}")]
+    Lease {
+        host: String,
+        name: String,
+        why: String,
+    },
+    #[error("cannot read or create this state dir's owner id in {path}")]
+    Owner {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sync to {host} was cancelled")]
+    Cancelled { host: String },
+}
+
+impl SyncError {
+    fn packing(transport: &dyn Transport, error: std::io::Error) -> SyncError {
+        if error.get_ref().is_some_and(|e| e.is::<PackCancelled>()) {
+            return SyncError::Cancelled {
+                host: transport.host(),
+            };
+        }
+        SyncError::Pack(error)
+    }
+}
+
+/// This state dir's id on hosts, as the owner of what it syncs there (so several state
+/// dirs can share one host dir, see [`crate::backend::collect_host`]): made once from
+/// the time, the process and the cache path, kept in the cache as `host-owner`.
+pub fn owner_id(cache: &Path) -> Result<String, SyncError> {
+    use sha2::Digest;
+    let path = cache.join("host-owner");
+    let io = |source| SyncError::Owner {
+        path: path.clone(),
+        source,
+    };
+    let valid = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && valid(text.trim())
+    {
+        return Ok(text.trim().to_string());
+    }
+    std::fs::create_dir_all(cache).map_err(io)?;
+    let seed = format!(
+        "{:?} {} {}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        cache.display()
+    );
+    let id = snapshot::hex(&sha2::Sha256::digest(seed.as_bytes())[..16]);
+    let mut file = tempfile::NamedTempFile::new_in(cache).map_err(io)?;
+    file.write_all(format!("{id}\n").as_bytes()).map_err(io)?;
+    // Two first syncs at once: the first id written wins, both use it.
+    match file.persist_noclobber(&path) {
+        Ok(_) => Ok(id),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(&path).map_err(io)?;
+            Ok(text.trim().to_string())
+        }
+        Err(e) => Err(io(e.error)),
+    }
 }
 
 /// Makes the snapshot `nar_hash` from the local `cache` present under `host_dir`.
@@ -153,24 +229,23 @@ pub fn sync(
         &hex[..16]
     );
     // Streams a packed tar into the host-side `body` (args: host dir, hex, temp id).
-    let send = |body: &str,
-                (stream, objects, bytes): (std::fs::File, u64, u64),
-                stats: &mut SyncStats|
-     -> Result<(), SyncError> {
+    let send = |body: &str, packed: Packed, stats: &mut SyncStats| -> Result<(), SyncError> {
         let argv = host_sh(body, "pikaci-sync")
             .arg(host_dir)
             .arg(&hex)
             .arg(&id);
-        transport.run_file(&argv, stream, deadline, cancel)?;
+        transport.run_file(&argv, packed.stream, deadline, cancel)?;
         stats.round_trips += 1;
-        stats.objects_sent = objects;
-        stats.bytes_sent = bytes;
+        stats.objects_sent = packed.objects;
+        stats.bytes_sent = packed.bytes;
         Ok(())
     };
+    let owner = owner_id(cache)?;
     let query = host_sh(QUERY, "pikaci-sync")
         .arg(host_dir)
         .arg(&hex)
         .arg(&id)
+        .arg(&owner)
         .args(
             snapshot::recent_trees(cache, PATCH_CANDIDATES + 1)
                 .into_iter()
@@ -188,11 +263,15 @@ pub fn sync(
             None => return Err(SyncError::Protocol(other.to_string())),
         },
     };
+    // Held until the sync returns: gc on the host collects no object and no temporary
+    // tree while a sync is under way.
+    let _syncing = lease(transport, host_dir, SYNCS_LEASE, deadline, cancel)?;
     if let Some(base) = base {
         let old = snapshot::tree_by_hex(cache, &base)?;
         let diff = Diff::between(&old, &tree);
         if diff.changed.len() + diff.removed.len() <= PATCH_LIMIT {
-            let packed = pack_patch(cache, &diff, &id).map_err(SyncError::Pack)?;
+            let packed = pack_patch(cache, &diff, &id, cancel)
+                .map_err(|e| SyncError::packing(transport, e))?;
             send(PATCH, packed, &mut stats)?;
             stats.patched_from = Some(base);
             return Ok(stats);
@@ -210,29 +289,32 @@ pub fn sync(
     )?;
     stats.round_trips += 1;
     let missing: HashSet<String> = answer.stdout.lines().map_while(Result::ok).collect();
-    let packed = pack(cache, &tree, &missing, &id).map_err(SyncError::Pack)?;
+    let packed = pack_tree(cache, &tree, &missing, &id, cancel)
+        .map_err(|e| SyncError::packing(transport, e))?;
     send(RECEIVE, packed, &mut stats)?;
     Ok(stats)
 }
 
-/// Takes a shared lease on `snapshots/<hex>` under `host_dir`, so no other sync patches
-/// that tree while this run uses it. Held until the returned process is dropped (its
+/// Takes a shared lease `leases/<name>` under `host_dir`: on a snapshot's hex, so no
+/// other sync patches that tree and no gc removes it while this run uses it; on
+/// [`SYNCS_LEASE`], so gc leaves a sync's objects and temporary trees alone. Held until the returned process is dropped (its
 /// stdin closes); also released if pikaci dies.
 pub fn lease(
     transport: &dyn Transport,
     host_dir: &Path,
-    hex: &str,
+    name: &str,
     deadline: Instant,
     cancel: &Cancel,
 ) -> Result<GroupChild, SyncError> {
     let fail = |why: String| SyncError::Lease {
         host: transport.host(),
+        name: name.to_string(),
         why,
     };
     let argv = Argv::new("sh")
         .args(["-c", LEASE, "pikaci-lease"])
         .arg(host_dir)
-        .arg(hex);
+        .arg(name);
     let mut out = tempfile::tempfile().map_err(|e| fail(e.to_string()))?;
     let mut command = transport.command(&argv);
     command
@@ -328,153 +410,9 @@ impl<'a> Diff<'a> {
     }
 }
 
-fn nul_list<'p>(paths: impl Iterator<Item = &'p Path>) -> Vec<u8> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = Vec::new();
-    for path in paths {
-        out.extend_from_slice(path.as_os_str().as_bytes());
-        out.push(0);
-    }
-    out
-}
-
-/// The patch stream: changed contents under `tmp/ID/new/`, the lists, and `tree.tar`.
-fn pack_patch(cache: &Path, diff: &Diff, id: &str) -> std::io::Result<(std::fs::File, u64, u64)> {
-    let base = PathBuf::from("tmp").join(id);
-    let mut outer = tar::Builder::new(tempfile::tempfile()?);
-    outer.mode(tar::HeaderMode::Deterministic);
-    let (mut objects, mut bytes) = (0u64, 0u64);
-    let mut sent: HashSet<String> = HashSet::new();
-    let mut inner = tar::Builder::new(Vec::new());
-    inner.mode(tar::HeaderMode::Deterministic);
-    let tree = PathBuf::from("tmp").join(format!("{id}.tree"));
-    for entry in &diff.changed {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(0);
-        match &entry.kind {
-            TreeKind::File { hash, executable } => {
-                let name = object_name(hash, *executable);
-                if sent.insert(name.clone()) {
-                    let mut file =
-                        std::fs::File::open(snapshot::object_path(cache, hash, *executable))?;
-                    let mut h = tar::Header::new_gnu();
-                    h.set_size(file.metadata()?.len());
-                    h.set_mode(if *executable { 0o555 } else { 0o444 });
-                    outer.append_data(&mut h, base.join("new").join(&name), &mut file)?;
-                    objects += 1;
-                    bytes += h.size()?;
-                }
-                header.set_entry_type(tar::EntryType::Link);
-                inner.append_link(
-                    &mut header,
-                    tree.join(&entry.path),
-                    base.join("new").join(&name),
-                )?;
-            }
-            TreeKind::Symlink { target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                inner.append_link(&mut header, tree.join(&entry.path), target)?;
-            }
-        }
-    }
-    for (name, data) in [
-        (
-            "remove",
-            nul_list(diff.removed.iter().map(PathBuf::as_path)),
-        ),
-        ("open", nul_list(diff.open.iter().map(PathBuf::as_path))),
-        ("close", nul_list(diff.close.iter().map(PathBuf::as_path))),
-        ("tree.tar", inner.into_inner()?),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o444);
-        outer.append_data(&mut h, base.join(name), data.as_slice())?;
-    }
-    let mut file = outer.into_inner()?;
-    file.flush()?;
-    file.rewind()?;
-    Ok((file, objects, bytes))
-}
-
-/// `xx/rest[-x]`: an object's name under `objects/`, as in the local store.
-fn object_name(hash: &str, executable: bool) -> String {
-    format!(
-        "{}/{}{}",
-        &hash[..2],
-        &hash[2..],
-        if executable { "-x" } else { "" }
-    )
-}
-
-fn unique_objects(tree: &[TreeEntry]) -> std::collections::BTreeSet<String> {
-    tree.iter()
-        .filter_map(|e| match &e.kind {
-            TreeKind::File { hash, executable } => Some(object_name(hash, *executable)),
-            TreeKind::Symlink { .. } => None,
-        })
-        .collect()
-}
-
-/// The tar stream: missing objects under `tmp/ID/new/`, then the tree under
-/// `tmp/ID/tree/` as hard links to `objects/` (or to the new copies).
-fn pack(
-    cache: &Path,
-    tree: &[TreeEntry],
-    missing: &HashSet<String>,
-    id: &str,
-) -> std::io::Result<(std::fs::File, u64, u64)> {
-    let base = PathBuf::from("tmp").join(id);
-    let mut builder = tar::Builder::new(tempfile::tempfile()?);
-    builder.mode(tar::HeaderMode::Deterministic);
-    let (mut objects, mut bytes) = (0u64, 0u64);
-    let mut sent: HashSet<&str> = HashSet::new();
-    for entry in tree {
-        let TreeKind::File { hash, executable } = &entry.kind else {
-            continue;
-        };
-        let name = object_name(hash, *executable);
-        if missing.contains(&name) && sent.insert(hash.as_str()) {
-            let local = snapshot::object_path(cache, hash, *executable);
-            let mut file = std::fs::File::open(&local)?;
-            let mut header = tar::Header::new_gnu();
-            header.set_size(file.metadata()?.len());
-            header.set_mode(if *executable { 0o555 } else { 0o444 });
-            builder.append_data(&mut header, base.join("new").join(&name), &mut file)?;
-            objects += 1;
-            bytes += header.size()?;
-        }
-    }
-    for entry in tree {
-        let path = base.join("tree").join(&entry.path);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(0);
-        match &entry.kind {
-            TreeKind::File { hash, executable } => {
-                let name = object_name(hash, *executable);
-                let target = if missing.contains(&name) {
-                    base.join("new").join(&name)
-                } else {
-                    Path::new("objects").join(&name)
-                };
-                header.set_entry_type(tar::EntryType::Link);
-                builder.append_link(&mut header, &path, &target)?;
-            }
-            TreeKind::Symlink { target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                builder.append_link(&mut header, &path, target)?;
-            }
-        }
-    }
-    let mut file = builder.into_inner()?;
-    file.rewind()?;
-    Ok((file, objects, bytes))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::pack::object_name;
     use super::*;
 
     #[test]
@@ -484,5 +422,16 @@ mod tests {
         let cache = Path::new("/c");
         let local = snapshot::object_path(cache, &hash, true);
         assert_eq!(local, cache.join("objects").join(object_name(&hash, true)));
+    }
+
+    #[test]
+    fn a_state_dir_keeps_its_owner_id() {
+        let cache = tempfile::tempdir().unwrap();
+        let id = owner_id(&cache.path().join("cache")).unwrap();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_eq!(owner_id(&cache.path().join("cache")).unwrap(), id);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(owner_id(other.path()).unwrap(), id);
     }
 }

@@ -1,0 +1,285 @@
+//! `pikaci gc` on an SSH host (pikaci's work dir there): leases of live syncs and runs
+//! are respected, what no kept run needs is collected, and a work dir shared by several
+//! state dirs keeps what the others claim.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Instant;
+
+use pikaci::argv::Argv;
+use pikaci::cancel::Cancel;
+use pikaci::snapshot;
+use pikaci::sync::{lease, sync};
+use pikaci::transport::{Local, Ssh, Transport, TransportError};
+
+use crate::harness::{Repo, testbed_ssh};
+use crate::sync::{host_hash, soon, ssh};
+
+/// The guest host of a test: the loopback SSH host, or this machine.
+enum Host {
+    Ssh(Ssh),
+    Local,
+}
+
+impl Host {
+    fn ssh() -> Option<Host> {
+        ssh().map(Host::Ssh)
+    }
+
+    fn transport(&self) -> &dyn Transport {
+        match self {
+            Host::Ssh(ssh) => ssh,
+            Host::Local => &Local,
+        }
+    }
+
+    /// A repository whose config has a microVM job on this host (so gc visits the
+    /// host) and a host job `h` that runs locally (so runs are recorded quickly).
+    fn repo(&self, work: &Path) -> Repo {
+        let host = match self {
+            Host::Ssh(_) => {
+                let options = testbed_ssh().unwrap();
+                format!(
+                    "host = \"{host}\"\n\n[ssh]\nidentity-file = \"{key}\"\n\
+                     known-hosts-file = \"{known}\"\n",
+                    host = std::env::var("PIKACI_TEST_SSH_HOST").unwrap(),
+                    key = options.identity.as_ref().unwrap().display(),
+                    known = options.known_hosts.as_ref().unwrap().display(),
+                )
+            }
+            Host::Local => "host = \"local\"\n".to_string(),
+        };
+        Repo::new(&format!(
+            "[defaults]\nwork-dir = \"{work}\"\n{host}\n\
+             [backends.microvm]\nrunner = \"/nonexistent#runner\"\n\n\
+             [jobs.h]\nbackend = \"host\"\ncommand = \"true\"\n\n\
+             [jobs.m]\nbackend = \"microvm\"\ncommand = \"true\"\n",
+            work = work.display(),
+        ))
+    }
+}
+
+fn gc(repo: &Repo, keep: &str) -> String {
+    let gc = repo.pikaci(&["gc", "--keep", keep]);
+    gc.expect(0);
+    gc.stdout()
+}
+
+/// Syncs the snapshot of `files` taken in `cache` to `work`; returns its hex.
+fn synced(ssh: &dyn Transport, cache: &Path, work: &Path, files: &[(&str, &str)]) -> String {
+    let ws = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(ws.path().join(name), content).unwrap();
+    }
+    let snap = snapshot::take(ws.path(), cache, &[]).unwrap();
+    sync(ssh, cache, &snap.nar_hash, work, soon(), &Cancel::new()).unwrap();
+    snapshot::sri_to_hex(&snap.nar_hash).unwrap()
+}
+
+/// Regular files under `dir` with one link: contents no tree uses.
+fn unlinked_objects(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    walk_files(dir)
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).unwrap().nlink() == 1)
+        .collect()
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            files.extend(walk_files(&entry.path()));
+        } else if kind.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files
+}
+
+/// Finding 8: `pikaci gc --keep N` collects the host's snapshots and objects that no
+/// kept run needs, keeps those of kept runs, leased ones, and other owners' claims.
+fn check_collection(host: &Host) {
+    let work = tempfile::tempdir().unwrap();
+    let repo = host.repo(work.path());
+    let ssh = host.transport();
+    let cache = repo.state().join("cache");
+    // A recorded run: its snapshot is what `--keep 1` keeps.
+    repo.pikaci(&["run", "h"]).expect(0);
+    let run = repo.read_json(&repo.latest_run().join("run.json"));
+    let kept_sri = run["snapshot"]["nar_hash"].as_str().unwrap().to_string();
+    sync(ssh, &cache, &kept_sri, work.path(), soon(), &Cancel::new()).unwrap();
+    let kept = snapshot::sri_to_hex(&kept_sri).unwrap();
+    // Leased while the next are synced, so none is taken as a base to patch.
+    let hold = |hex: &str| lease(ssh, work.path(), hex, soon(), &Cancel::new()).unwrap();
+    let kept_lease = hold(&kept);
+    // Two snapshots no run recorded, the second leased (a run uses it).
+    let old = synced(ssh, &cache, work.path(), &[("big", "version one\n")]);
+    let old_lease = hold(&old);
+    let newer = synced(ssh, &cache, work.path(), &[("big", "version two\n")]);
+    drop((kept_lease, old_lease));
+    let leased = hold(&newer);
+    // Another state dir sharing the host dir.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let theirs = synced(ssh, elsewhere.path(), work.path(), &[("theirs", "3\n")]);
+    let snapshots = work.path().join("snapshots");
+    for hex in [&kept, &old, &newer, &theirs] {
+        assert!(snapshots.join(hex).is_dir(), "synced: {hex}");
+    }
+
+    let out = gc(&repo, "1");
+    let host_line = out.lines().find(|l| l.starts_with("host ")).unwrap_or("");
+    assert!(host_line.contains(", 1 snapshot(s)"), "{out}");
+    assert!(!snapshots.join(&old).exists(), "no run needs it: {out}");
+    assert!(snapshots.join(&kept).is_dir(), "the kept run's snapshot");
+    assert!(snapshots.join(&newer).is_dir(), "leased");
+    assert!(
+        snapshots.join(&theirs).is_dir(),
+        "claimed by another state dir"
+    );
+    let objects = work.path().join("objects");
+    assert_eq!(unlinked_objects(&objects), Vec::<PathBuf>::new(), "{out}");
+
+    drop(leased);
+    let out = gc(&repo, "0");
+    for hex in [&kept, &newer] {
+        assert!(!snapshots.join(hex).exists(), "{hex}: {out}");
+    }
+    assert!(
+        snapshots.join(&theirs).is_dir(),
+        "claimed by another state dir"
+    );
+    assert_eq!(unlinked_objects(&objects), Vec::<PathBuf>::new(), "{out}");
+    assert_eq!(walk_files(&objects).len(), 1, "only the other's object");
+    if let Some(hash) = host_hash(ssh, &snapshots.join(&theirs)) {
+        assert!(hash.starts_with("sha256-"), "{hash}");
+    }
+}
+
+#[test]
+fn gc_collects_host_snapshots_and_objects_no_kept_run_needs_over_ssh() {
+    let Some(host) = Host::ssh() else { return };
+    check_collection(&host);
+}
+
+#[test]
+fn gc_collects_host_snapshots_and_objects_no_kept_run_needs_locally() {
+    check_collection(&Host::Local);
+}
+
+/// A transport that stops before it sends a stream (the patch), until told to go on.
+struct Paused<'a> {
+    inner: &'a dyn Transport,
+    reached: Sender<()>,
+    go: Mutex<Receiver<()>>,
+}
+
+impl Transport for Paused<'_> {
+    fn host(&self) -> String {
+        self.inner.host()
+    }
+    fn command(&self, argv: &Argv) -> std::process::Command {
+        self.inner.command(argv)
+    }
+    fn is_connection_failure(&self, status: &std::process::ExitStatus) -> bool {
+        self.inner.is_connection_failure(status)
+    }
+    fn run_file(
+        &self,
+        argv: &Argv,
+        stdin: std::fs::File,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<pikaci::transport::Output, TransportError> {
+        self.reached.send(()).unwrap();
+        self.go.lock().unwrap().recv().unwrap();
+        self.inner.run_file(argv, stdin, deadline, cancel)
+    }
+}
+
+/// Finding 4: gc while a sync patches an old tree (its temporary tree is hours old, as
+/// `mv` keeps the mtime) leaves that tree alone; the sync completes.
+fn check_gc_during_a_patch(host: &Host) {
+    let work = tempfile::tempdir().unwrap();
+    let repo = host.repo(work.path());
+    let ssh = host.transport();
+    let cache = tempfile::tempdir().unwrap();
+    synced(
+        ssh,
+        cache.path(),
+        work.path(),
+        &[("a", "1\n"), ("b", "2\n")],
+    );
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("a"), "changed\n").unwrap();
+    std::fs::write(ws.path().join("b"), "2\n").unwrap();
+    let next = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let (reached_tx, reached) = channel();
+    let (go, go_rx) = channel();
+    let paused = Paused {
+        inner: ssh,
+        reached: reached_tx,
+        go: Mutex::new(go_rx),
+    };
+    std::thread::scope(|s| {
+        // Dropped if an assertion fails, so the paused sync ends too.
+        let go = go;
+        let syncing = s.spawn(|| {
+            sync(
+                &paused,
+                cache.path(),
+                &next.nar_hash,
+                work.path(),
+                soon(),
+                &Cancel::new(),
+            )
+        });
+        reached.recv().unwrap();
+        let trees: Vec<PathBuf> = std::fs::read_dir(work.path().join("tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".tree"))
+            .collect();
+        assert_eq!(trees.len(), 1, "the tree taken for the patch: {trees:?}");
+        // A patch that has run for long, or a tree that kept its old mtime.
+        let aged = std::process::Command::new("touch")
+            .args(["-d", "3 hours ago"])
+            .arg(&trees[0])
+            .status()
+            .unwrap();
+        assert!(aged.success());
+        let out = gc(&repo, "0");
+        assert!(
+            trees[0].is_dir(),
+            "gc removed the tree being patched: {out}"
+        );
+        go.send(()).unwrap();
+        let stats = syncing.join().unwrap().unwrap_or_else(|e| {
+            panic!("the sync failed: {}", pikaci::error::chain(&e));
+        });
+        assert!(stats.patched_from.is_some(), "{stats:?}");
+        if let Some(hash) = host_hash(ssh, &stats.dir) {
+            assert_eq!(hash, next.nar_hash);
+        }
+    });
+    gc(&repo, "0");
+    let left = std::fs::read_dir(work.path().join("tmp")).unwrap().count();
+    assert_eq!(left, 0, "nothing left in tmp/ once the sync is over");
+}
+
+#[test]
+fn gc_during_a_patch_keeps_the_tree_being_patched_over_ssh() {
+    let Some(host) = Host::ssh() else { return };
+    check_gc_during_a_patch(&host);
+}
+
+#[test]
+fn gc_during_a_patch_keeps_the_tree_being_patched_locally() {
+    check_gc_during_a_patch(&Host::Local);
+}
