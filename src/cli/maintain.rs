@@ -45,9 +45,9 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
             keep_snapshots: &report.live_snapshots,
         };
         match crate::backend::collect_host(config, state.root(), &keep, &cancel) {
-            Ok(stats) => println!("host {host}: {stats}"),
+            Ok(stats) => crate::outln!("host {host}: {stats}"),
             Err(e) => {
-                eprintln!(
+                crate::errln!(
                     "warning: could not clean up on {host}: {}",
                     crate::error::chain(&e)
                 );
