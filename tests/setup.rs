@@ -275,15 +275,3 @@ fn the_suite_runs_as_the_unprivileged_test_user() {
     assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), user);
     assert_eq!(std::env::var("NIX_REMOTE").as_deref(), Ok("daemon"));
 }
-
-#[test]
-fn doctor_counts_one_check_in_the_singular() {
-    let repo = Repo::new("[defaults]\nbackend = \"host\"\n[jobs.a]\ncommand = \"true\"\n");
-    let run = repo.pikaci(&["doctor"]);
-    run.expect(0);
-    assert!(
-        run.stdout().ends_with("the 1 check passed\n"),
-        "{}",
-        run.stdout()
-    );
-}

@@ -22,16 +22,19 @@ pub fn doctor(global: &Global, args: DoctorArgs) -> Result<u8, Error> {
         crate::outln!("{check}");
     }
     let failed = checks.iter().filter(|c| c.outcome == Outcome::Fail).count();
-    if failed > 0 {
-        crate::outln!("{failed} of {} checks failed", checks.len());
-        return Ok(1);
+    crate::outln!("{}", summary(failed, checks.len()));
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// doctor's closing line.
+fn summary(failed: usize, total: usize) -> String {
+    match (failed, total) {
+        (0, 0) => "nothing to check".into(),
+        (0, 1) => "the 1 check passed".into(),
+        (0, n) => format!("all {n} checks passed"),
+        (1, 1) => "the 1 check failed".into(),
+        (f, n) => format!("{f} of {n} checks failed"),
     }
-    match checks.len() {
-        0 => crate::outln!("nothing to check"),
-        1 => crate::outln!("the 1 check passed"),
-        n => crate::outln!("all {n} checks passed"),
-    }
-    Ok(0)
 }
 
 /// The registration script of dynamic completion: the shell calls `pikaci` for the
@@ -55,4 +58,16 @@ pub fn completions(args: CompletionsArgs) -> Result<u8, Error> {
         .map_err(|e| Error::infra("writing the completion script", e))?;
     crate::console::out(&script);
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn doctor_counts_in_the_singular_and_the_plural() {
+        assert_eq!(super::summary(0, 1), "the 1 check passed");
+        assert_eq!(super::summary(0, 6), "all 6 checks passed");
+        assert_eq!(super::summary(1, 1), "the 1 check failed");
+        assert_eq!(super::summary(2, 6), "2 of 6 checks failed");
+        assert_eq!(super::summary(0, 0), "nothing to check");
+    }
 }
