@@ -54,7 +54,11 @@ for dir in snapshots/*; do
   if kept "$hex" || claimed "$hex"; then continue; fi
   exec 8>>"leases/$hex"
   if flock -xn 8; then
-    discard "$dir"
+    # Out of snapshots/ first, in one rename: a gc killed while removing must never
+    # leave a partial tree there, where a sync would take it as present.
+    chmod u+w "$dir"
+    mv -T "$dir" "tmp/gc-$hex.$$"
+    discard "tmp/gc-$hex.$$"
     snapshots=$((snapshots + 1))
   fi
   exec 8>&-
@@ -191,5 +195,51 @@ mod tests {
         for bad in ["", "2 3 40", "2 3 x 0", "1 2 3 4 5"] {
             assert_eq!(HostGcStats::parse(bad), None, "{bad:?}");
         }
+    }
+
+    /// A gc killed while it removes a snapshot (SIGKILL, a dropped connection) leaves no
+    /// partial tree under `snapshots/`, where the next sync would answer `present`.
+    #[test]
+    fn a_gc_killed_while_removing_leaves_no_partial_snapshot() {
+        use std::os::unix::fs::PermissionsExt;
+        let host = tempfile::tempdir().unwrap();
+        let tree = host.path().join("snapshots").join("ab".repeat(32));
+        std::fs::create_dir_all(tree.join("src")).unwrap();
+        for name in ["a", "b", "src/c"] {
+            std::fs::write(tree.join(name), name).unwrap();
+        }
+        std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // `rm` that removes one file of what it is given, then dies as a killed gc would.
+        let stubs = tempfile::tempdir().unwrap();
+        let rm = stubs.path().join("rm");
+        std::fs::write(
+            &rm,
+            "#!/bin/sh\nfor a; do last=$a; done\n\
+             f=$(find \"$last\" -type f | head -n 1)\n\
+             [ -n \"$f\" ] && /bin/rm -f -- \"$f\"\nkill -KILL $PPID\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&rm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let argv = crate::transport::host_sh(COLLECT, "pikaci-gc")
+            .arg(host.path())
+            .arg("owner");
+        let path = format!("{}:{}", stubs.path().display(), std::env::var("PATH").unwrap());
+        let mut child = argv
+            .command()
+            .env("PATH", path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"--\n").unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "the stub was to kill the gc");
+        let left: Vec<_> = walkdir::WalkDir::new(host.path().join("snapshots"))
+            .min_depth(1)
+            .into_iter()
+            .flatten()
+            .map(|e| e.into_path())
+            .collect();
+        assert!(left.is_empty(), "left under snapshots/: {left:?}");
     }
 }
