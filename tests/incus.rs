@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Repo, testbed_incus_image};
+use crate::harness::{Repo, Run, testbed_incus_image};
 
 fn repo(image: &str, jobs: &str) -> Repo {
     let limits = "limits = { memory = \"256MiB\", processes = 200 }\n";
@@ -551,4 +551,58 @@ fn a_dropped_ssh_connection_is_an_error_and_the_instance_is_deleted() {
     let message = crate::harness::redact(status["message"].as_str().unwrap(), &repo);
     insta::assert_snapshot!(message, @"the connection to [SSH-HOST] was lost while the job ran");
     assert_eq!(instances_of(&run), 0, "the instance is deleted");
+}
+
+/// `backends.incus.sudo = true`: every `incus` runs through `sudo -n`, as on hosts where
+/// only root may reach incusd. scripts/testbed/user.sh lets the test user run exactly
+/// `incus` through sudo. An `incus` first on PATH that always fails proves the run went
+/// through sudo, which finds the real one on its own secure path.
+#[test]
+fn incus_through_sudo() {
+    let Some(image) = testbed_incus_image() else {
+        return;
+    };
+    if std::process::Command::new("sudo")
+        .args(["-n", "incus", "version"])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs `sudo -n incus` (scripts/testbed/user.sh)"
+        );
+        eprintln!("skipped: `sudo -n incus` is not allowed here");
+        return;
+    }
+    let config = crate::harness::incus_config(
+        &image,
+        "sudo = true",
+        "[jobs.who]\ncommand = \"id -un; cat src/lib.rs\"\n",
+    );
+    let repo = Repo::new(&config);
+    let fake = tempfile::tempdir().unwrap();
+    let incus = fake.path().join("incus");
+    std::fs::write(&incus, "#!/bin/sh\necho 'not through sudo' >&2\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&incus, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Run::of(repo.command(&["run", "who"]).env("PATH", &path)).expect(0);
+    let (status, log) = repo.job("who");
+    assert_eq!(status["status"], "passed", "{status}");
+    assert_eq!(log, "pikaci\npub fn x() {}\n");
+    let run = repo
+        .latest_run()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        instances_of(&run),
+        0,
+        "the instance deleted through sudo too"
+    );
 }

@@ -85,6 +85,15 @@ for group in nix-users incus-admin; do
   id -nG "$user" | tr ' ' '\n' | grep -qx "$group" || usermod -aG "$group" "$user"
 done
 
+# `backends.incus.sudo = true`, as on machines where only root may reach incusd: sudo
+# runs exactly `incus` as root for this user, without a password (pikaci calls `sudo -n`).
+if ! command -v sudo >/dev/null; then
+  echo "testbed: installing sudo" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null
+fi
+printf '%s ALL=(root) NOPASSWD: %s\n' "$user" "$(command -v incus)" > /etc/sudoers.d/pikaci-test
+chmod 0440 /etc/sudoers.d/pikaci-test
+
 # The nix-daemon, when none runs.
 if ! pgrep -x nix-daemon >/dev/null; then
   echo "testbed: starting nix-daemon" >&2

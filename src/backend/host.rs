@@ -145,8 +145,19 @@ pub struct HostJob<'a> {
     pub artifacts: &'a Path,
     pub inherited_path: Option<OsString>,
     pub isolation: Isolation,
-    /// The `pikaci` binary, which is also the job's [`crate::reaper`].
-    pub reaper: &'a Path,
+    /// The `pikaci` binary, which is also the job's [`crate::reaper`] (see [`reaper`]).
+    pub reaper: Option<&'a Path>,
+}
+
+/// The job's reaper: this very `pikaci` binary, run as `pikaci __pikaci-reap`. The
+/// library's unit tests run inside a test harness, which is no pikaci (it would take the
+/// reaper's arguments for test names and run its tests again): their host jobs run
+/// without one. The integration tests drive the real binary, reaper included.
+fn reaper() -> std::io::Result<Option<std::path::PathBuf>> {
+    if cfg!(test) {
+        return Ok(None);
+    }
+    std::env::current_exe().map(Some)
 }
 
 /// The command line for one job; pure so its shape can be pinned by a snapshot.
@@ -182,16 +193,22 @@ pub fn job_argv(job: &HostJob) -> Argv {
         Isolation::Copy => None,
     };
     let shell = request.shell_argv();
-    let argv = Argv::new(job.reaper).args([crate::reaper::REAP_ARG, "--"]);
-    let argv = match inner {
-        Some(inner) => argv.arg(inner.program).args(inner.args),
-        None => argv,
-    };
+    // Reaper, then the isolation wrapper, then the shell: each runs the next.
+    let mut words: Vec<OsString> = Vec::new();
+    if let Some(reaper) = job.reaper {
+        words.push(reaper.into());
+        words.extend([crate::reaper::REAP_ARG, "--"].map(OsString::from));
+    }
+    if let Some(inner) = inner {
+        words.push(inner.program);
+        words.extend(inner.args);
+    }
+    words.extend(shell.into_iter().map(OsString::from));
+    let argv = Argv::new(&words[0]).args(&words[1..]);
     let mut path: Vec<PathBuf> = request.path.iter().map(|p| p.join("bin")).collect();
     path.extend(job.inherited_path.iter().flat_map(std::env::split_paths));
     let path = std::env::join_paths(path).unwrap_or_default();
     let mut argv = argv
-        .args(shell)
         .cwd(job.workspace)
         .env("PATH", path)
         .env("PWD", job.workspace)
@@ -218,7 +235,7 @@ impl Backend for HostBackend {
         let mut host_log =
             File::create(job.job_dir.join("host.log")).map_err(io("creating host.log"))?;
         let isolation = self.isolation();
-        let reaper = std::env::current_exe().map_err(io("finding the pikaci binary"))?;
+        let reaper = reaper().map_err(io("finding the pikaci binary"))?;
         let scratch = tempfile::Builder::new()
             .prefix("pikaci-job-")
             .tempdir()
@@ -239,7 +256,7 @@ impl Backend for HostBackend {
             artifacts: &artifacts,
             inherited_path: std::env::var_os("PATH"),
             isolation,
-            reaper: &reaper,
+            reaper: reaper.as_deref(),
         };
         let argv = job_argv(&spec);
         let _ = writeln!(
@@ -266,7 +283,11 @@ impl Backend for HostBackend {
         let (child, output) = spawn_logged(command, log, false, &secrets, cancel)
             .map_err(io("starting the job's shell"))?;
         Ok(Box::new(HostGuest {
-            child: child.with_reaper(),
+            child: if reaper.is_some() {
+                child.with_reaper()
+            } else {
+                child
+            },
             output: Some(output),
             job_id: job.request.job_id.clone(),
             timeout: job.request.timeout(),
@@ -375,7 +396,7 @@ mod tests {
             artifacts: Path::new("/s/art"),
             inherited_path: Some("/usr/bin:/bin".into()),
             isolation,
-            reaper: Path::new("/bin/pikaci"),
+            reaper: Some(Path::new("/bin/pikaci")),
         })
         .to_string()
     }

@@ -223,7 +223,11 @@ mod tests {
         let argv = crate::transport::host_sh(COLLECT, "pikaci-gc")
             .arg(host.path())
             .arg("owner");
-        let path = format!("{}:{}", stubs.path().display(), std::env::var("PATH").unwrap());
+        let path = format!(
+            "{}:{}",
+            stubs.path().display(),
+            std::env::var("PATH").unwrap()
+        );
         let mut child = argv
             .command()
             .env("PATH", path)
