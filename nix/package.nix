@@ -8,6 +8,7 @@
   pkgsStatic,
   git,
   shellcheck,
+  util-linux,
   flakeRef,
 }:
 let
@@ -53,12 +54,14 @@ rustPlatform.buildRustPackage (
   common
   // {
     # What the unit tests run (the build sandbox has nothing else): git for the change
-    # detection and snapshot tests, shellcheck for the host scripts. The tests that run
+    # detection and snapshot tests, shellcheck for the host scripts, util-linux's flock for
+    # the host gc script's test. The tests that run
     # `nix` skip themselves outside CI. tests/package.rs checks this list under the
     # sandbox's conditions.
     nativeCheckInputs = [
       git
       shellcheck
+      util-linux
     ];
     passthru.guest = pkgsStatic.rustPlatform.buildRustPackage (
       common

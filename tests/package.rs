@@ -11,7 +11,11 @@ use std::process::Command;
 use crate::harness::{is_root, testbed_var};
 
 /// The programs each `nativeCheckInputs` entry puts on the sandbox's PATH.
-const PROGRAMS: &[(&str, &[&str])] = &[("git", &["git"]), ("shellcheck", &["shellcheck"])];
+const PROGRAMS: &[(&str, &[&str])] = &[
+    ("git", &["git"]),
+    ("shellcheck", &["shellcheck"]),
+    ("util-linux", &["flock"]),
+];
 
 /// The Debian packages holding what stdenv puts on every build's PATH (coreutils,
 /// findutils, diffutils, sed, grep, awk, tar, gzip, bzip2, make, bash, patch, xz, file).

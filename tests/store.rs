@@ -97,7 +97,10 @@ fn a_gc_killed_half_way_leaves_nothing_a_run_reuses() {
     // What a gc cut short in the middle of a tree leaves, for certain.
     let dir = snapshot_dir(&repo);
     let sub = dir.join("data/3");
-    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // As gc opens them: the parent too, or only root could remove `sub`.
+    for open in [&dir.join("data"), &sub] {
+        std::fs::set_permissions(open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     std::fs::remove_dir_all(&sub).unwrap();
     repo.pikaci(&["run", "count"]).expect(0);
     let record = repo.read_json(&repo.latest_run().join("run.json"));

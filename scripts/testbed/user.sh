@@ -38,6 +38,15 @@ if [ "${1:-}" = stop ]; then
   exit 0
 fi
 
+# A Rust toolchain, as a developer has one: this machine's, read-only (its real `cargo`
+# and `rustc`, not rustup's proxies, which would look for the user's own rustup home).
+# Host jobs in the tests run `cargo test` as the user.
+toolchain_bin() {
+  local sysroot
+  sysroot=$(rustc --print sysroot 2>/dev/null) || return 0
+  printf '%s/bin' "$sysroot"
+}
+
 # The variables the tests read, as the user sees them.
 user_env() {
   local home port
@@ -45,7 +54,7 @@ user_env() {
   port=${PIKACI_TEST_SSH_HOST##*:}
   printf '%s\n' \
     "HOME=$home" "USER=$user" "LOGNAME=$user" "SHELL=/bin/bash" \
-    "PATH=/usr/local/bin:/usr/bin:/bin" \
+    "PATH=/usr/local/bin:/usr/bin:/bin:$(toolchain_bin)" \
     "NIX_REMOTE=daemon" "NIX_CONFIG=$nix_config" \
     "PIKACI_TEST_USER=$user" \
     "PIKACI_TEST_SSH_HOST=ssh://$user@127.0.0.1:$port" \
@@ -83,6 +92,14 @@ fi
 for group in nix-users incus-admin; do
   getent group "$group" >/dev/null || groupadd --system "$group"
   id -nG "$user" | tr ' ' '\n' | grep -qx "$group" || usermod -aG "$group" "$user"
+done
+
+# The toolchain's directories must be reachable (rustup puts it under root's 0700 home):
+# search permission only, on each directory above it; nothing is listed or written.
+dir=$(toolchain_bin)
+while [ -n "$dir" ] && [ "$dir" != / ]; do
+  [ -d "$dir" ] && chmod o+x "$dir"
+  dir=$(dirname "$dir")
 done
 
 # `backends.incus.sudo = true`, as on machines where only root may reach incusd: sudo

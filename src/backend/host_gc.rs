@@ -209,14 +209,19 @@ mod tests {
             std::fs::write(tree.join(name), name).unwrap();
         }
         std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o555)).unwrap();
-        // `rm` that removes one file of what it is given, then dies as a killed gc would.
+        // `rm` that removes one file of what it is given, then kills the gc (with the
+        // gc left alive, the tree it was given stays partial all the same).
         let stubs = tempfile::tempdir().unwrap();
         let rm = stubs.path().join("rm");
+        let ran = stubs.path().join("ran");
         std::fs::write(
             &rm,
-            "#!/bin/sh\nfor a; do last=$a; done\n\
-             f=$(find \"$last\" -type f | head -n 1)\n\
-             [ -n \"$f\" ] && /bin/rm -f -- \"$f\"\nkill -KILL $PPID\n",
+            format!(
+                "#!/bin/sh\nfor a; do last=$a; done\n\
+                 f=$(find \"$last\" -type f | head -n 1)\n\
+                 [ -n \"$f\" ] && /bin/rm -f -- \"$f\"\ntouch {}\nkill -KILL $PPID\n",
+                ran.display()
+            ),
         )
         .unwrap();
         std::fs::set_permissions(&rm, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -236,8 +241,8 @@ mod tests {
             .unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(b"--\n").unwrap();
-        let status = child.wait().unwrap();
-        assert!(!status.success(), "the stub was to kill the gc");
+        child.wait().unwrap();
+        assert!(ran.exists(), "the gc never removed the snapshot");
         let left: Vec<_> = walkdir::WalkDir::new(host.path().join("snapshots"))
             .min_depth(1)
             .into_iter()

@@ -22,7 +22,8 @@ pub fn build_input(
         installable: node.installable.clone(),
     });
     let started = Instant::now();
-    let result = build(node, name, workspace, recorder, cancel);
+    // With what to grant, when a permission is what failed (a user without the daemon).
+    let result = build(node, name, workspace, recorder, cancel).map_err(crate::hint::with_hint);
     recorder.emit(EventKind::PrepareFinished {
         input: name.to_string(),
         ok: result.is_ok(),

@@ -53,7 +53,9 @@ if [ -d "snapshots/$hex" ]; then echo present; exit 0; fi
 for base in "$@"; do
   [ -d "snapshots/$base" ] || continue
   exec 8>>"leases/$base"
-  if flock -xn 8 && mv -T "snapshots/$base" "tmp/$id.tree" 2>/dev/null; then
+  # Moving a directory changes its `..`: it needs write permission on it (root skips
+  # that check, nobody else does).
+  if flock -xn 8 && chmod u+w "snapshots/$base" && mv -T "snapshots/$base" "tmp/$id.tree"; then
     touch "tmp/$id.tree"
     rm -f owners/*/"$base"
     echo "patch $base"
@@ -90,8 +92,9 @@ mkdir -p objects snapshots "$t/tree"
 tar -x -f - --no-same-owner
 tar -x -f "$t/tree.tar" --no-same-owner
 if [ -d "$t/new" ]; then cp -al -n "$t/new/." objects/; fi
-find "$t/tree" -type d -exec chmod 0555 {} +
-mv -T "$t/tree" "snapshots/$2" 2>/dev/null || [ -d "snapshots/$2" ]
+# Read-only below the top before it is published; the top after its move (see QUERY).
+find "$t/tree" -mindepth 1 -type d -exec chmod 0555 {} +
+publish "$t/tree" "$2"
 "#;
 
 /// Patch. Args: host dir, snapshot hex, temp id. Stdin: a tar with the changed contents
@@ -108,7 +111,8 @@ tar -x -f - --no-same-owner
 tar -x -f "$t/tree.tar" --no-same-owner
 if [ -d "$t/new" ]; then cp -al -n "$t/new/." objects/; fi
 (cd "$t.tree" && xargs -0 -r chmod 0555 -- < "../$3/close")
-mv -T "$t.tree" "snapshots/$2" 2>/dev/null || [ -d "snapshots/$2" ]
+chmod u+w "$t.tree"
+publish "$t.tree" "$2"
 "#;
 
 /// A shared lease, held while stdin stays open. Args: host dir, lease name.

@@ -7,9 +7,14 @@ use crate::argv::Argv;
 /// directories: the files are often hard links to shared objects, whose modes must stay.
 pub(crate) const DISCARD: &str = r#"discard() { if [ -e "$1" ]; then find "$1" -type d -exec chmod u+w {} + 2>/dev/null; rm -rf -- "$1"; fi; }"#;
 
+/// `publish TREE HEX`: renames a finished tree to `snapshots/HEX` (where another sync may
+/// have put the same tree first), then makes its top read-only. Only then: renaming a
+/// directory changes its `..`, which needs write permission on it for anyone but root.
+pub(crate) const PUBLISH: &str = r#"publish() { if mv -T "$1" "snapshots/$2" 2>/dev/null; then chmod 0555 "snapshots/$2"; else [ -d "snapshots/$2" ]; fi; }"#;
+
 /// `sh -c BODY NAME` with the helpers above defined; append the script's arguments.
 pub fn host_sh(body: &str, name: &str) -> Argv {
-    Argv::new("sh").args(["-c", &format!("{DISCARD}\n{body}"), name])
+    Argv::new("sh").args(["-c", &format!("{DISCARD}\n{PUBLISH}\n{body}"), name])
 }
 
 #[cfg(test)]
@@ -19,7 +24,7 @@ mod tests {
     #[test]
     fn host_scripts_pass_shellcheck() {
         use crate::backend::{incus, microvm, session};
-        let with_discard = |body: &str| format!("{}\n{body}", super::DISCARD);
+        let with_discard = |body: &str| format!("{}\n{}\n{body}", super::DISCARD, super::PUBLISH);
         let scripts = [
             ("sync query", with_discard(crate::sync::QUERY)),
             ("sync missing", with_discard(crate::sync::MISSING)),
