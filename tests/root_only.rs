@@ -4,6 +4,57 @@
 
 use crate::harness::{Repo, Run, require_root};
 
+/// A tmpfs of `size` mounted on a temp dir, unmounted on drop. Root: it mounts.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "pikaci-full"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The guest host's disk is full (issue 21, finding 14): the workspace cannot reach it,
+/// and the job's error names the OS error, not only that a step failed. Root: it mounts
+/// a small tmpfs as the host's work dir.
+#[test]
+fn a_full_disk_on_the_host_names_the_os_error() {
+    if !require_root("mounting a tmpfs") {
+        return;
+    }
+    let Some(testbed) = crate::harness::testbed_microvm() else {
+        return;
+    };
+    let disk = SmallDisk::mount("256k");
+    let repo = Repo::new(&testbed.config(disk.dir.path(), "[jobs.a]\ncommand = \"true\"\n"));
+    repo.write("big", &"0123456789abcdef".repeat(64 << 10));
+    repo.commit("a megabyte");
+    repo.pikaci(&["run", "a"]).expect(3);
+    let (status, _) = repo.job("a");
+    assert_eq!(status["status"], "error", "{status}");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("No space left on device"),
+        "the OS error is named: {message}"
+    );
+}
+
 /// The state dir's disk fills up mid-run: pikaci says so, and every record it left is
 /// whole (records are written to a temporary file and renamed). Root: it mounts a small
 /// tmpfs (from tests/running.rs).
