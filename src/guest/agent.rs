@@ -41,7 +41,10 @@ pub fn run_request(agent: &Agent, path: &Path, cancel: &Cancel) -> (GuestResult,
         )),
         Ok(bytes) => match parse_request(&bytes) {
             Err(e) => Err((GuestResult::error(started, e.to_string()), 2)),
-            Ok(request) => Ok(agent.run(&request, started, cancel)),
+            Ok(request) => match hide_request(path) {
+                Err(e) => Err((GuestResult::error(started, e), 3)),
+                Ok(()) => Ok(agent.run(&request, started, cancel)),
+            },
         },
     };
     let (result, code) = match result {
@@ -63,6 +66,33 @@ pub fn run_request(agent: &Agent, path: &Path, cancel: &Cancel) -> (GuestResult,
         return (result, 3);
     }
     (result, code)
+}
+
+/// Takes the request away from the job once it is read: it holds the secrets' values.
+/// Where it came in on a share of its own (microVMs), the share is detached. Mode 0600
+/// is not enough there: an unprivileged virtiofsd shows the host user's ownership, and
+/// the job user has that user's uid. Elsewhere (Incus) it is root's, 0600, and stays.
+fn hide_request(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let (Ok(inner), Ok(outer)) = (std::fs::metadata(dir), std::fs::metadata(dir.join(".."))) else {
+        return Ok(());
+    };
+    if inner.dev() == outer.dev() {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    return rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH).map_err(|e| {
+        format!(
+            "cannot detach the request's share {} from the job: {e}",
+            dir.display()
+        )
+    });
+    // The agent runs in Linux guests only; elsewhere this is never reached with a share.
+    #[cfg(not(target_os = "linux"))]
+    Err(format!("cannot detach {} here", dir.display()))
 }
 
 impl Agent {
