@@ -23,6 +23,7 @@ use super::{Backend, BackendError, Guest, JobContext};
 use crate::cancel::Cancel;
 use crate::config::{BackendKind, IncusSettings, InstanceType};
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
+use crate::guest_layout::ARTIFACTS;
 use crate::incus::{GUEST_WORKSPACE, Incus, REQUEST, instances_of_runs, select_image};
 use crate::protocol::{GuestResult, Request};
 
@@ -323,7 +324,7 @@ impl Guest for IncusGuest {
     fn collect(&mut self, ended: Ended, started: SystemTime) -> Result<GuestResult, BackendError> {
         let argv = self
             .incus()
-            .exec(&self.name, &["tar", "-C", "/artifacts", "-cf", "-", "."]);
+            .exec(&self.name, &["tar", "-C", ARTIFACTS, "-cf", "-", "."]);
         let from_guest = super::artifacts::fetch(
             self.prepared.session.transport.as_ref(),
             &argv,

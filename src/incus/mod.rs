@@ -15,8 +15,7 @@ use crate::argv::Argv;
 use crate::config::{IncusSettings, InstanceType};
 
 /// Where the request goes inside the instance, and the workspace.
-pub const REQUEST: &str = "/run/pikaci/request.json";
-pub const GUEST_WORKSPACE: &str = "/workspace";
+pub use crate::guest_layout::{REQUEST, WORKSPACE as GUEST_WORKSPACE};
 /// The config key that tags an instance with its run (for gc).
 pub const RUN_KEY: &str = "user.pikaci.run";
 
