@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+pub(crate) mod doctor;
+
 use super::session::{HOST_STEP, HostSession, RunContext};
 use super::{Backend, BackendError, Guest, JobContext};
 use crate::argv::Argv;
