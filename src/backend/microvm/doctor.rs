@@ -70,10 +70,12 @@ fn pikaci_flake(settings: &MicrovmSettings) -> Check {
     let name = "pikaci-flake";
     match crate::nix::pikaci_flake(settings, None) {
         Ok(flake) => ok(name, flake),
-        Err(e) => fail(
+        // The run stops with `NoPikaciFlake`, whose text is this detail and fix.
+        Err(crate::nix::NoPikaciFlake) => fail(
             name,
-            e.to_string(),
-            "set backends.microvm.pikaci-flake (e.g. `github:pikaci/pikaci/REV`) or backends.microvm.runner",
+            "not set, and this pikaci was not built by its flake, so it cannot name one for the guest",
+            "set backends.microvm.pikaci-flake (the flake that provides lib.mkGuest, e.g. \
+             `github:pikaci/pikaci/REV`) or backends.microvm.runner",
         ),
     }
 }
