@@ -13,6 +13,9 @@ use crate::doctor::{Check, fail, ok, run};
 use crate::incus::{Incus, usable_image};
 use crate::transport::Transport;
 
+/// Whether the agent `$1` exists and is executable, inside the instance.
+pub(crate) const AGENT_PRESENT: &str = r#"test -x "$1""#;
+
 /// Creating and starting a container copies its image: more than a query.
 const TRIAL_STEP: Duration = Duration::from_secs(120);
 
@@ -113,7 +116,7 @@ fn agent_in_instance(
         trial.run(&trial.incus.start(&trial.name))?;
         let probe = trial.incus.exec(
             &trial.name,
-            &["sh", "-c", "test -x \"$1\"", "pikaci-doctor", agent],
+            &["sh", "-c", AGENT_PRESENT, "pikaci-doctor", agent],
         );
         let answer = transport
             .run_unchecked(&probe, b"", Instant::now() + TRIAL_STEP, cancel)
