@@ -1,7 +1,7 @@
-use super::args::{GcArgs, Global};
-use super::context::{load_config, state_only};
 use std::collections::BTreeSet;
 
+use super::args::{GcArgs, Global};
+use super::context::{load_config, state_only};
 use crate::backend::descriptor;
 use crate::config::BackendKind;
 use crate::error::Error;
