@@ -1,5 +1,7 @@
 //! `pikaci doctor`: checks, on the CI host and the guest host, what each configured
-//! backend needs, and says how to fix what is missing.
+//! backend needs, and says how to fix what is missing. The generic checks (git, Nix,
+//! reaching the host) live here; each backend's own are reached through
+//! [`crate::backend::descriptor`], so they check what that backend's run will use.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -42,7 +44,7 @@ impl fmt::Display for Check {
     }
 }
 
-fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+pub(crate) fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
     Check {
         name: name.into(),
         outcome: Outcome::Ok,
@@ -53,7 +55,11 @@ fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
 
 /// A failed check. When `detail` shows a permission this user lacks, the fix is how to
 /// grant it (the hint pikaci's own errors carry, src/hint.rs).
-fn fail(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+pub(crate) fn fail(
+    name: impl Into<String>,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> Check {
     let detail = detail.into();
     let fix = match crate::hint::for_text(&detail) {
         Some(hint) => format!("{}: {}", hint.missing, hint.grant),
@@ -95,7 +101,7 @@ pub fn run_checks(config: &Config, host: &HostSpec, cancel: &Cancel) -> Vec<Chec
     let guests: Vec<BackendKind> = backends
         .iter()
         .copied()
-        .filter(|b| *b != BackendKind::Host)
+        .filter(|b| crate::backend::descriptor(*b).on_host)
         .collect();
     if guests.is_empty() {
         return checks;
@@ -114,33 +120,32 @@ pub fn run_checks(config: &Config, host: &HostSpec, cancel: &Cancel) -> Vec<Chec
         }
     };
     let on = transport.host();
-    if guests.contains(&BackendKind::Microvm) {
-        checks.push(nix(transport.as_ref(), &on));
-        let virtiofsd_fix = "install virtiofsd (e.g. `cargo install virtiofsd --locked` with libseccomp-dev and libcap-ng-dev)";
-        checks.push(on_path(
-            transport.as_ref(),
-            &config.backends.microvm.virtiofsd,
-            &on,
-            virtiofsd_fix,
-        ));
-        let hypervisor = hypervisor_program(&config.backends.microvm.hypervisor);
-        let fix = format!(
-            "install the {} hypervisor on the host",
-            config.backends.microvm.hypervisor
-        );
-        checks.push(on_path(transport.as_ref(), &hypervisor, &on, &fix));
-        checks.push(kvm(transport.as_ref(), &on));
-    }
-    if guests.contains(&BackendKind::Incus) {
-        checks.extend(incus(transport.as_ref(), &on, config));
+    let host = crate::backend::DoctorHost {
+        config,
+        transport: transport.as_ref(),
+        on: &on,
+        cancel,
+    };
+    for kind in guests {
+        checks.extend((crate::backend::descriptor(kind).doctor)(&host));
     }
     checks
 }
 
-fn run(transport: &dyn Transport, argv: Argv) -> Result<String, String> {
+/// Runs `argv` with doctor's step deadline; its trimmed stdout, or the error without the
+/// `on HOST: ` the check's name already says.
+pub(crate) fn run(transport: &dyn Transport, argv: Argv) -> Result<String, String> {
+    run_within(transport, argv, STEP)
+}
+
+pub(crate) fn run_within(
+    transport: &dyn Transport,
+    argv: Argv,
+    step: Duration,
+) -> Result<String, String> {
     let cancel = Cancel::new();
     transport
-        .run(&argv, b"", Instant::now() + STEP, &cancel)
+        .run(&argv, b"", Instant::now() + step, &cancel)
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
         .map_err(|e| {
             // The check's name already says where it ran.
@@ -150,7 +155,6 @@ fn run(transport: &dyn Transport, argv: Argv) -> Result<String, String> {
                 .map_or(text.clone(), str::to_string)
         })
 }
-
 fn tool(transport: &dyn Transport, program: &str, args: &[&str], on: &str, fix: &str) -> Check {
     let name = format!("{program} on {on}");
     match run(transport, Argv::new(program).args(args)) {
@@ -159,7 +163,7 @@ fn tool(transport: &dyn Transport, program: &str, args: &[&str], on: &str, fix: 
     }
 }
 
-fn on_path(transport: &dyn Transport, program: &str, on: &str, fix: &str) -> Check {
+pub(crate) fn on_path(transport: &dyn Transport, program: &str, on: &str, fix: &str) -> Check {
     let name = format!("{program} on {on}");
     let argv = Argv::new("sh").args(["-c", "command -v \"$1\"", "sh", program]);
     match run(transport, argv) {
@@ -168,7 +172,7 @@ fn on_path(transport: &dyn Transport, program: &str, on: &str, fix: &str) -> Che
     }
 }
 
-fn nix(transport: &dyn Transport, on: &str) -> Check {
+pub(crate) fn nix(transport: &dyn Transport, on: &str) -> Check {
     let name = format!("nix on {on}");
     let fix = "install Nix 2.8 or newer (Debian: apt-get install nix-bin)";
     let version = match run(transport, Argv::new("nix").arg("--version")) {
@@ -204,105 +208,5 @@ fn nix(transport: &dyn Transport, on: &str) -> Check {
             format!("{version}, but `nix eval` with flakes fails: {e}"),
             "check nix.conf and the Nix daemon",
         ),
-    }
-}
-
-fn kvm(transport: &dyn Transport, on: &str) -> Check {
-    let name = format!("KVM on {on}");
-    let test = |script: &str| run(transport, Argv::new("sh").args(["-c", script])).is_ok();
-    if !test("test -e /dev/kvm") {
-        return fail(
-            name,
-            "/dev/kvm is missing",
-            "enable virtualisation (KVM) in the firmware or the outer hypervisor",
-        );
-    }
-    if !test("test -r /dev/kvm && test -w /dev/kvm") {
-        let hint = crate::hint::KVM_DENIED;
-        return fail(name, hint.missing, hint.grant);
-    }
-    ok(name, "/dev/kvm is usable")
-}
-
-fn incus(transport: &dyn Transport, on: &str, config: &Config) -> Vec<Check> {
-    let settings = &config.backends.incus;
-    let name = format!("incus on {on}");
-    let fix = "install Incus and start incusd; the user needs access to its socket";
-    if let Err(e) = run(transport, Argv::new("incus").args(["query", "/1.0"])) {
-        return vec![fail(name, e, fix)];
-    }
-    let mut checks = vec![ok(name, "incusd answers")];
-    let alias = &settings.image;
-    let name = format!("image alias {alias} in project {}", settings.project);
-    let list = Argv::new("incus").args([
-        "image",
-        "list",
-        "--project",
-        &settings.project,
-        alias,
-        "--format",
-        "json",
-    ]);
-    let fix =
-        "build and import the guest image: pikaci image build && pikaci image import --alias ALIAS";
-    checks.push(match run(transport, list) {
-        Ok(json) => match exact_alias(&json, alias) {
-            Ok(0) => fail(name, "no image has exactly this alias", fix),
-            Ok(1) => ok(name, "present"),
-            Ok(n) => fail(
-                name,
-                format!("{n} images have this alias"),
-                "remove all but one",
-            ),
-            Err(e) => fail(
-                name,
-                format!("incus printed JSON pikaci cannot read: {e}"),
-                fix,
-            ),
-        },
-        Err(e) => fail(name, e, fix),
-    });
-    checks
-}
-
-/// How many images carry exactly `alias` (the list filter also matches prefixes).
-fn exact_alias(json: &str, alias: &str) -> Result<usize, String> {
-    let images: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    Ok(images
-        .iter()
-        .filter(|image| {
-            image["aliases"]
-                .as_array()
-                .is_some_and(|aliases| aliases.iter().any(|a| a["name"] == alias))
-        })
-        .count())
-}
-
-/// The program microvm.nix runs for a hypervisor name.
-fn hypervisor_program(hypervisor: &str) -> String {
-    match hypervisor {
-        "qemu" => format!("qemu-system-{}", std::env::consts::ARCH),
-        "kvmtool" => "lkvm".into(),
-        other => other.into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alias_must_match_exactly() {
-        let json =
-            r#"[{"aliases":[{"name":"pikaci/dev-old"}]},{"aliases":[{"name":"pikaci/dev"}]}]"#;
-        assert_eq!(exact_alias(json, "pikaci/dev"), Ok(1));
-        assert_eq!(exact_alias(json, "pikaci/de"), Ok(0));
-        assert!(exact_alias("{oops", "x").is_err());
-    }
-
-    #[test]
-    fn hypervisor_programs() {
-        assert_eq!(hypervisor_program("cloud-hypervisor"), "cloud-hypervisor");
-        assert!(hypervisor_program("qemu").starts_with("qemu-system-"));
     }
 }

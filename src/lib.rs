@@ -13,6 +13,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod git;
 pub mod guest;
+pub mod guest_layout;
 pub mod hint;
 pub mod ids;
 pub mod incus;

@@ -7,6 +7,7 @@ mod closed_output;
 mod completion;
 mod config_errors;
 mod docs;
+mod doctor_matrix;
 mod filters;
 mod flake;
 mod fuzz;

@@ -376,7 +376,7 @@ mod tests {
             timeout_secs: 600,
             timeout_ms: None,
             run_as_root: false,
-            workdir: "/workspace".into(),
+            workdir: crate::guest_layout::WORKSPACE.into(),
             env: BTreeMap::from([("RUST_LOG".into(), "debug".into())]),
             path: vec!["/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust".into()],
             writable_workspace: writable,

@@ -18,12 +18,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+pub(crate) mod doctor;
+
 use super::session::{HOST_STEP, HostSession, RunContext};
 use super::{Backend, BackendError, Guest, JobContext};
 use crate::cancel::Cancel;
 use crate::config::{BackendKind, IncusSettings, InstanceType};
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
-use crate::incus::{GUEST_WORKSPACE, Incus, REQUEST, instances_of_runs, select_image};
+use crate::guest_layout::ARTIFACTS;
+use crate::incus::{GUEST_WORKSPACE, Incus, REQUEST, instances_of_runs, usable_image};
 use crate::protocol::{GuestResult, Request};
 
 /// Writes the request from stdin, readable by root only.
@@ -94,7 +97,7 @@ impl IncusBackend {
         let session = HostSession::open(cx, cancel)?;
         let incus = Incus::new(&settings);
         let json = session.run(&incus.image_list(&settings.image), b"", cancel)?;
-        select_image(&json, &settings.image, &settings.project)?;
+        usable_image(&json, &settings)?;
         Ok(IncusBackend {
             prepared: Arc::new(Prepared { session, settings }),
         })
@@ -323,7 +326,7 @@ impl Guest for IncusGuest {
     fn collect(&mut self, ended: Ended, started: SystemTime) -> Result<GuestResult, BackendError> {
         let argv = self
             .incus()
-            .exec(&self.name, &["tar", "-C", "/artifacts", "-cf", "-", "."]);
+            .exec(&self.name, &["tar", "-C", ARTIFACTS, "-cf", "-", "."]);
         let from_guest = super::artifacts::fetch(
             self.prepared.session.transport.as_ref(),
             &argv,

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+pub(crate) mod doctor;
+
 use super::session::{HOST_STEP, HostSession, RunContext};
 use super::{Backend, BackendError, Guest, JobContext};
 use crate::argv::Argv;
@@ -23,6 +25,7 @@ use crate::cancel::Cancel;
 use crate::config::hypervisor::virtiofsd_announces_tag;
 use crate::config::{BackendKind, MicrovmSettings};
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
+use crate::guest_layout::{ShareTag, WORKSPACE as GUEST_WORKSPACE};
 use crate::nix::{BUILD_TIMEOUT, GuestProfile, NixBuild, PikaciOnHost, StorePath, installable_in};
 use crate::protocol::{GuestResult, Request};
 use crate::transport::Transport;
@@ -30,13 +33,11 @@ use crate::transport::Transport;
 const SUPERVISE: &str = include_str!("microvm/supervise.bash");
 /// How long virtiofsd may take to create its socket.
 const SOCKET_WAIT_SECS: u64 = 30;
-/// Where the guest sees the workspace (docs/nix.md).
-const GUEST_WORKSPACE: &str = "/workspace";
 
 /// A virtiofs share the runner declares: `share/microvm/virtiofs/<tag>/socket`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunnerShare {
-    pub tag: String,
+    pub tag: ShareTag,
     /// Relative to the runtime dir `microvm-run` starts in.
     pub socket: String,
 }
@@ -224,23 +225,19 @@ pub fn parse_shares(text: &str) -> Result<Vec<RunnerShare>, String> {
         let (tag, socket) = line
             .split_once('\t')
             .ok_or_else(|| format!("cannot read the runner's share line `{line}`"))?;
-        if !crate::nix::SHARES.iter().any(|s| s.tag == tag) {
+        let Some(share) = ShareTag::from_tag(tag) else {
             return Err(format!(
                 "the runner declares a virtiofs share `{tag}`, which pikaci does not provide (it provides {})",
-                crate::nix::SHARES
-                    .iter()
-                    .map(|s| s.tag)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                ShareTag::ALL.map(ShareTag::tag).join(", ")
             ));
-        }
+        };
         if socket.is_empty() || socket.starts_with('-') {
             return Err(format!(
                 "the runner's socket for share `{tag}` is `{socket}`"
             ));
         }
         shares.push(RunnerShare {
-            tag: tag.to_string(),
+            tag: share,
             socket: socket.to_string(),
         });
     }
@@ -324,7 +321,7 @@ pub fn supervise_argv(
         .arg(if virtiofsd.announce_tag { "tag" } else { "-" });
     for (share, dir, writable) in shares {
         argv = argv
-            .arg(&share.tag)
+            .arg(share.tag.tag())
             .arg(&share.socket)
             .arg(dir)
             .arg(if *writable { "rw" } else { "ro" });
@@ -387,12 +384,11 @@ impl Backend for MicrovmBackend {
             .shares
             .iter()
             .map(|share| {
-                let (dir, rw) = match share.tag.as_str() {
-                    "workspace" => (workspace.clone(), writable),
-                    "artifacts" => (guest.dirs.artifacts(), true),
-                    "request" => (guest.dirs.request(), false),
-                    // `ro-store`: parse_shares admits only the tags pikaci provides.
-                    _ => (PathBuf::from("/nix/store"), false),
+                let (dir, rw) = match share.tag {
+                    ShareTag::Workspace => (workspace.clone(), writable),
+                    ShareTag::Artifacts => (guest.dirs.artifacts(), true),
+                    ShareTag::Request => (guest.dirs.request(), false),
+                    ShareTag::RoStore => (PathBuf::from("/nix/store"), false),
                 };
                 (share.clone(), dir, rw)
             })
@@ -554,7 +550,7 @@ mod tests {
     #[test]
     fn supervisor_argv_shape() {
         let share = |tag: &str| RunnerShare {
-            tag: tag.into(),
+            tag: ShareTag::from_tag(tag).unwrap(),
             socket: format!("{tag}.sock"),
         };
         let argv = |announce_tag| {
@@ -608,7 +604,7 @@ mod tests {
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let share = RunnerShare {
-            tag: "workspace".into(),
+            tag: ShareTag::Workspace,
             socket: "ws.sock".into(),
         };
         for (announce_tag, expected) in [(true, " --tag=workspace"), (false, "")] {

@@ -19,7 +19,8 @@ pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
 pub use session::{HostFactsFailed, HostSession, RunContext, connect, read_host_facts};
 
 use crate::cancel::Cancel;
-use crate::config::BackendKind;
+use crate::config::{BackendKind, Config};
+use crate::doctor::Check;
 use crate::exec::Ended;
 use crate::protocol::{GuestResult, Request};
 
@@ -96,6 +97,57 @@ pub trait Guest: Send {
     /// How long the named steps of `launch` took, for the job record (`launch.NAME`).
     fn launch_steps(&self) -> Vec<(&'static str, Duration)> {
         Vec::new()
+    }
+}
+
+/// What a backend knows besides running jobs: how `pikaci doctor` checks that its jobs
+/// can run and what `pikaci gc` collects on the host. Reached through [`descriptor`], so
+/// doctor and gc hold no backend-specific code.
+pub struct Descriptor {
+    /// Its guests run on the configured host (`defaults.host`): doctor connects there,
+    /// gc cleans pikaci's work dir there.
+    pub on_host: bool,
+    /// doctor's checks, on the host when [`on_host`](Descriptor::on_host).
+    pub doctor: fn(&DoctorHost) -> Vec<Check>,
+    /// What gc removes on the host beyond the work dir (its name, how it removes it).
+    pub gc: Option<HostCollector>,
+}
+
+/// A gc step on the host: what it removes, and how (returns how many it removed).
+pub struct HostCollector {
+    pub what: &'static str,
+    pub collect: fn(&Config, &Path, &[String], &Cancel) -> Result<usize, String>,
+}
+
+/// Where doctor's backend checks run.
+pub struct DoctorHost<'a> {
+    pub config: &'a Config,
+    pub transport: &'a dyn crate::transport::Transport,
+    /// How the checks name the host (`local`, `ssh://…`).
+    pub on: &'a str,
+    pub cancel: &'a Cancel,
+}
+
+pub fn descriptor(kind: BackendKind) -> Descriptor {
+    match kind {
+        BackendKind::Host => Descriptor {
+            on_host: false,
+            doctor: |_| Vec::new(),
+            gc: None,
+        },
+        BackendKind::Microvm => Descriptor {
+            on_host: true,
+            doctor: microvm::doctor::checks,
+            gc: None,
+        },
+        BackendKind::Incus => Descriptor {
+            on_host: true,
+            doctor: incus::doctor::checks,
+            gc: Some(HostCollector {
+                what: "Incus instance(s)",
+                collect: collect_instances,
+            }),
+        },
     }
 }
 

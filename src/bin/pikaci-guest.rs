@@ -20,7 +20,7 @@ enum Command {
     /// Run the job in REQUEST and write ARTIFACTS/{guest.log,result.json}.
     Run {
         request: PathBuf,
-        #[arg(long, default_value = "/artifacts")]
+        #[arg(long, default_value = pikaci::guest_layout::ARTIFACTS)]
         artifacts: PathBuf,
         /// Do not copy the job's output to stdout.
         #[arg(long)]

@@ -1,5 +1,8 @@
+use std::collections::BTreeSet;
+
 use super::args::{GcArgs, Global};
 use super::context::{load_config, state_only};
+use crate::backend::descriptor;
 use crate::config::BackendKind;
 use crate::error::Error;
 
@@ -22,15 +25,12 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
     let mut failed = !report.errors.is_empty();
     // The guest host, when a config names one that guests run on.
     let config = load_config(global).ok();
-    let uses = |kind: BackendKind| {
-        config
-            .as_ref()
-            .is_some_and(|c| c.jobs.values().any(|j| j.backend == kind))
-    };
-    if let Some(config) = config
-        .as_ref()
-        .filter(|_| uses(BackendKind::Microvm) || uses(BackendKind::Incus))
-    {
+    let used: BTreeSet<BackendKind> = config
+        .iter()
+        .flat_map(|c| c.jobs.values().map(|j| j.backend))
+        .collect();
+    let on_host = used.iter().any(|kind| descriptor(*kind).on_host);
+    if let Some(config) = config.as_ref().filter(|_| on_host) {
         let finished: Vec<String> = crate::state::list_runs(&state)
             .map_err(|e| Error::infra("listing runs", e))?
             .into_iter()
@@ -54,18 +54,15 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
                 failed = true;
             }
         }
-        let mut report = |what: &str, result: Result<usize, String>| match result {
-            Ok(n) => crate::outln!("host {host}: removed {n} {what} of runs that are over"),
-            Err(e) => {
-                crate::errln!("warning: could not clean up {what} on {host}: {e}");
-                failed = true;
+        for collector in used.iter().filter_map(|kind| descriptor(*kind).gc) {
+            let what = collector.what;
+            match (collector.collect)(config, state.root(), &finished, &cancel) {
+                Ok(n) => crate::outln!("host {host}: removed {n} {what} of runs that are over"),
+                Err(e) => {
+                    crate::errln!("warning: could not clean up {what} on {host}: {e}");
+                    failed = true;
+                }
             }
-        };
-        if uses(BackendKind::Incus) {
-            report(
-                "Incus instance(s)",
-                crate::backend::collect_instances(config, state.root(), &finished, &cancel),
-            );
         }
     }
     Ok(if failed { 3 } else { 0 })

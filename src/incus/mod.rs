@@ -15,8 +15,7 @@ use crate::argv::Argv;
 use crate::config::{IncusSettings, InstanceType};
 
 /// Where the request goes inside the instance, and the workspace.
-pub const REQUEST: &str = "/run/pikaci/request.json";
-pub const GUEST_WORKSPACE: &str = "/workspace";
+pub use crate::guest_layout::{REQUEST, WORKSPACE as GUEST_WORKSPACE};
 /// The config key that tags an instance with its run (for gc).
 pub const RUN_KEY: &str = "user.pikaci.run";
 
@@ -48,18 +47,50 @@ fn image_records(json: &[u8]) -> Result<Vec<ImageRecord>, String> {
 
 /// The fingerprint of the one image whose alias is exactly `alias`.
 pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, String> {
+    select_record(json, alias, project).map(|r| r.fingerprint)
+}
+
+/// The image a run of `settings` uses, from `incus image list ALIAS`: the one with exactly
+/// the alias, of the type `instance-type` asks for. The run and doctor both select it so.
+pub fn usable_image(json: &[u8], settings: &IncusSettings) -> Result<String, String> {
+    let record = select_record(json, &settings.image, &settings.project)?;
+    let wanted = match settings.instance_type {
+        InstanceType::Vm => "virtual-machine",
+        InstanceType::Container => "container",
+    };
+    // Incus names the type of every image; an older one that does not is let through.
+    if !record.kind.is_empty() && record.kind != wanted {
+        let (is, set) = match settings.instance_type {
+            InstanceType::Vm => ("a container image", "container"),
+            InstanceType::Container => ("a VM image", "vm"),
+        };
+        return Err(format!(
+            "the image `{}` is {is}, but backends.incus.instance-type is \"{}\"; set \
+             backends.incus.instance-type = \"{set}\", or import an image of that type under \
+             this alias",
+            settings.image,
+            match settings.instance_type {
+                InstanceType::Vm => "vm",
+                InstanceType::Container => "container",
+            }
+        ));
+    }
+    Ok(record.fingerprint)
+}
+
+fn select_record(json: &[u8], alias: &str, project: &str) -> Result<ImageRecord, String> {
     let records = image_records(json)?;
-    let matching: Vec<&ImageRecord> = records
-        .iter()
+    let mut matching: Vec<ImageRecord> = records
+        .into_iter()
         .filter(|r| r.aliases.iter().any(|a| a.name == alias))
         .collect();
-    match matching[..] {
+    match &matching[..] {
         [one] if !is_fingerprint(&one.fingerprint) => Err(format!(
             "`incus image list` printed the image with the alias `{alias}` without a valid \
              fingerprint: {:?}",
             one.fingerprint
         )),
-        [one] => Ok(one.fingerprint.clone()),
+        [_] => Ok(matching.remove(0)),
         [] => Err(format!(
             "no image has the alias `{alias}` in Incus project `{project}`; import an image \
              with pikaci-guest in it (`pikaci image build github:pikaci/pikaci#incus-image \
@@ -185,6 +216,23 @@ impl<'a> Incus<'a> {
         }
     }
 
+    /// `GET /1.0`: whether incusd answers this user.
+    pub fn server(&self) -> Argv {
+        self.bare().args(["query", "/1.0"])
+    }
+
+    /// `GET` of the configured project: fails when it does not exist.
+    pub fn project_info(&self) -> Argv {
+        self.bare()
+            .arg("query")
+            .arg(format!("/1.0/projects/{}", image::escape(self.project)))
+    }
+
+    /// `GET` of a profile as the project sees it: fails when `init` could not use it.
+    pub fn profile_info(&self, profile: &str) -> Argv {
+        self.query(&format!("/1.0/profiles/{}", image::escape(profile)))
+    }
+
     /// A raw API `GET`; the project goes in the URL.
     pub fn query(&self, path: &str) -> Argv {
         self.bare().arg("query").arg(self.in_project(path))
@@ -297,6 +345,27 @@ mod tests {
         }
     }
 
+    /// A container image with the default `instance-type = "vm"` is refused before any
+    /// instance is made, by the run and by doctor alike.
+    #[test]
+    fn the_image_type_must_match_the_instance_type() {
+        let json =
+            br#"[{"fingerprint":"aaa","aliases":[{"name":"pikaci/dev"}],"type":"container"}]"#;
+        let vm = IncusSettings::default();
+        insta::assert_snapshot!(usable_image(json, &vm).unwrap_err(), @r#"the image `pikaci/dev` is a container image, but backends.incus.instance-type is "vm"; set backends.incus.instance-type = "container", or import an image of that type under this alias"#);
+        let container = IncusSettings {
+            instance_type: InstanceType::Container,
+            ..IncusSettings::default()
+        };
+        assert_eq!(usable_image(json, &container).unwrap(), "aaa");
+        let vm_image = br#"[{"fingerprint":"bbb","aliases":[{"name":"pikaci/dev"}],"type":"virtual-machine"}]"#;
+        assert_eq!(usable_image(vm_image, &vm).unwrap(), "bbb");
+        let refused = usable_image(vm_image, &container).unwrap_err();
+        assert!(refused.contains("is a VM image"), "{refused}");
+        let untyped = br#"[{"fingerprint":"ccc","aliases":[{"name":"pikaci/dev"}]}]"#;
+        assert_eq!(usable_image(untyped, &vm).unwrap(), "ccc");
+    }
+
     #[test]
     fn an_agent_without_a_result_says_why() {
         use std::os::unix::process::ExitStatusExt;
@@ -366,6 +435,9 @@ mod tests {
             ),
             incus.image_delete("beef"),
             incus.image_list_all(),
+            incus.server(),
+            incus.project_info(),
+            incus.profile_info("ci"),
             Incus::new(&IncusSettings {
                 sudo: true,
                 ..IncusSettings::default()
@@ -391,6 +463,9 @@ mod tests {
         incus image import --project pikaci /w/img/metadata.tar.xz /w/img/disk.qcow2
         incus image delete --project pikaci beef
         incus image list --project pikaci --format json
+        incus query /1.0
+        incus query /1.0/projects/pikaci
+        incus query '/1.0/profiles/ci?project=pikaci'
         sudo -n incus start --project default pikaci-lint-0123456789ab
         "#);
     }

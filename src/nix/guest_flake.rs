@@ -130,33 +130,11 @@ impl HostFacts {
 /// The configuration name inside every generated flake.
 pub const GUEST_NAME: &str = "pikaci-guest";
 
-/// A virtiofs share the guest mounts; pikaci starts one virtiofsd per share with the
-/// job's own directory (read-only where the job's mode says so).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Share {
-    pub tag: &'static str,
-    pub mount_point: &'static str,
-}
+/// A virtiofs share the guest mounts (tags and mount points: [`crate::guest_layout`]).
+pub use crate::guest_layout::ShareTag as Share;
 
 /// The shares every guest has: workspace, artifacts, the request, the host's Nix store.
-pub const SHARES: &[Share] = &[
-    Share {
-        tag: "workspace",
-        mount_point: "/workspace",
-    },
-    Share {
-        tag: "artifacts",
-        mount_point: "/artifacts",
-    },
-    Share {
-        tag: "request",
-        mount_point: "/run/pikaci",
-    },
-    Share {
-        tag: "ro-store",
-        mount_point: "/nix/.ro-store",
-    },
-];
+pub const SHARES: &[Share] = &Share::ALL;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestProfile {
@@ -203,8 +181,8 @@ impl GuestProfile {
             .iter()
             .map(|s| {
                 Expr::attrs([
-                    ("tag", Expr::str(s.tag)),
-                    ("mountPoint", Expr::str(s.mount_point)),
+                    ("tag", Expr::str(s.tag())),
+                    ("mountPoint", Expr::str(s.mount_point())),
                 ])
             })
             .collect();
