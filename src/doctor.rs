@@ -159,9 +159,12 @@ fn tool(transport: &dyn Transport, program: &str, args: &[&str], on: &str, fix: 
     }
 }
 
+/// `sh -c COMMAND_PRESENT sh PROGRAM`: where PROGRAM is on the PATH, if it is.
+pub(crate) const COMMAND_PRESENT: &str = r#"command -v "$1""#;
+
 fn on_path(transport: &dyn Transport, program: &str, on: &str, fix: &str) -> Check {
     let name = format!("{program} on {on}");
-    let argv = Argv::new("sh").args(["-c", "command -v \"$1\"", "sh", program]);
+    let argv = Argv::new("sh").args(["-c", COMMAND_PRESENT, "sh", program]);
     match run(transport, argv) {
         Ok(path) => ok(name, path),
         Err(_) => fail(name, "not found on PATH", fix),

@@ -5,7 +5,7 @@
 mod host_sh;
 mod local;
 mod quote;
-mod ssh;
+pub(crate) mod ssh;
 
 use std::fs::File;
 use std::io::{Read, Seek};
