@@ -12,7 +12,7 @@ use crate::transport::{Local, Transport};
 
 /// Oldest Nix pikaci's `nix build --json -o` use is known to work with.
 const MIN_NIX: (u32, u32) = (2, 8);
-const STEP: Duration = Duration::from_secs(20);
+const STEP: Duration = crate::transport::Step::Probe.duration();
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -2,6 +2,7 @@
 //! Commands are argv values; they become a shell string once, at the SSH boundary
 //! ([`quote::quote_argv`]), and never anywhere else.
 
+mod deadline;
 mod host_sh;
 mod local;
 mod quote;
@@ -12,6 +13,7 @@ use std::io::{Read, Seek};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
+pub use deadline::Step;
 pub use host_sh::host_sh;
 pub use local::Local;
 pub use quote::quote_argv;
