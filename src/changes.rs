@@ -35,13 +35,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Output};
+use std::path::Path;
+use std::process::Output;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-/// How many trailing lines of git's stderr an error keeps.
-const STDERR_TAIL_LINES: usize = 5;
+use crate::git::{Git, GitError, stderr_tail};
 
 /// How many hex digits of a commit id messages show.
 const SHORT_REV_LEN: usize = 7;
@@ -90,20 +89,8 @@ pub struct PathFilter {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangesError {
-    #[error("could not run `{command}`")]
-    Spawn {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{command}` {status}: {stderr}")]
-    Git {
-        command: String,
-        /// e.g. "exited with code 128".
-        status: String,
-        /// The last lines of git's stderr.
-        stderr: String,
-    },
+    #[error(transparent)]
+    Git(#[from] GitError),
     #[error("base revision `{rev}` does not name a commit: {stderr}")]
     UnknownBase { rev: String, stderr: String },
     #[error("invalid path glob `{pattern}`")]
@@ -358,50 +345,16 @@ fn nul_separated(bytes: &[u8]) -> impl Iterator<Item = String> + '_ {
         .map(|name| String::from_utf8_lossy(name).into_owned())
 }
 
-/// Runs `git -C WORKSPACE …` without a shell or prompts.
-struct Git {
-    workspace: PathBuf,
+/// What change detection asks git, on top of the one wrapper in [`crate::git`].
+trait Queries {
+    fn commit_id(&self, spec: &str) -> Result<Option<String>, ChangesError>;
+    fn merge_base(&self, other: &str) -> Result<Option<String>, ChangesError>;
+    fn upstream(&self) -> Result<Option<String>, ChangesError>;
+    fn is_shallow(&self) -> Result<bool, ChangesError>;
+    fn empty_tree(&self) -> Result<String, ChangesError>;
 }
 
-impl Git {
-    fn new(workspace: &Path) -> Git {
-        Git {
-            workspace: workspace.to_path_buf(),
-        }
-    }
-
-    fn command_line(&self, args: &[&str]) -> String {
-        format!("git -C {} {}", self.workspace.display(), args.join(" "))
-    }
-
-    /// Runs git and returns its output whatever the exit status.
-    fn output(&self, args: &[&str]) -> Result<Output, ChangesError> {
-        crate::git::command(&self.workspace, args)
-            .output()
-            .map_err(|source| ChangesError::Spawn {
-                command: self.command_line(args),
-                source,
-            })
-    }
-
-    /// Runs git and returns its stdout, failing on a non-zero exit.
-    fn run(&self, args: &[&str]) -> Result<Vec<u8>, ChangesError> {
-        let output = self.output(args)?;
-        if output.status.success() {
-            Ok(output.stdout)
-        } else {
-            Err(self.failure(args, &output))
-        }
-    }
-
-    fn failure(&self, args: &[&str], output: &Output) -> ChangesError {
-        ChangesError::Git {
-            command: self.command_line(args),
-            status: describe_status(output.status),
-            stderr: stderr_tail(&output.stderr),
-        }
-    }
-
+impl Queries for Git {
     /// The commit `spec` names, or `None` when it names nothing (`-q` makes
     /// git exit 1 silently in that case).
     fn commit_id(&self, spec: &str) -> Result<Option<String>, ChangesError> {
@@ -411,7 +364,7 @@ impl Git {
         match output.status.code() {
             Some(0) => Ok(Some(stdout_line(&output))),
             Some(1) => Ok(None),
-            _ => Err(self.failure(&args, &output)),
+            _ => Err(self.failure(&args, &output).into()),
         }
     }
 
@@ -423,7 +376,7 @@ impl Git {
         match output.status.code() {
             Some(0) => Ok(Some(stdout_line(&output))),
             Some(1) if output.stdout.is_empty() => Ok(None),
-            _ => Err(self.failure(&args, &output)),
+            _ => Err(self.failure(&args, &output).into()),
         }
     }
 
@@ -455,27 +408,6 @@ impl Git {
 
 fn stdout_line(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// The last few non-blank lines of stderr, joined on one line for logs.
-fn stderr_tail(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if lines.is_empty() {
-        return "(no output on stderr)".into();
-    }
-    lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("; ")
-}
-
-fn describe_status(status: ExitStatus) -> String {
-    match status.code() {
-        Some(code) => format!("exited with code {code}"),
-        None => "was killed by a signal".into(),
-    }
 }
 
 #[cfg(test)]
@@ -886,12 +818,5 @@ mod tests {
             text.contains("rev-parse --verify nope` exited with code 128: fatal:"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn stderr_tail_keeps_the_last_lines() {
-        let stderr = b"one\ntwo\n\nthree\nfour\nfive\nsix\n";
-        assert_eq!(stderr_tail(stderr), "two; three; four; five; six");
-        assert_eq!(stderr_tail(b"  \n"), "(no output on stderr)");
     }
 }

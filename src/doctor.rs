@@ -14,7 +14,7 @@ use crate::transport::{Local, Transport};
 
 /// Oldest Nix pikaci's `nix build --json -o` use is known to work with.
 const MIN_NIX: (u32, u32) = (2, 8);
-const STEP: Duration = Duration::from_secs(20);
+const STEP: Duration = crate::transport::Step::Probe.duration();
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -163,9 +163,12 @@ fn tool(transport: &dyn Transport, program: &str, args: &[&str], on: &str, fix: 
     }
 }
 
+/// `sh -c COMMAND_PRESENT sh PROGRAM`: where PROGRAM is on the PATH, if it is.
+pub(crate) const COMMAND_PRESENT: &str = r#"command -v "$1""#;
+
 pub(crate) fn on_path(transport: &dyn Transport, program: &str, on: &str, fix: &str) -> Check {
     let name = format!("{program} on {on}");
-    let argv = Argv::new("sh").args(["-c", "command -v \"$1\"", "sh", program]);
+    let argv = Argv::new("sh").args(["-c", COMMAND_PRESENT, "sh", program]);
     match run(transport, argv) {
         Ok(path) => ok(name, path),
         Err(_) => fail(name, "not found on PATH", fix),

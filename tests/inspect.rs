@@ -80,3 +80,46 @@ fn host_log_is_shown_on_request() {
     all.expect(0);
     assert_eq!(all.stdout(), "==> bad <==\nthe backend said this\n");
 }
+
+#[test]
+fn logs_of_a_job_that_never_started_say_why_and_status_says_the_same() {
+    // A microVM job whose runner does not exist fails in setup, before any guest starts.
+    let repo = Repo::new(
+        "[backends.microvm]\nrunner = \"path:/nonexistent#runner\"\n\
+         [jobs.vm]\nbackend = \"microvm\"\ncommand = \"echo never\"\n\
+         [jobs.after]\nbackend = \"host\"\ncommand = \"echo never\"\nneeds = [\"vm\"]\n",
+    );
+    repo.pikaci(&["run", "vm", "after"]).expect(3);
+    let (record, _) = repo.job("vm");
+    assert_eq!(record["status"], "error", "{record:#}");
+    assert_eq!(record["failed_in"], "setup", "{record:#}");
+    let logs = repo.pikaci(&["logs", "latest", "--job", "vm"]);
+    logs.expect(0);
+    let shown = logs.stdout();
+    let (head, message) = shown.trim_end().split_once(": ").unwrap();
+    assert_eq!(head, "job `vm` never started (error)", "{shown}");
+    assert!(message.starts_with("in setup: "), "{shown}");
+    assert!(
+        message.contains("/nonexistent"),
+        "the recorded error: {shown}"
+    );
+    assert_eq!(shown.lines().count(), 1, "one line: {shown}");
+    // Its host.log is missing for the same reason.
+    let host_log = repo.pikaci(&["logs", "latest", "--job", "vm", "--host-log"]);
+    host_log.expect(0);
+    assert_eq!(host_log.stdout(), shown);
+    // `status` shows the same one-line message beside the job.
+    let status = repo.pikaci(&["status", "latest"]);
+    status.expect(0);
+    let line = status
+        .stdout()
+        .lines()
+        .find(|l| l.trim_start().starts_with("vm "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no line for the job:\n{}", status.stdout()));
+    assert!(line.ends_with(&format!("  {message}")), "{line}\n{shown}");
+    // A job that never ran because of it: its reason, the same way.
+    let after = repo.pikaci(&["logs", "latest", "--job", "after"]);
+    after.expect(0);
+    insta::assert_snapshot!(redact(&after.stdout(), &repo), @"job `after` never started (skipped): not run: needed job `vm` error");
+}

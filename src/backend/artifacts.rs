@@ -12,7 +12,7 @@ use crate::protocol::GuestResult;
 use crate::transport::Transport;
 
 /// How long bringing the artifacts back may take.
-const COLLECT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const COLLECT_TIMEOUT: Duration = crate::transport::Step::Collect.duration();
 /// How often the tar is asked for when its stream arrives incomplete.
 const FETCH_ATTEMPTS: usize = 3;
 

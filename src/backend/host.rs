@@ -36,7 +36,7 @@ use crate::protocol::{GuestResult, Request};
 
 /// Runs inside the new mount namespace: bind-mounts `$1` onto `$2` with options `$3`
 /// (`ro` or `rw`), enters it, and runs the rest of the arguments.
-const MOUNT_WRAPPER: &str =
+pub(crate) const MOUNT_WRAPPER: &str =
     r#"mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@""#;
 
 /// How a host job gets a workspace of its own, outside the worktree.

@@ -301,7 +301,12 @@ impl IncusGuest {
         self.prepared
             .session
             .transport
-            .run_file(&argv, file, Instant::now() + HOST_STEP * 10, cancel)
+            .run_file(
+                &argv,
+                file,
+                crate::transport::Step::Upload.from_now(),
+                cancel,
+            )
             .map(drop)
             .map_err(|e| e.to_string())
     }

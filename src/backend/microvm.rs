@@ -30,7 +30,7 @@ use crate::nix::{BUILD_TIMEOUT, GuestProfile, NixBuild, PikaciOnHost, StorePath,
 use crate::protocol::{GuestResult, Request};
 use crate::transport::Transport;
 
-const SUPERVISE: &str = include_str!("microvm/supervise.bash");
+pub(crate) const SUPERVISE: &str = include_str!("microvm/supervise.bash");
 /// How long virtiofsd may take to create its socket.
 const SOCKET_WAIT_SECS: u64 = 30;
 

@@ -2,7 +2,7 @@
 //! through launch → wait → (stop) → collect → cleanup and never matches on the kind.
 
 mod artifacts;
-mod host;
+pub(crate) mod host;
 pub(crate) mod host_gc;
 pub(crate) mod incus;
 pub(crate) mod microvm;

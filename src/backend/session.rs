@@ -9,12 +9,12 @@ use crate::cancel::Cancel;
 use crate::config::{Config, HostSpec};
 use crate::nix::{HOST_FACTS, HostFacts, HostFactsError};
 use crate::state::SnapshotRef;
-use crate::transport::{Transport, TransportError};
+use crate::transport::{Step, Transport, TransportError};
 
 /// Deadline for the small bookkeeping commands on the host (mkdir, rm, cat).
-pub const HOST_STEP: Duration = Duration::from_secs(60);
+pub const HOST_STEP: Duration = Step::Bookkeeping.duration();
 /// Deadline for sending the workspace.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const SYNC_TIMEOUT: Duration = Step::Sync.duration();
 
 /// What backends know about the run they serve.
 pub struct RunContext<'a> {

@@ -148,7 +148,7 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         match job {
             Ok(job) => {
                 let took = job.duration_ms.map_or("-".into(), short_duration);
-                let message = job.message.as_deref().unwrap_or("");
+                let message = job.one_line();
                 crate::outln!(
                     "  {name:<20} {:<10} {took:>7}  {message}",
                     job.status.to_string()
@@ -188,7 +188,21 @@ pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
         }
         let id = Id::new(job.clone()).map_err(|e| Error::Usage(e.to_string()))?;
         let path = run.job(&id).join(log_name);
-        let mut file = match std::fs::File::open(&path) {
+        let opened = std::fs::File::open(&path);
+        let empty = opened
+            .as_ref()
+            .map_or(true, |f| f.metadata().is_ok_and(|m| m.len() == 0));
+        if let (true, Some(never)) = (args.job.is_some() && empty, never_started(&run, &id)) {
+            // Not a mistake of the caller's: the answer to "what did it print" is why
+            // it printed nothing.
+            crate::outln!(
+                "job `{job}` never started ({}): {}",
+                never.status,
+                never.one_line()
+            );
+            return Ok(0);
+        }
+        let mut file = match opened {
             Ok(file) => file,
             Err(_) if args.job.is_some() => {
                 return Err(Error::Usage(missing_log(&run, job, args.host_log)));
@@ -245,6 +259,13 @@ fn unknown_job(run: &crate::state::RunDir, job: &str, known: &[String]) -> Strin
         run.id,
         known.join(", ")
     )
+}
+
+/// The job's record, if it says the job ended without its command ever running.
+fn never_started(run: &crate::state::RunDir, job: &Id) -> Option<JobRecord> {
+    read_record::<JobRecord>(&run.job(job).join("status.json"))
+        .ok()
+        .filter(JobRecord::never_started)
 }
 
 /// Why a job of the run has no such log, and where to look instead.

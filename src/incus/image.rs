@@ -18,9 +18,9 @@ use crate::nix::{BUILD_TIMEOUT, NixBuild, StorePath};
 use crate::transport::Transport;
 
 /// Deadline for small Incus API calls.
-const STEP: Duration = Duration::from_secs(60);
+const STEP: Duration = crate::transport::Step::Bookkeeping.duration();
 /// Deadline for importing (hashing and unpacking a few GiB).
-const IMPORT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const IMPORT_TIMEOUT: Duration = crate::transport::Step::Import.duration();
 
 /// The GC root of the last `pikaci image build`, under the host's work dir; `image
 /// import` takes it when no directory is given.

@@ -15,7 +15,7 @@ use crate::fsutil::tail;
 use crate::transport::{Transport, TransportError};
 
 /// Deadline for one `nix build` (a cold guest image build can take long).
-pub const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+pub const BUILD_TIMEOUT: Duration = crate::transport::Step::Build.duration();
 
 pub struct NixBuild<'a> {
     pub installable: &'a str,

@@ -157,4 +157,28 @@ mod tests {
         assert!(dag.is_over());
         assert!(dag.ready().is_empty());
     }
+
+    #[test]
+    fn a_node_waits_for_every_dependency_and_completes_a_diamond() {
+        // a ← b, a ← c, and d waits for both.
+        let mut dag = Dag::new(BTreeMap::from([
+            ('a', vec![]),
+            ('b', vec!['a']),
+            ('c', vec!['a']),
+            ('d', vec!['b', 'c']),
+        ]));
+        dag.start('a');
+        dag.complete('a', Ok(()));
+        assert_eq!(dag.ready(), vec!['b', 'c']);
+        dag.start('b');
+        dag.start('c');
+        dag.complete('b', Ok(()));
+        assert!(dag.ready().is_empty(), "d still waits for c");
+        dag.complete('c', Ok(()));
+        assert_eq!(dag.ready(), vec!['d']);
+        assert!(dag.block().is_empty());
+        dag.start('d');
+        dag.complete('d', Ok(()));
+        assert!(dag.is_over());
+    }
 }

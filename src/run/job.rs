@@ -36,6 +36,7 @@ pub fn record_not_run(
         duration_ms: None,
         message: Some(message.clone()),
         phases: BTreeMap::new(),
+        failed_in: None,
     };
     recorder.write_job(&recorder.run.job(&node.job.id), &record)?;
     recorder.emit(EventKind::JobFinished {
@@ -48,18 +49,24 @@ pub fn record_not_run(
     Ok(())
 }
 
+/// What every job of a run is given: the run's snapshot, its backends, where it records,
+/// and its cancellation.
+pub struct RunShared<'a> {
+    pub snapshot: &'a Path,
+    pub backends: &'a RunBackends<'a>,
+    pub recorder: &'a Recorder<'a>,
+    pub cancel: &'a Cancel,
+}
+
 /// Runs one job to its end and records it. Errors are only record-write failures; a job
-/// that cannot start is recorded with status `error`.
+/// that cannot start is recorded with status `error` and the phase it failed in.
 pub fn run_job(
     node: &ExecuteNode,
-    snapshot: &Path,
     inputs: &BTreeMap<Id, Vec<StorePath>>,
-    backends: &RunBackends,
-    recorder: &Recorder,
-    cancel: &Cancel,
+    run: &RunShared,
 ) -> std::io::Result<JobStatus> {
     let job = &node.job;
-    let dir = recorder.run.job(&job.id);
+    let dir = run.recorder.run.job(&job.id);
     let started = SystemTime::now();
     let mut record = JobRecord {
         schema_version: RECORD_SCHEMA,
@@ -74,29 +81,39 @@ pub fn run_job(
         duration_ms: None,
         message: None,
         phases: BTreeMap::new(),
+        failed_in: None,
     };
-    recorder.write_job(&dir, &record)?;
-    recorder.emit(EventKind::JobStarted {
+    run.recorder.write_job(&dir, &record)?;
+    run.recorder.emit(EventKind::JobStarted {
         job: record.job.clone(),
         backend: job.backend,
     });
 
-    let phases = Phases {
+    let mut phases = Phases {
         times: &mut record.phases,
+        current: "setup",
         job: job.id.as_str(),
-        recorder,
+        recorder: run.recorder,
     };
-    let outcome = drive(node, snapshot, inputs, backends, &dir, cancel, phases);
+    let outcome = Drive {
+        node,
+        inputs,
+        run,
+        dir: &dir,
+    }
+    .drive(&mut phases);
+    let failed_in = phases.current;
     let (status, result) = match outcome {
-        Ok((ended, result)) => (job_status(ended, &result), Some(result)),
-        // A step cut short by Ctrl-C or SIGTERM (a sync, a build) is the cancellation.
-        Err(message) if cancel.is_cancelled() => (
-            JobStatus::Cancelled,
-            Some(GuestResult::error(started, message)),
-        ),
+        Ok((ended, result)) => (job_status(ended, &result), result),
         Err(message) => {
-            let message = crate::hint::with_hint(message);
-            (JobStatus::Error, Some(GuestResult::error(started, message)))
+            record.failed_in = Some(failed_in.to_string());
+            // A step cut short by Ctrl-C or SIGTERM (a sync, a build) is the cancellation.
+            if run.cancel.is_cancelled() {
+                (JobStatus::Cancelled, GuestResult::error(started, message))
+            } else {
+                let message = crate::hint::with_hint(message);
+                (JobStatus::Error, GuestResult::error(started, message))
+            }
         }
     };
     let finished = SystemTime::now();
@@ -108,13 +125,11 @@ pub fn run_job(
             .unwrap_or_default()
             .as_millis() as u64,
     );
-    if let Some(result) = result {
-        record.exit_code = result.exit_code;
-        record.signal = result.signal;
-        record.message = result.message;
-    }
-    recorder.write_job(&dir, &record)?;
-    recorder.emit(EventKind::JobFinished {
+    record.exit_code = result.exit_code;
+    record.signal = result.signal;
+    record.message = result.message;
+    run.recorder.write_job(&dir, &record)?;
+    run.recorder.emit(EventKind::JobFinished {
         job: record.job.clone(),
         status,
         exit_code: record.exit_code,
@@ -136,15 +151,18 @@ fn job_status(ended: Ended, result: &GuestResult) -> JobStatus {
     }
 }
 
-/// Times each phase into the job record (milliseconds) and announces it.
+/// Times each phase into the job record (milliseconds) and announces it; `current` is
+/// the phase last entered, so a job that fails is recorded with where it failed.
 struct Phases<'a> {
     times: &'a mut BTreeMap<String, u64>,
+    current: &'static str,
     job: &'a str,
     recorder: &'a Recorder<'a>,
 }
 
 impl Phases<'_> {
-    fn time<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        self.current = name;
         self.recorder.emit(EventKind::JobPhase {
             job: self.job.to_string(),
             phase: name.to_string(),
@@ -167,95 +185,125 @@ impl Drop for PrivateCopy {
     }
 }
 
-fn drive(
-    node: &ExecuteNode,
-    snapshot: &Path,
-    inputs: &BTreeMap<Id, Vec<StorePath>>,
-    backends: &RunBackends,
-    dir: &Path,
-    cancel: &Cancel,
-    mut phases: Phases,
-) -> Result<(Ended, GuestResult), String> {
-    let job = &node.job;
-    let mut env = job.env.clone();
-    // What CI services set; the job's own `env` may override `CI`, not the run's id.
-    env.entry("CI".into()).or_insert_with(|| "true".into());
-    env.insert("PIKACI_RUN_ID".into(), phases.recorder.run_id().into());
-    for name in &job.secrets {
-        let value = std::env::var(name).map_err(|_| {
-            format!(
-                "the secret `{name}` is not set in pikaci's environment (jobs.{}.secrets)",
-                job.id
-            )
+/// One job's way through its phases: setup, workspace, launch, run, stop, collect,
+/// cleanup.
+struct Drive<'a> {
+    node: &'a ExecuteNode,
+    inputs: &'a BTreeMap<Id, Vec<StorePath>>,
+    run: &'a RunShared<'a>,
+    dir: &'a Path,
+}
+
+impl Drive<'_> {
+    fn drive(&self, phases: &mut Phases) -> Result<(Ended, GuestResult), String> {
+        let job = &self.node.job;
+        let cancel = self.run.cancel;
+        // Secrets are read before the backend is set up: a job that lacks one fails in
+        // setup without starting anything.
+        let env = self.env()?;
+        let backend = phases
+            .time("setup", || self.run.backends.get(job.backend, cancel))
+            .map_err(|e| crate::error::chain(&e))?;
+        let mut copy = PrivateCopy(None);
+        let workspace = if job.writable_workspace && backend.uses_local_copy() {
+            let path = self.dir.join("workspace");
+            phases
+                .time("workspace", || {
+                    crate::snapshot::private_copy(self.run.snapshot, &path)
+                })
+                .map_err(|e| format!("cannot copy the workspace for a writable job: {e}"))?;
+            copy.0 = Some(path.clone());
+            path
+        } else {
+            self.run.snapshot.to_path_buf()
+        };
+        let request = self.request(env, &workspace);
+        // The record never holds a secret's value; the guest's copy does.
+        write_request(self.dir, &request.redacted())
+            .map_err(|e| format!("cannot write request.json: {e}"))?;
+        let cx = JobContext {
+            run_id: self.run.recorder.run_id(),
+            request: &request,
+            workspace: &workspace,
+            job_dir: self.dir,
+        };
+        let started = SystemTime::now();
+        let mut guest: Box<dyn Guest> = phases
+            .time("launch", || backend.launch(&cx, cancel))
+            .map_err(|e| crate::error::chain(&e))?;
+        for (step, took) in guest.launch_steps() {
+            phases
+                .times
+                .insert(format!("launch.{step}"), took.as_millis() as u64);
+        }
+        let ended = self.wait(guest.as_mut(), phases)?;
+        let result = phases.time("collect", || guest.collect(ended, started));
+        let cleanup = phases.time("cleanup", || guest.cleanup());
+        let result = result.map_err(|e| {
+            // Cleanup ran after it: the job failed in collect, not in cleanup.
+            phases.current = "collect";
+            crate::error::chain(&e)
         })?;
-        env.insert(name.clone(), value);
+        cleanup.map_err(|e| crate::error::chain(&e))?;
+        Ok((ended, result))
     }
-    let backend = phases
-        .time("setup", || backends.get(job.backend, cancel))
-        .map_err(|e| crate::error::chain(&e))?;
-    let mut copy = PrivateCopy(None);
-    let workspace = if job.writable_workspace && backend.uses_local_copy() {
-        let path = dir.join("workspace");
-        phases
-            .time("workspace", || {
-                crate::snapshot::private_copy(snapshot, &path)
-            })
-            .map_err(|e| format!("cannot copy the workspace for a writable job: {e}"))?;
-        copy.0 = Some(path.clone());
-        path
-    } else {
-        snapshot.to_path_buf()
-    };
-    let (timeout_secs, timeout_ms) = Request::timeout_fields(job.timeout);
-    let request = Request {
-        schema_version: SCHEMA_VERSION,
-        job_id: job.id.to_string(),
-        command: job.command.clone(),
-        timeout_secs,
-        timeout_ms,
-        run_as_root: job.root,
-        workdir: workspace.clone(),
-        env,
-        path: job
-            .inputs
-            .iter()
-            .flat_map(|input| inputs.get(input).into_iter().flatten())
-            .map(|p| p.as_path().to_path_buf())
-            .collect(),
-        writable_workspace: job.writable_workspace,
-        secrets: job.secrets.clone(),
-        shell: job.shell.clone(),
-    };
-    // The record never holds a secret's value; the guest's copy does.
-    write_request(dir, &request.redacted())
-        .map_err(|e| format!("cannot write request.json: {e}"))?;
-    let cx = JobContext {
-        run_id: phases.recorder.run_id(),
-        request: &request,
-        workspace: &workspace,
-        job_dir: dir,
-    };
-    let started = SystemTime::now();
-    let mut guest: Box<dyn Guest> = phases
-        .time("launch", || backend.launch(&cx, cancel))
-        .map_err(|e| crate::error::chain(&e))?;
-    for (step, took) in guest.launch_steps() {
-        phases
-            .times
-            .insert(format!("launch.{step}"), took.as_millis() as u64);
+
+    /// The job's environment: its own `env`, what CI services set (the job may override
+    /// `CI`, not the run's id), and its secrets' values.
+    fn env(&self) -> Result<BTreeMap<String, String>, String> {
+        let job = &self.node.job;
+        let mut env = job.env.clone();
+        env.entry("CI".into()).or_insert_with(|| "true".into());
+        env.insert("PIKACI_RUN_ID".into(), self.run.recorder.run_id().into());
+        for name in &job.secrets {
+            let value = std::env::var(name).map_err(|_| {
+                format!(
+                    "the secret `{name}` is not set in pikaci's environment (jobs.{}.secrets)",
+                    job.id
+                )
+            })?;
+            env.insert(name.clone(), value);
+        }
+        Ok(env)
     }
-    let deadline = Instant::now() + job.timeout;
-    let ended = phases
-        .time("run", || guest.wait(deadline, cancel))
-        .map_err(|e| crate::error::chain(&e))?;
-    if !matches!(ended, Ended::Exited(_)) {
-        phases.time("stop", || guest.stop(cancel.is_urgent()));
+
+    fn request(&self, env: BTreeMap<String, String>, workspace: &Path) -> Request {
+        let job = &self.node.job;
+        let (timeout_secs, timeout_ms) = Request::timeout_fields(job.timeout);
+        Request {
+            schema_version: SCHEMA_VERSION,
+            job_id: job.id.to_string(),
+            command: job.command.clone(),
+            timeout_secs,
+            timeout_ms,
+            run_as_root: job.root,
+            workdir: workspace.to_path_buf(),
+            env,
+            path: job
+                .inputs
+                .iter()
+                .flat_map(|input| self.inputs.get(input).into_iter().flatten())
+                .map(|p| p.as_path().to_path_buf())
+                .collect(),
+            writable_workspace: job.writable_workspace,
+            secrets: job.secrets.clone(),
+            shell: job.shell.clone(),
+        }
     }
-    let result = phases.time("collect", || guest.collect(ended, started));
-    let cleanup = phases.time("cleanup", || guest.cleanup());
-    let result = result.map_err(|e| crate::error::chain(&e))?;
-    cleanup.map_err(|e| crate::error::chain(&e))?;
-    Ok((ended, result))
+
+    /// Waits for the guest's command until the job's deadline, and stops the guest when
+    /// the command did not end by itself.
+    fn wait(&self, guest: &mut dyn Guest, phases: &mut Phases) -> Result<Ended, String> {
+        let cancel = self.run.cancel;
+        let deadline = Instant::now() + self.node.job.timeout;
+        let ended = phases
+            .time("run", || guest.wait(deadline, cancel))
+            .map_err(|e| crate::error::chain(&e))?;
+        if !matches!(ended, Ended::Exited(_)) {
+            phases.time("stop", || guest.stop(cancel.is_urgent()));
+        }
+        Ok(ended)
+    }
 }
 
 /// The request as the guest sees it, kept with the job's records (mode 0600: it holds

@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::sync::{Mutex, mpsc};
 
 use super::dag::Dag;
-use super::job::{record_not_run, run_job};
+use super::job::{RunShared, record_not_run, run_job};
 use super::prepare::build_input;
 use super::recorder::Recorder;
-use crate::backend::RunBackends;
 use crate::cancel::Cancel;
 use crate::ids::Id;
 use crate::nix::StorePath;
@@ -54,26 +52,18 @@ pub struct Outcome {
     pub unrecorded: BTreeMap<Id, String>,
 }
 
-pub fn execute(
-    plan: &Plan,
-    snapshot: &Path,
-    backends: &RunBackends,
-    parallel: usize,
-    recorder: &Recorder,
-    cancel: &Cancel,
-) -> Outcome {
+pub fn execute(plan: &Plan, run: &RunShared, parallel: usize) -> Outcome {
+    let recorder = run.recorder;
     let inputs: Mutex<BTreeMap<Id, Vec<StorePath>>> = Mutex::new(BTreeMap::new());
     let mut outcome = Outcome::default();
     let work = |node: Node| match node {
-        Node::Prepare(i) => {
-            Finished::Prepare(i, build_input(&plan.prepare[i], snapshot, recorder, cancel))
-        }
+        Node::Prepare(i) => Finished::Prepare(
+            i,
+            build_input(&plan.prepare[i], run.snapshot, recorder, run.cancel),
+        ),
         Node::Job(i) => {
             let inputs = inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            Finished::Job(
-                i,
-                run_job(&plan.jobs[i], snapshot, &inputs, backends, recorder, cancel),
-            )
+            Finished::Job(i, run_job(&plan.jobs[i], &inputs, run))
         }
     };
     let settle = |settled: Settled<Node, Finished>| -> Result<(), String> {
@@ -140,7 +130,7 @@ pub fn execute(
     schedule(
         Dag::new(dependencies(plan)),
         parallel,
-        cancel,
+        run.cancel,
         &work,
         settle,
     );

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::job::record_not_run;
+use super::job::{RunShared, record_not_run};
 use super::recorder::Recorder;
 use super::scheduler;
 use crate::backend::{RunBackends, RunContext};
@@ -17,8 +17,8 @@ use crate::ids::Id;
 use crate::plan::{ExecuteNode, Plan};
 use crate::report::Reporter;
 use crate::state::{
-    EventKind, JobRecord, JobStatus, RECORD_SCHEMA, RunRecord, RunStatus, SnapshotRef, StateDir,
-    create_run, job_records, read_record,
+    EventKind, JobRecord, JobStatus, RECORD_SCHEMA, RunLock, RunRecord, RunStatus, SnapshotRef,
+    StateDir, create_run, job_records, read_record,
 };
 
 pub struct RunOptions {
@@ -80,17 +80,21 @@ pub fn run(
     })
     .map_err(|e| Error::Usage(e.to_string()))?;
     let base = changes.as_ref().map(|c| c.base().to_string());
-    execute(
+    let spec = RunSpec {
+        plan,
+        workspace: Workspace::Take(&config.root),
+        selection: options.selection.clone(),
+        parallel: options.parallel,
+        base,
+        rerun_of: None,
+    };
+    let host = Host {
         config,
         state,
-        options,
-        plan,
-        Workspace::Take(&config.root),
-        base,
-        None,
         reporter,
         cancel,
-    )
+    };
+    execute(&host, spec)
 }
 
 fn skip_reason(changes: Option<&ChangeSet>, paths: &[String]) -> Option<String> {
@@ -126,23 +130,21 @@ pub fn rerun(
         .filter(|id| !failed_only || record.jobs.get(id.as_str()) != Some(&JobStatus::Passed))
         .cloned()
         .collect();
-    let plan = plan.subset(&keep);
-    let options = RunOptions {
+    let spec = RunSpec {
+        plan: plan.subset(&keep),
+        workspace: Workspace::Recorded(&snapshot),
         selection: record.selection.clone(),
         parallel,
-        base: None,
+        base: record.base.clone(),
+        rerun_of: Some(previous.to_string()),
     };
-    execute(
+    let host = Host {
         config,
         state,
-        &options,
-        plan,
-        Workspace::Recorded(&snapshot),
-        record.base.clone(),
-        Some(previous.to_string()),
         reporter,
         cancel,
-    )
+    };
+    execute(&host, spec)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
@@ -152,23 +154,64 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
         .map_err(|e| Error::Usage(format!("{} is not valid: {e}", path.display())))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn execute(
-    config: &Config,
-    state: &StateDir,
-    options: &RunOptions,
+/// Where a run happens: the configuration, the state directory, whom it reports to, and
+/// what cancels it.
+struct Host<'a> {
+    config: &'a Config,
+    state: &'a StateDir,
+    reporter: &'a dyn Reporter,
+    cancel: &'a Cancel,
+}
+
+/// What one run carries: its plan, where its workspace comes from, and what its record
+/// says of how it was asked for.
+struct RunSpec<'a> {
     plan: Plan,
-    workspace: Workspace,
+    workspace: Workspace<'a>,
+    selection: Vec<String>,
+    parallel: usize,
     base: Option<String>,
     rerun_of: Option<String>,
-    reporter: &dyn Reporter,
-    cancel: &Cancel,
-) -> Result<RunOutcome, Error> {
-    super::preflight::check(config, &plan)?;
+}
+
+/// Checks the plan, opens the run's records, takes the snapshot, runs the jobs and
+/// writes the run's final record.
+fn execute(host: &Host, spec: RunSpec) -> Result<RunOutcome, Error> {
+    super::preflight::check(host.config, &spec.plan)?;
     let started = Instant::now();
-    let (run, _lock) =
-        create_run(state).map_err(|e| Error::infra("creating the run directory", e))?;
-    write_json_atomic(&run.plan_json(), &plan).map_err(|e| Error::infra("writing plan.json", e))?;
+    // The lock is held until the run's record is final: `runs` tells a live run by it.
+    let (recorder, _lock) = open_run(host, &spec)?;
+    let plan = &spec.plan;
+    let snapshot = match take_snapshot(host.state, spec.workspace, host.cancel) {
+        Ok(snapshot) => snapshot,
+        Err(message) => return no_snapshot(&recorder, plan, host.cancel, started, message),
+    };
+    recorder
+        .update(|r| r.snapshot = Some(snapshot.clone()))
+        .map_err(|e| Error::infra("writing run.json", e))?;
+    recorder.emit(EventKind::RunStarted {
+        jobs: plan.jobs.iter().map(|n| n.job.id.to_string()).collect(),
+        snapshot: Some(snapshot.clone()),
+    });
+    record_skipped(host.config, &recorder, plan)?;
+    let mut outcome = run_jobs(host, &recorder, plan, &snapshot, spec.parallel);
+    let why = "the run ended before it did";
+    let errors = settle_unfinished(&recorder, plan, &outcome, host.cancel, why);
+    outcome.infra_errors.extend(errors);
+    let status = run_status(&outcome, host.cancel);
+    let message = (!outcome.infra_errors.is_empty()).then(|| outcome.infra_errors.join("\n"));
+    let record = finish(&recorder, started, status, message)
+        .map_err(|e| Error::infra("writing run.json", e))?;
+    Ok(RunOutcome { record })
+}
+
+/// Creates the run's directory, lock and `plan.json`, and its first `run.json`: every
+/// job of the plan pending.
+fn open_run<'a>(host: &Host<'a>, spec: &RunSpec) -> Result<(Recorder<'a>, RunLock), Error> {
+    let (run, lock) =
+        create_run(host.state).map_err(|e| Error::infra("creating the run directory", e))?;
+    let plan = &spec.plan;
+    write_json_atomic(&run.plan_json(), plan).map_err(|e| Error::infra("writing plan.json", e))?;
     let record = RunRecord {
         schema_version: RECORD_SCHEMA,
         run_id: run.id.clone(),
@@ -177,12 +220,12 @@ fn execute(
         finished_at: None,
         duration_ms: None,
         pid: std::process::id(),
-        workspace: config.root.clone(),
-        config: config.path.clone(),
-        selection: options.selection.clone(),
+        workspace: host.config.root.clone(),
+        config: host.config.path.clone(),
+        selection: spec.selection.clone(),
         snapshot: None,
-        base,
-        rerun_of,
+        base: spec.base.clone(),
+        rerun_of: spec.rerun_of.clone(),
         jobs: plan
             .jobs
             .iter()
@@ -190,38 +233,36 @@ fn execute(
             .collect(),
         message: None,
     };
-    let recorder =
-        Recorder::create(run, record, reporter).map_err(|e| Error::infra("writing run.json", e))?;
-    let infra = |what: &str, e: std::io::Error| Error::infra(what, e);
+    let recorder = Recorder::create(run, record, host.reporter)
+        .map_err(|e| Error::infra("writing run.json", e))?;
+    Ok((recorder, lock))
+}
 
-    let snapshot = match take_snapshot(state, workspace, cancel) {
-        Ok(snapshot) => snapshot,
-        Err(message) => {
-            let mut message = message;
-            let why = format!("not run: {message}");
-            let nothing_ran = scheduler::Outcome::default();
-            for error in settle_unfinished(&recorder, &plan, &nothing_ran, cancel, &why) {
-                message.push_str(&format!("\n{error}"));
-            }
-            let status = if cancel.is_cancelled() {
-                RunStatus::Cancelled
-            } else {
-                RunStatus::Error
-            };
-            let record = finish(&recorder, started, status, Some(message))
-                .map_err(|e| infra("writing run.json", e))?;
-            return Ok(RunOutcome { record });
-        }
+/// Ends a run whose snapshot could not be taken: none of its jobs ran.
+fn no_snapshot(
+    recorder: &Recorder,
+    plan: &Plan,
+    cancel: &Cancel,
+    started: Instant,
+    mut message: String,
+) -> Result<RunOutcome, Error> {
+    let why = format!("not run: {message}");
+    let nothing_ran = scheduler::Outcome::default();
+    for error in settle_unfinished(recorder, plan, &nothing_ran, cancel, &why) {
+        message.push_str(&format!("\n{error}"));
+    }
+    let status = if cancel.is_cancelled() {
+        RunStatus::Cancelled
+    } else {
+        RunStatus::Error
     };
-    let snapshot_dir = snapshot.dir.clone();
-    let snapshot_ref = snapshot.clone();
-    recorder
-        .update(|r| r.snapshot = Some(snapshot.clone()))
-        .map_err(|e| infra("writing run.json", e))?;
-    recorder.emit(EventKind::RunStarted {
-        jobs: plan.jobs.iter().map(|n| n.job.id.to_string()).collect(),
-        snapshot: Some(snapshot),
-    });
+    let record = finish(recorder, started, status, Some(message))
+        .map_err(|e| Error::infra("writing run.json", e))?;
+    Ok(RunOutcome { record })
+}
+
+/// Records the jobs the plan skipped (path filters) as `skipped`, with why.
+fn record_skipped(config: &Config, recorder: &Recorder, plan: &Plan) -> Result<(), Error> {
     for skipped in &plan.skipped {
         let node = ExecuteNode {
             job: config
@@ -231,32 +272,42 @@ fn execute(
                 .ok_or_else(|| Error::Usage(format!("job `{}` is gone", skipped.job)))?,
             targets: skipped.targets.clone(),
         };
-        record_not_run(&recorder, &node, JobStatus::Skipped, skipped.reason.clone())
-            .map_err(|e| infra("writing a job record", e))?;
+        record_not_run(recorder, &node, JobStatus::Skipped, skipped.reason.clone())
+            .map_err(|e| Error::infra("writing a job record", e))?;
     }
+    Ok(())
+}
 
+/// Runs the plan's DAG on the snapshot with the run's backends.
+fn run_jobs(
+    host: &Host,
+    recorder: &Recorder,
+    plan: &Plan,
+    snapshot: &SnapshotRef,
+    parallel: usize,
+) -> scheduler::Outcome {
     let run_dir = recorder.run.path.clone();
     let backends = RunBackends::new(RunContext {
-        config,
+        config: host.config,
         run_id: &recorder.run.id,
         run_dir: &run_dir,
-        cache: state.cache(),
-        state_root: state.root(),
-        snapshot: &snapshot_ref,
+        cache: host.state.cache(),
+        state_root: host.state.root(),
+        snapshot,
     });
-    let outcome = scheduler::execute(
-        &plan,
-        &snapshot_dir,
-        &backends,
-        options.parallel.max(1),
-        &recorder,
-        cancel,
-    );
-    let mut outcome = outcome;
-    let why = "the run ended before it did";
-    let errors = settle_unfinished(&recorder, &plan, &outcome, cancel, why);
-    outcome.infra_errors.extend(errors);
-    let status = if cancel.is_cancelled() {
+    let shared = RunShared {
+        snapshot: &snapshot.dir,
+        backends: &backends,
+        recorder,
+        cancel: host.cancel,
+    };
+    scheduler::execute(plan, &shared, parallel.max(1))
+}
+
+/// The run's status from what its jobs did: cancelled, an error (of pikaci or of a job),
+/// a failure, or passed.
+fn run_status(outcome: &scheduler::Outcome, cancel: &Cancel) -> RunStatus {
+    if cancel.is_cancelled() {
         RunStatus::Cancelled
     } else if !outcome.infra_errors.is_empty()
         || outcome.statuses.values().any(|s| *s == JobStatus::Error)
@@ -266,11 +317,7 @@ fn execute(
         RunStatus::Failed
     } else {
         RunStatus::Passed
-    };
-    let message = (!outcome.infra_errors.is_empty()).then(|| outcome.infra_errors.join("\n"));
-    let record =
-        finish(&recorder, started, status, message).map_err(|e| infra("writing run.json", e))?;
-    Ok(RunOutcome { record })
+    }
 }
 
 /// Gives every job the run record still shows as `pending` or `running` a final record,

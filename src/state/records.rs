@@ -118,6 +118,37 @@ pub struct JobRecord {
     /// Milliseconds spent per phase (workspace, launch, run, collect, cleanup).
     #[serde(default)]
     pub phases: BTreeMap<String, u64>,
+    /// The phase a job that ended in an error (or was cancelled) was in when it ended,
+    /// e.g. `setup`: whether its guest ever started, and so where to look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_in: Option<String>,
+}
+
+impl JobRecord {
+    /// Whether the job ended without its command ever running: not run at all (skipped,
+    /// cancelled before it started) or ended in a phase before `run`.
+    pub fn never_started(&self) -> bool {
+        !matches!(self.status, JobStatus::Pending | JobStatus::Running)
+            && !self.phases.contains_key("run")
+            && self.exit_code.is_none()
+    }
+
+    /// The record's message on one line, with the phase it failed in: what `status`
+    /// prints beside the job and `logs` prints for a job that never started.
+    pub fn one_line(&self) -> String {
+        let message = self.message.as_deref().unwrap_or("");
+        let message: Vec<&str> = message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let message = message.join("; ");
+        match &self.failed_in {
+            Some(phase) if message.is_empty() => format!("in {phase}"),
+            Some(phase) => format!("in {phase}: {message}"),
+            None => message,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -19,37 +19,182 @@ pub fn host_sh(body: &str, name: &str) -> Argv {
 
 #[cfg(test)]
 mod tests {
-    /// Every shell script pikaci runs on a host or in a guest passes shellcheck (POSIX
-    /// sh; the microVM supervisor is bash and checked from its file in tests/flake.rs).
+    /// The shell a script is written for, and whether it runs behind [`super::host_sh`]
+    /// (so with `discard` defined).
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Sh,
+        ShWithDiscard,
+        Bash,
+    }
+
+    /// One embedded script: the name of its constant and its text.
+    struct Script {
+        name: &'static str,
+        kind: Kind,
+        body: &'static str,
+    }
+
+    /// `script!(KIND, path::to::CONST)`: the constant's text under its own name.
+    macro_rules! script {
+        ($kind:ident, $($path:ident)::+) => {
+            Script {
+                name: last_segment(stringify!($($path)::+)),
+                kind: Kind::$kind,
+                body: $($path)::+,
+            }
+        };
+    }
+
+    fn last_segment(path: &'static str) -> &'static str {
+        path.rsplit("::").next().unwrap_or(path).trim()
+    }
+
+    /// Every shell script pikaci embeds, in one place: what the shellcheck test checks
+    /// and the source scan below holds every `const …: &str` against.
+    fn scripts() -> Vec<Script> {
+        use crate::backend::{host, host_gc, incus, microvm, session};
+        vec![
+            script!(ShWithDiscard, crate::sync::QUERY),
+            script!(ShWithDiscard, crate::sync::MISSING),
+            script!(ShWithDiscard, crate::sync::RECEIVE),
+            script!(ShWithDiscard, crate::sync::PATCH),
+            script!(ShWithDiscard, crate::sync::LEASE),
+            script!(Sh, session::WORK_DIR),
+            script!(ShWithDiscard, host_gc::COLLECT),
+            script!(Sh, microvm::WRITE_FLAKE),
+            script!(Sh, microvm::READ_SHARES),
+            script!(Sh, microvm::SOURCE_PRESENT),
+            script!(Sh, microvm::RECEIVE_SOURCE),
+            script!(Sh, crate::nix::HOST_FACTS),
+            script!(Sh, microvm::SETUP_JOB),
+            script!(ShWithDiscard, microvm::REMOVE_JOB),
+            script!(Bash, microvm::SUPERVISE),
+            script!(Sh, incus::WRITE_REQUEST),
+            script!(Sh, incus::UNPACK_WORKSPACE),
+            script!(Sh, crate::incus::image::IMAGE_FILES),
+            script!(Sh, host::MOUNT_WRAPPER),
+            script!(Sh, super::DISCARD),
+            script!(Sh, super::PUBLISH),
+            script!(Sh, incus::doctor::AGENT_PRESENT),
+            script!(Sh, crate::transport::ssh::DRAIN_STDIN),
+            script!(Sh, crate::doctor::COMMAND_PRESENT),
+        ]
+    }
+
+    /// String constants of the source that are not shell scripts: each new one is
+    /// sorted here or registered in [`scripts`] by whoever adds it.
+    const NOT_SCRIPTS: &[&str] = &[
+        "ARTIFACTS",
+        "CANCELLED",
+        "CARGO_JOBS",
+        "COMPLETE_VAR",
+        "CONFIGURATION_MD",
+        "CONFIG_FILE",
+        "FLAKE_JOB",
+        "GUEST_NAME",
+        "GUEST_WORKSPACE",
+        "HEADER",
+        "HELLO_JOB",
+        "JOB_USER",
+        "MASK",
+        "NIX32",
+        "PARENT_ENV",
+        "REQUEST_DIR",
+        "RO_STORE",
+        "REAP_ARG",
+        "REQUEST",
+        "RUN_KEY",
+        "SCRATCH_ENV",
+        "STORE_DIR",
+        "SYNCS_LEASE",
+        "SYSTEM_PATH",
+        "WORKSPACE",
+    ];
+
+    /// The non-test source files under `dir`, with their text up to their test module.
+    fn sources(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let text = match text.find("\n#[cfg(test)]\nmod ") {
+                    Some(end) => text[..end].to_string(),
+                    None => text,
+                };
+                out.push((path, text));
+            }
+        }
+    }
+
+    /// The names of the `const`/`static` string items in `text`.
+    fn string_constants(text: &str) -> Vec<String> {
+        text.lines()
+            .filter_map(|line| {
+                let line = line.trim_start();
+                let line = line
+                    .strip_prefix("pub(crate) ")
+                    .or_else(|| line.strip_prefix("pub "))
+                    .unwrap_or(line);
+                let rest = line
+                    .strip_prefix("const ")
+                    .or_else(|| line.strip_prefix("static "))?;
+                let (name, ty) = rest.split_once(':')?;
+                ty.trim_start()
+                    .starts_with("&str")
+                    .then(|| name.trim().to_string())
+            })
+            .collect()
+    }
+
+    /// A script added as a string constant, or written inline after `-c`, is caught
+    /// here until it is registered (and so shellchecked).
+    #[test]
+    fn every_embedded_script_is_registered() {
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let registered: Vec<&str> = scripts().iter().map(|s| s.name).collect();
+        let mut unsorted = Vec::new();
+        for (path, text) in &files {
+            for name in string_constants(text) {
+                if !registered.contains(&name.as_str()) && !NOT_SCRIPTS.contains(&name.as_str()) {
+                    unsorted.push(format!("{}: {name}", path.display()));
+                }
+            }
+            // `"-c", "…"`: a script written in place, which no list can name.
+            if text.contains(r#""-c", ""#) || text.contains(r#""-c", r"#) {
+                unsorted.push(format!("{}: a literal script after -c", path.display()));
+            }
+        }
+        assert!(
+            unsorted.is_empty(),
+            "register these in transport::host_sh::tests::scripts (shell) or NOT_SCRIPTS:\n{}",
+            unsorted.join("\n")
+        );
+        assert!(files.len() > 50, "the scan found the source");
+    }
+
+    /// Every shell script pikaci runs on a host or in a guest passes shellcheck.
     #[test]
     fn host_scripts_pass_shellcheck() {
-        use crate::backend::{incus, microvm, session};
-        let with_discard = |body: &str| format!("{}\n{}\n{body}", super::DISCARD, super::PUBLISH);
-        let scripts = [
-            ("sync query", with_discard(crate::sync::QUERY)),
-            ("sync missing", with_discard(crate::sync::MISSING)),
-            ("sync receive", with_discard(crate::sync::RECEIVE)),
-            ("sync patch", with_discard(crate::sync::PATCH)),
-            ("sync lease", with_discard(crate::sync::LEASE)),
-            ("work dir", session::WORK_DIR.to_string()),
-            (
-                "gc of the host",
-                with_discard(crate::backend::host_gc::COLLECT),
-            ),
-            ("guest flake", microvm::WRITE_FLAKE.to_string()),
-            ("runner shares", microvm::READ_SHARES.to_string()),
-            ("pikaci source present", microvm::SOURCE_PRESENT.to_string()),
-            ("pikaci source receive", microvm::RECEIVE_SOURCE.to_string()),
-            ("host facts", crate::nix::HOST_FACTS.to_string()),
-            ("job setup", microvm::SETUP_JOB.to_string()),
-            ("job removal", with_discard(microvm::REMOVE_JOB)),
-            ("incus request", incus::WRITE_REQUEST.to_string()),
-            ("incus workspace", incus::UNPACK_WORKSPACE.to_string()),
-            ("image files", crate::incus::image::IMAGE_FILES.to_string()),
-        ];
-        for (name, body) in scripts {
+        for script in scripts() {
+            let (dialect, body) = match script.kind {
+                Kind::Sh => ("sh", script.body.to_string()),
+                Kind::ShWithDiscard => (
+                    "sh",
+                    format!("{}\n{}\n{}", super::DISCARD, super::PUBLISH, script.body),
+                ),
+                Kind::Bash => ("bash", script.body.to_string()),
+            };
             let Ok(out) = std::process::Command::new("shellcheck")
-                .args(["-s", "sh", "-"])
+                .args(["-s", dialect, "-"])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -67,7 +212,8 @@ mod tests {
             };
             assert!(
                 out.status.success(),
-                "{name}:\n{body}\n{}",
+                "{}:\n{body}\n{}",
+                script.name,
                 String::from_utf8_lossy(&out.stdout)
             );
         }

@@ -2,16 +2,18 @@
 //! Commands are argv values; they become a shell string once, at the SSH boundary
 //! ([`quote::quote_argv`]), and never anywhere else.
 
+mod deadline;
 mod host_sh;
 mod local;
 mod quote;
-mod ssh;
+pub(crate) mod ssh;
 
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
+pub use deadline::Step;
 pub use host_sh::host_sh;
 pub use local::Local;
 pub use quote::quote_argv;

@@ -15,6 +15,9 @@ use super::{Transport, TransportError, quote_argv};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 
+/// The master's own session: reads its stdin until pikaci closes it (or dies).
+pub(crate) const DRAIN_STDIN: &str = "cat >/dev/null";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshOptions {
     pub user: Option<String>,
@@ -97,7 +100,7 @@ impl Ssh {
             .args(self.base_args())
             .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "--"])
             .arg(self.destination())
-            .arg(quote_argv(&Argv::new("sh").args(["-c", "cat >/dev/null"])))
+            .arg(quote_argv(&Argv::new("sh").args(["-c", DRAIN_STDIN])))
     }
 
     /// How `argv` runs on the host: a client of the master (or a direct connection if the
