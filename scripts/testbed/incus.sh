@@ -27,7 +27,13 @@ if ! command -v incus >/dev/null; then
   echo "testbed: installing incus from bookworm-backports" >&2
   export DEBIAN_FRONTEND=noninteractive
   if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    # The machine's own Debian mirror and key (its first deb822 source), for backports.
+    own=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    uri=$(printf '%s\n' "$own" | sed -n 's/^URIs: *\([^ ]*\).*/\1/p' | head -n 1)
+    key=$(printf '%s\n' "$own" | sed -n 's/^Signed-By: *//p' | head -n 1)
+    : "${uri:?testbed: no deb822 source in /etc/apt/sources.list.d to take the mirror from}"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
+      "$uri" "${key:-/usr/share/keyrings/debian-archive-keyring.gpg}" \
       > /etc/apt/sources.list.d/pikaci-backports.sources
   fi
   apt-get update -qq
