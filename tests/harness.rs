@@ -125,6 +125,15 @@ impl Repo {
         Run::of(&mut self.command(args))
     }
 
+    /// The id of the newest run.
+    pub fn latest_run_id(&self) -> String {
+        self.latest_run()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pikaci"));
         cmd.current_dir(self.path())

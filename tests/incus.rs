@@ -166,12 +166,7 @@ command = "echo started; sleep 300"
     assert_eq!(status["status"], "timed_out", "{status}");
     assert_eq!(log, "started\n");
 
-    let run = repo
-        .latest_run()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let run = repo.latest_run_id();
     assert_eq!(instances_of(&run), 0, "every instance deleted");
 }
 
@@ -233,12 +228,7 @@ fn gc_deletes_the_instance_of_a_killed_run() {
     let mut child = repo.start_until("slow", "guest-is-up");
     child.kill().unwrap();
     child.wait().unwrap();
-    let run = repo
-        .latest_run()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let run = repo.latest_run_id();
     let status = repo.pikaci(&["status", "latest", "--json"]);
     assert_eq!(status.json()["run"]["status"], "abandoned");
     let configs = instance_configs(&run);
@@ -594,12 +584,7 @@ fn incus_through_sudo() {
     let (status, log) = repo.job("who");
     assert_eq!(status["status"], "passed", "{status}");
     assert_eq!(log, "pikaci\npub fn x() {}\n");
-    let run = repo
-        .latest_run()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let run = repo.latest_run_id();
     assert_eq!(
         instances_of(&run),
         0,

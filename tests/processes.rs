@@ -123,6 +123,17 @@ fn jobs_of_a_killed_pikaci_end_and_gc_finds_none_running() {
     );
 }
 
+/// Ctrl-C, and a second one 300 ms later, to a running `pikaci`: how it exited, and how
+/// long after the first.
+fn ctrl_c_twice(child: &mut std::process::Child) -> (std::process::ExitStatus, Duration) {
+    let pikaci = rustix::process::Pid::from_child(child);
+    let started = Instant::now();
+    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
+    (child.wait().unwrap(), started.elapsed())
+}
+
 #[test]
 fn a_second_ctrl_c_kills_at_once() {
     let repo = repo(
@@ -135,13 +146,7 @@ fn a_second_ctrl_c_kills_at_once() {
         .spawn()
         .unwrap();
     let pid = wait_for_artifact(&repo, "stubborn", "pid");
-    let pikaci = rustix::process::Pid::from_child(&child);
-    let started = Instant::now();
-    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
-    let status = child.wait().unwrap();
-    let took = started.elapsed();
+    let (status, took) = ctrl_c_twice(&mut child);
     kill(&pid);
     assert_eq!(status.code(), Some(130));
     assert!(
@@ -392,13 +397,7 @@ fn a_second_ctrl_c_kills_an_incus_job_at_once() {
         "[jobs.stubborn]\ncommand = \"trap '' TERM INT; echo guest-is-up; sleep 60\"\n",
     ));
     let mut child = repo.start_until("stubborn", "guest-is-up");
-    let pikaci = rustix::process::Pid::from_child(&child);
-    let started = Instant::now();
-    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
-    let status = child.wait().unwrap();
-    let took = started.elapsed();
+    let (status, took) = ctrl_c_twice(&mut child);
     assert_eq!(status.code(), Some(130));
     assert_eq!(repo.job("stubborn").0["status"], "cancelled");
     // The instance is deleted after the kill (about 1 s here); the grace alone is 5 s.
@@ -421,13 +420,7 @@ fn a_second_ctrl_c_stops_a_microvm_job_at_once() {
         "[jobs.stubborn]\ncommand = \"trap '' TERM INT; echo guest-is-up; sleep 60\"\n",
     ));
     let mut child = repo.start_until("stubborn", "guest-is-up");
-    let pikaci = rustix::process::Pid::from_child(&child);
-    let started = Instant::now();
-    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    rustix::process::kill_process(pikaci, rustix::process::Signal::INT).unwrap();
-    let status = child.wait().unwrap();
-    let took = started.elapsed();
+    let (status, took) = ctrl_c_twice(&mut child);
     assert_eq!(status.code(), Some(130));
     assert_eq!(repo.job("stubborn").0["status"], "cancelled");
     let left = || crate::harness::processes_under(work.path());
