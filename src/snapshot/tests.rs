@@ -17,10 +17,21 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(ok, "git {args:?}");
 }
 
+/// The lock gc takes, once no take holds the cache. Waits a little: while another test's
+/// thread spawns a process, the child holds a copy of every descriptor until it execs,
+/// the lock file's too, so a take's lock outlives the take by that moment.
 fn gc_lock(cache: &Path) -> CacheLock {
-    lock_for_gc(cache)
-        .unwrap()
-        .expect("no take holds the cache")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Some(lock) = lock_for_gc(cache).unwrap() {
+            return lock;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a take holds the cache"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 fn write(root: &Path, rel: &str, content: &str) {
@@ -480,4 +491,25 @@ fn gc_removes_what_killed_runs_and_gcs_leave() {
         open(c, &kept.nar_hash, &Cancel::new()).is_ok(),
         "the kept snapshot is intact"
     );
+}
+
+#[test]
+fn the_gc_lock_is_had_while_other_threads_spawn_processes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let spawning = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = Command::new("true").status();
+            }
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    for _ in 0..500 {
+        drop(lock::shared(cache.path(), &Cancel::new()).unwrap());
+        drop(gc_lock(cache.path()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    spawning.join().unwrap();
 }
