@@ -58,6 +58,25 @@ impl Argv {
     }
 }
 
+impl Argv {
+    /// The rendering for messages: like [`Display`](fmt::Display), with each embedded
+    /// script (the word after a `-c` that holds whitespace) shown as `…`, so a failed
+    /// step reads `sh -c … pikaci-job-setup /w/jobs/R/lint -`, not a dozen lines of
+    /// shell. The script's name (`$0`, after it) says which script it was.
+    pub fn summary(&self) -> String {
+        const ELIDED: &str = "@pikaci-script@";
+        let mut shown = self.clone();
+        let mut after_c = false;
+        for arg in &mut shown.args {
+            if after_c && arg.as_encoded_bytes().iter().any(u8::is_ascii_whitespace) {
+                *arg = ELIDED.into();
+            }
+            after_c = arg == "-c";
+        }
+        shown.to_string().replace(ELIDED, "…")
+    }
+}
+
 /// A copy-pasteable rendering: `cd DIR && KEY=VALUE program 'arg with spaces'`.
 /// Shows the command exactly as the SSH boundary would hand it to a shell
 /// ([`crate::transport::quote_argv`]): one quoting function for messages and execution.
@@ -78,5 +97,34 @@ mod tests {
             .cwd("/a b")
             .env("X", "1 2");
         insta::assert_snapshot!(argv.to_string(), @r"env -C '/a b' -- 'X=1 2' bash -c 'echo '\''hi'\'' $HOME'");
+    }
+
+    #[test]
+    fn summary_elides_scripts_and_keeps_their_names_and_arguments() {
+        let script = Argv::new("sh").args([
+            "-c",
+            "set -eu\nrm -rf -- \"$1\"\n",
+            "pikaci-job-remove",
+            "/w/a b",
+        ]);
+        let nested = Argv::new("sudo").args([
+            "-n",
+            "incus",
+            "exec",
+            "i",
+            "--",
+            "sh",
+            "-c",
+            "umask 077 && cat > \"$1\"",
+            "pikaci-request",
+            "/r",
+        ]);
+        let git = Argv::new("git").args(["-c", "user.name=t", "status"]);
+        let shown = [script, nested, git].map(|a| a.summary());
+        insta::assert_snapshot!(shown.join("\n"), @"
+        sh -c … pikaci-job-remove '/w/a b'
+        sudo -n incus exec i -- sh -c … pikaci-request /r
+        git -c user.name=t status
+        ");
     }
 }

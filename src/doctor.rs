@@ -147,13 +147,8 @@ pub(crate) fn run_within(
     transport
         .run(&argv, b"", Instant::now() + step, &cancel)
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .map_err(|e| {
-            // The check's name already says where it ran.
-            let text = crate::error::chain(&e);
-            let prefix = format!("on {}: ", transport.host());
-            text.strip_prefix(&prefix)
-                .map_or(text.clone(), str::to_string)
-        })
+        // The check's name already says where it ran.
+        .map_err(|e| e.without_host())
 }
 fn tool(transport: &dyn Transport, program: &str, args: &[&str], on: &str, fix: &str) -> Check {
     let name = format!("{program} on {on}");

@@ -91,6 +91,7 @@ mod tests {
         "COMPLETE_VAR",
         "CONFIGURATION_MD",
         "CONFIG_FILE",
+        "ELIDED",
         "FLAKE_JOB",
         "GUEST_NAME",
         "GUEST_WORKSPACE",

@@ -30,35 +30,93 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
+/// A command as errors show it: embedded scripts elided ([`Argv::summary`]); the whole
+/// command line is kept for the job's `host.log`.
+#[derive(Clone, Debug)]
+pub struct CommandLine {
+    pub shown: String,
+    pub full: String,
+}
+
+impl From<&Argv> for CommandLine {
+    fn from(argv: &Argv) -> CommandLine {
+        CommandLine {
+            shown: argv.summary(),
+            full: argv.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for CommandLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// The reason is in the message, not a source: callers show errors with `to_string`.
-    #[error(
-        "on {host}: cannot start `{command}`: {}",
-        spawn_reason(command, error)
-    )]
+    #[error("on {host}: {}", self.without_host())]
     Spawn {
         host: String,
-        command: String,
+        command: CommandLine,
         error: std::io::Error,
     },
-    #[error("cannot connect to {host} ({status}):\n{stderr_tail}")]
+    #[error("{}", self.without_host())]
     Connect {
         host: String,
         status: String,
         stderr_tail: String,
     },
-    #[error("on {host}: `{command}` failed ({status}):\n{stderr_tail}")]
+    #[error("on {host}: {}", self.without_host())]
     Failed {
         host: String,
-        command: String,
+        command: CommandLine,
         status: String,
         stderr_tail: String,
     },
-    #[error("on {host}: `{command}` did not finish within its deadline")]
-    TimedOut { host: String, command: String },
-    #[error("on {host}: `{command}` was cancelled")]
-    Cancelled { host: String, command: String },
+    #[error("on {host}: {}", self.without_host())]
+    TimedOut { host: String, command: CommandLine },
+    #[error("on {host}: {}", self.without_host())]
+    Cancelled { host: String, command: CommandLine },
+}
+
+impl TransportError {
+    /// The whole command line, for the job's log (messages show it shortened).
+    pub fn command_line(&self) -> Option<&CommandLine> {
+        match self {
+            TransportError::Spawn { command, .. }
+            | TransportError::Failed { command, .. }
+            | TransportError::TimedOut { command, .. }
+            | TransportError::Cancelled { command, .. } => Some(command),
+            TransportError::Connect { .. } => None,
+        }
+    }
+
+    /// The message without `on HOST: `, for a caller that names the host itself. (The
+    /// reason is in the message, not a source: callers show errors with `to_string`.)
+    pub fn without_host(&self) -> String {
+        match self {
+            TransportError::Spawn { command, error, .. } => format!(
+                "cannot start `{command}`: {}",
+                spawn_reason(&command.shown, error)
+            ),
+            TransportError::Connect {
+                host,
+                status,
+                stderr_tail,
+            } => format!("cannot connect to {host} ({status}):\n{stderr_tail}"),
+            TransportError::Failed {
+                command,
+                status,
+                stderr_tail,
+                ..
+            } => format!("`{command}` failed ({status}):\n{stderr_tail}"),
+            TransportError::TimedOut { command, .. } => {
+                format!("`{command}` did not finish within its deadline")
+            }
+            TransportError::Cancelled { command, .. } => format!("`{command}` was cancelled"),
+        }
+    }
 }
 
 /// The OS error, and for a missing program, which one (the first word of `command`).
@@ -129,7 +187,7 @@ pub trait Transport: Send + Sync {
         }
         Err(TransportError::Failed {
             host: self.host(),
-            command: argv.to_string(),
+            command: argv.into(),
             status,
             stderr_tail,
         })
@@ -153,7 +211,7 @@ pub trait Transport: Send + Sync {
     fn spawn_error(&self, argv: &Argv, source: std::io::Error) -> TransportError {
         TransportError::Spawn {
             host: self.host(),
-            command: argv.to_string(),
+            command: argv.into(),
             error: source,
         }
     }
@@ -215,7 +273,7 @@ pub trait Transport: Send + Sync {
                 } else {
                     KILL_GRACE
                 });
-                let (host, command) = (self.host(), argv.to_string());
+                let (host, command) = (self.host(), argv.into());
                 return Err(match ended {
                     Ended::Cancelled => TransportError::Cancelled { host, command },
                     _ => TransportError::TimedOut { host, command },
@@ -256,7 +314,7 @@ pub fn connect(
             };
             let ssh = Ssh::new(options).map_err(|source| TransportError::Spawn {
                 host: spec.to_string(),
-                command: "ssh".into(),
+                command: (&Argv::new("ssh")).into(),
                 error: source,
             })?;
             ssh.connect(cancel)?;

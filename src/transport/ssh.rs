@@ -135,7 +135,7 @@ impl Ssh {
         let stderr = self.control_dir.path().join("master.log");
         let spawn_err = |source| TransportError::Spawn {
             host: self.host(),
-            command: self.master_argv().to_string(),
+            command: (&self.master_argv()).into(),
             error: source,
         };
         let log = std::fs::File::create(&stderr).map_err(spawn_err)?;
