@@ -15,6 +15,7 @@ mod host_gc;
 // The properties the AFL targets check, shared with tests/fuzz.rs.
 #[path = "../fuzz/src/oracles.rs"]
 mod fuzz_oracles;
+mod host_faults;
 mod hostile;
 mod incus;
 mod init;

@@ -26,36 +26,54 @@ pub fn fetch(
     transport: &dyn Transport,
     tar_argv: &Argv,
     job_dir: &Path,
-) -> Result<Option<GuestResult>, (&'static str, String)> {
-    let collecting = |e: &dyn std::fmt::Display| ("collecting the artifacts", e.to_string());
+) -> Result<Option<GuestResult>, ArtifactsError> {
     let mut sizes = Vec::new();
     while sizes.len() < FETCH_ATTEMPTS {
         // Through a temporary file: artifacts and logs can be large.
-        let mut tar = tempfile::tempfile().map_err(|e| collecting(&e))?;
-        transport
-            .run_into(
-                tar_argv,
-                &tar,
-                Instant::now() + COLLECT_TIMEOUT,
-                &Cancel::new(),
-            )
-            .map_err(|e| collecting(&e))?;
-        if ends_like_a_tar(&mut tar).map_err(|e| collecting(&e))? {
-            tar.rewind().map_err(|e| collecting(&e))?;
+        let mut tar = tempfile::tempfile().map_err(ArtifactsError::Spool)?;
+        transport.run_into(
+            tar_argv,
+            &tar,
+            Instant::now() + COLLECT_TIMEOUT,
+            &Cancel::new(),
+        )?;
+        if ends_like_a_tar(&mut tar).map_err(ArtifactsError::Spool)? {
+            tar.rewind().map_err(ArtifactsError::Spool)?;
             return unpack(tar, job_dir);
         }
-        sizes.push(
-            tar.metadata()
-                .map_err(|e| collecting(&e))?
-                .len()
-                .to_string(),
-        );
+        sizes.push(tar.metadata().map_err(ArtifactsError::Spool)?.len());
     }
-    Err(collecting(&format!(
-        "`{tar_argv}` on {} printed an incomplete tar stream {FETCH_ATTEMPTS} times ({} bytes)",
-        transport.host(),
-        sizes.join(", ")
-    )))
+    Err(ArtifactsError::Incomplete {
+        command: tar_argv.summary(),
+        host: transport.host(),
+        sizes,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactsError {
+    #[error(transparent)]
+    Fetch(#[from] crate::transport::TransportError),
+    #[error("cannot keep the tar stream in a temporary file")]
+    Spool(#[source] std::io::Error),
+    #[error(
+        "`{command}` on {host} printed an incomplete tar stream {} times ({} bytes)",
+        sizes.len(),
+        sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    Incomplete {
+        command: String,
+        host: String,
+        sizes: Vec<u64>,
+    },
+    #[error("cannot unpack the artifacts into {}", path.display())]
+    Unpack {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the guest wrote an invalid result")]
+    BadResult(#[source] serde_json::Error),
 }
 
 /// Whether `file` is whole blocks ending in tar's end marker (two zero blocks): a stream
@@ -76,31 +94,30 @@ fn ends_like_a_tar(file: &mut std::fs::File) -> std::io::Result<bool> {
 pub fn unpack(
     tar: impl std::io::Read,
     job_dir: &Path,
-) -> Result<Option<GuestResult>, (&'static str, String)> {
+) -> Result<Option<GuestResult>, ArtifactsError> {
     let local = job_dir.join("artifacts");
-    crate::fsutil::create_dir_all(&local)
-        .map_err(|e| ("collecting the artifacts", e.to_string()))?;
+    let unpacking = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ArtifactsError::Unpack { path, source }
+    };
+    crate::fsutil::create_dir_all(&local).map_err(unpacking(&local))?;
     tar::Archive::new(tar)
         .unpack(&local)
-        .map_err(|e| ("unpacking the artifacts", e.to_string()))?;
+        .map_err(unpacking(&local))?;
     for name in ["guest.log", "result.json"] {
         let from = local.join(name);
         if from.exists() {
-            std::fs::rename(&from, job_dir.join(name))
-                .map_err(|e| ("collecting the artifacts", e.to_string()))?;
+            std::fs::rename(&from, job_dir.join(name)).map_err(unpacking(job_dir))?;
         }
     }
     let result = job_dir.join("result.json");
     if !result.exists() {
         return Ok(None);
     }
-    let bytes = std::fs::read(&result).map_err(|e| ("reading result.json", e.to_string()))?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        (
-            "reading result.json",
-            format!("the guest wrote an invalid result: {e}"),
-        )
-    })
+    let bytes = std::fs::read(&result).map_err(unpacking(&result))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(ArtifactsError::BadResult)
 }
 
 #[cfg(test)]
@@ -148,8 +165,7 @@ mod tests {
     fn a_stream_that_stays_empty_is_an_error_not_a_missing_result() {
         let (guest, argv) = guest(usize::MAX);
         let job = tempfile::tempdir().unwrap();
-        let (step, why) = fetch(&Local, &argv, job.path()).unwrap_err();
-        assert_eq!(step, "collecting the artifacts");
+        let why = fetch(&Local, &argv, job.path()).unwrap_err().to_string();
         assert!(
             why.ends_with("printed an incomplete tar stream 3 times (0, 0, 0 bytes)"),
             "{why}"

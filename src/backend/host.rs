@@ -26,7 +26,7 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
-use super::{Backend, BackendError, Guest, JobContext};
+use super::{Backend, BackendError, Guest, JobContext, StepError};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::BackendKind;
@@ -228,7 +228,11 @@ impl Backend for HostBackend {
     fn launch(&self, job: &JobContext, cancel: &Cancel) -> Result<Box<dyn Guest>, BackendError> {
         let io = |step| {
             let job = job.request.job_id.clone();
-            move |source| BackendError::Io { job, step, source }
+            move |source| BackendError::Step {
+                job,
+                step,
+                source: Box::new(StepError::Io(source)),
+            }
         };
         std::fs::create_dir_all(job.artifacts()).map_err(io("creating the artifacts dir"))?;
         let log = File::create(job.guest_log()).map_err(io("creating guest.log"))?;
@@ -308,15 +312,21 @@ struct HostGuest {
     scratch: Option<tempfile::TempDir>,
 }
 
+impl HostGuest {
+    fn error(&self, step: &'static str, source: std::io::Error) -> BackendError {
+        BackendError::Step {
+            job: self.job_id.clone(),
+            step,
+            source: Box::new(StepError::Io(source)),
+        }
+    }
+}
+
 impl Guest for HostGuest {
     fn wait(&mut self, deadline: Instant, cancel: &Cancel) -> Result<Ended, BackendError> {
         self.child
             .wait(deadline, cancel)
-            .map_err(|source| BackendError::Io {
-                job: self.job_id.clone(),
-                step: "waiting for the job",
-                source,
-            })
+            .map_err(|source| self.error("waiting for the job", source))
     }
 
     fn stop(&mut self, urgent: bool) {
@@ -332,13 +342,8 @@ impl Guest for HostGuest {
             output.finish();
         }
         let result = GuestResult::from_ended(ended, self.timeout, started);
-        crate::fsutil::write_json_atomic(&self.result_json, &result).map_err(|source| {
-            BackendError::Io {
-                job: self.job_id.clone(),
-                step: "writing result.json",
-                source,
-            }
-        })?;
+        crate::fsutil::write_json_atomic(&self.result_json, &result)
+            .map_err(|source| self.error("writing result.json", source))?;
         Ok(result)
     }
 
@@ -350,11 +355,7 @@ impl Guest for HostGuest {
             let path = scratch.keep();
             match crate::state::remove_tree(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(BackendError::Io {
-                        job: self.job_id.clone(),
-                        step: "removing the job's directory under the temp dir",
-                        source: e,
-                    });
+                    return Err(self.error("removing the job's directory under the temp dir", e));
                 }
                 _ => {}
             }

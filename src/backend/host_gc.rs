@@ -128,14 +128,16 @@ impl HostGcStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostGcError {
-    #[error("{0}")]
-    Connect(String),
+    #[error(transparent)]
+    Connect(#[from] super::error::ConnectError),
     #[error(transparent)]
     Owner(#[from] crate::sync::SyncError),
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
     #[error("the host's gc printed `{0}` where pikaci expected four counts")]
     Output(String),
+    #[error(transparent)]
+    Incus(#[from] crate::incus::IncusError),
 }
 
 /// `pikaci gc` on the host of `config`.
@@ -145,8 +147,7 @@ pub fn collect_host(
     keep: &HostGc,
     cancel: &Cancel,
 ) -> Result<HostGcStats, HostGcError> {
-    let (transport, work_dir, _) =
-        connect(config, state_root, cancel).map_err(HostGcError::Connect)?;
+    let (transport, work_dir, _) = connect(config, state_root, cancel)?;
     let cache = crate::state::StateDir::new(state_root).cache();
     let owner = crate::sync::owner_id(&cache)?;
     let argv = crate::transport::host_sh(COLLECT, "pikaci-gc")

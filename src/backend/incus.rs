@@ -11,23 +11,24 @@
 //! output streamed to `host.log`; afterwards the artifacts come back as a tar stream and
 //! the instance is deleted — also on failure, timeout and Ctrl-C.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
+use std::process::ExitStatus;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 pub(crate) mod doctor;
 
+use super::remote_guest::{RemoteGuest, Side};
 use super::session::{HOST_STEP, HostSession, RunContext};
-use super::{Backend, BackendError, Guest, JobContext};
+use super::{Backend, BackendError, Guest, HostGcError, JobContext, SetupError, StepError};
+use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::{BackendKind, IncusSettings, InstanceType};
-use crate::exec::{Ended, GroupChild, KILL_GRACE};
 use crate::guest_layout::ARTIFACTS;
 use crate::incus::{GUEST_WORKSPACE, Incus, REQUEST, instances_of_runs, usable_image};
-use crate::protocol::{GuestResult, Request};
+use crate::protocol::Request;
 
 /// Writes the request from stdin, readable by root only.
 pub(crate) const WRITE_REQUEST: &str = r#"umask 077 && mkdir -p "${1%/*}" && cat > "$1""#;
@@ -47,19 +48,14 @@ pub fn collect_instances(
     state_root: &Path,
     finished_runs: &[String],
     cancel: &Cancel,
-) -> Result<usize, String> {
+) -> Result<usize, HostGcError> {
     let (transport, _, _) = super::session::connect(config, state_root, cancel)?;
     let incus = Incus::new(&config.backends.incus);
-    let list = incus.list_instances();
     let deadline = || Instant::now() + HOST_STEP;
-    let json = transport
-        .run(&list, b"", deadline(), cancel)
-        .map_err(|e| e.to_string())?;
+    let json = transport.run(&incus.list_instances(), b"", deadline(), cancel)?;
     let names = instances_of_runs(&json.stdout, finished_runs)?;
     for name in &names {
-        transport
-            .run(&incus.delete(name), b"", deadline(), cancel)
-            .map_err(|e| e.to_string())?;
+        transport.run(&incus.delete(name), b"", deadline(), cancel)?;
     }
     Ok(names.len())
 }
@@ -92,11 +88,16 @@ pub struct IncusBackend {
 }
 
 impl IncusBackend {
-    pub fn prepare(cx: &RunContext, cancel: &Cancel) -> Result<IncusBackend, String> {
+    pub fn prepare(cx: &RunContext, cancel: &Cancel) -> Result<IncusBackend, SetupError> {
         let settings = cx.config.backends.incus.clone();
         let session = HostSession::open(cx, cancel)?;
         let incus = Incus::new(&settings);
-        let json = session.run(&incus.image_list(&settings.image), b"", cancel)?;
+        let json = session
+            .run(&incus.image_list(&settings.image), b"", cancel)
+            .map_err(|source| SetupError::Host {
+                what: "list the Incus images",
+                source,
+            })?;
         usable_image(&json, &settings)?;
         Ok(IncusBackend {
             prepared: Arc::new(Prepared { session, settings }),
@@ -117,21 +118,15 @@ impl Backend for IncusBackend {
     fn launch(&self, job: &JobContext, cancel: &Cancel) -> Result<Box<dyn Guest>, BackendError> {
         let p = &self.prepared;
         let incus = Incus::new(&p.settings);
-        let name = instance_name(job.run_id, &job.request.job_id);
+        let instance = Instance {
+            prepared: Arc::clone(&self.prepared),
+            name: instance_name(job.run_id, &job.request.job_id),
+        };
         // Dropping the guest deletes the instance, also when `init` fails half way (a
         // deadline hit after the instance was created).
-        let mut guest = IncusGuest {
-            prepared: Arc::clone(&self.prepared),
-            name,
-            child: None,
-            job_id: job.request.job_id.clone(),
-            timeout: job.request.timeout(),
-            job_dir: job.job_dir.to_path_buf(),
-            deleted: false,
-            steps: Vec::new(),
-        };
+        let mut guest = RemoteGuest::new(instance, job);
         guest.step("init", "creating the instance", |g| {
-            let init = incus.init(&p.settings, &g.name, job.run_id);
+            let init = incus.init(&p.settings, &g.side.name, job.run_id);
             p.session.run(&init, b"", cancel).or_else(|first| {
                 // `image import` may have moved the alias and removed the image it named
                 // while Incus was creating this instance from it; the alias now names a
@@ -139,7 +134,7 @@ impl Backend for IncusBackend {
                 if cancel.is_cancelled() {
                     return Err(first);
                 }
-                let _ = p.session.run(&incus.delete(&g.name), b"", cancel);
+                let _ = p.session.run(&incus.delete(&g.side.name), b"", cancel);
                 p.session.run(&init, b"", cancel)
             })
         })?;
@@ -148,36 +143,39 @@ impl Backend for IncusBackend {
         let stream_workspace = !p.session.local || job.request.writable_workspace;
         if !stream_workspace {
             guest.step("workspace", "adding the workspace", |g| {
-                p.session
-                    .run(&incus.add_workspace(&g.name, job.workspace), b"", cancel)
+                p.session.run(
+                    &incus.add_workspace(&g.side.name, job.workspace),
+                    b"",
+                    cancel,
+                )
             })?;
         }
         // The instance's own record of its image (not a second lookup), read while it
         // starts.
+        let name = guest.side.name.clone();
         let ((start, start_took), (base, base_took)) = std::thread::scope(|scope| {
-            let base = scope
-                .spawn(|| timed(|| p.session.run(&incus.base_image(&guest.name), b"", cancel)));
-            let start = timed(|| p.session.run(&incus.start(&guest.name), b"", cancel));
+            let base =
+                scope.spawn(|| timed(|| p.session.run(&incus.base_image(&name), b"", cancel)));
+            let start = timed(|| p.session.run(&incus.start(&name), b"", cancel));
             (start, base.join().expect("a host command does not panic"))
         });
-        guest
-            .steps
-            .extend([("start", start_took), ("image", base_took)]);
+        guest.took("start", start_took);
+        guest.took("image", base_took);
         start.map_err(|e| guest.error("starting the instance", e))?;
         let base = base.map_err(|e| guest.error("reading the instance's image", e))?;
         // Kept beside the job's logs: the image this job really ran on.
         let base = format!("{}\n", String::from_utf8_lossy(&base).trim());
-        std::fs::write(guest.job_dir.join("incus-image"), base)
-            .map_err(|e| guest.error("recording the instance's image", e.to_string()))?;
+        std::fs::write(job.job_dir.join("incus-image"), base)
+            .map_err(|e| guest.error("recording the instance's image", e))?;
         // A container runs its processes once `start` returns; a VM's agent needs time.
         if p.settings.instance_type == InstanceType::Vm {
             guest.step("ready", "waiting for the instance", |g| {
-                g.wait_ready(&incus, cancel)
+                g.side.wait_ready(&incus, cancel)
             })?;
         }
         if stream_workspace {
             guest.step("workspace", "copying the workspace in", |g| {
-                g.stream_workspace(&incus, job.workspace, cancel)
+                g.side.stream_workspace(&incus, job.workspace, cancel)
             })?;
         }
         let request = Request {
@@ -185,26 +183,16 @@ impl Backend for IncusBackend {
             ..job.request.clone()
         };
         let json = serde_json::to_vec_pretty(&request)
-            .map_err(|e| guest.error("writing the request", e.to_string()))?;
+            .map_err(|e| guest.error("writing the request", std::io::Error::from(e)))?;
         let write = incus.exec(
-            &guest.name,
+            &guest.side.name,
             &["sh", "-c", WRITE_REQUEST, "pikaci-request", REQUEST],
         );
         guest.step("request", "writing the request", |_| {
             p.session.run(&write, &json, cancel)
         })?;
-
-        let agent = incus.exec(&guest.name, &[&p.settings.guest_agent, "run", REQUEST]);
-        let log = std::fs::File::create(job.job_dir.join("host.log"))
-            .map_err(|e| guest.error("creating host.log", e.to_string()))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| guest.error("creating host.log", e.to_string()))?;
-        let mut command = p.session.transport.command(&agent);
-        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-        let child = GroupChild::spawn(&mut command, cancel)
-            .map_err(|e| guest.error("starting the agent", e.to_string()))?;
-        guest.child = Some(child);
+        let agent = incus.exec(&guest.side.name, &[&p.settings.guest_agent, "run", REQUEST]);
+        guest.start(&agent, "starting the agent", cancel)?;
         Ok(Box::new(guest))
     }
 }
@@ -214,45 +202,18 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (f(), started.elapsed())
 }
 
-struct IncusGuest {
+/// One job's instance: what the shared [`RemoteGuest`] needs to know of it.
+struct Instance {
     prepared: Arc<Prepared>,
     name: String,
-    /// `incus exec … pikaci-guest run`, streaming into host.log.
-    child: Option<GroupChild>,
-    job_id: String,
-    timeout: std::time::Duration,
-    job_dir: PathBuf,
-    deleted: bool,
-    /// How long each step of launch took.
-    steps: Vec<(&'static str, Duration)>,
 }
 
-impl IncusGuest {
-    fn error(&self, step: &'static str, why: impl ToString) -> BackendError {
-        BackendError::Host {
-            job: self.job_id.clone(),
-            step,
-            why: why.to_string(),
-        }
-    }
-
-    /// Runs one step of launch, timed under `name`; a failure names `what`.
-    fn step<T, E: ToString>(
-        &mut self,
-        name: &'static str,
-        what: &'static str,
-        f: impl FnOnce(&Self) -> Result<T, E>,
-    ) -> Result<T, BackendError> {
-        let (value, took) = timed(|| f(self));
-        self.steps.push((name, took));
-        value.map_err(|e| self.error(what, e.to_string()))
-    }
-
+impl Instance {
     fn incus(&self) -> Incus<'_> {
         Incus::new(&self.prepared.settings)
     }
 
-    fn wait_ready(&self, incus: &Incus, cancel: &Cancel) -> Result<(), String> {
+    fn wait_ready(&self, incus: &Incus, cancel: &Cancel) -> Result<(), StepError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let probe = incus.exec(&self.name, &["true"]);
         loop {
@@ -267,9 +228,7 @@ impl IncusGuest {
                 return Ok(());
             }
             if cancel.is_cancelled() || Instant::now() >= deadline {
-                return Err(format!(
-                    "it did not answer `incus exec … true` within {READY_TIMEOUT:?}"
-                ));
+                return Err(StepError::NotReady(READY_TIMEOUT));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -281,13 +240,12 @@ impl IncusGuest {
         incus: &Incus,
         workspace: &Path,
         cancel: &Cancel,
-    ) -> Result<(), String> {
-        let pack = |e: std::io::Error| format!("cannot pack the workspace: {e}");
-        let mut builder = tar::Builder::new(tempfile::tempfile().map_err(pack)?);
+    ) -> Result<(), StepError> {
+        let mut builder = tar::Builder::new(tempfile::tempfile()?);
         builder.follow_symlinks(false);
-        builder.append_dir_all(".", workspace).map_err(pack)?;
-        let mut file = builder.into_inner().map_err(pack)?;
-        std::io::Seek::rewind(&mut file).map_err(pack)?;
+        builder.append_dir_all(".", workspace)?;
+        let mut file = builder.into_inner()?;
+        std::io::Seek::rewind(&mut file)?;
         let argv = incus.exec(
             &self.name,
             &[
@@ -298,96 +256,45 @@ impl IncusGuest {
                 GUEST_WORKSPACE,
             ],
         );
-        self.prepared
-            .session
-            .transport
-            .run_file(
-                &argv,
-                file,
-                crate::transport::Step::Upload.from_now(),
-                cancel,
-            )
-            .map(drop)
-            .map_err(|e| e.to_string())
-    }
-}
-
-impl Guest for IncusGuest {
-    fn wait(&mut self, deadline: Instant, cancel: &Cancel) -> Result<Ended, BackendError> {
-        let Some(child) = self.child.as_mut() else {
-            return Err(self.error("waiting for the job", "the agent was not started"));
-        };
-        child
-            .wait(deadline + AGENT_GRACE, cancel)
-            .map_err(|e| self.error("waiting for the job", e))
-    }
-
-    fn stop(&mut self, urgent: bool) {
-        if let Some(child) = self.child.as_mut() {
-            child.terminate(if urgent { Duration::ZERO } else { KILL_GRACE });
-        }
-    }
-
-    fn collect(&mut self, ended: Ended, started: SystemTime) -> Result<GuestResult, BackendError> {
-        let argv = self
-            .incus()
-            .exec(&self.name, &["tar", "-C", ARTIFACTS, "-cf", "-", "."]);
-        let from_guest = super::artifacts::fetch(
-            self.prepared.session.transport.as_ref(),
+        self.prepared.session.transport.run_file(
             &argv,
-            &self.job_dir,
-        )
-        .map_err(|(step, why)| self.error(step, why))?;
-        let transport = self.prepared.session.transport.as_ref();
-        let result = match (from_guest, ended) {
-            (Some(result), _) => result,
-            (None, Ended::Exited(status)) if transport.is_connection_failure(&status) => {
-                GuestResult::error(
-                    started,
-                    format!(
-                        "the connection to {} was lost while the job ran",
-                        transport.host()
-                    ),
-                )
-            }
-            (None, Ended::Exited(status)) => {
-                let host_log = std::fs::read(self.job_dir.join("host.log")).unwrap_or_default();
-                let tail = crate::fsutil::tail(&String::from_utf8_lossy(&host_log), 10);
-                let why =
-                    crate::incus::agent_without_result(&status, &self.prepared.settings, &tail);
-                GuestResult::error(started, why)
-            }
-            (None, ended) => GuestResult::from_ended(ended, self.timeout, started),
-        };
-        crate::fsutil::write_json_atomic(&self.job_dir.join("result.json"), &result)
-            .map_err(|e| self.error("writing result.json", e))?;
-        Ok(result)
-    }
-
-    fn launch_steps(&self) -> Vec<(&'static str, Duration)> {
-        self.steps.clone()
-    }
-
-    fn cleanup(&mut self) -> Result<(), BackendError> {
-        if let Some(mut child) = self.child.take() {
-            child.terminate(KILL_GRACE);
-        }
-        if self.deleted {
-            return Ok(());
-        }
-        self.deleted = true;
-        let argv = self.incus().delete(&self.name);
-        self.prepared
-            .session
-            .run(&argv, b"", &Cancel::new())
-            .map(drop)
-            .map_err(|e| self.error("deleting the instance", e))
+            file,
+            crate::transport::Step::Upload.from_now(),
+            cancel,
+        )?;
+        Ok(())
     }
 }
 
-impl Drop for IncusGuest {
-    fn drop(&mut self) {
-        let _ = self.cleanup();
+impl Side for Instance {
+    fn session(&self) -> &HostSession {
+        &self.prepared.session
+    }
+
+    fn artifacts_argv(&self) -> Argv {
+        self.incus()
+            .exec(&self.name, &["tar", "-C", ARTIFACTS, "-cf", "-", "."])
+    }
+
+    fn teardown(&self) -> (&'static str, Argv) {
+        ("deleting the instance", self.incus().delete(&self.name))
+    }
+
+    fn slack(&self) -> Duration {
+        AGENT_GRACE
+    }
+
+    fn stops_on_eof(&self) -> bool {
+        false
+    }
+
+    fn after_lost_connection(&self) -> &'static str {
+        ""
+    }
+
+    fn no_result(&self, status: &ExitStatus, host_log: &Path) -> String {
+        let tail = super::remote_guest::tail_of(host_log, 10);
+        crate::incus::agent_without_result(status, &self.prepared.settings, &tail)
     }
 }
 

@@ -10,24 +10,24 @@
 //! and the job dir goes.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::ExitStatus;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 pub(crate) mod doctor;
 
+use super::remote_guest::{RemoteGuest, Side};
 use super::session::{HOST_STEP, HostSession, RunContext};
-use super::{Backend, BackendError, Guest, JobContext};
+use super::{Backend, BackendError, Guest, JobContext, SetupError};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::hypervisor::virtiofsd_announces_tag;
 use crate::config::{BackendKind, MicrovmSettings};
-use crate::exec::{Ended, GroupChild, KILL_GRACE};
 use crate::guest_layout::{ShareTag, WORKSPACE as GUEST_WORKSPACE};
 use crate::nix::{BUILD_TIMEOUT, GuestProfile, NixBuild, PikaciOnHost, StorePath, installable_in};
-use crate::protocol::{GuestResult, Request};
+use crate::protocol::Request;
 use crate::transport::Transport;
 
 pub(crate) const SUPERVISE: &str = include_str!("microvm/supervise.bash");
@@ -56,7 +56,7 @@ pub struct MicrovmBackend {
 
 impl MicrovmBackend {
     /// The run's setup, done by the first microVM job and shared by the others.
-    pub fn prepare(cx: &RunContext, cancel: &Cancel) -> Result<MicrovmBackend, String> {
+    pub fn prepare(cx: &RunContext, cancel: &Cancel) -> Result<MicrovmBackend, SetupError> {
         let settings = cx.config.backends.microvm.clone();
         let session = HostSession::open(cx, cancel)?;
         let runner = build_runner(&session, &settings, cx, cancel)?;
@@ -77,25 +77,19 @@ fn runner_installable(
     session: &HostSession,
     settings: &MicrovmSettings,
     cancel: &Cancel,
-) -> Result<(String, String), String> {
+) -> Result<(String, String), SetupError> {
     if let Some(runner) = &settings.runner {
         let installable = installable_in(&session.snapshot, runner);
         let hash = crate::snapshot::hex(&Sha256::digest(installable.as_bytes())[..8]);
         return Ok((installable, format!("runner-{hash}")));
     }
-    let flake = crate::nix::pikaci_flake(settings, None).map_err(|e| e.to_string())?;
+    let flake = crate::nix::pikaci_flake(settings, None)?;
     let on_host = PikaciOnHost::resolve(&flake, &session.work_dir, session.local);
     if let Some((source, copy)) = &on_host.send {
-        send_pikaci_source(session.transport.as_ref(), source, copy, cancel).map_err(|e| {
-            format!(
-                "cannot send pikaci's flake {} to the host: {e}",
-                source.display()
-            )
-        })?;
+        send_pikaci_source(session.transport.as_ref(), source, copy, cancel)?;
     }
     let flake = on_host.flake;
-    let host = super::session::read_host_facts(session.transport.as_ref(), cancel)
-        .map_err(|e| crate::error::chain(&e))?;
+    let host = super::session::read_host_facts(session.transport.as_ref(), cancel)?;
     let profile = GuestProfile::from_settings(settings, flake, &host);
     let dir = session.work_dir.join("flakes").join(profile.hash());
     let write = Argv::new("sh")
@@ -103,7 +97,10 @@ fn runner_installable(
         .arg(&dir);
     session
         .run(&write, profile.flake_nix().as_bytes(), cancel)
-        .map_err(|e| format!("cannot write the guest flake: {e}"))?;
+        .map_err(|source| SetupError::Host {
+            what: "write the guest flake on the host",
+            source,
+        })?;
     let installable = format!(
         "path:{}#{}",
         dir.display(),
@@ -134,12 +131,15 @@ fn send_pikaci_source(
     source: &Path,
     copy: &Path,
     cancel: &Cancel,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let run = |argv: &Argv, stdin: &[u8]| {
         transport
             .run(argv, stdin, Instant::now() + HOST_STEP, cancel)
             .map(|out| out.stdout)
-            .map_err(|e| e.to_string())
+            .map_err(|source| SetupError::Host {
+                what: "send pikaci's flake to the host",
+                source,
+            })
     };
     let check = Argv::new("sh")
         .args(["-c", SOURCE_PRESENT, "pikaci-source-present"])
@@ -149,12 +149,14 @@ fn send_pikaci_source(
     }
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
-    tar.append_dir_all(".", source)
-        .and_then(|()| tar.finish())
-        .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
     let bytes = tar
-        .into_inner()
-        .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+        .append_dir_all(".", source)
+        .and_then(|()| tar.into_inner())
+        .map_err(|e| SetupError::Io {
+            what: "read pikaci's flake",
+            path: source.to_path_buf(),
+            source: e,
+        })?;
     let receive = Argv::new("sh")
         .args(["-c", RECEIVE_SOURCE, "pikaci-source-receive"])
         .arg(copy);
@@ -166,12 +168,16 @@ fn build_runner(
     settings: &MicrovmSettings,
     cx: &RunContext,
     cancel: &Cancel,
-) -> Result<StorePath, String> {
+) -> Result<StorePath, SetupError> {
     let (installable, name) = runner_installable(session, settings, cancel)?;
     let out_link = session.work_dir.join("gcroots").join(name);
-    let log = cx.run_dir.join("prepare").join("microvm-runner.log");
-    crate::fsutil::create_dir_all(cx.run_dir.join("prepare").as_path())
-        .map_err(|e| e.to_string())?;
+    let prepare = cx.run_dir.join("prepare");
+    let log = prepare.join("microvm-runner.log");
+    crate::fsutil::create_dir_all(&prepare).map_err(|source| SetupError::Io {
+        what: "create",
+        path: prepare.clone(),
+        source,
+    })?;
     let build = NixBuild {
         installable: &installable,
         out_link: &out_link,
@@ -184,12 +190,12 @@ fn build_runner(
             Instant::now() + BUILD_TIMEOUT,
             cancel,
         )
-        .map_err(|e| format!("cannot build the microVM runner: {e}"))?;
+        .map_err(SetupError::Build)?;
     results
         .into_iter()
         .flat_map(|r| r.outputs.into_values())
         .next()
-        .ok_or_else(|| "the runner build produced no output".into())
+        .ok_or(SetupError::NoOutput)
 }
 
 /// Lists `share/microvm/virtiofs/<tag>/socket` of the runner, and checks that it has
@@ -212,29 +218,48 @@ fn read_shares(
     session: &HostSession,
     runner: &StorePath,
     cancel: &Cancel,
-) -> Result<Vec<RunnerShare>, String> {
+) -> Result<Vec<RunnerShare>, SetupError> {
     let argv = read_shares_argv(runner.as_path());
-    let out = session.run(&argv, b"", cancel)?;
-    parse_shares(&String::from_utf8_lossy(&out))
+    let out = session
+        .run(&argv, b"", cancel)
+        .map_err(|source| SetupError::Host {
+            what: "read the runner's virtiofs shares",
+            source,
+        })?;
+    Ok(parse_shares(&String::from_utf8_lossy(&out))?)
+}
+
+/// A runner whose declared shares pikaci cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error("cannot read the runner's share line `{0}`")]
+    Line(String),
+    #[error(
+        "the runner declares a virtiofs share `{tag}`, which pikaci does not provide (it provides {})",
+        ShareTag::ALL.map(ShareTag::tag).join(", ")
+    )]
+    Unknown { tag: String },
+    #[error("the runner's socket for share `{tag}` is `{socket}`")]
+    Socket { tag: String, socket: String },
 }
 
 /// Parses `TAG\tSOCKET` lines and checks each tag is one pikaci provides.
-pub fn parse_shares(text: &str) -> Result<Vec<RunnerShare>, String> {
+pub fn parse_shares(text: &str) -> Result<Vec<RunnerShare>, ShareError> {
     let mut shares = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let (tag, socket) = line
             .split_once('\t')
-            .ok_or_else(|| format!("cannot read the runner's share line `{line}`"))?;
+            .ok_or_else(|| ShareError::Line(line.to_string()))?;
         let Some(share) = ShareTag::from_tag(tag) else {
-            return Err(format!(
-                "the runner declares a virtiofs share `{tag}`, which pikaci does not provide (it provides {})",
-                ShareTag::ALL.map(ShareTag::tag).join(", ")
-            ));
+            return Err(ShareError::Unknown {
+                tag: tag.to_string(),
+            });
         };
         if socket.is_empty() || socket.starts_with('-') {
-            return Err(format!(
-                "the runner's socket for share `{tag}` is `{socket}`"
-            ));
+            return Err(ShareError::Socket {
+                tag: tag.to_string(),
+                socket: socket.to_string(),
+            });
         }
         shares.push(RunnerShare {
             tag: share,
@@ -340,10 +365,6 @@ impl Backend for MicrovmBackend {
 
     fn launch(&self, job: &JobContext, cancel: &Cancel) -> Result<Box<dyn Guest>, BackendError> {
         let p = &self.prepared;
-        let failed = |step: &'static str| {
-            let job = job.request.job_id.clone();
-            move |why: String| BackendError::Host { job, step, why }
-        };
         let dirs = JobDirs {
             root: p
                 .session
@@ -364,30 +385,29 @@ impl Backend for MicrovmBackend {
             workdir: GUEST_WORKSPACE.into(),
             ..job.request.clone()
         };
-        let json = serde_json::to_vec_pretty(&request)
-            .map_err(|e| failed("writing the request")(e.to_string()))?;
         let setup = setup_argv(&dirs.root, copy.as_deref());
-        p.session
-            .run(&setup, &json, cancel)
-            .map_err(failed("preparing the job dir on the host"))?;
-
-        let mut guest = MicrovmGuest {
-            prepared: Arc::clone(&self.prepared),
-            dirs,
-            child: None,
-            job_id: job.request.job_id.clone(),
-            timeout: job.request.timeout(),
-            job_dir: job.job_dir.to_path_buf(),
-            cleaned: false,
-        };
+        // Dropping the guest removes the job dir, also one `setup` made half way.
+        let mut guest = RemoteGuest::new(
+            JobVm {
+                prepared: Arc::clone(&self.prepared),
+                dirs,
+            },
+            job,
+        );
+        let json = serde_json::to_vec_pretty(&request)
+            .map_err(|e| guest.error("writing the request", std::io::Error::from(e)))?;
+        guest.step("setup", "preparing the job dir on the host", |_| {
+            p.session.run(&setup, &json, cancel)
+        })?;
         let shares: Vec<(RunnerShare, PathBuf, bool)> = p
             .shares
             .iter()
             .map(|share| {
+                let dirs = &guest.side.dirs;
                 let (dir, rw) = match share.tag {
                     ShareTag::Workspace => (workspace.clone(), writable),
-                    ShareTag::Artifacts => (guest.dirs.artifacts(), true),
-                    ShareTag::Request => (guest.dirs.request(), false),
+                    ShareTag::Artifacts => (dirs.artifacts(), true),
+                    ShareTag::Request => (dirs.request(), false),
                     ShareTag::RoStore => (PathBuf::from("/nix/store"), false),
                 };
                 (share.clone(), dir, rw)
@@ -395,7 +415,7 @@ impl Backend for MicrovmBackend {
             .collect();
         let limit = request.timeout() + p.settings.boot_timeout;
         let argv = supervise_argv(
-            &guest.dirs.root,
+            &guest.side.dirs.root,
             p.runner.as_path(),
             &Virtiofsd {
                 program: &p.settings.virtiofsd,
@@ -404,142 +424,64 @@ impl Backend for MicrovmBackend {
             limit,
             &shares,
         );
-        let log = std::fs::File::create(job.job_dir.join("host.log"))
-            .map_err(|e| failed("creating host.log")(e.to_string()))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| failed("creating host.log")(e.to_string()))?;
-        let mut command = p.session.transport.command(&argv);
-        command.stdin(Stdio::piped()).stdout(log).stderr(log_err);
-        let child = GroupChild::spawn(&mut command, cancel)
-            .map_err(|e| failed("starting the microVM supervisor")(e.to_string()))?;
-        guest.child = Some(child);
+        guest.start(&argv, "starting the microVM supervisor", cancel)?;
         Ok(Box::new(guest))
     }
 }
 
-struct MicrovmGuest {
+/// One job's microVM: what the shared [`RemoteGuest`] needs to know of it.
+struct JobVm {
     prepared: Arc<Prepared>,
     dirs: JobDirs,
-    /// The supervisor: a local process for a local host, the ssh client otherwise.
-    child: Option<GroupChild>,
-    job_id: String,
-    timeout: std::time::Duration,
-    /// The local job dir.
-    job_dir: PathBuf,
-    cleaned: bool,
 }
 
-impl MicrovmGuest {
-    fn error(&self, step: &'static str, why: impl ToString) -> BackendError {
-        BackendError::Host {
-            job: self.job_id.clone(),
-            step,
-            why: why.to_string(),
-        }
+impl Side for JobVm {
+    fn session(&self) -> &HostSession {
+        &self.prepared.session
     }
 
-    /// Brings the artifacts dir back and moves `guest.log` and `result.json` beside it.
-    fn fetch_artifacts(&self) -> Result<Option<GuestResult>, BackendError> {
-        let argv = Argv::new("tar")
+    fn artifacts_argv(&self) -> Argv {
+        Argv::new("tar")
             .args(["-C"])
             .arg(self.dirs.artifacts())
-            .args(["-cf", "-", "."]);
-        super::artifacts::fetch(
-            self.prepared.session.transport.as_ref(),
-            &argv,
-            &self.job_dir,
+            .args(["-cf", "-", "."])
+    }
+
+    fn teardown(&self) -> (&'static str, Argv) {
+        (
+            "removing the job dir on the host",
+            remove_argv(&self.dirs.root),
         )
-        .map_err(|(step, why)| self.error(step, why))
-    }
-}
-
-impl Guest for MicrovmGuest {
-    fn wait(&mut self, deadline: Instant, cancel: &Cancel) -> Result<Ended, BackendError> {
-        // The guest's agent enforces the job's timeout after boot; the host allows boot.
-        let deadline = deadline + self.prepared.settings.boot_timeout;
-        let Some(child) = self.child.as_mut() else {
-            return Err(self.error("waiting for the guest", "the guest was not started"));
-        };
-        child
-            .wait(deadline, cancel)
-            .map_err(|e| self.error("waiting for the guest", e))
     }
 
-    fn stop(&mut self, urgent: bool) {
-        if let Some(child) = self.child.as_mut() {
-            // EOF tells the supervisor to stop the guest; the signals follow if it lingers.
-            child.close_stdin();
-            child.terminate(if urgent { Duration::ZERO } else { KILL_GRACE });
-        }
+    /// The guest's agent enforces the job's timeout after boot; the host allows boot.
+    fn slack(&self) -> Duration {
+        self.prepared.settings.boot_timeout
     }
 
-    fn collect(&mut self, ended: Ended, started: SystemTime) -> Result<GuestResult, BackendError> {
-        let from_guest = self.fetch_artifacts()?;
-        let transport = self.prepared.session.transport.as_ref();
-        let result = match (from_guest, ended) {
-            (Some(result), _) => result,
-            (None, Ended::Exited(status)) if transport.is_connection_failure(&status) => {
-                GuestResult::error(
-                    started,
-                    format!(
-                        "the connection to {} was lost while the job ran; the host stopped the guest",
-                        transport.host()
-                    ),
-                )
-            }
-            (None, Ended::Exited(status)) => {
-                let host_log = self.job_dir.join("host.log");
-                let tail = crate::fsutil::tail(
-                    &String::from_utf8_lossy(&std::fs::read(&host_log).unwrap_or_default()),
-                    15,
-                );
-                GuestResult::error(
-                    started,
-                    format!(
-                        "the guest produced no result (microVM supervisor: {status}); last lines of {}:\n{tail}",
-                        host_log.display()
-                    ),
-                )
-            }
-            (None, ended) => {
-                let mut result = GuestResult::from_ended(ended, self.timeout, started);
-                if ended == Ended::TimedOut {
-                    result.message = Some(format!(
-                        "the guest did not finish within the job's timeout of {} plus {} for booting; it was stopped (see host.log)",
-                        humantime::format_duration(self.timeout),
-                        humantime::format_duration(self.prepared.settings.boot_timeout)
-                    ));
-                }
-                result
-            }
-        };
-        crate::fsutil::write_json_atomic(&self.job_dir.join("result.json"), &result)
-            .map_err(|e| self.error("writing result.json", e))?;
-        Ok(result)
+    /// EOF tells the supervisor to stop the guest; the signals follow if it lingers.
+    fn stops_on_eof(&self) -> bool {
+        true
     }
 
-    fn cleanup(&mut self) -> Result<(), BackendError> {
-        if self.cleaned {
-            return Ok(());
-        }
-        self.cleaned = true;
-        if let Some(mut child) = self.child.take() {
-            child.close_stdin();
-            child.terminate(KILL_GRACE);
-        }
-        let argv = remove_argv(&self.dirs.root);
-        self.prepared
-            .session
-            .run(&argv, b"", &Cancel::new())
-            .map(drop)
-            .map_err(|e| self.error("removing the job dir on the host", e))
+    fn after_lost_connection(&self) -> &'static str {
+        "; the host stopped the guest"
     }
-}
 
-impl Drop for MicrovmGuest {
-    fn drop(&mut self) {
-        let _ = self.cleanup();
+    fn no_result(&self, status: &ExitStatus, host_log: &Path) -> String {
+        let tail = super::remote_guest::tail_of(host_log, 15);
+        format!(
+            "the guest produced no result (microVM supervisor: {status}); last lines of {}:\n{tail}",
+            host_log.display()
+        )
+    }
+
+    fn timed_out(&self, timeout: Duration) -> Option<String> {
+        Some(format!(
+            "the guest did not finish within the job's timeout of {} plus {} for booting; it was stopped (see host.log)",
+            humantime::format_duration(timeout),
+            humantime::format_duration(self.prepared.settings.boot_timeout)
+        ))
     }
 }
 
@@ -625,7 +567,7 @@ mod tests {
             );
             // Stdin stays open while the job runs: its EOF would stop the guest.
             let mut child = crate::transport::Transport::command(&crate::transport::Local, &argv)
-                .stdin(Stdio::piped())
+                .stdin(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
             let stdin = child.stdin.take();
@@ -724,7 +666,7 @@ mod tests {
         let ok = parse_shares("workspace\tworkspace.sock\nro-store\tstore.sock\n").unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].socket, "store.sock");
-        let unknown = parse_shares("secrets\ts.sock\n").unwrap_err();
+        let unknown = parse_shares("secrets\ts.sock\n").unwrap_err().to_string();
         assert!(unknown.contains("`secrets`"), "{unknown}");
         assert!(parse_shares("workspace\t\n").is_err());
         assert!(parse_shares("no tab here").is_err());

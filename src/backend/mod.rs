@@ -2,16 +2,19 @@
 //! through launch → wait → (stop) → collect → cleanup and never matches on the kind.
 
 mod artifacts;
+mod error;
 pub(crate) mod host;
 pub(crate) mod host_gc;
 pub(crate) mod incus;
 pub(crate) mod microvm;
+mod remote_guest;
 pub(crate) mod session;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use error::{BackendError, ConnectError, SetupError, StepError, commands_of};
 pub use host::HostBackend;
 pub use host_gc::{HostGc, HostGcError, HostGcStats, collect_host};
 pub use incus::{IncusBackend, collect_instances};
@@ -46,25 +49,6 @@ impl JobContext<'_> {
     pub fn result_json(&self) -> PathBuf {
         self.job_dir.join("result.json")
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("{step} failed for job `{job}`")]
-    Io {
-        job: String,
-        step: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{step} failed for job `{job}`: {why}")]
-    Host {
-        job: String,
-        step: &'static str,
-        why: String,
-    },
-    #[error("{0}")]
-    Setup(String),
 }
 
 pub trait Backend: Send + Sync {
@@ -116,7 +100,7 @@ pub struct Descriptor {
 /// A gc step on the host: what it removes, and how (returns how many it removed).
 pub struct HostCollector {
     pub what: &'static str,
-    pub collect: fn(&Config, &Path, &[String], &Cancel) -> Result<usize, String>,
+    pub collect: fn(&Config, &Path, &[String], &Cancel) -> Result<usize, HostGcError>,
 }
 
 /// Where doctor's backend checks run.
@@ -157,8 +141,8 @@ pub fn descriptor(kind: BackendKind) -> Descriptor {
 pub struct RunBackends<'a> {
     cx: RunContext<'a>,
     host: HostBackend,
-    microvm: OnceLock<Result<MicrovmBackend, String>>,
-    incus: OnceLock<Result<IncusBackend, String>>,
+    microvm: OnceLock<Result<MicrovmBackend, Arc<SetupError>>>,
+    incus: OnceLock<Result<IncusBackend, Arc<SetupError>>>,
 }
 
 impl<'a> RunBackends<'a> {
@@ -187,12 +171,15 @@ impl<'a> RunBackends<'a> {
 /// The backend in `cell`, prepared by the first caller; later callers wait for it and
 /// get the same backend or the same setup error.
 fn prepared<'c, B: Backend>(
-    cell: &'c OnceLock<Result<B, String>>,
-    name: &str,
-    prepare: impl FnOnce() -> Result<B, String>,
+    cell: &'c OnceLock<Result<B, Arc<SetupError>>>,
+    backend: &'static str,
+    prepare: impl FnOnce() -> Result<B, SetupError>,
 ) -> Result<&'c dyn Backend, BackendError> {
-    match cell.get_or_init(prepare) {
+    match cell.get_or_init(|| prepare().map_err(Arc::new)) {
         Ok(backend) => Ok(backend),
-        Err(why) => Err(BackendError::Setup(format!("{name} setup failed: {why}"))),
+        Err(source) => Err(BackendError::Setup {
+            backend,
+            source: Arc::clone(source),
+        }),
     }
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::error::{ConnectError, SetupError};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::{Config, HostSpec};
@@ -43,7 +44,7 @@ pub struct HostSession {
 impl HostSession {
     /// Connects, creates the work dir, and makes the snapshot present on the host (an
     /// SSH host gets it by [`crate::sync`]; this machine uses the local snapshot).
-    pub fn open(cx: &RunContext, cancel: &Cancel) -> Result<HostSession, String> {
+    pub fn open(cx: &RunContext, cancel: &Cancel) -> Result<HostSession, SetupError> {
         let (transport, work_dir, local) = connect(cx.config, cx.state_root, cancel)?;
         let mut lease = None;
         let snapshot = if local {
@@ -51,7 +52,7 @@ impl HostSession {
         } else {
             // Before the sync: a leased tree is never taken to patch another run's.
             let hex = crate::snapshot::sri_to_hex(&cx.snapshot.nar_hash)
-                .ok_or_else(|| format!("bad snapshot hash {}", cx.snapshot.nar_hash))?;
+                .ok_or_else(|| SetupError::SnapshotHash(cx.snapshot.nar_hash.clone()))?;
             lease = Some(
                 crate::sync::lease(
                     transport.as_ref(),
@@ -60,7 +61,7 @@ impl HostSession {
                     Instant::now() + HOST_STEP,
                     cancel,
                 )
-                .map_err(|e| e.to_string())?,
+                .map_err(SetupError::Sync)?,
             );
             let deadline = Instant::now() + SYNC_TIMEOUT;
             crate::sync::sync(
@@ -71,7 +72,7 @@ impl HostSession {
                 deadline,
                 cancel,
             )
-            .map_err(|e| format!("cannot send the workspace: {}", crate::error::chain(&e)))?
+            .map_err(SetupError::Sync)?
             .dir
         };
         Ok(HostSession {
@@ -84,11 +85,15 @@ impl HostSession {
     }
 
     /// Runs a bookkeeping command with the short deadline.
-    pub fn run(&self, argv: &Argv, stdin: &[u8], cancel: &Cancel) -> Result<Vec<u8>, String> {
+    pub fn run(
+        &self,
+        argv: &Argv,
+        stdin: &[u8],
+        cancel: &Cancel,
+    ) -> Result<Vec<u8>, TransportError> {
         self.transport
             .run(argv, stdin, Instant::now() + HOST_STEP, cancel)
             .map(|o| o.stdout)
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -134,18 +139,18 @@ pub fn connect(
     config: &Config,
     state_root: &Path,
     cancel: &Cancel,
-) -> Result<(Box<dyn Transport>, PathBuf, bool), String> {
+) -> Result<(Box<dyn Transport>, PathBuf, bool), ConnectError> {
     let spec = &config.defaults.host;
     let transport =
-        crate::transport::connect(spec, &config.ssh, cancel).map_err(|e| e.to_string())?;
+        crate::transport::connect(spec, &config.ssh, cancel).map_err(ConnectError::Transport)?;
     let local = *spec == HostSpec::Local;
     let wanted = match (&config.defaults.work_dir, local) {
         (Some(dir), _) => dir.clone(),
         (None, true) => state_root.join("host").to_string_lossy().into_owned(),
         (None, false) => ".cache/pikaci".into(),
     };
-    let work_dir = resolve_dir(transport.as_ref(), &wanted, cancel)
-        .map_err(|e| format!("cannot create pikaci's work dir on the host: {e}"))?;
+    let work_dir =
+        resolve_dir(transport.as_ref(), &wanted, cancel).map_err(ConnectError::WorkDir)?;
     Ok((transport, work_dir, local))
 }
 

@@ -16,11 +16,8 @@ fn connect(
     cancel: &crate::cancel::Cancel,
 ) -> Result<(Box<dyn Transport>, PathBuf), Error> {
     let state = state_dir(global, config);
-    let (transport, work_dir, _) =
-        crate::backend::connect(config, state.root(), cancel).map_err(|detail| Error::Infra {
-            what: format!("connecting to {}", config.defaults.host),
-            detail,
-        })?;
+    let (transport, work_dir, _) = crate::backend::connect(config, state.root(), cancel)
+        .map_err(|e| Error::infra(&format!("connecting to {}", config.defaults.host), e))?;
     Ok((transport, work_dir))
 }
 

@@ -59,6 +59,7 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
             match (collector.collect)(config, state.root(), &finished, &cancel) {
                 Ok(n) => crate::outln!("host {host}: removed {n} {what} of runs that are over"),
                 Err(e) => {
+                    let e = crate::error::chain(&e);
                     crate::errln!("warning: could not clean up {what} on {host}: {e}");
                     failed = true;
                 }

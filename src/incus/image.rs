@@ -241,7 +241,8 @@ fn remove_unless_used(api: &Api, fingerprint: &str) -> Result<Option<String>, St
 
 /// The instances created from `fingerprint`, from `incus list --format json`.
 pub fn users_of(json: &[u8], fingerprint: &str) -> Result<Vec<String>, String> {
-    Ok(instance_records(json)?
+    Ok(instance_records(json)
+        .map_err(|e| crate::error::chain(&e))?
         .into_iter()
         .filter(|r| r.base_image() == Some(fingerprint))
         .map(|r| r.name)
@@ -299,8 +300,8 @@ pub fn list_images(
 }
 
 pub fn image_rows(images: &[u8], instances: &[u8]) -> Result<Vec<ImageRow>, String> {
-    let images = image_records(images)?;
-    let instances = instance_records(instances)?;
+    let images = image_records(images).map_err(|e| crate::error::chain(&e))?;
+    let instances = instance_records(instances).map_err(|e| crate::error::chain(&e))?;
     Ok(images
         .into_iter()
         .map(|r| ImageRow {

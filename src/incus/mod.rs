@@ -39,20 +39,68 @@ struct ImageAlias {
     name: String,
 }
 
+/// What pikaci could not accept in what `incus` printed.
+#[derive(Debug, thiserror::Error)]
+pub enum IncusError {
+    #[error("`incus {command}` printed JSON pikaci cannot read")]
+    Json {
+        command: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "`incus image list` printed the image with the alias `{alias}` without a valid \
+         fingerprint: {fingerprint:?}"
+    )]
+    NoFingerprint { alias: String, fingerprint: String },
+    #[error(
+        "no image has the alias `{alias}` in Incus project `{project}`; import an image \
+         with pikaci-guest in it (`pikaci image build github:pikaci/pikaci#incus-image \
+         && pikaci image import --alias {alias}`, or your own: docs/incus.md#images), \
+         or set backends.incus.image to an alias that `incus image list --project \
+         {project}` shows"
+    )]
+    NoAlias { alias: String, project: String },
+    #[error("several images have the alias `{alias}` in project `{project}`: {}", fingerprints.join(", "))]
+    Several {
+        alias: String,
+        project: String,
+        fingerprints: Vec<String>,
+    },
+    #[error(
+        "the image `{image}` is {}, but backends.incus.instance-type is \"{}\"; set \
+         backends.incus.instance-type = \"{}\", or import an image of that type under \
+         this alias",
+        type_words(*wanted).0, type_words(*wanted).1, type_words(*wanted).2
+    )]
+    WrongType { image: String, wanted: InstanceType },
+}
+
+/// For an image of the other type than `wanted`: what it is, the setting as it is, and
+/// the setting that would fit it.
+fn type_words(wanted: InstanceType) -> (&'static str, &'static str, &'static str) {
+    match wanted {
+        InstanceType::Vm => ("a container image", "vm", "container"),
+        InstanceType::Container => ("a VM image", "container", "vm"),
+    }
+}
+
 /// The records of `incus image list --format json`.
-fn image_records(json: &[u8]) -> Result<Vec<ImageRecord>, String> {
-    serde_json::from_slice(json)
-        .map_err(|e| format!("`incus image list` printed JSON pikaci cannot read: {e}"))
+fn image_records(json: &[u8]) -> Result<Vec<ImageRecord>, IncusError> {
+    serde_json::from_slice(json).map_err(|source| IncusError::Json {
+        command: "image list",
+        source,
+    })
 }
 
 /// The fingerprint of the one image whose alias is exactly `alias`.
-pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, String> {
+pub fn select_image(json: &[u8], alias: &str, project: &str) -> Result<String, IncusError> {
     select_record(json, alias, project).map(|r| r.fingerprint)
 }
 
 /// The image a run of `settings` uses, from `incus image list ALIAS`: the one with exactly
 /// the alias, of the type `instance-type` asks for. The run and doctor both select it so.
-pub fn usable_image(json: &[u8], settings: &IncusSettings) -> Result<String, String> {
+pub fn usable_image(json: &[u8], settings: &IncusSettings) -> Result<String, IncusError> {
     let record = select_record(json, &settings.image, &settings.project)?;
     let wanted = match settings.instance_type {
         InstanceType::Vm => "virtual-machine",
@@ -60,52 +108,35 @@ pub fn usable_image(json: &[u8], settings: &IncusSettings) -> Result<String, Str
     };
     // Incus names the type of every image; an older one that does not is let through.
     if !record.kind.is_empty() && record.kind != wanted {
-        let (is, set) = match settings.instance_type {
-            InstanceType::Vm => ("a container image", "container"),
-            InstanceType::Container => ("a VM image", "vm"),
-        };
-        return Err(format!(
-            "the image `{}` is {is}, but backends.incus.instance-type is \"{}\"; set \
-             backends.incus.instance-type = \"{set}\", or import an image of that type under \
-             this alias",
-            settings.image,
-            match settings.instance_type {
-                InstanceType::Vm => "vm",
-                InstanceType::Container => "container",
-            }
-        ));
+        return Err(IncusError::WrongType {
+            image: settings.image.clone(),
+            wanted: settings.instance_type,
+        });
     }
     Ok(record.fingerprint)
 }
 
-fn select_record(json: &[u8], alias: &str, project: &str) -> Result<ImageRecord, String> {
+fn select_record(json: &[u8], alias: &str, project: &str) -> Result<ImageRecord, IncusError> {
     let records = image_records(json)?;
     let mut matching: Vec<ImageRecord> = records
         .into_iter()
         .filter(|r| r.aliases.iter().any(|a| a.name == alias))
         .collect();
     match &matching[..] {
-        [one] if !is_fingerprint(&one.fingerprint) => Err(format!(
-            "`incus image list` printed the image with the alias `{alias}` without a valid \
-             fingerprint: {:?}",
-            one.fingerprint
-        )),
+        [one] if !is_fingerprint(&one.fingerprint) => Err(IncusError::NoFingerprint {
+            alias: alias.to_string(),
+            fingerprint: one.fingerprint.clone(),
+        }),
         [_] => Ok(matching.remove(0)),
-        [] => Err(format!(
-            "no image has the alias `{alias}` in Incus project `{project}`; import an image \
-             with pikaci-guest in it (`pikaci image build github:pikaci/pikaci#incus-image \
-             && pikaci image import --alias {alias}`, or your own: docs/incus.md#images), \
-             or set backends.incus.image to an alias that `incus image list --project \
-             {project}` shows"
-        )),
-        _ => Err(format!(
-            "several images have the alias `{alias}` in project `{project}`: {}",
-            matching
-                .iter()
-                .map(|r| r.fingerprint.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        [] => Err(IncusError::NoAlias {
+            alias: alias.to_string(),
+            project: project.to_string(),
+        }),
+        _ => Err(IncusError::Several {
+            alias: alias.to_string(),
+            project: project.to_string(),
+            fingerprints: matching.iter().map(|r| r.fingerprint.clone()).collect(),
+        }),
     }
 }
 
@@ -298,13 +329,15 @@ impl InstanceRecord {
 }
 
 /// The records of `incus list --format json`.
-fn instance_records(json: &[u8]) -> Result<Vec<InstanceRecord>, String> {
-    serde_json::from_slice(json)
-        .map_err(|e| format!("`incus list` printed JSON pikaci cannot read: {e}"))
+fn instance_records(json: &[u8]) -> Result<Vec<InstanceRecord>, IncusError> {
+    serde_json::from_slice(json).map_err(|source| IncusError::Json {
+        command: "list",
+        source,
+    })
 }
 
 /// The instances tagged with one of `runs`.
-pub fn instances_of_runs(json: &[u8], runs: &[String]) -> Result<Vec<String>, String> {
+pub fn instances_of_runs(json: &[u8], runs: &[String]) -> Result<Vec<String>, IncusError> {
     Ok(instance_records(json)?
         .into_iter()
         .filter(|r| {
@@ -330,17 +363,23 @@ mod tests {
         insta::assert_snapshot!(none, @"no image has the alias `pikaci/dev` in Incus project `p`; import an image with pikaci-guest in it (`pikaci image build github:pikaci/pikaci#incus-image && pikaci image import --alias pikaci/dev`, or your own: docs/incus.md#images), or set backends.incus.image to an alias that `incus image list --project p` shows");
         assert!(select_image(b"[]", "x", "p").is_err());
         let two = br#"[{"fingerprint":"aaa","aliases":[{"name":"x"}]},{"fingerprint":"ccc","aliases":[{"name":"x"}]}]"#;
-        let several = select_image(two, "x", "p").unwrap_err();
+        let several = select_image(two, "x", "p").unwrap_err().to_string();
         assert!(several.contains("aaa, ccc"), "{several}");
-        let bad = select_image(b"{not json", "x", "p").unwrap_err();
+        let bad = select_image(b"{not json", "x", "p")
+            .unwrap_err()
+            .to_string();
         assert!(bad.contains("cannot read"), "{bad}");
-        let wrong_shape = select_image(br#"{"fingerprint":"a"}"#, "x", "p").unwrap_err();
+        let wrong_shape = select_image(br#"{"fingerprint":"a"}"#, "x", "p")
+            .unwrap_err()
+            .to_string();
         assert!(wrong_shape.contains("cannot read"), "{wrong_shape}");
         // Found by fuzzing: an empty fingerprint was selected.
         for fingerprint in ["", "../x"] {
             let json =
                 serde_json::json!([{"fingerprint": fingerprint, "aliases": [{"name": "x"}]}]);
-            let err = select_image(json.to_string().as_bytes(), "x", "p").unwrap_err();
+            let err = select_image(json.to_string().as_bytes(), "x", "p")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("without a valid fingerprint"), "{err}");
         }
     }
@@ -360,7 +399,7 @@ mod tests {
         assert_eq!(usable_image(json, &container).unwrap(), "aaa");
         let vm_image = br#"[{"fingerprint":"bbb","aliases":[{"name":"pikaci/dev"}],"type":"virtual-machine"}]"#;
         assert_eq!(usable_image(vm_image, &vm).unwrap(), "bbb");
-        let refused = usable_image(vm_image, &container).unwrap_err();
+        let refused = usable_image(vm_image, &container).unwrap_err().to_string();
         assert!(refused.contains("is a VM image"), "{refused}");
         let untyped = br#"[{"fingerprint":"ccc","aliases":[{"name":"pikaci/dev"}]}]"#;
         assert_eq!(usable_image(untyped, &vm).unwrap(), "ccc");
@@ -397,6 +436,7 @@ mod tests {
         assert!(
             instances_of_runs(b"[{]", &runs)
                 .unwrap_err()
+                .to_string()
                 .contains("cannot read")
         );
     }

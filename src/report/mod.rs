@@ -5,7 +5,7 @@ mod human;
 mod junit;
 mod machine;
 mod summary;
-mod tail;
+pub(crate) mod tail;
 
 pub use github::GithubReporter;
 pub use human::HumanReporter;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use super::recorder::Recorder;
-use crate::backend::{Guest, JobContext, RunBackends};
+use crate::backend::{BackendError, Guest, JobContext, RunBackends};
 use crate::cancel::Cancel;
 use crate::exec::Ended;
 use crate::fsutil::now_rfc3339;
@@ -105,8 +105,10 @@ pub fn run_job(
     let failed_in = phases.current;
     let (status, result) = match outcome {
         Ok((ended, result)) => (job_status(ended, &result), result),
-        Err(message) => {
+        Err(error) => {
             record.failed_in = Some(failed_in.to_string());
+            let message = crate::error::chain(&error);
+            log_commands(&dir, &message, &error);
             // A step cut short by Ctrl-C or SIGTERM (a sync, a build) is the cancellation.
             if run.cancel.is_cancelled() {
                 (JobStatus::Cancelled, GuestResult::error(started, message))
@@ -195,15 +197,13 @@ struct Drive<'a> {
 }
 
 impl Drive<'_> {
-    fn drive(&self, phases: &mut Phases) -> Result<(Ended, GuestResult), String> {
+    fn drive(&self, phases: &mut Phases) -> Result<(Ended, GuestResult), JobError> {
         let job = &self.node.job;
         let cancel = self.run.cancel;
         // Secrets are read before the backend is set up: a job that lacks one fails in
         // setup without starting anything.
         let env = self.env()?;
-        let backend = phases
-            .time("setup", || self.run.backends.get(job.backend, cancel))
-            .map_err(|e| crate::error::chain(&e))?;
+        let backend = phases.time("setup", || self.run.backends.get(job.backend, cancel))?;
         let mut copy = PrivateCopy(None);
         let workspace = if job.writable_workspace && backend.uses_local_copy() {
             let path = self.dir.join("workspace");
@@ -211,7 +211,7 @@ impl Drive<'_> {
                 .time("workspace", || {
                     crate::snapshot::private_copy(self.run.snapshot, &path)
                 })
-                .map_err(|e| format!("cannot copy the workspace for a writable job: {e}"))?;
+                .map_err(JobError::Workspace)?;
             copy.0 = Some(path.clone());
             path
         } else {
@@ -219,8 +219,7 @@ impl Drive<'_> {
         };
         let request = self.request(env, &workspace);
         // The record never holds a secret's value; the guest's copy does.
-        write_request(self.dir, &request.redacted())
-            .map_err(|e| format!("cannot write request.json: {e}"))?;
+        write_request(self.dir, &request.redacted()).map_err(JobError::Request)?;
         let cx = JobContext {
             run_id: self.run.recorder.run_id(),
             request: &request,
@@ -228,9 +227,7 @@ impl Drive<'_> {
             job_dir: self.dir,
         };
         let started = SystemTime::now();
-        let mut guest: Box<dyn Guest> = phases
-            .time("launch", || backend.launch(&cx, cancel))
-            .map_err(|e| crate::error::chain(&e))?;
+        let mut guest: Box<dyn Guest> = phases.time("launch", || backend.launch(&cx, cancel))?;
         for (step, took) in guest.launch_steps() {
             phases
                 .times
@@ -239,28 +236,25 @@ impl Drive<'_> {
         let ended = self.wait(guest.as_mut(), phases)?;
         let result = phases.time("collect", || guest.collect(ended, started));
         let cleanup = phases.time("cleanup", || guest.cleanup());
-        let result = result.map_err(|e| {
+        let result = result.inspect_err(|_| {
             // Cleanup ran after it: the job failed in collect, not in cleanup.
             phases.current = "collect";
-            crate::error::chain(&e)
         })?;
-        cleanup.map_err(|e| crate::error::chain(&e))?;
+        cleanup?;
         Ok((ended, result))
     }
 
     /// The job's environment: its own `env`, what CI services set (the job may override
     /// `CI`, not the run's id), and its secrets' values.
-    fn env(&self) -> Result<BTreeMap<String, String>, String> {
+    fn env(&self) -> Result<BTreeMap<String, String>, JobError> {
         let job = &self.node.job;
         let mut env = job.env.clone();
         env.entry("CI".into()).or_insert_with(|| "true".into());
         env.insert("PIKACI_RUN_ID".into(), self.run.recorder.run_id().into());
         for name in &job.secrets {
-            let value = std::env::var(name).map_err(|_| {
-                format!(
-                    "the secret `{name}` is not set in pikaci's environment (jobs.{}.secrets)",
-                    job.id
-                )
+            let value = std::env::var(name).map_err(|_| JobError::Secret {
+                name: name.clone(),
+                job: job.id.to_string(),
             })?;
             env.insert(name.clone(), value);
         }
@@ -293,17 +287,48 @@ impl Drive<'_> {
 
     /// Waits for the guest's command until the job's deadline, and stops the guest when
     /// the command did not end by itself.
-    fn wait(&self, guest: &mut dyn Guest, phases: &mut Phases) -> Result<Ended, String> {
+    fn wait(&self, guest: &mut dyn Guest, phases: &mut Phases) -> Result<Ended, JobError> {
         let cancel = self.run.cancel;
         let deadline = Instant::now() + self.node.job.timeout;
-        let ended = phases
-            .time("run", || guest.wait(deadline, cancel))
-            .map_err(|e| crate::error::chain(&e))?;
+        let ended = phases.time("run", || guest.wait(deadline, cancel))?;
         if !matches!(ended, Ended::Exited(_)) {
             phases.time("stop", || guest.stop(cancel.is_urgent()));
         }
         Ok(ended)
     }
+}
+
+/// Why a job could not run to its end; its record holds the message, rendered once.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("the secret `{name}` is not set in pikaci's environment (jobs.{job}.secrets)")]
+    Secret { name: String, job: String },
+    #[error("cannot copy the workspace for a writable job")]
+    Workspace(#[source] crate::snapshot::SnapshotError),
+    #[error("cannot write request.json")]
+    Request(#[source] std::io::Error),
+}
+
+/// Appends the whole command lines of a failed job's host steps to its `host.log`: the
+/// message shows them with their scripts elided.
+fn log_commands(dir: &Path, message: &str, error: &JobError) {
+    use std::io::Write;
+    let commands = crate::backend::commands_of(error);
+    if commands.is_empty() {
+        return;
+    }
+    let mut text = format!("pikaci: {message}\n");
+    for command in commands {
+        text.push_str(&format!("pikaci: the whole command: {}\n", command.full));
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("host.log"));
+    // The record holds the message; the log is the extra detail, best effort.
+    let _ = log.and_then(|mut log| log.write_all(text.as_bytes()));
 }
 
 /// The request as the guest sees it, kept with the job's records (mode 0600: it holds

@@ -47,6 +47,13 @@ impl From<&Argv> for CommandLine {
     }
 }
 
+/// Boxed in errors, which stay small that way.
+impl From<&Argv> for Box<CommandLine> {
+    fn from(argv: &Argv) -> Box<CommandLine> {
+        Box::new(argv.into())
+    }
+}
+
 impl std::fmt::Display for CommandLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.shown)
@@ -58,7 +65,7 @@ pub enum TransportError {
     #[error("on {host}: {}", self.without_host())]
     Spawn {
         host: String,
-        command: CommandLine,
+        command: Box<CommandLine>,
         error: std::io::Error,
     },
     #[error("{}", self.without_host())]
@@ -70,14 +77,20 @@ pub enum TransportError {
     #[error("on {host}: {}", self.without_host())]
     Failed {
         host: String,
-        command: CommandLine,
+        command: Box<CommandLine>,
         status: String,
         stderr_tail: String,
     },
     #[error("on {host}: {}", self.without_host())]
-    TimedOut { host: String, command: CommandLine },
+    TimedOut {
+        host: String,
+        command: Box<CommandLine>,
+    },
     #[error("on {host}: {}", self.without_host())]
-    Cancelled { host: String, command: CommandLine },
+    Cancelled {
+        host: String,
+        command: Box<CommandLine>,
+    },
 }
 
 impl TransportError {

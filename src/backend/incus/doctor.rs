@@ -57,8 +57,9 @@ pub fn checks(host: &DoctorHost) -> Vec<Check> {
     }
     let alias = &settings.image;
     let name = format!("image {alias} in project {project}");
-    let selected = run(transport, incus.image_list(alias))
-        .and_then(|json| usable_image(json.as_bytes(), settings));
+    let selected = run(transport, incus.image_list(alias)).and_then(|json| {
+        usable_image(json.as_bytes(), settings).map_err(|e| crate::error::chain(&e))
+    });
     let fingerprint = match selected {
         Ok(fingerprint) => fingerprint,
         Err(e) => {
