@@ -504,7 +504,7 @@ echo '[{\"fingerprint\": 7'
         messages.push(repo.job("a").0["message"].as_str().unwrap().to_string());
     }
     insta::assert_snapshot!(messages.join("\n---\n"), @"
-    Incus setup failed: on local: `incus image list --project default pikaci/any --format json` failed (exit status: 1):
+    Incus setup failed: cannot list the Incus images: on local: `incus image list --project default pikaci/any --format json` failed (exit status: 1):
     Error: The incus daemon is not running
     ---
     Incus setup failed: `incus image list` printed JSON pikaci cannot read: invalid type: integer `7`, expected a string at line 1 column 18

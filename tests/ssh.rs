@@ -106,12 +106,16 @@ fn failure_names_host_command_status_and_stderr() {
     assert!(matches!(err, TransportError::Failed { .. }), "{text}");
     for part in [
         ssh.host().as_str(),
-        "echo boom",
+        "`sh -c …` failed",
         "exit status: 3",
         "first\nboom",
     ] {
         assert!(text.contains(part), "`{part}` missing in: {text}");
     }
+    // The script is left out of the message; the error keeps it for the job's log.
+    assert!(!text.contains("echo boom"), "{text}");
+    let whole = &err.command_line().unwrap().full;
+    assert!(whole.contains("echo boom; exit 3"), "{whole}");
 }
 
 #[test]
