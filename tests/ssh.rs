@@ -115,7 +115,7 @@ fn failure_names_host_command_status_and_stderr() {
     // The script is left out of the message; the error keeps it for the job's log.
     assert!(!text.contains("echo boom"), "{text}");
     let whole = &err.command_line().unwrap().full;
-    assert!(whole.contains("echo boom; exit 3"), "{whole}");
+    assert!(whole.contains("echo boom >&2; exit 3"), "{whole}");
 }
 
 #[test]
