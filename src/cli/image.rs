@@ -21,11 +21,8 @@ fn connect(
     Ok((transport, work_dir))
 }
 
-fn failed(what: &str) -> impl FnOnce(String) -> Error + '_ {
-    move |detail| Error::Infra {
-        what: what.to_string(),
-        detail,
-    }
+fn failed(what: &str) -> impl FnOnce(crate::incus::ImageError) -> Error + '_ {
+    move |e| Error::infra(what, e)
 }
 
 /// A fingerprint as Incus shows it: its first 12 characters.

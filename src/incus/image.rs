@@ -11,11 +11,40 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{Incus, image_records, instance_records, is_fingerprint};
+use super::{Incus, IncusError, image_records, instance_records, is_fingerprint};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::nix::{BUILD_TIMEOUT, NixBuild, StorePath};
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
+
+/// What `pikaci image build|import|list` can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Host(#[from] TransportError),
+    #[error(transparent)]
+    Incus(#[from] IncusError),
+    #[error("cannot build the image")]
+    Build(#[source] crate::nix::NixError),
+    #[error("`{0}` produced no output")]
+    NoOutput(String),
+    #[error("unexpected output while hashing the image: {0:?}")]
+    Listing(String),
+    #[error("unexpected image hash {0:?}")]
+    Hash(String),
+    #[error(
+        "Incus imported the image, but not as {fingerprint} (the SHA-256 of its metadata and \
+         rootfs); is {} a split image?",
+        dir.display()
+    )]
+    NotAsHashed { fingerprint: String, dir: PathBuf },
+    #[error("cannot read {what} from Incus")]
+    Record {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
 /// Deadline for small Incus API calls.
 const STEP: Duration = crate::transport::Step::Bookkeeping.duration();
@@ -36,7 +65,7 @@ pub fn build_image(
     cwd: &Path,
     log: &Path,
     cancel: &Cancel,
-) -> Result<StorePath, String> {
+) -> Result<StorePath, ImageError> {
     let out_link = image_root(work_dir);
     let build = NixBuild {
         installable,
@@ -45,12 +74,12 @@ pub fn build_image(
     };
     let results = build
         .run(transport, log, Instant::now() + BUILD_TIMEOUT, cancel)
-        .map_err(|e| format!("cannot build the image: {e}"))?;
+        .map_err(ImageError::Build)?;
     results
         .into_iter()
         .flat_map(|r| r.outputs.into_values())
         .next()
-        .ok_or_else(|| format!("`{installable}` produced no output"))
+        .ok_or_else(|| ImageError::NoOutput(installable.to_string()))
 }
 
 /// The files of an image directory and the fingerprint Incus will give them.
@@ -90,17 +119,15 @@ pub fn image_files_argv(dir: &Path) -> Argv {
 }
 
 /// Reads what [`IMAGE_FILES`] printed.
-pub fn parse_image_files(text: &str) -> Result<ImageFiles, String> {
+pub fn parse_image_files(text: &str) -> Result<ImageFiles, ImageError> {
     let mut lines = text.lines();
     let (Some(metadata), Some(rootfs), Some(sum)) = (lines.next(), lines.next(), lines.next())
     else {
-        return Err(format!(
-            "unexpected output while hashing the image: {text:?}"
-        ));
+        return Err(ImageError::Listing(text.to_string()));
     };
     let fingerprint = sum.split_whitespace().next().unwrap_or_default();
     if fingerprint.len() != 64 || !is_fingerprint(fingerprint) {
-        return Err(format!("unexpected image hash {sum:?}"));
+        return Err(ImageError::Hash(sum.to_string()));
     }
     Ok(ImageFiles {
         metadata: metadata.into(),
@@ -129,24 +156,20 @@ struct Api<'a> {
 }
 
 impl Api<'_> {
-    fn run(&self, argv: &Argv, deadline: Duration) -> Result<Vec<u8>, String> {
+    fn run(&self, argv: &Argv, deadline: Duration) -> Result<Vec<u8>, TransportError> {
         self.transport
             .run(argv, b"", Instant::now() + deadline, self.cancel)
             .map(|o| o.stdout)
-            .map_err(|e| e.to_string())
     }
 
     /// `GET path`, or None when Incus answers with an error (it does not exist).
-    fn probe(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-        let out = self
-            .transport
-            .run_unchecked(
-                &self.incus.query(path),
-                b"",
-                Instant::now() + STEP,
-                self.cancel,
-            )
-            .map_err(|e| e.to_string())?;
+    fn probe(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        let out = self.transport.run_unchecked(
+            &self.incus.query(path),
+            b"",
+            Instant::now() + STEP,
+            self.cancel,
+        )?;
         Ok(out.status.success().then_some(out.stdout))
     }
 }
@@ -166,7 +189,7 @@ pub fn import_image(
     dir: &Path,
     alias: &str,
     cancel: &Cancel,
-) -> Result<Imported, String> {
+) -> Result<Imported, ImageError> {
     let api = Api {
         transport,
         incus,
@@ -181,18 +204,19 @@ pub fn import_image(
         let import = incus.image_import(&files.metadata, &files.rootfs);
         api.run(&import, IMPORT_TIMEOUT)?;
         if api.probe(&image_path(&fingerprint))?.is_none() {
-            return Err(format!(
-                "Incus imported the image, but not as {fingerprint} (the SHA-256 of its \
-                 metadata and rootfs); is {} a split image?",
-                dir.display()
-            ));
+            return Err(ImageError::NotAsHashed {
+                fingerprint,
+                dir: dir.to_path_buf(),
+            });
         }
     }
 
     let current = match api.probe(&alias_path(alias))? {
         Some(json) => Some(
-            serde_json::from_slice::<AliasRecord>(&json)
-                .map_err(|e| format!("cannot read the alias `{alias}` from Incus: {e}"))?,
+            serde_json::from_slice::<AliasRecord>(&json).map_err(|source| ImageError::Record {
+                what: format!("the alias `{alias}`"),
+                source,
+            })?,
         ),
         None => None,
     };
@@ -223,14 +247,17 @@ pub fn import_image(
 
 /// Deletes image `fingerprint` unless an instance was created from it or another alias
 /// names it; returns why it was kept.
-fn remove_unless_used(api: &Api, fingerprint: &str) -> Result<Option<String>, String> {
+fn remove_unless_used(api: &Api, fingerprint: &str) -> Result<Option<String>, ImageError> {
     let instances = users_of(&api.run(&api.incus.list_instances(), STEP)?, fingerprint)?;
     if !instances.is_empty() {
         return Ok(Some(format!("used by {}", instances.join(", "))));
     }
     let record: super::ImageRecord =
         serde_json::from_slice(&api.run(&api.incus.query(&image_path(fingerprint)), STEP)?)
-            .map_err(|e| format!("cannot read image {fingerprint} from Incus: {e}"))?;
+            .map_err(|source| ImageError::Record {
+                what: format!("image {fingerprint}"),
+                source,
+            })?;
     if !record.aliases.is_empty() {
         let names: Vec<&str> = record.aliases.iter().map(|a| a.name.as_str()).collect();
         return Ok(Some(format!("still aliased as {}", names.join(", "))));
@@ -240,9 +267,8 @@ fn remove_unless_used(api: &Api, fingerprint: &str) -> Result<Option<String>, St
 }
 
 /// The instances created from `fingerprint`, from `incus list --format json`.
-pub fn users_of(json: &[u8], fingerprint: &str) -> Result<Vec<String>, String> {
-    Ok(instance_records(json)
-        .map_err(|e| crate::error::chain(&e))?
+pub fn users_of(json: &[u8], fingerprint: &str) -> Result<Vec<String>, IncusError> {
+    Ok(instance_records(json)?
         .into_iter()
         .filter(|r| r.base_image() == Some(fingerprint))
         .map(|r| r.name)
@@ -288,7 +314,7 @@ pub fn list_images(
     transport: &dyn Transport,
     incus: &Incus,
     cancel: &Cancel,
-) -> Result<Vec<ImageRow>, String> {
+) -> Result<Vec<ImageRow>, ImageError> {
     let api = Api {
         transport,
         incus,
@@ -299,9 +325,9 @@ pub fn list_images(
     image_rows(&images, &instances)
 }
 
-pub fn image_rows(images: &[u8], instances: &[u8]) -> Result<Vec<ImageRow>, String> {
-    let images = image_records(images).map_err(|e| crate::error::chain(&e))?;
-    let instances = instance_records(instances).map_err(|e| crate::error::chain(&e))?;
+pub fn image_rows(images: &[u8], instances: &[u8]) -> Result<Vec<ImageRow>, ImageError> {
+    let images = image_records(images)?;
+    let instances = instance_records(instances)?;
     Ok(images
         .into_iter()
         .map(|r| ImageRow {
@@ -359,6 +385,7 @@ mod tests {
         assert!(
             image_rows(b"{}", instances)
                 .unwrap_err()
+                .to_string()
                 .contains("cannot read")
         );
     }

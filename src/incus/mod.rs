@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use image::{
-    ImageFiles, ImageRow, Imported, build_image, image_root, import_image, list_images,
+    ImageError, ImageFiles, ImageRow, Imported, build_image, image_root, import_image, list_images,
 };
 
 use crate::argv::Argv;
