@@ -91,7 +91,7 @@ trap 'discard "$t"; discard "$t.tree"' EXIT
 mkdir -p objects snapshots "$t/tree"
 tar -x -f - --no-same-owner
 tar -x -f "$t/tree.tar" --no-same-owner
-if [ -d "$t/new" ]; then cp -al -n "$t/new/." objects/; fi
+if [ -d "$t/new" ]; then adopt "$t/new"; fi
 # Read-only below the top before it is published; the top after its move (see QUERY).
 find "$t/tree" -mindepth 1 -type d -exec chmod 0555 {} +
 publish "$t/tree" "$2"
@@ -109,7 +109,7 @@ tar -x -f - --no-same-owner
 (cd "$t.tree" && xargs -0 -r chmod u+w -- < "../$3/open")
 (cd "$t.tree" && xargs -0 -r rm -rf -- < "../$3/remove")
 tar -x -f "$t/tree.tar" --no-same-owner
-if [ -d "$t/new" ]; then cp -al -n "$t/new/." objects/; fi
+if [ -d "$t/new" ]; then adopt "$t/new"; fi
 (cd "$t.tree" && xargs -0 -r chmod 0555 -- < "../$3/close")
 chmod u+w "$t.tree"
 publish "$t.tree" "$2"

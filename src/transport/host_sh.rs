@@ -12,9 +12,19 @@ pub(crate) const DISCARD: &str = r#"discard() { if [ -e "$1" ]; then find "$1" -
 /// directory changes its `..`, which needs write permission on it for anyone but root.
 pub(crate) const PUBLISH: &str = r#"publish() { if mv -T "$1" "snapshots/$2" 2>/dev/null; then chmod 0555 "snapshots/$2"; else [ -d "snapshots/$2" ]; fi; }"#;
 
+/// `adopt DIR`: hard-links the objects under DIR into `objects/`, keeping those there.
+/// Another sync may add the same objects at once: `cp -n` looks, then creates, so a
+/// create of the other's in between fails (EEXIST); a second pass skips what is there.
+pub(crate) const ADOPT: &str = r#"adopt() { cp -al -n "$1/." objects/ 2>/dev/null || cp -al -n "$1/." objects/ 2>/dev/null || cp -al -n "$1/." objects/; }"#;
+
 /// `sh -c BODY NAME` with the helpers above defined; append the script's arguments.
 pub fn host_sh(body: &str, name: &str) -> Argv {
-    Argv::new("sh").args(["-c", &format!("{DISCARD}\n{PUBLISH}\n{body}"), name])
+    Argv::new("sh").args(["-c", &format!("{}\n{body}", helpers()), name])
+}
+
+/// The helpers' definitions, one a line.
+fn helpers() -> String {
+    [DISCARD, PUBLISH, ADOPT].join("\n")
 }
 
 #[cfg(test)]
@@ -76,6 +86,7 @@ mod tests {
             script!(Sh, host::MOUNT_WRAPPER),
             script!(Sh, super::DISCARD),
             script!(Sh, super::PUBLISH),
+            script!(Sh, super::ADOPT),
             script!(Sh, incus::doctor::AGENT_PRESENT),
             script!(Sh, crate::transport::ssh::DRAIN_STDIN),
             script!(Sh, crate::doctor::COMMAND_PRESENT),
@@ -188,10 +199,7 @@ mod tests {
         for script in scripts() {
             let (dialect, body) = match script.kind {
                 Kind::Sh => ("sh", script.body.to_string()),
-                Kind::ShWithDiscard => (
-                    "sh",
-                    format!("{}\n{}\n{}", super::DISCARD, super::PUBLISH, script.body),
-                ),
+                Kind::ShWithDiscard => ("sh", format!("{}\n{}", super::helpers(), script.body)),
                 Kind::Bash => ("bash", script.body.to_string()),
             };
             let Ok(out) = std::process::Command::new("shellcheck")
