@@ -364,6 +364,8 @@ impl Backend for MicrovmBackend {
             workdir: GUEST_WORKSPACE.into(),
             ..job.request.clone()
         };
+        // Checked here, as the guest is about to start: never a guest without its inputs.
+        p.session.ensure_inputs(job, cancel)?;
         let json = serde_json::to_vec_pretty(&request)
             .map_err(|e| failed("writing the request")(e.to_string()))?;
         let setup = setup_argv(&dirs.root, copy.as_deref());

@@ -221,9 +221,15 @@ impl Drive<'_> {
         // The record never holds a secret's value; the guest's copy does.
         write_request(self.dir, &request.redacted())
             .map_err(|e| format!("cannot write request.json: {e}"))?;
+        let inputs: BTreeMap<Id, Vec<StorePath>> = job
+            .inputs
+            .iter()
+            .filter_map(|input| Some((input.clone(), self.inputs.get(input)?.clone())))
+            .collect();
         let cx = JobContext {
             run_id: self.run.recorder.run_id(),
             request: &request,
+            inputs: &inputs,
             workspace: &workspace,
             job_dir: self.dir,
         };
