@@ -20,7 +20,7 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 
 # Real parts for the tests: an sshd on loopback (stopped again when this script ends).
-trap 'bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus.sh stop; bash scripts/testbed/user.sh stop' EXIT
+trap 'bash scripts/testbed/hosts.sh stop; bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus.sh stop; bash scripts/testbed/user.sh stop' EXIT
 eval "$(bash scripts/testbed/sshd.sh)"
 # And the microVM testbed: qemu, virtiofsd, kernel, the runner fixture flake (cached).
 eval "$(bash scripts/testbed/microvm.sh)"
@@ -28,6 +28,9 @@ eval "$(bash scripts/testbed/microvm.sh)"
 eval "$(bash scripts/testbed/incus.sh)"
 # And the unprivileged user, with a nix-daemon (started by hand when none runs).
 eval "$(bash scripts/testbed/user.sh)"
+# And loopback hosts with Nix stores of their own, as remote hosts have (after user.sh:
+# the first trusts its user).
+eval "$(bash scripts/testbed/hosts.sh)"
 export PIKACI_TEST_SHELLCHECK_NEW="${PIKACI_TESTBED:-/var/tmp/pikaci-testbed}/shellcheck-0.11/bin/shellcheck"
 
 # Unit tests and benches (in test mode), as root, as `cargo test` runs them.

@@ -41,6 +41,15 @@ pub const KVM_DENIED: Hint = Hint {
             then log in again)",
 };
 
+/// A host's Nix refused store paths copied to it (docs/running.md, "Where things are
+/// built"): Nix 2.8 says "lacks a valid signature", newer Nix "lacks a signature by a
+/// trusted key".
+pub const NIX_UNSIGNED_REFUSED: Hint = Hint {
+    missing: "the host's Nix takes unsigned store paths only from root and its `trusted-users`",
+    grant: "add the SSH user to `trusted-users` in the host's nix.conf and restart its nix-daemon, \
+            or sign the paths here (`secret-key-files`) with a key the host's `trusted-public-keys` lists",
+};
+
 /// The hint for the first permission failure `text` shows, if any.
 pub fn for_text(text: &str) -> Option<Hint> {
     let denied = text.contains("Permission denied") || text.contains("permission denied");
@@ -60,6 +69,11 @@ pub fn for_text(text: &str) -> Option<Hint> {
         || (denied && text.contains("/var/lib/incus/unix.socket"));
     if incus_socket {
         return Some(INCUS_DENIED);
+    }
+    if text.contains("lacks a valid signature")
+        || text.contains("lacks a signature by a trusted key")
+    {
+        return Some(NIX_UNSIGNED_REFUSED);
     }
     if text.contains("Could not access KVM kernel module") || (denied && text.contains("/dev/kvm"))
     {
@@ -126,6 +140,7 @@ mod tests {
             "Error: You don't have the needed permissions to talk to the incus daemon (socket path: /var/lib/incus/unix.socket)",
             "qemu-system-x86_64: Could not access KVM kernel module: Permission denied",
             "error: builder for '/nix/store/x.drv' failed with exit code 1",
+            "error: cannot add path '/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep' because it lacks a valid signature",
         ];
         let hints: Vec<String> = cases
             .iter()

@@ -268,7 +268,30 @@ pub fn testbed_microvm() -> Option<MicrovmTestbed> {
     })
 }
 
+/// Host `n` (from 0) of scripts/testbed/hosts.sh: a loopback sshd whose sessions see a
+/// Nix store of their own, as on a remote host. Host 0 trusts the test user (it may import
+/// unsigned paths); host 1 trusts only root. `None` outside CI when not set up.
+pub fn own_store_host(n: usize) -> Option<String> {
+    let hosts = testbed_var("PIKACI_TEST_OWN_STORE_HOSTS", "hosts.sh")?;
+    let host = hosts.split_whitespace().nth(n);
+    assert!(host.is_some(), "hosts.sh started no host {n}: {hosts}");
+    host.map(str::to_string)
+}
+
 impl MicrovmTestbed {
+    /// The same testbed with its guests on own-store host `n` ([`own_store_host`]).
+    pub fn on_own_store_host(mut self, n: usize) -> Option<MicrovmTestbed> {
+        self.host = own_store_host(n)?;
+        let port = self.host.rsplit(':').next().expect("host:port");
+        self.ssh.port = Some(port.parse().expect("port"));
+        self.ssh.known_hosts = Some(
+            std::env::var("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS")
+                .expect("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS")
+                .into(),
+        );
+        Some(self)
+    }
+
     /// A `pikaci.toml` whose jobs run in microVMs on the loopback host, with pikaci's
     /// host-side files under `work_dir`, followed by `jobs`.
     pub fn config(&self, work_dir: &Path, jobs: &str) -> String {

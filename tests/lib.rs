@@ -24,6 +24,7 @@ mod inspect;
 mod man;
 mod microvm;
 mod nix_printer;
+mod own_store;
 mod package;
 mod processes;
 mod records;

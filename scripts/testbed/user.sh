@@ -60,6 +60,11 @@ user_env() {
     "PIKACI_TEST_SSH_HOST=ssh://$user@127.0.0.1:$port" \
     "PIKACI_TEST_SSH_KEY=$home/.ssh/id_ed25519" \
     "PIKACI_TEST_SSH_KNOWN_HOSTS=$home/.ssh/known_hosts"
+  # hosts.sh's hosts with their own store, logged into as the user.
+  if [ -n "${PIKACI_TEST_OWN_STORE_HOSTS:-}" ]; then
+    printf 'PIKACI_TEST_OWN_STORE_HOSTS=%s\n' \
+      "$(printf '%s' "$PIKACI_TEST_OWN_STORE_HOSTS" | sed "s|ssh://[^@]*@|ssh://$user@|g")"
+  fi
 }
 
 if [ "${1:-}" = run ]; then
@@ -111,8 +116,9 @@ fi
 printf '%s ALL=(root) NOPASSWD: %s\n' "$user" "$(command -v incus)" > /etc/sudoers.d/pikaci-test
 chmod 0440 /etc/sudoers.d/pikaci-test
 
-# The nix-daemon, when none runs.
-if ! pgrep -x nix-daemon >/dev/null; then
+# The nix-daemon, when none answers on this machine's socket (hosts.sh runs daemons of
+# its own, in their own mount namespaces, which a process search would find).
+if ! NIX_CONFIG="$nix_config" nix store ping --store daemon >/dev/null 2>&1; then
   echo "testbed: starting nix-daemon" >&2
   NIX_CONFIG="$nix_config" setsid nix-daemon </dev/null >>"$root/nix-daemon.log" 2>&1 &
   echo $! > "$root/nix-daemon.pid"

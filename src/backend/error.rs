@@ -21,6 +21,13 @@ pub enum BackendError {
         #[source]
         source: Box<StepError>,
     },
+    /// An input of the job could not be made valid on the host that runs its guest.
+    #[error("job `{job}` cannot start")]
+    Inputs {
+        job: String,
+        #[source]
+        source: Box<crate::nix::copy::InputNotOnHost>,
+    },
     /// The backend's setup for the run, shared by every job that needed it.
     #[error("{backend} setup failed")]
     Setup {
@@ -111,6 +118,9 @@ fn as_transport<'e>(e: &'e (dyn StdError + 'static)) -> Option<&'e TransportErro
     use super::artifacts::ArtifactsError;
     use crate::{nix::NixError, sync::SyncError};
     if let Some(t) = e.downcast_ref::<TransportError>() {
+        return Some(t);
+    }
+    if let Some(t) = e.downcast_ref::<Box<TransportError>>() {
         return Some(t);
     }
     if let Some(step) = e.downcast_ref::<Box<StepError>>() {

@@ -28,7 +28,10 @@ owner=$2
 mkdir -p leases owners tmp
 jobs=0
 while IFS= read -r run && [ "$run" != -- ]; do
-  if [ -z "$run" ] || [ ! -d "jobs/$run" ]; then continue; fi
+  if [ -z "$run" ]; then continue; fi
+  # The run's input roots: the host's Nix may collect those paths now.
+  if [ -d "gcroots/runs/$run" ]; then rm -rf -- "gcroots/runs/$run"; fi
+  if [ ! -d "jobs/$run" ]; then continue; fi
   discard "jobs/$run"
   jobs=$((jobs + 1))
 done

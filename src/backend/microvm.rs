@@ -386,6 +386,8 @@ impl Backend for MicrovmBackend {
             ..job.request.clone()
         };
         let setup = setup_argv(&dirs.root, copy.as_deref());
+        // Checked here, as the guest is about to start: never a guest without its inputs.
+        p.session.ensure_inputs(job, cancel)?;
         // Dropping the guest removes the job dir, also one `setup` made half way.
         let mut guest = RemoteGuest::new(
             JobVm {

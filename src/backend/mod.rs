@@ -32,6 +32,10 @@ pub struct JobContext<'a> {
     pub run_id: &'a str,
     /// Guest protocol v1: command, timeout, user, env, PATH entries, workspace mode.
     pub request: &'a Request,
+    /// The job's own inputs by name, as built on this machine (their outputs are the
+    /// request's PATH entries); a backend whose guests run elsewhere makes them valid
+    /// there before the guest starts.
+    pub inputs: &'a std::collections::BTreeMap<crate::ids::Id, Vec<crate::nix::StorePath>>,
     /// The job's workspace: the read-only snapshot, or a private writable copy when the
     /// backend [uses a local copy](Backend::uses_local_copy).
     pub workspace: &'a Path,

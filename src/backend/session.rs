@@ -8,6 +8,7 @@ use super::error::{ConnectError, SetupError};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::{Config, HostSpec};
+use crate::nix::copy::{Copied, Input, ensure_on_host};
 use crate::nix::{HOST_FACTS, HostFacts, HostFactsError};
 use crate::state::SnapshotRef;
 use crate::transport::{Step, Transport, TransportError};
@@ -39,6 +40,9 @@ pub struct HostSession {
     pub snapshot: PathBuf,
     /// Keeps the snapshot from being patched into another while the run uses it.
     _lease: std::sync::Mutex<Option<crate::exec::GroupChild>>,
+    /// Held while inputs are copied to the host: a second job needing the same input
+    /// waits for the first copy, then finds nothing to send.
+    copying: std::sync::Mutex<()>,
 }
 
 impl HostSession {
@@ -81,7 +85,44 @@ impl HostSession {
             local,
             snapshot,
             _lease: std::sync::Mutex::new(lease),
+            copying: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Makes the job's inputs valid on the host, closures and all, before its guest
+    /// starts; rooted under `gcroots/runs/<run>/` there until `pikaci gc` removes the
+    /// roots of runs that are over. This machine has them already. What was sent is
+    /// noted in the job's `inputs.log`.
+    pub fn ensure_inputs(
+        &self,
+        job: &super::JobContext,
+        cancel: &Cancel,
+    ) -> Result<Copied, super::BackendError> {
+        if self.local || job.inputs.is_empty() {
+            return Ok(Copied::default());
+        }
+        let failed = |source| super::BackendError::Inputs {
+            job: job.request.job_id.clone(),
+            source: Box::new(source),
+        };
+        let log_path = job.job_dir.join("inputs.log");
+        let mut log =
+            std::fs::File::create(&log_path).map_err(|source| super::BackendError::Step {
+                job: job.request.job_id.clone(),
+                step: "creating inputs.log",
+                source: Box::new(super::StepError::Io(source)),
+            })?;
+        let inputs: Vec<Input> = job
+            .inputs
+            .iter()
+            .map(|(name, outputs)| Input {
+                name: name.as_str(),
+                outputs,
+            })
+            .collect();
+        let roots = run_roots(&self.work_dir, job.run_id);
+        let _copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
+        ensure_on_host(self.transport.as_ref(), &roots, &inputs, &mut log, cancel).map_err(failed)
     }
 
     /// Runs a bookkeeping command with the short deadline.
@@ -152,6 +193,12 @@ pub fn connect(
     let work_dir =
         resolve_dir(transport.as_ref(), &wanted, cancel).map_err(ConnectError::WorkDir)?;
     Ok((transport, work_dir, local))
+}
+
+/// Where a run's inputs are rooted on the host; `pikaci gc` removes it with the run's
+/// job dirs (`host_gc::COLLECT`).
+pub fn run_roots(work_dir: &Path, run_id: &str) -> PathBuf {
+    work_dir.join("gcroots").join("runs").join(run_id)
 }
 
 pub(crate) const WORK_DIR: &str = r#"mkdir -p -- "$1/gcroots" && cd -- "$1" && pwd -P"#;

@@ -1,6 +1,7 @@
 //! Everything pikaci asks of the `nix` CLI goes through here.
 
 mod build;
+pub mod copy;
 mod expr;
 mod guest_flake;
 mod store_path;

@@ -220,9 +220,15 @@ impl Drive<'_> {
         let request = self.request(env, &workspace);
         // The record never holds a secret's value; the guest's copy does.
         write_request(self.dir, &request.redacted()).map_err(JobError::Request)?;
+        let inputs: BTreeMap<Id, Vec<StorePath>> = job
+            .inputs
+            .iter()
+            .filter_map(|input| Some((input.clone(), self.inputs.get(input)?.clone())))
+            .collect();
         let cx = JobContext {
             run_id: self.run.recorder.run_id(),
             request: &request,
+            inputs: &inputs,
             workspace: &workspace,
             job_dir: self.dir,
         };

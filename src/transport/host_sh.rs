@@ -77,6 +77,8 @@ mod tests {
             script!(Sh, microvm::SOURCE_PRESENT),
             script!(Sh, microvm::RECEIVE_SOURCE),
             script!(Sh, crate::nix::HOST_FACTS),
+            script!(ShWithDiscard, crate::nix::copy::MISSING),
+            script!(ShWithDiscard, crate::nix::copy::IMPORT),
             script!(Sh, microvm::SETUP_JOB),
             script!(ShWithDiscard, microvm::REMOVE_JOB),
             script!(Bash, microvm::SUPERVISE),

@@ -1,0 +1,404 @@
+//! Inputs reach the host that runs the guests: their closures, built on this machine,
+//! are copied into the host's store with Nix's own export format, only what the host
+//! lacks, and rooted there for the run.
+//!
+//! One round trip asks the host which paths of the closures it lacks (and roots the
+//! inputs it already has); for each input that lacks some, `nix-store --export` of the
+//! missing paths here is piped into `nix-store --import` there, which roots the input's
+//! outputs right after importing them. A root that cannot be added (the path is not
+//! valid there after all) fails the copy: a job never starts without its input.
+//!
+//! The host's Nix decides whether it takes unsigned paths: root, and users in its
+//! `trusted-users`, may import them; anyone else gets Nix's "lacks a valid signature",
+//! which the error carries.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::StorePath;
+use crate::argv::Argv;
+use crate::cancel::Cancel;
+use crate::exec::{Ended, GroupChild, KILL_GRACE};
+use crate::transport::{Local, Step, Transport, TransportError, host_sh};
+
+/// Deadline for copying one input's closure (a toolchain can be gigabytes).
+const COPY_TIMEOUT: Duration = Step::Sync.duration();
+/// Deadline for the query and for reading closures here.
+const QUERY_TIMEOUT: Duration = Step::Bookkeeping.duration();
+/// How many lines of a failed copy's stderr an error shows.
+const TAIL_LINES: usize = 15;
+
+/// Args: the run's roots dir, then the inputs' output paths. Stdin: every path of their
+/// closures, one a line. Roots the outputs that are valid on the host and prints the
+/// paths it lacks.
+pub(crate) const MISSING: &str = r#"set -eu
+roots=$1
+shift
+mkdir -p -- "$roots"
+for path; do
+  if nix-store --check-validity "$path" 2>/dev/null; then
+    nix-store --add-root "$roots/${path##*/}" --realise "$path" >/dev/null
+  fi
+done
+xargs -r nix-store --check-validity --print-invalid
+"#;
+
+/// Args: the run's roots dir, then one input's output paths. Stdin: a
+/// `nix-store --export` stream. Imports it and roots the outputs; a root for a path that
+/// is not valid fails.
+pub(crate) const IMPORT: &str = r#"set -eu
+roots=$1
+shift
+mkdir -p -- "$roots"
+nix-store --import >/dev/null
+for path; do
+  nix-store --add-root "$roots/${path##*/}" --realise "$path" >/dev/null
+done
+"#;
+
+/// One input of a job, as built on this machine.
+pub struct Input<'a> {
+    pub name: &'a str,
+    pub outputs: &'a [StorePath],
+}
+
+/// What reaching the host took.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// Paths sent to the host (0 when it had every closure).
+    pub paths: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputNotOnHost {
+    #[error("cannot read the closure of input `{input}` ({paths}) on this machine")]
+    Closure {
+        input: String,
+        paths: String,
+        #[source]
+        source: Box<TransportError>,
+    },
+    #[error("cannot ask {host} which store paths of the job's inputs it lacks")]
+    Query {
+        host: String,
+        #[source]
+        source: Box<TransportError>,
+    },
+    #[error(
+        "input `{input}` ({paths}) is not valid on {host}: copying its closure there failed ({status}); last lines of the copy:\n{stderr_tail}"
+    )]
+    Copy {
+        input: String,
+        paths: String,
+        host: String,
+        status: String,
+        stderr_tail: String,
+    },
+    #[error(
+        "input `{input}` ({paths}) is not valid on {host}: the connection was lost while its closure was copied ({status}):\n{stderr_tail}"
+    )]
+    Lost {
+        input: String,
+        paths: String,
+        host: String,
+        status: String,
+        stderr_tail: String,
+    },
+    #[error("input `{input}` ({paths}) is not valid on {host}: the copy {ended}")]
+    Unfinished {
+        input: String,
+        paths: String,
+        host: String,
+        ended: &'static str,
+    },
+    #[error("cannot copy input `{input}` to {host}: {step}")]
+    Io {
+        input: String,
+        host: String,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn shown(paths: &[StorePath]) -> String {
+    paths
+        .iter()
+        .map(|p| p.as_path().display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `nix-store --query --requisites PATHS`: their closures, dependencies first.
+pub fn requisites_argv(paths: &[StorePath]) -> Argv {
+    Argv::new("nix-store")
+        .args(["--query", "--requisites"])
+        .args(paths.iter().map(StorePath::as_path))
+}
+
+/// `nix-store --export PATHS`: their NARs with references, in an order
+/// `nix-store --import` accepts (Nix sorts them).
+pub fn export_argv(paths: &[&StorePath]) -> Argv {
+    Argv::new("nix-store")
+        .arg("--export")
+        .args(paths.iter().map(|p| p.as_path()))
+}
+
+pub fn missing_argv(roots: &Path, outputs: &[&StorePath]) -> Argv {
+    host_sh(MISSING, "pikaci-inputs-missing")
+        .arg(roots)
+        .args(outputs.iter().map(|p| p.as_path()))
+}
+
+pub fn import_argv(roots: &Path, outputs: &[StorePath]) -> Argv {
+    host_sh(IMPORT, "pikaci-inputs-import")
+        .arg(roots)
+        .args(outputs.iter().map(StorePath::as_path))
+}
+
+/// Makes every input valid on the host behind `transport`, with its closure, and roots
+/// its outputs under `roots` there. Appends what it did to `log` (a local file).
+pub fn ensure_on_host(
+    transport: &dyn Transport,
+    roots: &Path,
+    inputs: &[Input],
+    log: &mut File,
+    cancel: &Cancel,
+) -> Result<Copied, InputNotOnHost> {
+    let host = transport.host();
+    let mut closures = Vec::new();
+    for input in inputs.iter().filter(|i| !i.outputs.is_empty()) {
+        closures.push((input, closure(input, cancel)?));
+    }
+    if closures.is_empty() {
+        return Ok(Copied::default());
+    }
+    let outputs: Vec<&StorePath> = closures
+        .iter()
+        .flat_map(|(i, _)| i.outputs.iter())
+        .collect();
+    let all: BTreeSet<&StorePath> = closures.iter().flat_map(|(_, c)| c.iter()).collect();
+    let stdin: String = all
+        .iter()
+        .map(|p| format!("{}\n", p.as_path().display()))
+        .collect();
+    let out = transport
+        .run(
+            &missing_argv(roots, &outputs),
+            stdin.as_bytes(),
+            Instant::now() + QUERY_TIMEOUT,
+            cancel,
+        )
+        .map_err(|source| InputNotOnHost::Query {
+            host: host.clone(),
+            source: Box::new(source),
+        })?;
+    let mut missing: BTreeSet<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    let mut copied = Copied::default();
+    for (input, closure) in &closures {
+        let send: Vec<&StorePath> = closure
+            .iter()
+            .filter(|p| missing.contains(p.as_path()))
+            .collect();
+        note(
+            log,
+            &format!(
+                "input {}: {} path(s) in its closure, {} missing on {host}\n",
+                input.name,
+                closure.len(),
+                send.len()
+            ),
+        );
+        if send.is_empty() {
+            continue;
+        }
+        copy(transport, roots, input, &send, log, cancel)?;
+        for path in &send {
+            missing.remove(path.as_path());
+        }
+        copied.paths += send.len();
+    }
+    Ok(copied)
+}
+
+fn note(log: &mut File, line: &str) {
+    // The log is for people; a write that fails must not fail the job.
+    let _ = std::io::Write::write_all(log, line.as_bytes());
+}
+
+/// The closure of one input's outputs on this machine, dependencies first.
+fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnHost> {
+    let failed = |source| InputNotOnHost::Closure {
+        input: input.name.to_string(),
+        paths: shown(input.outputs),
+        source: Box::new(source),
+    };
+    let argv = requisites_argv(input.outputs);
+    let out = Local
+        .run(&argv, b"", Instant::now() + QUERY_TIMEOUT, cancel)
+        .map_err(failed)?;
+    // Nix prints only store paths here; anything else would be a bug worth seeing.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            StorePath::new(line).map_err(|e| {
+                failed(TransportError::Failed {
+                    host: "local".into(),
+                    command: (&argv).into(),
+                    status: "unexpected output".into(),
+                    stderr_tail: e.to_string(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// `nix-store --export` here piped into the host's import; the host's stderr (Nix's own
+/// reason, such as a missing signature) is what a failure shows.
+fn copy(
+    transport: &dyn Transport,
+    roots: &Path,
+    input: &Input,
+    send: &[&StorePath],
+    log: &mut File,
+    cancel: &Cancel,
+) -> Result<(), InputNotOnHost> {
+    let host = transport.host();
+    let io = |step| {
+        let (input, host) = (input.name.to_string(), host.clone());
+        move |source| InputNotOnHost::Io {
+            input,
+            host,
+            step,
+            source,
+        }
+    };
+    let mut export_err = tempfile::tempfile().map_err(io("creating a temp file"))?;
+    let mut import_err = tempfile::tempfile().map_err(io("creating a temp file"))?;
+    let (reader, writer) = std::io::pipe().map_err(io("creating a pipe"))?;
+    // Each command is dropped once spawned: the pipe's ends must live only in the
+    // children, or the import would never see the end of the stream.
+    let mut export = {
+        let mut command = Local.command(&export_argv(send));
+        command
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(export_err.try_clone().map_err(io("creating a temp file"))?);
+        GroupChild::spawn(&mut command, cancel).map_err(io("starting nix-store --export"))?
+    };
+    let mut import = {
+        let mut command = transport.command(&import_argv(roots, input.outputs));
+        command
+            .stdin(reader)
+            .stdout(Stdio::null())
+            .stderr(import_err.try_clone().map_err(io("creating a temp file"))?);
+        GroupChild::spawn(&mut command, cancel).map_err(io("starting the import on the host"))?
+    };
+    let deadline = Instant::now() + COPY_TIMEOUT;
+    let imported = import
+        .wait(deadline, cancel)
+        .map_err(io("waiting for the import"))?;
+    // The export ends with the stream, or with SIGPIPE when the import stopped reading.
+    let exported = export
+        .wait(Instant::now() + KILL_GRACE, cancel)
+        .map_err(io("waiting for nix-store --export"))?;
+    let import_text = read_back(&mut import_err);
+    let export_text = read_back(&mut export_err);
+    note(log, &import_text);
+    note(log, &export_text);
+    let unfinished = |ended| InputNotOnHost::Unfinished {
+        input: input.name.to_string(),
+        paths: shown(input.outputs),
+        host: host.clone(),
+        ended,
+    };
+    let status = match imported {
+        Ended::Exited(status) => status,
+        Ended::TimedOut => return Err(unfinished("did not finish within its deadline")),
+        Ended::Cancelled => return Err(unfinished("was cancelled")),
+    };
+    let failure = |status: ExitStatus, text: &str| {
+        let lost = transport.is_connection_failure(&status);
+        let (input, paths, host) = (input.name.to_string(), shown(input.outputs), host.clone());
+        let (status, stderr_tail) = (status.to_string(), crate::fsutil::tail(text, TAIL_LINES));
+        if lost {
+            InputNotOnHost::Lost {
+                input,
+                paths,
+                host,
+                status,
+                stderr_tail,
+            }
+        } else {
+            InputNotOnHost::Copy {
+                input,
+                paths,
+                host,
+                status,
+                stderr_tail,
+            }
+        }
+    };
+    if !status.success() {
+        return Err(failure(status, &import_text));
+    }
+    match exported {
+        Ended::Exited(status) if status.success() => Ok(()),
+        Ended::Exited(status) => Err(failure(status, &export_text)),
+        _ => Err(unfinished("did not end after the host had read it")),
+    }
+}
+
+fn read_back(file: &mut File) -> String {
+    let mut text = String::new();
+    let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(name: &str) -> StorePath {
+        StorePath::new(format!(
+            "/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-{name}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn command_shapes() {
+        let tools = path("demo-tools");
+        let dep = path("dep");
+        let roots = Path::new("/w/gcroots/runs/R");
+        let shown: Vec<String> = [
+            requisites_argv(std::slice::from_ref(&tools)),
+            export_argv(&[&dep, &tools]),
+            missing_argv(roots, &[&tools]),
+            import_argv(roots, std::slice::from_ref(&tools)),
+        ]
+        .iter()
+        .map(|argv| {
+            let mut argv = argv.clone();
+            // The scripts are pinned as constants above; show their argument shape.
+            if argv.args.first().is_some_and(|a| a == "-c") {
+                argv.args[1] = "[script]".into();
+            }
+            argv.to_string()
+        })
+        .collect();
+        insta::assert_snapshot!(shown.join("\n"), @"
+        nix-store --query --requisites /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
+        nix-store --export /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
+        sh -c '[script]' pikaci-inputs-missing /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
+        sh -c '[script]' pikaci-inputs-import /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
+        ");
+    }
+}

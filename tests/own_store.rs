@@ -1,0 +1,157 @@
+//! Hosts with a Nix store of their own (scripts/testbed/hosts.sh): a microVM job's inputs,
+//! built on this machine, reach the host's store before its guest starts, rooted for the
+//! run; a host that refuses them fails the job as an infrastructure error.
+
+use crate::harness::{MicrovmTestbed, Repo, is_root, redact, testbed_microvm};
+
+/// A flake whose `tools` has a dependency of its own (a closure of two paths), unique to
+/// this test run so that no host has it from an earlier one.
+fn tools_flake(marker: &str) -> String {
+    format!(
+        r#"{{
+  outputs = {{ self }}:
+    let
+      system = "x86_64-linux";
+      dep = derivation {{
+        name = "pikaci-test-dep";
+        inherit system;
+        builder = "/bin/sh";
+        args = [ "-c" "echo {marker} > $out" ];
+      }};
+    in {{
+      packages.${{system}}.tools = derivation {{
+        name = "pikaci-test-tools";
+        inherit system;
+        builder = "/bin/sh";
+        args = [ "-c" ''
+          /bin/mkdir -p $out/bin
+          printf '#!/bin/sh\ncat ${{dep}}\n' > $out/bin/pikaci-test-hello
+          /bin/chmod +x $out/bin/pikaci-test-hello
+        '' ];
+      }};
+    }};
+}}
+"#
+    )
+}
+
+struct Setup {
+    repo: Repo,
+    work: tempfile::TempDir,
+    marker: String,
+}
+
+fn setup(testbed: &MicrovmTestbed, jobs: &str) -> Setup {
+    let work = tempfile::tempdir().unwrap();
+    let marker = format!(
+        "made-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let config = testbed.config(
+        work.path(),
+        &format!("[inputs]\ntools = \"./tools#tools\"\n\n{jobs}"),
+    );
+    let repo = Repo::new(&config);
+    repo.write("tools/flake.nix", &tools_flake(&marker));
+    repo.commit("tools");
+    Setup { repo, work, marker }
+}
+
+fn inputs_log(repo: &Repo, job: &str) -> String {
+    let path = repo.latest_run().join("jobs").join(job).join("inputs.log");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The demo's failure, fixed: the input is valid on the host, closure and all, when the
+/// guest starts; the next job that needs it sends nothing; the roots go with `pikaci gc`.
+#[test]
+fn a_microvm_job_gets_its_input_on_a_host_with_its_own_store() {
+    let Some(testbed) = testbed_microvm().and_then(|t| t.on_own_store_host(0)) else {
+        return;
+    };
+    let s = setup(
+        &testbed,
+        "[jobs.first]\ninputs = [\"tools\"]\ncommand = \"pikaci-test-hello\"\n\n\
+         [jobs.second]\nneeds = [\"first\"]\ninputs = [\"tools\"]\ncommand = \"pikaci-test-hello\"\n",
+    );
+    s.repo.pikaci(&["run", "second"]).expect(0);
+    for job in ["first", "second"] {
+        let (status, log) = s.repo.job(job);
+        assert_eq!(status["status"], "passed", "{job}: {status}\n{log}");
+        assert_eq!(
+            log,
+            format!("{}\n", s.marker),
+            "{job} read its input's closure"
+        );
+    }
+    let first = inputs_log(&s.repo, "first");
+    assert!(
+        first.starts_with("input tools: 2 path(s) in its closure, 2 missing on ssh://"),
+        "{first}"
+    );
+    let second = inputs_log(&s.repo, "second");
+    assert!(
+        second.starts_with("input tools: 2 path(s) in its closure, 0 missing on ssh://"),
+        "the second job copies nothing: {second}"
+    );
+    // Rooted on the host for the run, under the host work dir's gcroots.
+    let run = s.repo.latest_run_id();
+    let roots = s.work.path().join("gcroots/runs").join(&run);
+    let rooted: Vec<_> = std::fs::read_dir(&roots)
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(rooted.len(), 1, "{rooted:?}");
+    assert!(
+        rooted[0].to_string_lossy().ends_with("-pikaci-test-tools"),
+        "{rooted:?}"
+    );
+    let gc = s.repo.pikaci(&["gc"]);
+    gc.expect(0);
+    assert!(
+        !roots.exists(),
+        "gc removes the roots of runs that are over"
+    );
+}
+
+/// A host whose Nix does not trust the user refuses unsigned paths: the job does not
+/// start, and says which input, which path, which host, and Nix's reason.
+#[test]
+fn a_refused_copy_is_an_infrastructure_error_naming_input_path_and_host() {
+    if is_root() {
+        eprintln!("skipped: every host trusts root; the refusal needs the test user");
+        return;
+    }
+    let Some(testbed) = testbed_microvm().and_then(|t| t.on_own_store_host(1)) else {
+        return;
+    };
+    let s = setup(
+        &testbed,
+        "[jobs.first]\ninputs = [\"tools\"]\ncommand = \"pikaci-test-hello\"\n",
+    );
+    let run = s.repo.pikaci(&["run", "first"]);
+    run.expect(3);
+    let (status, _) = s.repo.job("first");
+    assert_eq!(status["status"], "error", "{status}");
+    assert_eq!(status["failed_in"], "launch", "{status}");
+    let message = status["message"].as_str().unwrap();
+    let store = regex::Regex::new(r"/nix/store/[0-9a-z]{32}-").unwrap();
+    let shown = redact(&store.replace_all(message, "/nix/store/[HASH]-"), &s.repo);
+    insta::assert_snapshot!(shown, @"
+    job `first` cannot start: input `tools` (/nix/store/[HASH]-pikaci-test-tools) is not valid on [SSH-HOST]: copying its closure there failed (exit status: 1); last lines of the copy:
+    error: cannot add path '/nix/store/[HASH]-pikaci-test-dep' because it lacks a valid signature
+    hint: the host's Nix takes unsigned store paths only from root and its `trusted-users`; add the SSH user to `trusted-users` in the host's nix.conf and restart its nix-daemon, or sign the paths here (`secret-key-files`) with a key the host's `trusted-public-keys` lists
+    ");
+    assert!(
+        !s.work
+            .path()
+            .join("jobs")
+            .join(s.repo.latest_run_id())
+            .exists(),
+        "no job dir: the guest never started"
+    );
+}
