@@ -605,21 +605,15 @@ mod tests {
             remove_argv(job),
         ]
         .iter()
-        .map(|argv| {
-            let mut argv = argv.clone();
-            // The scripts are pinned as constants above; show their argument shape.
-            if argv.args.first().is_some_and(|a| a == "-c") {
-                argv.args[1] = "[script]".into();
-            }
-            argv.to_string()
-        })
+        // The scripts are pinned as constants above; this shows their argument shape.
+        .map(Argv::summary)
         .collect();
         insta::assert_snapshot!(shown.join("\n"), @"
         env -C /w -- nix --extra-experimental-features 'nix-command flakes' build --json -o /w/gcroots/runner-0123456789abcdef 'path:/w/snapshots/ab/ci#runner'
-        sh -c '[script]' pikaci-runner-shares /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner
-        sh -c '[script]' pikaci-job-setup /w/jobs/R/lint -
-        sh -c '[script]' pikaci-job-setup /w/jobs/R/lint /w/snapshots/ab
-        sh -c '[script]' pikaci-job-remove /w/jobs/R/lint
+        sh -c … pikaci-runner-shares /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-runner
+        sh -c … pikaci-job-setup /w/jobs/R/lint -
+        sh -c … pikaci-job-setup /w/jobs/R/lint /w/snapshots/ab
+        sh -c … pikaci-job-remove /w/jobs/R/lint
         ");
     }
 
