@@ -587,6 +587,43 @@ mod tests {
         }
     }
 
+    /// A runner that ends at once (a hypervisor that cannot start) ends the job at once
+    /// with its status: before, the supervisor missed a runner that ended before it began
+    /// to wait, and waited out the whole time limit.
+    #[test]
+    fn a_runner_that_ends_at_once_ends_the_job_at_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("job/runtime")).unwrap();
+        std::fs::create_dir_all(root.join("runner/bin")).unwrap();
+        let runner = root.join("runner/bin/microvm-run");
+        std::fs::write(&runner, "#!/bin/sh\nexit 7\n").unwrap();
+        std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let argv = supervise_argv(
+            &root.join("job"),
+            &root.join("runner"),
+            &Virtiofsd {
+                program: "virtiofsd",
+                announce_tag: false,
+            },
+            Duration::from_secs(20),
+            &[],
+        );
+        for _ in 0..3 {
+            let mut child = crate::transport::Transport::command(&crate::transport::Local, &argv)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let stdin = child.stdin.take();
+            let status = child.wait().unwrap();
+            drop(stdin);
+            // 124 was the time limit's status.
+            assert_eq!(status.code(), Some(7), "{status}");
+        }
+    }
+
     #[test]
     fn host_command_shapes() {
         let job = Path::new("/w/jobs/R/lint");

@@ -64,10 +64,19 @@ vm=$!
 sleep "$limit" >/dev/null 2>&1 &
 timer=$!
 
-wait -n -p ended "$vm" "$watcher" "$timer"
-status=$?
-case "$ended" in
-  "$vm") exit "$status" ;;
-  "$timer") echo "pikaci: the guest exceeded its time limit (${limit}s)" >&2; exit 124 ;;
-  *) echo "pikaci: pikaci went away; stopping the guest" >&2; exit 143 ;;
-esac
+# Polled, not `wait -n`: that misses a process which ended before it was called (a
+# runner that fails at once), and would wait out the whole time limit.
+running() { kill -0 "$1" 2>/dev/null; }
+while running "$vm" && running "$watcher" && running "$timer"; do
+  sleep 0.2
+done
+if ! running "$vm"; then
+  wait "$vm"
+  exit $?
+fi
+if ! running "$timer"; then
+  echo "pikaci: the guest exceeded its time limit (${limit}s)" >&2
+  exit 124
+fi
+echo "pikaci: pikaci went away; stopping the guest" >&2
+exit 143
