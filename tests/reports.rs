@@ -83,12 +83,17 @@ fn github_actions_groups_logs_and_annotates_failures() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = regex::Regex::new("[0-9a-f]{32}")
+        .unwrap()
+        .replace_all(&stdout, "T");
     assert!(
-        stdout.contains("::group::good (passed)\nfine\n::endgroup::"),
+        stdout.contains("::group::good (passed)\n::stop-commands::T\nfine\n::T::\n::endgroup::"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("::group::bad (failed)\nline <1> & \"2\"\noops\n::endgroup::"),
+        stdout.contains(
+            "::group::bad (failed)\n::stop-commands::T\nline <1> & \"2\"\noops\n::T::\n::endgroup::"
+        ),
         "{stdout}"
     );
     assert!(
@@ -108,6 +113,34 @@ fn github_actions_groups_logs_and_annotates_failures() {
         !String::from_utf8_lossy(&jsonl.stdout).contains("::group::"),
         "machine output stays machine-readable"
     );
+}
+
+/// A job's log cannot issue workflow commands: GitHub reads `::error::…`, `::add-mask::…`
+/// or `::endgroup::` on any line of a step's output, so each log is printed between
+/// `::stop-commands::TOKEN` and `::TOKEN::`, with a token the job cannot know.
+#[test]
+fn github_actions_log_lines_cannot_issue_workflow_commands() {
+    let repo = Repo::new(
+        "[defaults]\nbackend = \"host\"\n\n[jobs.sly]\ncommand = \"echo '::endgroup::'; echo '::error title=x::injected'\"\n",
+    );
+    let tokens: Vec<String> = (0..2)
+        .map(|_| {
+            let out = repo
+                .command(&["run", "sly"])
+                .env("GITHUB_ACTIONS", "true")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stop = regex::Regex::new(
+                r"(?s)::group::sly \(passed\)\n::stop-commands::([0-9a-f]{32,})\n::endgroup::\n::error title=x::injected\n::([0-9a-f]+)::\n::endgroup::",
+            )
+            .unwrap();
+            let caps = stop.captures(&stdout).unwrap_or_else(|| panic!("{stdout}"));
+            assert_eq!(&caps[1], &caps[2], "{stdout}");
+            caps[1].to_string()
+        })
+        .collect();
+    assert_ne!(tokens[0], tokens[1], "a token is new each time");
 }
 
 #[test]

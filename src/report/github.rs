@@ -35,8 +35,10 @@ impl Reporter for GithubReporter {
         let log = log_tail(&run.jobs().join(job).join("guest.log"), LOG_TAIL);
         let mut out = format!("::group::{job} ({status})\n");
         if !log.is_empty() {
-            out.push_str(&log);
-            out.push('\n');
+            // GitHub reads a workflow command (`::error::`, `::add-mask::`, `::endgroup::`)
+            // on any line of a step's output: a job's own lines must not be read so.
+            let token = stop_token();
+            out.push_str(&format!("::stop-commands::{token}\n{log}\n::{token}::\n"));
         }
         out.push_str("::endgroup::\n");
         if status.is_failure() {
@@ -56,6 +58,15 @@ impl Reporter for GithubReporter {
 }
 
 /// Workflow commands end at a newline and treat `%` specially.
+/// A token no job can know, new for each log: what ends `::stop-commands::`.
+fn stop_token() -> String {
+    let mut bytes = [0u8; 16];
+    // The kernel's random source does not fail once the system has booted; all zeros
+    // would still stop commands, only with a guessable end.
+    let _ = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
+    crate::snapshot::hex(&bytes)
+}
+
 fn escape(text: &str) -> String {
     text.replace('%', "%25")
         .replace('\r', "%0D")
