@@ -147,6 +147,13 @@ impl Repo {
     pub fn job(&self, name: &str) -> (serde_json::Value, String) {
         let dir = self.latest_run().join("jobs").join(name);
         let status = self.read_json(&dir.join("status.json"));
+        // Every test that reads a message checks this: host steps show their command with
+        // the script elided (`sh -c … NAME`); the whole script belongs in host.log.
+        let message = status["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.contains("sh -c '"),
+            "the message of job `{name}` holds an embedded script: {message}"
+        );
         let log = std::fs::read_to_string(dir.join("guest.log")).unwrap_or_default();
         (status, log)
     }
