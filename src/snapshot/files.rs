@@ -54,9 +54,9 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
         !rel.components().any(|c| c.as_os_str() == ".git")
             && !excluded.iter().any(|e| rel.starts_with(e))
     };
-    let (mut pending, in_git) = match git_files(workspace, Path::new(""))? {
+    let (mut pending, in_git) = match git_files(workspace, Path::new(""), &excluded)? {
         Some(paths) => (paths, true),
-        None => (walk(workspace)?, false),
+        None => (walk(workspace, &excluded)?, false),
     };
     let mut listing = Listing {
         entries: Vec::with_capacity(pending.len()),
@@ -83,7 +83,10 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
             // git lists a submodule as one path, its directory.
             if in_git && meta.is_dir() {
                 let checked_out = full.join(".git").exists();
-                match checked_out.then(|| git_files(&full, &rel)).transpose()? {
+                match checked_out
+                    .then(|| git_files(&full, &rel, &[]))
+                    .transpose()?
+                {
                     Some(Some(paths)) => pending.extend(paths),
                     _ => listing.notes.push(format!(
                         "submodule {} is not checked out: it is empty in the snapshot \
@@ -117,14 +120,13 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
 /// The paths git lists in `dir`, prefixed with `prefix`; `None` when `dir` is not in a
 /// git work tree. An untracked nested repository (listed as `name/`) is left out, as
 /// `git add` would leave it out.
-fn git_files(dir: &Path, prefix: &Path) -> Result<Option<Vec<PathBuf>>, SnapshotError> {
-    let args = [
-        "ls-files",
-        "-z",
-        "--cached",
-        "--others",
-        "--exclude-standard",
-    ];
+fn git_files(
+    dir: &Path,
+    prefix: &Path,
+    excluded: &[PathBuf],
+) -> Result<Option<Vec<PathBuf>>, SnapshotError> {
+    let args = ls_files_args(excluded);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let stdout = match crate::git::git(dir, &args) {
         Ok(stdout) => stdout,
         Err(e) if e.not_a_repository() => return Ok(None),
@@ -139,12 +141,37 @@ fn git_files(dir: &Path, prefix: &Path) -> Result<Option<Vec<PathBuf>>, Snapshot
     ))
 }
 
-fn walk(workspace: &Path) -> Result<Vec<PathBuf>, SnapshotError> {
+/// `git ls-files` of the workspace's files, tracked and untracked but not ignored. The
+/// excluded dirs (the state dir, when it is inside) are pathspec exclusions, so git never
+/// walks them: a state dir of kept snapshots holds many times the workspace's files.
+fn ls_files_args(excluded: &[PathBuf]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+    ]
+    .map(String::from)
+    .into();
+    // A path that is not UTF-8 is left to the filter in `list`.
+    let dirs = excluded
+        .iter()
+        .filter_map(|dir| dir.to_str())
+        .filter(|dir| !dir.is_empty());
+    args.extend(dirs.map(|dir| format!(":(exclude,literal){dir}")));
+    args
+}
+
+fn walk(workspace: &Path, excluded: &[PathBuf]) -> Result<Vec<PathBuf>, SnapshotError> {
     let mut paths = Vec::new();
     let walker = walkdir::WalkDir::new(workspace)
         .follow_links(false)
         .into_iter()
-        .filter_entry(|e| e.file_name() != ".git");
+        .filter_entry(|e| {
+            let rel = e.path().strip_prefix(workspace).unwrap_or(e.path());
+            e.file_name() != ".git" && !excluded.iter().any(|x| rel.starts_with(x))
+        });
     for entry in walker {
         let entry = entry.map_err(|e| SnapshotError::Io {
             path: e
@@ -159,4 +186,15 @@ fn walk(workspace: &Path) -> Result<Vec<PathBuf>, SnapshotError> {
         }
     }
     Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ls_files_leaves_excluded_dirs_to_git() {
+        let args = ls_files_args(&[".pikaci".into(), "build/state *".into(), "".into()]);
+        insta::assert_snapshot!(args.join(" "), @"ls-files -z --cached --others --exclude-standard :(exclude,literal).pikaci :(exclude,literal)build/state *");
+    }
 }
