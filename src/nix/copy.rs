@@ -108,6 +108,16 @@ pub enum InputNotOnHost {
         status: String,
         stderr_tail: String,
     },
+    #[error(
+        "input `{input}` ({paths}) is not valid on {host}: `nix-store --export` of its closure here failed ({status}):\n{stderr_tail}"
+    )]
+    Export {
+        input: String,
+        paths: String,
+        host: String,
+        status: String,
+        stderr_tail: String,
+    },
     #[error("input `{input}` ({paths}) is not valid on {host}: the copy {ended}")]
     Unfinished {
         input: String,
@@ -219,7 +229,8 @@ pub fn ensure_on_host(
         if send.is_empty() {
             continue;
         }
-        copy(transport, roots, input, &send, log, cancel)?;
+        let (export, import) = (export_argv(&send), import_argv(roots, input.outputs));
+        copy(transport, &export, &import, input, log, cancel)?;
         for path in &send {
             missing.remove(path.as_path());
         }
@@ -264,9 +275,9 @@ fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnH
 /// reason, such as a missing signature) is what a failure shows.
 fn copy(
     transport: &dyn Transport,
-    roots: &Path,
+    export: &Argv,
+    import: &Argv,
     input: &Input,
-    send: &[&StorePath],
     log: &mut File,
     cancel: &Cancel,
 ) -> Result<(), InputNotOnHost> {
@@ -286,7 +297,7 @@ fn copy(
     // Each command is dropped once spawned: the pipe's ends must live only in the
     // children, or the import would never see the end of the stream.
     let mut export = {
-        let mut command = Local.command(&export_argv(send));
+        let mut command = Local.command(export);
         command
             .stdin(Stdio::null())
             .stdout(writer)
@@ -294,7 +305,7 @@ fn copy(
         GroupChild::spawn(&mut command, cancel).map_err(io("starting nix-store --export"))?
     };
     let mut import = {
-        let mut command = transport.command(&import_argv(roots, input.outputs));
+        let mut command = transport.command(import);
         command
             .stdin(reader)
             .stdout(Stdio::null())
@@ -351,7 +362,13 @@ fn copy(
     }
     match exported {
         Ended::Exited(status) if status.success() => Ok(()),
-        Ended::Exited(status) => Err(failure(status, &export_text)),
+        Ended::Exited(status) => Err(InputNotOnHost::Export {
+            input: input.name.to_string(),
+            paths: shown(input.outputs),
+            host,
+            status: status.to_string(),
+            stderr_tail: crate::fsutil::tail(&export_text, TAIL_LINES),
+        }),
         _ => Err(unfinished("did not end after the host had read it")),
     }
 }
@@ -399,6 +416,74 @@ mod tests {
         nix-store --export /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
         sh -c '[script]' pikaci-inputs-missing /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
         sh -c '[script]' pikaci-inputs-import /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
+        ");
+    }
+
+    /// A host that runs its commands here, as `script`; ssh's 255 is its lost connection.
+    struct Scripted {
+        script: &'static str,
+    }
+
+    impl Transport for Scripted {
+        fn host(&self) -> String {
+            "ssh://ci@builder:2222".into()
+        }
+        fn command(&self, _argv: &Argv) -> std::process::Command {
+            Argv::new("sh").args(["-c", self.script]).command()
+        }
+        fn is_connection_failure(&self, status: &ExitStatus) -> bool {
+            status.code() == Some(255)
+        }
+    }
+
+    fn copy_failure(script: &'static str, export: Argv) -> String {
+        let tools = path("demo-tools");
+        let input = Input {
+            name: "tools",
+            outputs: std::slice::from_ref(&tools),
+        };
+        let mut log = tempfile::tempfile().unwrap();
+        let host = Scripted { script };
+        let err = copy(
+            &host,
+            &export,
+            &Argv::new("import"),
+            &input,
+            &mut log,
+            &Cancel::new(),
+        )
+        .unwrap_err();
+        crate::error::chain(&err)
+    }
+
+    /// The copy fails three ways: the connection drops mid-stream, the host's Nix refuses
+    /// the paths, the export here fails; each names the input, its path and the host,
+    /// with the failing side's last lines.
+    #[test]
+    fn a_failed_copy_names_the_input_its_path_and_the_host() {
+        // More than a pipe holds: the host stops reading with the export still writing.
+        let stream = Argv::new("head").args(["-c", "8000000", "/dev/zero"]);
+        let lost = copy_failure(
+            "head -c 1000 >/dev/null; echo 'Connection to builder closed by remote host.' >&2; exit 255",
+            stream.clone(),
+        );
+        let refused = copy_failure(
+            "cat >/dev/null; echo \"error: cannot add path '/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep' because it lacks a valid signature\" >&2; exit 1",
+            stream,
+        );
+        let export_failed = copy_failure(
+            "cat >/dev/null",
+            Argv::new("sh").args(["-c", "echo 'error: path is not valid' >&2; exit 1"]),
+        );
+        insta::assert_snapshot!([lost, refused, export_failed].join("\n--\n"), @"
+        input `tools` (/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools) is not valid on ssh://ci@builder:2222: the connection was lost while its closure was copied (exit status: 255):
+        Connection to builder closed by remote host.
+        --
+        input `tools` (/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools) is not valid on ssh://ci@builder:2222: copying its closure there failed (exit status: 1); last lines of the copy:
+        error: cannot add path '/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep' because it lacks a valid signature
+        --
+        input `tools` (/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools) is not valid on ssh://ci@builder:2222: `nix-store --export` of its closure here failed (exit status: 1):
+        error: path is not valid
         ");
     }
 }
