@@ -74,7 +74,7 @@ pub enum BackendError {
     Inputs {
         job: String,
         #[source]
-        source: crate::nix::copy::InputNotOnHost,
+        source: Box<crate::nix::copy::InputNotOnHost>,
     },
 }
 

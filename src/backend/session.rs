@@ -102,7 +102,7 @@ impl HostSession {
         }
         let failed = |source| super::BackendError::Inputs {
             job: job.request.job_id.clone(),
-            source,
+            source: Box::new(source),
         };
         let log_path = job.job_dir.join("inputs.log");
         let mut log =

@@ -80,13 +80,13 @@ pub enum InputNotOnHost {
         input: String,
         paths: String,
         #[source]
-        source: TransportError,
+        source: Box<TransportError>,
     },
     #[error("cannot ask {host} which store paths of the job's inputs it lacks")]
     Query {
         host: String,
         #[source]
-        source: TransportError,
+        source: Box<TransportError>,
     },
     #[error(
         "input `{input}` ({paths}) is not valid on {host}: copying its closure there failed ({status}); last lines of the copy:\n{stderr_tail}"
@@ -205,7 +205,7 @@ pub fn ensure_on_host(
         )
         .map_err(|source| InputNotOnHost::Query {
             host: host.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let mut missing: BTreeSet<PathBuf> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -249,7 +249,7 @@ fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnH
     let failed = |source| InputNotOnHost::Closure {
         input: input.name.to_string(),
         paths: shown(input.outputs),
-        source,
+        source: Box::new(source),
     };
     let argv = requisites_argv(input.outputs);
     let out = Local
