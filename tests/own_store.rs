@@ -98,6 +98,17 @@ fn a_microvm_job_gets_its_input_on_a_host_with_its_own_store() {
         second.starts_with("input tools: 2 path(s) in its closure, 0 missing on ssh://"),
         "the second job copies nothing: {second}"
     );
+    // Warm: one command on the host (which also roots the input for the run).
+    let summary =
+        regex::Regex::new(r"(?m)^sent (\d+) path\(s\) to \S+ in (\d+) round trip\(s\)").unwrap();
+    let counts = |log: &str| {
+        let c = summary
+            .captures(log)
+            .unwrap_or_else(|| panic!("no summary: {log}"));
+        (c[1].to_string(), c[2].to_string())
+    };
+    assert_eq!(counts(&first), ("2".into(), "2".into()), "{first}");
+    assert_eq!(counts(&second), ("0".into(), "1".into()), "{second}");
     // Rooted on the host for the run, under the host work dir's gcroots.
     let run = s.repo.latest_run_id();
     let roots = s.work.path().join("gcroots/runs").join(&run);

@@ -71,6 +71,8 @@ pub struct Input<'a> {
 pub struct Copied {
     /// Paths sent to the host (0 when it had every closure).
     pub paths: usize,
+    /// Commands run on the host: 1 when it had everything, plus 1 per input it lacked.
+    pub round_trips: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +181,7 @@ pub fn ensure_on_host(
     log: &mut File,
     cancel: &Cancel,
 ) -> Result<Copied, InputNotOnHost> {
+    let started = Instant::now();
     let host = transport.host();
     let mut closures = Vec::new();
     for input in inputs.iter().filter(|i| !i.outputs.is_empty()) {
@@ -211,7 +214,10 @@ pub fn ensure_on_host(
         .lines()
         .map(PathBuf::from)
         .collect();
-    let mut copied = Copied::default();
+    let mut copied = Copied {
+        paths: 0,
+        round_trips: 1,
+    };
     for (input, closure) in &closures {
         let send: Vec<&StorePath> = closure
             .iter()
@@ -230,12 +236,22 @@ pub fn ensure_on_host(
             continue;
         }
         let (export, import) = (export_argv(&send), import_argv(roots, input.outputs));
+        copied.round_trips += 1;
         copy(transport, &export, &import, input, log, cancel)?;
         for path in &send {
             missing.remove(path.as_path());
         }
         copied.paths += send.len();
     }
+    note(
+        log,
+        &format!(
+            "sent {} path(s) to {host} in {} round trip(s), {} ms\n",
+            copied.paths,
+            copied.round_trips,
+            started.elapsed().as_millis()
+        ),
+    );
     Ok(copied)
 }
 
