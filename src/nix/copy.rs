@@ -33,18 +33,19 @@ const QUERY_TIMEOUT: Duration = Step::Bookkeeping.duration();
 const TAIL_LINES: usize = 15;
 
 /// Args: the run's roots dir, then the inputs' output paths. Stdin: every path of their
-/// closures, one a line. Roots the outputs that are valid on the host and prints the
-/// paths it lacks.
+/// closures (outputs included), one a line. Prints the paths the host lacks and roots the
+/// outputs it has: one `nix-store` for the query, one per output already there.
 pub(crate) const MISSING: &str = r#"set -eu
 roots=$1
 shift
 mkdir -p -- "$roots"
+invalid=$(xargs -r nix-store --check-validity --print-invalid)
 for path; do
-  if nix-store --check-validity "$path" 2>/dev/null; then
+  if ! printf '%s\n' "$invalid" | grep -qxF -e "$path"; then
     nix-store --add-root "$roots/${path##*/}" --realise "$path" >/dev/null
   fi
 done
-xargs -r nix-store --check-validity --print-invalid
+if [ -n "$invalid" ]; then printf '%s\n' "$invalid"; fi
 "#;
 
 /// Args: the run's roots dir, then one input's output paths. Stdin: a
