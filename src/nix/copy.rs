@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::StorePath;
@@ -298,19 +298,38 @@ fn copy(
     log: &mut File,
     cancel: &Cancel,
 ) -> Result<(), InputNotOnHost> {
-    let host = transport.host();
-    let io = |step| {
-        let (input, host) = (input.name.to_string(), host.clone());
-        move |source| InputNotOnHost::Io {
-            input,
-            host,
+    let streamed =
+        stream(transport, export, import, cancel).map_err(|(step, source)| InputNotOnHost::Io {
+            input: input.name.to_string(),
+            host: transport.host(),
             step,
             source,
-        }
-    };
-    let mut export_err = tempfile::tempfile().map_err(io("creating a temp file"))?;
-    let mut import_err = tempfile::tempfile().map_err(io("creating a temp file"))?;
-    let (reader, writer) = std::io::pipe().map_err(io("creating a pipe"))?;
+        })?;
+    note(log, &streamed.import_stderr);
+    note(log, &streamed.export_stderr);
+    judge(&streamed, transport, input)
+}
+
+/// How both ends of a copy ended, and what each said on stderr.
+struct Streamed {
+    imported: Ended,
+    exported: Ended,
+    import_stderr: String,
+    export_stderr: String,
+}
+
+/// Runs the export here into the import on the host, until the import ends (or the
+/// deadline, or cancellation, which stop both).
+fn stream(
+    transport: &dyn Transport,
+    export: &Argv,
+    import: &Argv,
+    cancel: &Cancel,
+) -> Result<Streamed, (&'static str, std::io::Error)> {
+    let at = |step| move |e| (step, e);
+    let mut export_err = tempfile::tempfile().map_err(at("creating a temp file"))?;
+    let mut import_err = tempfile::tempfile().map_err(at("creating a temp file"))?;
+    let (reader, writer) = std::io::pipe().map_err(at("creating a pipe"))?;
     // Each command is dropped once spawned: the pipe's ends must live only in the
     // children, or the import would never see the end of the stream.
     let mut export = {
@@ -318,75 +337,106 @@ fn copy(
         command
             .stdin(Stdio::null())
             .stdout(writer)
-            .stderr(export_err.try_clone().map_err(io("creating a temp file"))?);
-        GroupChild::spawn(&mut command, cancel).map_err(io("starting nix-store --export"))?
+            .stderr(export_err.try_clone().map_err(at("creating a temp file"))?);
+        GroupChild::spawn(&mut command, cancel).map_err(at("starting nix-store --export"))?
     };
     let mut import = {
         let mut command = transport.command(import);
         command
             .stdin(reader)
             .stdout(Stdio::null())
-            .stderr(import_err.try_clone().map_err(io("creating a temp file"))?);
-        GroupChild::spawn(&mut command, cancel).map_err(io("starting the import on the host"))?
+            .stderr(import_err.try_clone().map_err(at("creating a temp file"))?);
+        GroupChild::spawn(&mut command, cancel).map_err(at("starting the import on the host"))?
     };
-    let deadline = Instant::now() + COPY_TIMEOUT;
     let imported = import
-        .wait(deadline, cancel)
-        .map_err(io("waiting for the import"))?;
+        .wait(Instant::now() + COPY_TIMEOUT, cancel)
+        .map_err(at("waiting for the import"))?;
+    if !matches!(imported, Ended::Exited(_)) {
+        // Nix imports path by path: what was cut off is simply not there.
+        import.terminate(if cancel.is_urgent() {
+            Duration::ZERO
+        } else {
+            KILL_GRACE
+        });
+        export.terminate(Duration::ZERO);
+    }
     // The export ends with the stream, or with SIGPIPE when the import stopped reading.
     let exported = export
         .wait(Instant::now() + KILL_GRACE, cancel)
-        .map_err(io("waiting for nix-store --export"))?;
-    let import_text = read_back(&mut import_err);
-    let export_text = read_back(&mut export_err);
-    note(log, &import_text);
-    note(log, &export_text);
-    let unfinished = |ended| InputNotOnHost::Unfinished {
-        input: input.name.to_string(),
-        paths: shown(input.outputs),
-        host: host.clone(),
-        ended,
-    };
-    let status = match imported {
+        .map_err(at("waiting for nix-store --export"))?;
+    Ok(Streamed {
+        imported,
+        exported,
+        import_stderr: read_back(&mut import_err),
+        export_stderr: read_back(&mut export_err),
+    })
+}
+
+/// The copy's outcome: the import's failure first (it is the host's word, and a failed
+/// import also ends the export), then the export's.
+fn judge(
+    streamed: &Streamed,
+    transport: &dyn Transport,
+    input: &Input,
+) -> Result<(), InputNotOnHost> {
+    let (name, paths, host) = (
+        input.name.to_string(),
+        shown(input.outputs),
+        transport.host(),
+    );
+    let tail = |text: &str| crate::fsutil::tail(text, TAIL_LINES);
+    let status = match streamed.imported {
         Ended::Exited(status) => status,
-        Ended::TimedOut => return Err(unfinished("did not finish within its deadline")),
-        Ended::Cancelled => return Err(unfinished("was cancelled")),
-    };
-    let failure = |status: ExitStatus, text: &str| {
-        let lost = transport.is_connection_failure(&status);
-        let (input, paths, host) = (input.name.to_string(), shown(input.outputs), host.clone());
-        let (status, stderr_tail) = (status.to_string(), crate::fsutil::tail(text, TAIL_LINES));
-        if lost {
-            InputNotOnHost::Lost {
-                input,
+        Ended::TimedOut => {
+            return Err(InputNotOnHost::Unfinished {
+                input: name,
                 paths,
                 host,
-                status,
-                stderr_tail,
-            }
-        } else {
-            InputNotOnHost::Copy {
-                input,
+                ended: "did not finish within its deadline",
+            });
+        }
+        Ended::Cancelled => {
+            return Err(InputNotOnHost::Unfinished {
+                input: name,
                 paths,
                 host,
-                status,
-                stderr_tail,
-            }
+                ended: "was cancelled",
+            });
         }
     };
-    if !status.success() {
-        return Err(failure(status, &import_text));
-    }
-    match exported {
-        Ended::Exited(status) if status.success() => Ok(()),
-        Ended::Exited(status) => Err(InputNotOnHost::Export {
-            input: input.name.to_string(),
-            paths: shown(input.outputs),
+    if transport.is_connection_failure(&status) {
+        return Err(InputNotOnHost::Lost {
+            input: name,
+            paths,
             host,
             status: status.to_string(),
-            stderr_tail: crate::fsutil::tail(&export_text, TAIL_LINES),
+            stderr_tail: tail(&streamed.import_stderr),
+        });
+    }
+    if !status.success() {
+        return Err(InputNotOnHost::Copy {
+            input: name,
+            paths,
+            host,
+            status: status.to_string(),
+            stderr_tail: tail(&streamed.import_stderr),
+        });
+    }
+    match streamed.exported {
+        Ended::Exited(status) if status.success() => Ok(()),
+        Ended::Exited(status) => Err(InputNotOnHost::Export {
+            input: name,
+            paths,
+            host,
+            status: status.to_string(),
+            stderr_tail: tail(&streamed.export_stderr),
         }),
-        _ => Err(unfinished("did not end after the host had read it")),
+        _ => Err(InputNotOnHost::Unfinished {
+            input: name,
+            paths,
+            host,
+            ended: "did not end after the host had read it",
+        }),
     }
 }
 
@@ -398,6 +448,8 @@ fn read_back(file: &mut File) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::process::ExitStatus;
+
     use super::*;
 
     fn path(name: &str) -> StorePath {
