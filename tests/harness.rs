@@ -285,17 +285,27 @@ pub fn own_store_host(n: usize) -> Option<String> {
     host.map(str::to_string)
 }
 
-impl MicrovmTestbed {
-    /// The same testbed with its guests on own-store host `n` ([`own_store_host`]).
-    pub fn on_own_store_host(mut self, n: usize) -> Option<MicrovmTestbed> {
-        self.host = own_store_host(n)?;
-        let port = self.host.rsplit(':').next().expect("host:port");
-        self.ssh.port = Some(port.parse().expect("port"));
-        self.ssh.known_hosts = Some(
+/// The SSH options of own-store host `n` ([`own_store_host`]): the loopback sshd's user
+/// and key, the host's port and known_hosts.
+pub fn own_store_ssh(n: usize) -> Option<pikaci::transport::SshOptions> {
+    let host = own_store_host(n)?;
+    let port = host.rsplit(':').next().expect("host:port");
+    Some(pikaci::transport::SshOptions {
+        port: Some(port.parse().expect("port")),
+        known_hosts: Some(
             std::env::var("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS")
                 .expect("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS")
                 .into(),
-        );
+        ),
+        ..testbed_ssh()?
+    })
+}
+
+impl MicrovmTestbed {
+    /// The same testbed with its guests on own-store host `n` ([`own_store_host`]).
+    pub fn on_own_store_host(mut self, n: usize) -> Option<MicrovmTestbed> {
+        self.ssh = own_store_ssh(n)?;
+        self.host = own_store_host(n)?;
         Some(self)
     }
 

@@ -13,10 +13,11 @@ use pikaci::snapshot;
 use pikaci::sync::{lease, sync};
 use pikaci::transport::{Local, Ssh, Transport, TransportError};
 
-use crate::harness::{Repo, testbed_ssh};
-use crate::sync::{host_hash, soon, ssh};
+use crate::harness::{Repo, own_store_host, own_store_ssh};
+use crate::sync::{host_hash, soon};
 
-/// The guest host of a test: the loopback SSH host, or this machine.
+/// The guest host of a test: a loopback SSH host with a Nix store of its own
+/// (scripts/testbed/hosts.sh), as a remote host is, or this machine.
 enum Host {
     Ssh(Ssh),
     Local,
@@ -24,7 +25,9 @@ enum Host {
 
 impl Host {
     fn ssh() -> Option<Host> {
-        ssh().map(Host::Ssh)
+        let ssh = Ssh::new(own_store_ssh(0)?).unwrap();
+        ssh.connect(&Cancel::new()).unwrap();
+        Some(Host::Ssh(ssh))
     }
 
     fn transport(&self) -> &dyn Transport {
@@ -39,11 +42,11 @@ impl Host {
     fn repo(&self, work: &Path) -> Repo {
         let host = match self {
             Host::Ssh(_) => {
-                let options = testbed_ssh().unwrap();
+                let options = own_store_ssh(0).unwrap();
                 format!(
                     "host = \"{host}\"\n\n[ssh]\nidentity-file = \"{key}\"\n\
                      known-hosts-file = \"{known}\"\n",
-                    host = std::env::var("PIKACI_TEST_SSH_HOST").unwrap(),
+                    host = own_store_host(0).unwrap(),
                     key = options.identity.as_ref().unwrap().display(),
                     known = options.known_hosts.as_ref().unwrap().display(),
                 )

@@ -2,7 +2,11 @@
 //! built on this machine, reach the host's store before its guest starts, rooted for the
 //! run; a host that refuses them fails the job as an infrastructure error.
 
-use crate::harness::{MicrovmTestbed, Repo, is_root, redact, testbed_microvm};
+use std::time::Duration;
+
+use crate::harness::{
+    MicrovmTestbed, Repo, eventually, is_root, kill_ssh_master, redact, testbed_microvm,
+};
 
 /// A flake whose `tools` has a dependency of its own (a closure of two paths), unique to
 /// this test run so that no host has it from an earlier one.
@@ -98,6 +102,17 @@ fn a_microvm_job_gets_its_input_on_a_host_with_its_own_store() {
         second.starts_with("input tools: 2 path(s) in its closure, 0 missing on ssh://"),
         "the second job copies nothing: {second}"
     );
+    // Warm: one command on the host (which also roots the input for the run).
+    let summary =
+        regex::Regex::new(r"(?m)^sent (\d+) path\(s\) to \S+ in (\d+) round trip\(s\)").unwrap();
+    let counts = |log: &str| {
+        let c = summary
+            .captures(log)
+            .unwrap_or_else(|| panic!("no summary: {log}"));
+        (c[1].to_string(), c[2].to_string())
+    };
+    assert_eq!(counts(&first), ("2".into(), "2".into()), "{first}");
+    assert_eq!(counts(&second), ("0".into(), "1".into()), "{second}");
     // Rooted on the host for the run, under the host work dir's gcroots.
     let run = s.repo.latest_run_id();
     let roots = s.work.path().join("gcroots/runs").join(&run);
@@ -154,4 +169,73 @@ fn a_refused_copy_is_an_infrastructure_error_naming_input_path_and_host() {
             .exists(),
         "no job dir: the guest never started"
     );
+}
+
+/// The SSH connection drops while an input's closure streams to the host: the job does
+/// not start, and says the connection was lost during that input's copy.
+#[test]
+fn a_connection_dropped_during_the_copy_is_an_infrastructure_error() {
+    let Some(testbed) = testbed_microvm().and_then(|t| t.on_own_store_host(0)) else {
+        return;
+    };
+    let s = setup(
+        &testbed,
+        "[jobs.first]\ninputs = [\"big\"]\ncommand = \"true\"\n",
+    );
+    // 48 MB, unique to this run: about 2 s of streaming here, so the drop lands mid-copy
+    // (and the host never has it from an earlier run).
+    s.repo.write(
+        "big/flake.nix",
+        &format!(
+            r#"{{
+  outputs = {{ self }}: {{
+    packages.x86_64-linux.big = derivation {{
+      name = "pikaci-test-big";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" "echo {marker} > /dev/null; /usr/bin/head -c 48000000 /dev/urandom > $out" ];
+    }};
+  }};
+}}
+"#,
+            marker = s.marker
+        ),
+    );
+    let config = std::fs::read_to_string(s.repo.path().join("pikaci.toml")).unwrap();
+    s.repo.write(
+        "pikaci.toml",
+        &config.replace("tools = \"./tools#tools\"", "big = \"./big#big\""),
+    );
+    s.repo.commit("big");
+    let mut child = s
+        .repo
+        .command(&["run", "first"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let copying = || {
+        std::fs::read_dir(s.repo.state().join("runs"))
+            .ok()
+            .and_then(|mut runs| runs.next()?.ok())
+            .and_then(|run| std::fs::read_to_string(run.path().join("jobs/first/inputs.log")).ok())
+            .is_some_and(|log| log.contains("1 missing on"))
+    };
+    assert!(
+        eventually(Duration::from_secs(120), copying),
+        "the copy never started"
+    );
+    kill_ssh_master(child.id());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "an infrastructure error");
+    let (record, _) = s.repo.job("first");
+    assert_eq!(record["status"], "error", "{record}");
+    let message = record["message"].as_str().unwrap();
+    let store = regex::Regex::new(r"/nix/store/[0-9a-z]{32}-").unwrap();
+    let first_line = message.lines().next().unwrap();
+    let shown = redact(
+        &store.replace_all(first_line, "/nix/store/[HASH]-"),
+        &s.repo,
+    );
+    insta::assert_snapshot!(shown, @"job `first` cannot start: input `big` (/nix/store/[HASH]-pikaci-test-big) is not valid on [SSH-HOST]: the connection was lost while its closure was copied (exit status: 255):");
 }

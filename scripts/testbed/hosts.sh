@@ -48,6 +48,8 @@ if [ "${1:-}" = stop ]; then
 fi
 
 [ -f "$ssh_dir/host_key" ] || { echo "testbed: run sshd.sh first" >&2; exit 1; }
+# Each host's nix.conf is bind-mounted over this one, which must exist.
+[ -e /etc/nix/nix.conf ] || { mkdir -p /etc/nix && touch /etc/nix/nix.conf; }
 mkdir -p "$hosts_dir" /run/sshd
 # Readable by the test user: its known_hosts for these hosts is this file.
 chmod 755 "$hosts_dir"
@@ -84,7 +86,8 @@ for n in $(seq "$count"); do
       set -e
       mount --bind "$1/nix" /nix
       mount --bind "$1/nix.conf" /etc/nix/nix.conf
-      setsid nix-daemon </dev/null >>"$1/nix-daemon.log" 2>&1 &
+      # Its settings are the host'"'"'s nix.conf only, not the caller'"'"'s NIX_CONFIG.
+      env -u NIX_CONFIG setsid nix-daemon </dev/null >>"$1/nix-daemon.log" 2>&1 &
       echo $! > "$1/nix-daemon.pid"
       /usr/sbin/sshd -f "$1/sshd_config" -E "$1/sshd.log"
     ' pikaci-testbed-host "$dir"

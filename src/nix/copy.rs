@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::StorePath;
@@ -33,18 +33,19 @@ const QUERY_TIMEOUT: Duration = Step::Bookkeeping.duration();
 const TAIL_LINES: usize = 15;
 
 /// Args: the run's roots dir, then the inputs' output paths. Stdin: every path of their
-/// closures, one a line. Roots the outputs that are valid on the host and prints the
-/// paths it lacks.
+/// closures (outputs included), one a line. Prints the paths the host lacks and roots the
+/// outputs it has: one `nix-store` for the query, one per output already there.
 pub(crate) const MISSING: &str = r#"set -eu
 roots=$1
 shift
 mkdir -p -- "$roots"
+invalid=$(xargs -r nix-store --check-validity --print-invalid)
 for path; do
-  if nix-store --check-validity "$path" 2>/dev/null; then
+  if ! printf '%s\n' "$invalid" | grep -qxF -e "$path"; then
     nix-store --add-root "$roots/${path##*/}" --realise "$path" >/dev/null
   fi
 done
-xargs -r nix-store --check-validity --print-invalid
+if [ -n "$invalid" ]; then printf '%s\n' "$invalid"; fi
 "#;
 
 /// Args: the run's roots dir, then one input's output paths. Stdin: a
@@ -71,6 +72,8 @@ pub struct Input<'a> {
 pub struct Copied {
     /// Paths sent to the host (0 when it had every closure).
     pub paths: usize,
+    /// Commands run on the host: 1 when it had everything, plus 1 per input it lacked.
+    pub round_trips: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +105,16 @@ pub enum InputNotOnHost {
         "input `{input}` ({paths}) is not valid on {host}: the connection was lost while its closure was copied ({status}):\n{stderr_tail}"
     )]
     Lost {
+        input: String,
+        paths: String,
+        host: String,
+        status: String,
+        stderr_tail: String,
+    },
+    #[error(
+        "input `{input}` ({paths}) is not valid on {host}: `nix-store --export` of its closure here failed ({status}):\n{stderr_tail}"
+    )]
+    Export {
         input: String,
         paths: String,
         host: String,
@@ -169,6 +182,7 @@ pub fn ensure_on_host(
     log: &mut File,
     cancel: &Cancel,
 ) -> Result<Copied, InputNotOnHost> {
+    let started = Instant::now();
     let host = transport.host();
     let mut closures = Vec::new();
     for input in inputs.iter().filter(|i| !i.outputs.is_empty()) {
@@ -201,7 +215,10 @@ pub fn ensure_on_host(
         .lines()
         .map(PathBuf::from)
         .collect();
-    let mut copied = Copied::default();
+    let mut copied = Copied {
+        paths: 0,
+        round_trips: 1,
+    };
     for (input, closure) in &closures {
         let send: Vec<&StorePath> = closure
             .iter()
@@ -219,12 +236,23 @@ pub fn ensure_on_host(
         if send.is_empty() {
             continue;
         }
-        copy(transport, roots, input, &send, log, cancel)?;
+        let (export, import) = (export_argv(&send), import_argv(roots, input.outputs));
+        copied.round_trips += 1;
+        copy(transport, &export, &import, input, log, cancel)?;
         for path in &send {
             missing.remove(path.as_path());
         }
         copied.paths += send.len();
     }
+    note(
+        log,
+        &format!(
+            "sent {} path(s) to {host} in {} round trip(s), {} ms\n",
+            copied.paths,
+            copied.round_trips,
+            started.elapsed().as_millis()
+        ),
+    );
     Ok(copied)
 }
 
@@ -264,95 +292,151 @@ fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnH
 /// reason, such as a missing signature) is what a failure shows.
 fn copy(
     transport: &dyn Transport,
-    roots: &Path,
+    export: &Argv,
+    import: &Argv,
     input: &Input,
-    send: &[&StorePath],
     log: &mut File,
     cancel: &Cancel,
 ) -> Result<(), InputNotOnHost> {
-    let host = transport.host();
-    let io = |step| {
-        let (input, host) = (input.name.to_string(), host.clone());
-        move |source| InputNotOnHost::Io {
-            input,
-            host,
+    let streamed =
+        stream(transport, export, import, cancel).map_err(|(step, source)| InputNotOnHost::Io {
+            input: input.name.to_string(),
+            host: transport.host(),
             step,
             source,
-        }
-    };
-    let mut export_err = tempfile::tempfile().map_err(io("creating a temp file"))?;
-    let mut import_err = tempfile::tempfile().map_err(io("creating a temp file"))?;
-    let (reader, writer) = std::io::pipe().map_err(io("creating a pipe"))?;
+        })?;
+    note(log, &streamed.import_stderr);
+    note(log, &streamed.export_stderr);
+    judge(&streamed, transport, input)
+}
+
+/// How both ends of a copy ended, and what each said on stderr.
+struct Streamed {
+    imported: Ended,
+    exported: Ended,
+    import_stderr: String,
+    export_stderr: String,
+}
+
+/// Runs the export here into the import on the host, until the import ends (or the
+/// deadline, or cancellation, which stop both).
+fn stream(
+    transport: &dyn Transport,
+    export: &Argv,
+    import: &Argv,
+    cancel: &Cancel,
+) -> Result<Streamed, (&'static str, std::io::Error)> {
+    let at = |step| move |e| (step, e);
+    let mut export_err = tempfile::tempfile().map_err(at("creating a temp file"))?;
+    let mut import_err = tempfile::tempfile().map_err(at("creating a temp file"))?;
+    let (reader, writer) = std::io::pipe().map_err(at("creating a pipe"))?;
     // Each command is dropped once spawned: the pipe's ends must live only in the
     // children, or the import would never see the end of the stream.
     let mut export = {
-        let mut command = Local.command(&export_argv(send));
+        let mut command = Local.command(export);
         command
             .stdin(Stdio::null())
             .stdout(writer)
-            .stderr(export_err.try_clone().map_err(io("creating a temp file"))?);
-        GroupChild::spawn(&mut command, cancel).map_err(io("starting nix-store --export"))?
+            .stderr(export_err.try_clone().map_err(at("creating a temp file"))?);
+        GroupChild::spawn(&mut command, cancel).map_err(at("starting nix-store --export"))?
     };
     let mut import = {
-        let mut command = transport.command(&import_argv(roots, input.outputs));
+        let mut command = transport.command(import);
         command
             .stdin(reader)
             .stdout(Stdio::null())
-            .stderr(import_err.try_clone().map_err(io("creating a temp file"))?);
-        GroupChild::spawn(&mut command, cancel).map_err(io("starting the import on the host"))?
+            .stderr(import_err.try_clone().map_err(at("creating a temp file"))?);
+        GroupChild::spawn(&mut command, cancel).map_err(at("starting the import on the host"))?
     };
-    let deadline = Instant::now() + COPY_TIMEOUT;
     let imported = import
-        .wait(deadline, cancel)
-        .map_err(io("waiting for the import"))?;
+        .wait(Instant::now() + COPY_TIMEOUT, cancel)
+        .map_err(at("waiting for the import"))?;
+    if !matches!(imported, Ended::Exited(_)) {
+        // Nix imports path by path: what was cut off is simply not there.
+        import.terminate(if cancel.is_urgent() {
+            Duration::ZERO
+        } else {
+            KILL_GRACE
+        });
+        export.terminate(Duration::ZERO);
+    }
     // The export ends with the stream, or with SIGPIPE when the import stopped reading.
     let exported = export
         .wait(Instant::now() + KILL_GRACE, cancel)
-        .map_err(io("waiting for nix-store --export"))?;
-    let import_text = read_back(&mut import_err);
-    let export_text = read_back(&mut export_err);
-    note(log, &import_text);
-    note(log, &export_text);
-    let unfinished = |ended| InputNotOnHost::Unfinished {
-        input: input.name.to_string(),
-        paths: shown(input.outputs),
-        host: host.clone(),
-        ended,
-    };
-    let status = match imported {
+        .map_err(at("waiting for nix-store --export"))?;
+    Ok(Streamed {
+        imported,
+        exported,
+        import_stderr: read_back(&mut import_err),
+        export_stderr: read_back(&mut export_err),
+    })
+}
+
+/// The copy's outcome: the import's failure first (it is the host's word, and a failed
+/// import also ends the export), then the export's.
+fn judge(
+    streamed: &Streamed,
+    transport: &dyn Transport,
+    input: &Input,
+) -> Result<(), InputNotOnHost> {
+    let (name, paths, host) = (
+        input.name.to_string(),
+        shown(input.outputs),
+        transport.host(),
+    );
+    let tail = |text: &str| crate::fsutil::tail(text, TAIL_LINES);
+    let status = match streamed.imported {
         Ended::Exited(status) => status,
-        Ended::TimedOut => return Err(unfinished("did not finish within its deadline")),
-        Ended::Cancelled => return Err(unfinished("was cancelled")),
-    };
-    let failure = |status: ExitStatus, text: &str| {
-        let lost = transport.is_connection_failure(&status);
-        let (input, paths, host) = (input.name.to_string(), shown(input.outputs), host.clone());
-        let (status, stderr_tail) = (status.to_string(), crate::fsutil::tail(text, TAIL_LINES));
-        if lost {
-            InputNotOnHost::Lost {
-                input,
+        Ended::TimedOut => {
+            return Err(InputNotOnHost::Unfinished {
+                input: name,
                 paths,
                 host,
-                status,
-                stderr_tail,
-            }
-        } else {
-            InputNotOnHost::Copy {
-                input,
+                ended: "did not finish within its deadline",
+            });
+        }
+        Ended::Cancelled => {
+            return Err(InputNotOnHost::Unfinished {
+                input: name,
                 paths,
                 host,
-                status,
-                stderr_tail,
-            }
+                ended: "was cancelled",
+            });
         }
     };
-    if !status.success() {
-        return Err(failure(status, &import_text));
+    if transport.is_connection_failure(&status) {
+        return Err(InputNotOnHost::Lost {
+            input: name,
+            paths,
+            host,
+            status: status.to_string(),
+            stderr_tail: tail(&streamed.import_stderr),
+        });
     }
-    match exported {
+    if !status.success() {
+        return Err(InputNotOnHost::Copy {
+            input: name,
+            paths,
+            host,
+            status: status.to_string(),
+            stderr_tail: tail(&streamed.import_stderr),
+        });
+    }
+    match streamed.exported {
         Ended::Exited(status) if status.success() => Ok(()),
-        Ended::Exited(status) => Err(failure(status, &export_text)),
-        _ => Err(unfinished("did not end after the host had read it")),
+        Ended::Exited(status) => Err(InputNotOnHost::Export {
+            input: name,
+            paths,
+            host,
+            status: status.to_string(),
+            stderr_tail: tail(&streamed.export_stderr),
+        }),
+        _ => Err(InputNotOnHost::Unfinished {
+            input: name,
+            paths,
+            host,
+            ended: "did not end after the host had read it",
+        }),
     }
 }
 
@@ -364,6 +448,8 @@ fn read_back(file: &mut File) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::process::ExitStatus;
+
     use super::*;
 
     fn path(name: &str) -> StorePath {
@@ -399,6 +485,74 @@ mod tests {
         nix-store --export /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
         sh -c '[script]' pikaci-inputs-missing /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
         sh -c '[script]' pikaci-inputs-import /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
+        ");
+    }
+
+    /// A host that runs its commands here, as `script`; ssh's 255 is its lost connection.
+    struct Scripted {
+        script: &'static str,
+    }
+
+    impl Transport for Scripted {
+        fn host(&self) -> String {
+            "ssh://ci@builder:2222".into()
+        }
+        fn command(&self, _argv: &Argv) -> std::process::Command {
+            Argv::new("sh").args(["-c", self.script]).command()
+        }
+        fn is_connection_failure(&self, status: &ExitStatus) -> bool {
+            status.code() == Some(255)
+        }
+    }
+
+    fn copy_failure(script: &'static str, export: Argv) -> String {
+        let tools = path("demo-tools");
+        let input = Input {
+            name: "tools",
+            outputs: std::slice::from_ref(&tools),
+        };
+        let mut log = tempfile::tempfile().unwrap();
+        let host = Scripted { script };
+        let err = copy(
+            &host,
+            &export,
+            &Argv::new("import"),
+            &input,
+            &mut log,
+            &Cancel::new(),
+        )
+        .unwrap_err();
+        crate::error::chain(&err)
+    }
+
+    /// The copy fails three ways: the connection drops mid-stream, the host's Nix refuses
+    /// the paths, the export here fails; each names the input, its path and the host,
+    /// with the failing side's last lines.
+    #[test]
+    fn a_failed_copy_names_the_input_its_path_and_the_host() {
+        // More than a pipe holds: the host stops reading with the export still writing.
+        let stream = Argv::new("head").args(["-c", "8000000", "/dev/zero"]);
+        let lost = copy_failure(
+            "head -c 1000 >/dev/null; echo 'Connection to builder closed by remote host.' >&2; exit 255",
+            stream.clone(),
+        );
+        let refused = copy_failure(
+            "cat >/dev/null; echo \"error: cannot add path '/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep' because it lacks a valid signature\" >&2; exit 1",
+            stream,
+        );
+        let export_failed = copy_failure(
+            "cat >/dev/null",
+            Argv::new("sh").args(["-c", "echo 'error: path is not valid' >&2; exit 1"]),
+        );
+        insta::assert_snapshot!([lost, refused, export_failed].join("\n--\n"), @"
+        input `tools` (/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools) is not valid on ssh://ci@builder:2222: the connection was lost while its closure was copied (exit status: 255):
+        Connection to builder closed by remote host.
+        --
+        input `tools` (/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools) is not valid on ssh://ci@builder:2222: copying its closure there failed (exit status: 1); last lines of the copy:
+        error: cannot add path '/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep' because it lacks a valid signature
+        --
+        input `tools` (/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools) is not valid on ssh://ci@builder:2222: `nix-store --export` of its closure here failed (exit status: 1):
+        error: path is not valid
         ");
     }
 }
