@@ -209,6 +209,10 @@ fn an_input_the_host_refuses_fails_the_incus_job_before_any_instance() {
     let message = status["message"].as_str().unwrap();
     let store = regex::Regex::new(r"/nix/store/[0-9a-z]{32}-").unwrap();
     let shown = redact(&store.replace_all(message, "/nix/store/[HASH]-"), &repo);
-    insta::assert_snapshot!(shown, @"");
+    insta::assert_snapshot!(shown, @"
+    job `hello` cannot start: input `tools` (/nix/store/[HASH]-pikaci-incus-tools) is not valid on [SSH-HOST]: copying its closure there failed (exit status: 1); last lines of the copy:
+    error: cannot add path '/nix/store/[HASH]-pikaci-incus-dep' because it lacks a valid signature
+    hint: the host's Nix takes unsigned store paths only from root and its `trusted-users`; add the SSH user to `trusted-users` in the host's nix.conf and restart its nix-daemon, or sign the paths here (`secret-key-files`) with a key the host's `trusted-public-keys` lists
+    ");
     assert_eq!(instances_left(&repo), 0, "no instance was made");
 }

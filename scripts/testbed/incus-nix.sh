@@ -34,7 +34,7 @@ guest_bin="$repo/target/static/x86_64-unknown-linux-gnu/release/pikaci-guest"
 # Removes a root debootstrap made, never what is mounted in it: a failed debootstrap can
 # leave the host's /proc (or more) mounted there.
 remove_root() {
-  grep -F " $1/" /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n 1 umount -l
+  { grep -F " $1/" /proc/mounts || true; } | cut -d' ' -f2 | sort -r | xargs -r -n 1 umount -l
   rm -rf --one-file-system "$1"
 }
 
