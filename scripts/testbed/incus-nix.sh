@@ -19,8 +19,10 @@ dir="$root/incus-nix"
 alias_name="pikaci-nix/test"
 mkdir -p "$dir"
 
-command -v incus >/dev/null && incus info >/dev/null 2>&1 ||
-  { echo "testbed: run incus.sh first (incusd must run)" >&2; exit 1; }
+if ! incus info >/dev/null 2>&1; then
+  echo "testbed: run incus.sh first (incusd must run)" >&2
+  exit 1
+fi
 if ! command -v debootstrap >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 fi
