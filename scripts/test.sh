@@ -26,6 +26,11 @@ eval "$(bash scripts/testbed/sshd.sh)"
 eval "$(bash scripts/testbed/microvm.sh)"
 # And Incus: incusd started by hand, a container image with the agent (cached).
 eval "$(bash scripts/testbed/incus.sh)"
+# And an Incus image with a Nix store of its own (a debootstrap, cached), made in the
+# background while the unit tests build and run.
+incus_nix_vars=$(mktemp)
+bash scripts/testbed/incus-nix.sh > "$incus_nix_vars" &
+incus_nix=$!
 # And the unprivileged user, with a nix-daemon (started by hand when none runs).
 eval "$(bash scripts/testbed/user.sh)"
 # And loopback hosts with Nix stores of their own, as remote hosts have (after user.sh:
@@ -46,6 +51,9 @@ integration=$(test_binary --test integration)
 # tests/package.rs runs the unit tests again under the Nix build sandbox's conditions.
 PIKACI_TEST_UNIT_TESTS=$(test_binary --lib)
 export PIKACI_TEST_UNIT_TESTS
+
+wait "$incus_nix"
+eval "$(cat "$incus_nix_vars")"
 
 # Root-only cases, as root; then all the others, as the user.
 "$integration" root_only::

@@ -18,6 +18,7 @@ mod fuzz_oracles;
 mod host_faults;
 mod hostile;
 mod incus;
+mod incus_inputs;
 mod init;
 mod inputs;
 mod inspect;

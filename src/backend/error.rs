@@ -28,6 +28,13 @@ pub enum BackendError {
         #[source]
         source: Box<crate::nix::copy::InputNotOnHost>,
     },
+    /// An input of the job could not be made present in its Incus instance.
+    #[error("job `{job}` cannot start")]
+    InstanceInputs {
+        job: String,
+        #[source]
+        source: Box<super::incus::inputs::InputsNotInInstance>,
+    },
     /// The backend's setup for the run, shared by every job that needed it.
     #[error("{backend} setup failed")]
     Setup {

@@ -6,7 +6,8 @@
 //! alias (resolved by Incus atomically, so `pikaci image import` may move it at any
 //! time; the image really used is read back from the instance), tagged with the run id
 //! for gc, the workspace as a read-only disk when the instance runs where the snapshot is
-//! (otherwise streamed in), `start`, readiness (`exec true`), the request written
+//! (otherwise streamed in), `start`, readiness (`exec true`), the job's inputs (valid on
+//! the host first, then mounted or imported: [`inputs`]), the request written
 //! through `exec … sh -c 'umask 077; …; cat > FILE'`, then the agent via `exec`, its
 //! output streamed to `host.log`; afterwards the artifacts come back as a tar stream and
 //! the instance is deleted — also on failure, timeout and Ctrl-C.
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub(crate) mod doctor;
+pub(crate) mod inputs;
 
 use super::remote_guest::{RemoteGuest, Side};
 use super::session::{HOST_STEP, HostSession, RunContext};
@@ -118,6 +120,8 @@ impl Backend for IncusBackend {
     fn launch(&self, job: &JobContext, cancel: &Cancel) -> Result<Box<dyn Guest>, BackendError> {
         let p = &self.prepared;
         let incus = Incus::new(&p.settings);
+        // Checked before the instance exists: never a guest without its inputs.
+        p.session.ensure_inputs(job, cancel)?;
         let instance = Instance {
             prepared: Arc::clone(&self.prepared),
             name: instance_name(job.run_id, &job.request.job_id),
@@ -178,6 +182,23 @@ impl Backend for IncusBackend {
                 g.side.stream_workspace(&incus, job.workspace, cancel)
             })?;
         }
+        // Into the started instance, as its image allows (inputs::provide).
+        let (provided, inputs_took) = timed(|| {
+            inputs::provide(
+                p.session.transport.as_ref(),
+                &incus,
+                &guest.side.name,
+                job,
+                cancel,
+            )
+        });
+        if !job.inputs.is_empty() {
+            guest.took("inputs", inputs_took);
+        }
+        provided.map_err(|source| BackendError::InstanceInputs {
+            job: job.request.job_id.clone(),
+            source: Box::new(source),
+        })?;
         let request = Request {
             workdir: GUEST_WORKSPACE.into(),
             ..job.request.clone()

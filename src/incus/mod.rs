@@ -230,6 +230,15 @@ impl<'a> Incus<'a> {
             .arg("readonly=true")
     }
 
+    /// The host's `/nix/store`, read-only at `/nix/store` in the instance (which has no
+    /// store of its own); added to a running instance.
+    pub fn add_host_store(&self, name: &str, device: &str) -> Argv {
+        self.base(&["config", "device", "add"])
+            .arg(name)
+            .args([device, "disk"])
+            .args(["source=/nix/store", "path=/nix/store", "readonly=true"])
+    }
+
     pub fn start(&self, name: &str) -> Argv {
         self.base(&["start"]).arg(name)
     }
@@ -463,6 +472,7 @@ mod tests {
             incus.base_image(name),
             incus.add_workspace(name, Path::new("/state/cache/snapshots/ab")),
             incus.start(name),
+            incus.add_host_store(name, "nix-store"),
             incus.exec(name, &["/usr/local/bin/pikaci-guest", "run", REQUEST]),
             incus.delete(name),
             incus.list_instances(),
@@ -494,6 +504,7 @@ mod tests {
         incus config get --project pikaci pikaci-lint-0123456789ab volatile.base_image
         incus config device add --project pikaci pikaci-lint-0123456789ab workspace disk source=/state/cache/snapshots/ab path=/workspace readonly=true
         incus start --project pikaci pikaci-lint-0123456789ab
+        incus config device add --project pikaci pikaci-lint-0123456789ab nix-store disk source=/nix/store path=/nix/store readonly=true
         incus exec --project pikaci pikaci-lint-0123456789ab -- /usr/local/bin/pikaci-guest run /run/pikaci/request.json
         incus delete --force --project pikaci pikaci-lint-0123456789ab
         incus list --project pikaci --format json
