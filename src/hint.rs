@@ -50,6 +50,15 @@ pub const NIX_UNSIGNED_REFUSED: Hint = Hint {
             or sign the paths here (`secret-key-files`) with a key the host's `trusted-public-keys` lists",
 };
 
+/// The nix-daemon took the connection and then dropped it: Nix 2.8 shows only "reading
+/// from file: Connection reset by peer"; the daemon's log has its own reason, such as
+/// "creating directory '/nix/store/.links': Read-only file system".
+pub const NIX_DAEMON_DROPPED: Hint = Hint {
+    missing: "the nix-daemon closed the connection without saying why (on the host that ran the command)",
+    grant: "read the daemon's log there (`journalctl -u nix-daemon`); a read-only or full store, \
+            or a broken nix.conf, fails every connection this way",
+};
+
 /// The hint for the first permission failure `text` shows, if any.
 pub fn for_text(text: &str) -> Option<Hint> {
     let denied = text.contains("Permission denied") || text.contains("permission denied");
@@ -74,6 +83,11 @@ pub fn for_text(text: &str) -> Option<Hint> {
         || text.contains("lacks a signature by a trusted key")
     {
         return Some(NIX_UNSIGNED_REFUSED);
+    }
+    if text.contains("cannot open connection to remote store 'daemon'")
+        && text.contains("Connection reset by peer")
+    {
+        return Some(NIX_DAEMON_DROPPED);
     }
     if text.contains("Could not access KVM kernel module") || (denied && text.contains("/dev/kvm"))
     {
@@ -141,6 +155,7 @@ mod tests {
             "qemu-system-x86_64: Could not access KVM kernel module: Permission denied",
             "error: builder for '/nix/store/x.drv' failed with exit code 1",
             "error: cannot add path '/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep' because it lacks a valid signature",
+            "error: cannot open connection to remote store 'daemon': error: reading from file: Connection reset by peer",
         ];
         let hints: Vec<String> = cases
             .iter()

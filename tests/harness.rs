@@ -301,7 +301,35 @@ pub fn own_store_ssh(n: usize) -> Option<pikaci::transport::SshOptions> {
     })
 }
 
+/// A store fault of hosts.sh's faulty hosts: their store, fresh at each start, is a small
+/// tmpfs, or a tmpfs mounted read-only.
+#[derive(Clone, Copy)]
+pub enum StoreFault {
+    Full,
+    ReadOnly,
+}
+
 impl MicrovmTestbed {
+    /// The same testbed with its guests on the hosts.sh host whose store has `fault`.
+    pub fn on_faulty_store_host(mut self, fault: StoreFault) -> Option<MicrovmTestbed> {
+        let hosts = testbed_var("PIKACI_TEST_FAULTY_STORE_HOSTS", "hosts.sh")?;
+        let n = match fault {
+            StoreFault::Full => 0,
+            StoreFault::ReadOnly => 1,
+        };
+        let host = hosts
+            .split_whitespace()
+            .nth(n)
+            .expect("hosts.sh's faulty hosts");
+        let port = host.rsplit(':').next().expect("host:port");
+        self.ssh = pikaci::transport::SshOptions {
+            port: Some(port.parse().expect("port")),
+            ..own_store_ssh(0)?
+        };
+        self.host = host.to_string();
+        Some(self)
+    }
+
     /// The same testbed with its guests on own-store host `n` ([`own_store_host`]).
     pub fn on_own_store_host(mut self, n: usize) -> Option<MicrovmTestbed> {
         self.ssh = own_store_ssh(n)?;
@@ -353,13 +381,22 @@ pub fn processes_under(dir: &Path) -> Vec<String> {
 }
 
 /// Waits up to `limit` for `check` to hold.
-pub fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+pub fn eventually(limit: std::time::Duration, check: impl FnMut() -> bool) -> bool {
+    eventually_every(limit, std::time::Duration::from_millis(100), check)
+}
+
+/// [`eventually`], looking every `every`: for a state that lasts only a moment.
+pub fn eventually_every(
+    limit: std::time::Duration,
+    every: std::time::Duration,
+    mut check: impl FnMut() -> bool,
+) -> bool {
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
         if check() {
             return true;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(every);
     }
     check()
 }

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::harness::{
-    MicrovmTestbed, Repo, eventually, is_root, kill_ssh_master, redact, testbed_microvm,
+    MicrovmTestbed, Repo, StoreFault, eventually_every, is_root, kill_ssh_master, redact,
+    testbed_microvm,
 };
 
 /// A flake whose `tools` has a dependency of its own (a closure of two paths), unique to
@@ -37,6 +38,34 @@ fn tools_flake(marker: &str) -> String {
 }}
 "#
     )
+}
+
+/// The `nix-store --import` that copies into `work`'s host (the host side of a copy), if
+/// one runs: its parent, the import script, names the run's roots under `work`.
+fn host_import_process(work: &std::path::Path) -> Option<rustix::process::Pid> {
+    let work = work.as_os_str().as_encoded_bytes();
+    let cmdline = |pid: &str| std::fs::read(format!("/proc/{pid}/cmdline")).ok();
+    let contains =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_str()?.to_string();
+            if !contains(&cmdline(&pid)?, b"nix-store\0--import\0") {
+                return None;
+            }
+            // `/proc/PID/stat`: `PID (COMM) STATE PPID …`, COMM in parentheses.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .to_string();
+            contains(&cmdline(&ppid)?, work)
+                .then(|| rustix::process::Pid::from_raw(pid.parse().ok()?))?
+        })
 }
 
 struct Setup {
@@ -214,18 +243,21 @@ fn a_connection_dropped_during_the_copy_is_an_infrastructure_error() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let copying = || {
-        std::fs::read_dir(s.repo.state().join("runs"))
-            .ok()
-            .and_then(|mut runs| runs.next()?.ok())
-            .and_then(|run| std::fs::read_to_string(run.path().join("jobs/first/inputs.log")).ok())
-            .is_some_and(|log| log.contains("1 missing on"))
-    };
+    // The host's `nix-store --import` is held still once it runs (the host's processes
+    // are this machine's, in another mount namespace), so the drop lands mid-copy
+    // however fast the stream is; it goes on, and ends, once the connection is gone.
+    let mut importing = None;
     assert!(
-        eventually(Duration::from_secs(120), copying),
+        eventually_every(Duration::from_secs(120), Duration::from_millis(5), || {
+            importing = host_import_process(s.work.path());
+            importing.is_some()
+        }),
         "the copy never started"
     );
+    let import = importing.unwrap();
+    let _ = rustix::process::kill_process(import, rustix::process::Signal::STOP);
     kill_ssh_master(child.id());
+    let _ = rustix::process::kill_process(import, rustix::process::Signal::CONT);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3), "an infrastructure error");
     let (record, _) = s.repo.job("first");
@@ -238,4 +270,90 @@ fn a_connection_dropped_during_the_copy_is_an_infrastructure_error() {
         &s.repo,
     );
     insta::assert_snapshot!(shown, @"job `first` cannot start: input `big` (/nix/store/[HASH]-pikaci-test-big) is not valid on [SSH-HOST]: the connection was lost while its closure was copied (exit status: 255):");
+}
+
+/// A job whose input is bigger than the host's store has room for: the job does not
+/// start, says which input, path and host, and Nix's "No space left on device".
+#[test]
+fn a_full_store_on_the_host_is_an_infrastructure_error() {
+    let Some(testbed) = testbed_microvm().and_then(|t| t.on_faulty_store_host(StoreFault::Full))
+    else {
+        return;
+    };
+    let s = setup(
+        &testbed,
+        "[jobs.first]\ninputs = [\"big\"]\ncommand = \"true\"\n",
+    );
+    // 48 MB, more than the store has room for beside the runner (hosts.sh: 48 MiB).
+    s.repo.write(
+        "big/flake.nix",
+        &format!(
+            r#"{{
+  outputs = {{ self }}: {{
+    packages.x86_64-linux.big = derivation {{
+      name = "pikaci-test-big";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" "echo {marker} > /dev/null; /usr/bin/head -c 48000000 /dev/urandom > $out" ];
+    }};
+  }};
+}}
+"#,
+            marker = s.marker
+        ),
+    );
+    s.repo.write(
+        "pikaci.toml",
+        &std::fs::read_to_string(s.repo.path().join("pikaci.toml"))
+            .unwrap()
+            .replace("[inputs]\n", "[inputs]\nbig = \"./big#big\"\n"),
+    );
+    s.repo.commit("big");
+    s.repo.pikaci(&["run", "first"]).expect(3);
+    let (status, _) = s.repo.job("first");
+    assert_eq!(status["failed_in"], "launch", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("No space left on device"),
+        "Nix's reason: {message}"
+    );
+    let first_line = message.lines().next().unwrap_or_default();
+    let store = regex::Regex::new(r"/nix/store/[0-9a-z]{32}-").unwrap();
+    let shown = redact(
+        &store.replace_all(first_line, "/nix/store/[HASH]-"),
+        &s.repo,
+    );
+    insta::assert_snapshot!(shown, @"job `first` cannot start: input `big` (/nix/store/[HASH]-pikaci-test-big) is not valid on [SSH-HOST]: copying its closure there failed (exit status: 1); last lines of the copy:");
+}
+
+/// A host whose store is read-only: nothing can be built or added there. Its nix-daemon
+/// drops every connection (its log says "Read-only file system"); the run names the
+/// step and the host, with Nix's words and a hint to read the daemon's log.
+#[test]
+fn a_read_only_store_on_the_host_is_an_infrastructure_error() {
+    let Some(testbed) =
+        testbed_microvm().and_then(|t| t.on_faulty_store_host(StoreFault::ReadOnly))
+    else {
+        return;
+    };
+    let s = setup(
+        &testbed,
+        "[jobs.first]\ninputs = [\"tools\"]\ncommand = \"pikaci-test-hello\"\n",
+    );
+    s.repo.pikaci(&["run", "first"]).expect(3);
+    let (status, _) = s.repo.job("first");
+    assert_eq!(status["failed_in"], "setup", "{status}");
+    let message = redact(status["message"].as_str().unwrap(), &s.repo);
+    assert!(
+        message
+            .starts_with("microVM setup failed: cannot build the microVM runner: on [SSH-HOST]: "),
+        "{message}"
+    );
+    let lines: Vec<&str> = message.lines().collect();
+    let reason = lines[lines.len().saturating_sub(3)..].join("\n");
+    insta::assert_snapshot!(reason, @"
+    error: cannot open connection to remote store 'daemon': error: reading from file: Connection reset by peer
+    (use '--show-trace' to show detailed location information)
+    hint: the nix-daemon closed the connection without saying why (on the host that ran the command); read the daemon's log there (`journalctl -u nix-daemon`); a read-only or full store, or a broken nix.conf, fails every connection this way
+    ");
 }

@@ -21,6 +21,10 @@
 # - `trusted-users`: host 1 trusts the test user, so `nix-store --import` of paths built
 #   on this machine (unsigned) works for it, as for a user an admin made trusted. Host 2
 #   trusts only root: a host whose admin did not, where an unsigned copy is refused.
+# Two more hosts have a faulty store, fresh at each start, and trust the test user:
+# - the "full" host (port base + 8): its /nix/store is a tmpfs of $FULL_STORE_MIB MiB;
+# - the "read-only" host (port base + 9): its /nix/store is a tmpfs mounted read-only,
+#   which Nix's own remount of a read-only bind mount cannot make writable.
 set -euo pipefail
 
 root="${PIKACI_TESTBED:-/var/tmp/pikaci-testbed}"
@@ -29,6 +33,7 @@ hosts_dir="$root/hosts"
 count="${PIKACI_TEST_HOSTS:-2}"
 base_port="${PIKACI_TEST_HOSTS_PORT:-22031}"
 user="${PIKACI_TEST_USER:-pikaci-test}"
+FULL_STORE_MIB=48
 
 # Stops what the pid file names, if it still runs.
 stop_pid() {
@@ -57,17 +62,37 @@ chmod 755 "$hosts_dir"
 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# What each host's namespace mounts over /nix/store, by its name: nothing for a
+# numbered host (its store is in its /nix).
+store_mount() {
+  case $1 in
+    full) echo "mount -t tmpfs -o size=${FULL_STORE_MIB}m pikaci-full-store /nix/store" ;;
+    read-only) echo "mount -t tmpfs -o ro pikaci-read-only-store /nix/store" ;;
+    *) echo : ;;
+  esac
+}
+
 urls=()
-for n in $(seq "$count"); do
+fault_urls=()
+for n in $(seq "$count") full read-only; do
   dir="$hosts_dir/$n"
-  port=$((base_port + n - 1))
-  mkdir -p "$dir/nix/var/nix/daemon-socket"
+  case $n in
+    full) port=$((base_port + 8)) ;;
+    read-only) port=$((base_port + 9)) ;;
+    *) port=$((base_port + n - 1)) ;;
+  esac
+  # A faulty store starts empty: a database from an earlier start would name paths the
+  # fresh tmpfs does not hold.
+  if [ "$n" = full ] || [ "$n" = read-only ]; then
+    running "$dir/sshd.pid" || rm -rf -- "$dir/nix"
+  fi
+  mkdir -p "$dir/nix/var/nix/daemon-socket" "$dir/nix/store"
   # As Debian's nix-bin sets up the real one: only nix-users reach the daemon.
   getent group nix-users >/dev/null || groupadd --system nix-users
   chgrp nix-users "$dir/nix/var/nix/daemon-socket"
   chmod 770 "$dir/nix/var/nix/daemon-socket"
   trusted=root
-  [ "$n" = 1 ] && trusted="root $user"
+  [ "$n" = 2 ] || trusted="root $user"
   {
     cat /etc/nix/nix.conf 2>/dev/null || true
     printf '%s\n' \
@@ -85,12 +110,13 @@ for n in $(seq "$count"); do
     unshare -m --propagation private bash -c '
       set -e
       mount --bind "$1/nix" /nix
+      $2
       mount --bind "$1/nix.conf" /etc/nix/nix.conf
       # Its settings are the host'"'"'s nix.conf only, not the caller'"'"'s NIX_CONFIG.
       env -u NIX_CONFIG setsid nix-daemon </dev/null >>"$1/nix-daemon.log" 2>&1 &
       echo $! > "$1/nix-daemon.pid"
       /usr/sbin/sshd -f "$1/sshd_config" -E "$1/sshd.log"
-    ' pikaci-testbed-host "$dir"
+    ' pikaci-testbed-host "$dir" "$(store_mount "$n")"
     for _ in $(seq 50); do
       [ -f "$dir/sshd.pid" ] && [ -S "$dir/nix/var/nix/daemon-socket/socket" ] && break
       sleep 0.1
@@ -98,12 +124,16 @@ for n in $(seq "$count"); do
     running "$dir/sshd.pid" || { echo "testbed: host $n's sshd did not start (see $dir/sshd.log)" >&2; exit 1; }
   fi
   printf '[127.0.0.1]:%s %s\n' "$port" "$(cut -d' ' -f1,2 "$ssh_dir/host_key.pub")" >> "$hosts_dir/known_hosts.part"
-  urls+=("ssh://$(id -un)@127.0.0.1:$port")
+  case $n in
+    full | read-only) fault_urls+=("ssh://$(id -un)@127.0.0.1:$port") ;;
+    *) urls+=("ssh://$(id -un)@127.0.0.1:$port") ;;
+  esac
 done
 chmod 644 "$hosts_dir/known_hosts.part"
 mv "$hosts_dir/known_hosts.part" "$hosts_dir/known_hosts"
 
 cat <<VARS
 export PIKACI_TEST_OWN_STORE_HOSTS="${urls[*]}"
+export PIKACI_TEST_FAULTY_STORE_HOSTS="${fault_urls[*]}"
 export PIKACI_TEST_OWN_STORE_KNOWN_HOSTS=$hosts_dir/known_hosts
 VARS

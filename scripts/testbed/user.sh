@@ -65,6 +65,10 @@ user_env() {
     printf 'PIKACI_TEST_OWN_STORE_HOSTS=%s\n' \
       "$(printf '%s' "$PIKACI_TEST_OWN_STORE_HOSTS" | sed "s|ssh://[^@]*@|ssh://$user@|g")"
   fi
+  if [ -n "${PIKACI_TEST_FAULTY_STORE_HOSTS:-}" ]; then
+    printf 'PIKACI_TEST_FAULTY_STORE_HOSTS=%s\n' \
+      "$(printf '%s' "$PIKACI_TEST_FAULTY_STORE_HOSTS" | sed "s|ssh://[^@]*@|ssh://$user@|g")"
+  fi
 }
 
 if [ "${1:-}" = run ]; then
