@@ -265,7 +265,15 @@ pub struct MicrovmTestbed {
     host: String,
 }
 
+/// The microVM testbed on a host with a Nix store of its own (own-store host 0), as a
+/// remote host is: what every remote microVM test runs against.
 pub fn testbed_microvm() -> Option<MicrovmTestbed> {
+    testbed_microvm_shared_store()?.on_own_store_host(0)
+}
+
+/// The microVM testbed on the loopback sshd that shares this machine's store: only for
+/// tests where sharing is the point (a runner given as a store path built here).
+pub fn testbed_microvm_shared_store() -> Option<MicrovmTestbed> {
     let runner = testbed_var("PIKACI_TEST_RUNNER", "microvm.sh")?;
     Some(MicrovmTestbed {
         runner,
