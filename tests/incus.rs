@@ -511,17 +511,18 @@ echo '[{\"fingerprint\": 7'
     ");
 }
 
-/// Incus on the loopback SSH host, and the connection dies mid-job (pikaci's ssh master
+/// Incus on an SSH host, and the connection dies mid-job (pikaci's ssh master
 /// killed): the job is an error that says so, and the instance is still deleted.
 #[test]
 fn a_dropped_ssh_connection_is_an_error_and_the_instance_is_deleted() {
     let Some(image) = testbed_incus_image() else {
         return;
     };
-    let Some(ssh) = crate::harness::testbed_ssh() else {
+    // A host with its own store, as a remote host is (it shares this machine's incusd).
+    let Some(ssh) = crate::harness::own_store_ssh(0) else {
         return;
     };
-    let host = std::env::var("PIKACI_TEST_SSH_HOST").unwrap();
+    let host = crate::harness::own_store_host(0).unwrap();
     let repo = Repo::new(&format!(
         "[defaults]\nbackend = \"incus\"\nhost = \"{host}\"\n\n\
          [ssh]\nidentity-file = \"{}\"\nknown-hosts-file = \"{}\"\n\n\

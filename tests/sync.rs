@@ -284,7 +284,8 @@ fn same_content_executable_and_not_syncs_locally() {
 #[test]
 fn a_signal_during_the_sync_cancels_the_run() {
     use rustix::process::{Pid, Signal, kill_process};
-    let Some(options) = crate::harness::testbed_ssh() else {
+    // A host with its own store, as a remote host is.
+    let Some(options) = crate::harness::own_store_ssh(0) else {
         return;
     };
     for signal in [Signal::INT, Signal::TERM] {
@@ -294,7 +295,7 @@ fn a_signal_during_the_sync_cancels_the_run() {
              [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
              [backends.microvm]\nrunner = \"/nonexistent#runner\"\n\n\
              [jobs.m]\ncommand = \"true\"\n",
-            host = std::env::var("PIKACI_TEST_SSH_HOST").unwrap(),
+            host = crate::harness::own_store_host(0).unwrap(),
             work = work.path().display(),
             key = options.identity.as_ref().unwrap().display(),
             known = options.known_hosts.as_ref().unwrap().display(),
