@@ -38,7 +38,9 @@ fn a_full_disk_on_the_host_names_the_os_error() {
     if !require_root("mounting a tmpfs") {
         return;
     }
-    let Some(testbed) = crate::harness::testbed_microvm() else {
+    // The tmpfs is mounted here, after the own-store hosts made their mount namespaces:
+    // only the loopback sshd in this machine's namespace sees it.
+    let Some(testbed) = crate::harness::testbed_microvm_shared_store() else {
         return;
     };
     let disk = SmallDisk::mount("256k");
