@@ -529,3 +529,34 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A flake whose `tools` (`NAME-tools`, with `bin/NAME-hello`) has a dependency of its own
+/// (a closure of two paths), unique by `marker` so that no store has it from an earlier run.
+pub fn tools_flake(name: &str, marker: &str) -> String {
+    format!(
+        r#"{{
+  outputs = {{ self }}:
+    let
+      system = "x86_64-linux";
+      dep = derivation {{
+        name = "{name}-dep";
+        inherit system;
+        builder = "/bin/sh";
+        args = [ "-c" "echo {marker} > $out" ];
+      }};
+    in {{
+      packages.${{system}}.tools = derivation {{
+        name = "{name}-tools";
+        inherit system;
+        builder = "/bin/sh";
+        args = [ "-c" ''
+          /bin/mkdir -p $out/bin
+          printf '#!/bin/sh\ncat ${{dep}}\n' > $out/bin/{name}-hello
+          /bin/chmod +x $out/bin/{name}-hello
+        '' ];
+      }};
+    }};
+}}
+"#
+    )
+}

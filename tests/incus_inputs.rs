@@ -5,38 +5,7 @@
 //! with a store of its own; an input the host cannot get fails the job before any
 //! instance exists.
 
-use crate::harness::{Repo, is_root, own_store_host, redact, testbed_var};
-
-/// A flake whose `tools` has a dependency of its own (a closure of two paths), unique to
-/// this test so that no store has it from an earlier run.
-fn tools_flake(marker: &str) -> String {
-    format!(
-        r#"{{
-  outputs = {{ self }}:
-    let
-      system = "x86_64-linux";
-      dep = derivation {{
-        name = "pikaci-incus-dep";
-        inherit system;
-        builder = "/bin/sh";
-        args = [ "-c" "echo {marker} > $out" ];
-      }};
-    in {{
-      packages.${{system}}.tools = derivation {{
-        name = "pikaci-incus-tools";
-        inherit system;
-        builder = "/bin/sh";
-        args = [ "-c" ''
-          /bin/mkdir -p $out/bin
-          printf '#!/bin/sh\ncat ${{dep}}\n' > $out/bin/pikaci-incus-hello
-          /bin/chmod +x $out/bin/pikaci-incus-hello
-        '' ];
-      }};
-    }};
-}}
-"#
-    )
-}
+use crate::harness::{Repo, is_root, own_store_host, redact, testbed_var, tools_flake};
 
 fn unique_marker() -> String {
     format!(
@@ -71,7 +40,7 @@ fn config(image: &str, host: Option<&str>, jobs: &str) -> String {
 
 fn repo_with_tools(config: &str, marker: &str) -> Repo {
     let repo = Repo::new(config);
-    repo.write("tools/flake.nix", &tools_flake(marker));
+    repo.write("tools/flake.nix", &tools_flake("pikaci-incus", marker));
     repo.commit("tools");
     repo
 }

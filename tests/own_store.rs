@@ -6,39 +6,8 @@ use std::time::Duration;
 
 use crate::harness::{
     MicrovmTestbed, Repo, StoreFault, eventually_every, is_root, kill_ssh_master, redact,
-    testbed_microvm,
+    testbed_microvm, tools_flake,
 };
-
-/// A flake whose `tools` has a dependency of its own (a closure of two paths), unique to
-/// this test run so that no host has it from an earlier one.
-fn tools_flake(marker: &str) -> String {
-    format!(
-        r#"{{
-  outputs = {{ self }}:
-    let
-      system = "x86_64-linux";
-      dep = derivation {{
-        name = "pikaci-test-dep";
-        inherit system;
-        builder = "/bin/sh";
-        args = [ "-c" "echo {marker} > $out" ];
-      }};
-    in {{
-      packages.${{system}}.tools = derivation {{
-        name = "pikaci-test-tools";
-        inherit system;
-        builder = "/bin/sh";
-        args = [ "-c" ''
-          /bin/mkdir -p $out/bin
-          printf '#!/bin/sh\ncat ${{dep}}\n' > $out/bin/pikaci-test-hello
-          /bin/chmod +x $out/bin/pikaci-test-hello
-        '' ];
-      }};
-    }};
-}}
-"#
-    )
-}
 
 /// The `nix-store --import` that copies into `work`'s host (the host side of a copy), if
 /// one runs: its parent, the import script, names the run's roots under `work`.
@@ -89,9 +58,39 @@ fn setup(testbed: &MicrovmTestbed, jobs: &str) -> Setup {
         &format!("[inputs]\ntools = \"./tools#tools\"\n\n{jobs}"),
     );
     let repo = Repo::new(&config);
-    repo.write("tools/flake.nix", &tools_flake(&marker));
+    repo.write("tools/flake.nix", &tools_flake("pikaci-test", &marker));
     repo.commit("tools");
     Setup { repo, work, marker }
+}
+
+impl Setup {
+    /// Gives the job the input `big` instead of `tools`: 48 MB of random bytes, unique to
+    /// this run.
+    fn use_big_input(&self) {
+        self.repo.write(
+            "big/flake.nix",
+            &format!(
+                r#"{{
+  outputs = {{ self }}: {{
+    packages.x86_64-linux.big = derivation {{
+      name = "pikaci-test-big";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" "echo {marker} > /dev/null; /usr/bin/head -c 48000000 /dev/urandom > $out" ];
+    }};
+  }};
+}}
+"#,
+                marker = self.marker
+            ),
+        );
+        let config = std::fs::read_to_string(self.repo.path().join("pikaci.toml")).unwrap();
+        self.repo.write(
+            "pikaci.toml",
+            &config.replace("tools = \"./tools#tools\"", "big = \"./big#big\""),
+        );
+        self.repo.commit("big");
+    }
 }
 
 fn inputs_log(repo: &Repo, job: &str) -> String {
@@ -211,31 +210,8 @@ fn a_connection_dropped_during_the_copy_is_an_infrastructure_error() {
         &testbed,
         "[jobs.first]\ninputs = [\"big\"]\ncommand = \"true\"\n",
     );
-    // 48 MB, unique to this run: about 2 s of streaming here, so the drop lands mid-copy
-    // (and the host never has it from an earlier run).
-    s.repo.write(
-        "big/flake.nix",
-        &format!(
-            r#"{{
-  outputs = {{ self }}: {{
-    packages.x86_64-linux.big = derivation {{
-      name = "pikaci-test-big";
-      system = "x86_64-linux";
-      builder = "/bin/sh";
-      args = [ "-c" "echo {marker} > /dev/null; /usr/bin/head -c 48000000 /dev/urandom > $out" ];
-    }};
-  }};
-}}
-"#,
-            marker = s.marker
-        ),
-    );
-    let config = std::fs::read_to_string(s.repo.path().join("pikaci.toml")).unwrap();
-    s.repo.write(
-        "pikaci.toml",
-        &config.replace("tools = \"./tools#tools\"", "big = \"./big#big\""),
-    );
-    s.repo.commit("big");
+    // Unique to this run, so the host never has it from an earlier one.
+    s.use_big_input();
     let mut child = s
         .repo
         .command(&["run", "first"])
@@ -284,31 +260,8 @@ fn a_full_store_on_the_host_is_an_infrastructure_error() {
         &testbed,
         "[jobs.first]\ninputs = [\"big\"]\ncommand = \"true\"\n",
     );
-    // 48 MB, more than the store has room for beside the runner (hosts.sh: 48 MiB).
-    s.repo.write(
-        "big/flake.nix",
-        &format!(
-            r#"{{
-  outputs = {{ self }}: {{
-    packages.x86_64-linux.big = derivation {{
-      name = "pikaci-test-big";
-      system = "x86_64-linux";
-      builder = "/bin/sh";
-      args = [ "-c" "echo {marker} > /dev/null; /usr/bin/head -c 48000000 /dev/urandom > $out" ];
-    }};
-  }};
-}}
-"#,
-            marker = s.marker
-        ),
-    );
-    s.repo.write(
-        "pikaci.toml",
-        &std::fs::read_to_string(s.repo.path().join("pikaci.toml"))
-            .unwrap()
-            .replace("[inputs]\n", "[inputs]\nbig = \"./big#big\"\n"),
-    );
-    s.repo.commit("big");
+    // More than the store has room for beside the runner (hosts.sh: 48 MiB).
+    s.use_big_input();
     s.repo.pikaci(&["run", "first"]).expect(3);
     let (status, _) = s.repo.job("first");
     assert_eq!(status["failed_in"], "launch", "{status}");

@@ -142,11 +142,13 @@ fn as_transport<'e>(e: &'e (dyn StdError + 'static)) -> Option<&'e TransportErro
             _ => None,
         };
     }
-    match () {
-        _ if let Some(NixError::Transport(t)) = e.downcast_ref() => Some(t),
-        _ if let Some(SyncError::Transport(t)) = e.downcast_ref() => Some(t),
-        _ => None,
+    if let Some(NixError::Transport(t)) = e.downcast_ref() {
+        return Some(t);
     }
+    if let Some(SyncError::Transport(t)) = e.downcast_ref() {
+        return Some(t);
+    }
+    None
 }
 
 #[cfg(test)]

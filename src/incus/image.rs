@@ -398,11 +398,10 @@ mod tests {
             out_link: &out_link,
             cwd: Path::new("/repo"),
         };
-        let mut files = image_files_argv(Path::new("/w/gcroots/incus-image"));
-        files.args[1] = "[script]".into();
+        let files = image_files_argv(Path::new("/w/gcroots/incus-image")).summary();
         insta::assert_snapshot!(format!("{}\n{files}", build.argv()), @"
         env -C /repo -- nix --extra-experimental-features 'nix-command flakes' build --json -o /w/gcroots/incus-image '.#incus-image'
-        sh -c '[script]' pikaci-image-files /w/gcroots/incus-image
+        sh -c … pikaci-image-files /w/gcroots/incus-image
         ");
     }
 }

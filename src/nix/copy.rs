@@ -85,6 +85,10 @@ pub enum InputNotOnHost {
         #[source]
         source: Box<TransportError>,
     },
+    #[error(
+        "`nix-store --query --requisites` of input `{input}` printed `{line}`, which is no store path"
+    )]
+    NotAStorePath { input: String, line: String },
     #[error("cannot ask {host} which store paths of the job's inputs it lacks")]
     Query {
         host: String,
@@ -276,13 +280,9 @@ fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnH
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| {
-            StorePath::new(line).map_err(|e| {
-                failed(TransportError::Failed {
-                    host: "local".into(),
-                    command: (&argv).into(),
-                    status: "unexpected output".into(),
-                    stderr_tail: e.to_string(),
-                })
+            StorePath::new(line).map_err(|_| InputNotOnHost::NotAStorePath {
+                input: input.name.to_string(),
+                line: line.to_string(),
             })
         })
         .collect()
@@ -471,20 +471,14 @@ mod tests {
             import_argv(roots, std::slice::from_ref(&tools)),
         ]
         .iter()
-        .map(|argv| {
-            let mut argv = argv.clone();
-            // The scripts are pinned as constants above; show their argument shape.
-            if argv.args.first().is_some_and(|a| a == "-c") {
-                argv.args[1] = "[script]".into();
-            }
-            argv.to_string()
-        })
+        // The scripts are pinned as constants above; this shows their argument shape.
+        .map(Argv::summary)
         .collect();
         insta::assert_snapshot!(shown.join("\n"), @"
         nix-store --query --requisites /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
         nix-store --export /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-dep /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
-        sh -c '[script]' pikaci-inputs-missing /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
-        sh -c '[script]' pikaci-inputs-import /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
+        sh -c … pikaci-inputs-missing /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
+        sh -c … pikaci-inputs-import /w/gcroots/runs/R /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
         ");
     }
 
