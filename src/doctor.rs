@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::argv::Argv;
 use crate::cancel::Cancel;
-use crate::config::{BackendKind, Config, HostSpec};
+use crate::config::{BackendKind, Config, HostSpec, PoolHost};
 use crate::transport::{Local, Transport};
 
 /// Oldest Nix pikaci's `nix build --json -o` use is known to work with.
@@ -85,8 +85,12 @@ pub fn state_dir(root: &std::path::Path) -> Check {
     }
 }
 
-/// Runs every check the configuration needs. `host` overrides `defaults.host`.
-pub fn run_checks(config: &Config, host: &HostSpec, cancel: &Cancel) -> Vec<Check> {
+/// Runs every check the configuration needs: on this machine, then on each of `hosts`.
+pub fn run_checks<'a>(
+    config: &Config,
+    hosts: impl IntoIterator<Item = &'a PoolHost>,
+    cancel: &Cancel,
+) -> Vec<Check> {
     let backends: BTreeSet<BackendKind> = config.jobs.values().map(|j| j.backend).collect();
     let mut checks = vec![tool(
         &Local,
@@ -106,6 +110,20 @@ pub fn run_checks(config: &Config, host: &HostSpec, cancel: &Cancel) -> Vec<Chec
     if guests.is_empty() {
         return checks;
     }
+    for host in hosts {
+        checks.extend(host_checks(config, &host.spec, &guests, cancel));
+    }
+    checks
+}
+
+/// The checks of the guest backends on one host, after reaching it.
+fn host_checks(
+    config: &Config,
+    host: &HostSpec,
+    guests: &[BackendKind],
+    cancel: &Cancel,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
     let transport = match crate::transport::connect(host, &config.ssh, cancel) {
         Ok(transport) => {
             if *host != HostSpec::Local {
@@ -127,7 +145,7 @@ pub fn run_checks(config: &Config, host: &HostSpec, cancel: &Cancel) -> Vec<Chec
         cancel,
     };
     for kind in guests {
-        checks.extend((crate::backend::descriptor(kind).doctor)(&host));
+        checks.extend((crate::backend::descriptor(*kind).doctor)(&host));
     }
     checks
 }

@@ -20,6 +20,7 @@ pub mod incus;
 pub mod nix;
 pub mod output;
 pub mod plan;
+pub mod pool;
 pub mod protocol;
 pub mod reaper;
 pub mod report;

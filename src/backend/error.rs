@@ -35,6 +35,9 @@ pub enum BackendError {
         #[source]
         source: Box<super::incus::inputs::InputsNotInInstance>,
     },
+    /// The job was placed on a host the run does not know (a bug of pikaci's).
+    #[error("no host `{0}` in this run")]
+    NoHost(String),
     /// The backend's setup for the run, shared by every job that needed it.
     #[error("{backend} setup failed")]
     Setup {
@@ -121,6 +124,19 @@ pub fn commands_of(error: &(dyn StdError + 'static)) -> Vec<CommandLine> {
 
 /// The transport error `e` is or wraps transparently (a transparent wrapper's source is
 /// its inner error's source, so the chain never shows the inner error itself).
+/// The lost or refused connection to the host in `error`'s chain, if that is what it
+/// was: the host failed, not the job, and the job may run on another host.
+pub fn host_failure<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e TransportError> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(t @ TransportError::Connect { .. }) = as_transport(e) {
+            return Some(t);
+        }
+        next = e.source();
+    }
+    None
+}
+
 fn as_transport<'e>(e: &'e (dyn StdError + 'static)) -> Option<&'e TransportError> {
     use super::artifacts::ArtifactsError;
     use crate::{nix::NixError, sync::SyncError};
@@ -138,7 +154,7 @@ fn as_transport<'e>(e: &'e (dyn StdError + 'static)) -> Option<&'e TransportErro
     }
     if let Some(setup) = e.downcast_ref::<Arc<SetupError>>() {
         return match &**setup {
-            SetupError::Connect(ConnectError::Transport(t)) => Some(t),
+            SetupError::Connect(ConnectError::Transport(t) | ConnectError::WorkDir(t)) => Some(t),
             _ => None,
         };
     }

@@ -143,14 +143,15 @@ pub enum HostGcError {
     Incus(#[from] crate::incus::IncusError),
 }
 
-/// `pikaci gc` on the host of `config`.
+/// `pikaci gc` on `host`.
 pub fn collect_host(
     config: &Config,
+    host: &crate::config::PoolHost,
     state_root: &Path,
     keep: &HostGc,
     cancel: &Cancel,
 ) -> Result<HostGcStats, HostGcError> {
-    let (transport, work_dir, _) = connect(config, state_root, cancel)?;
+    let (transport, work_dir, _) = connect(config, host, state_root, cancel)?;
     let cache = crate::state::StateDir::new(state_root).cache();
     let owner = crate::sync::owner_id(&cache)?;
     let argv = crate::transport::host_sh(COLLECT, "pikaci-gc")

@@ -47,11 +47,12 @@ const AGENT_GRACE: Duration = Duration::from_secs(30);
 /// could not delete them). Returns how many.
 pub fn collect_instances(
     config: &crate::config::Config,
+    host: &crate::config::PoolHost,
     state_root: &Path,
     finished_runs: &[String],
     cancel: &Cancel,
 ) -> Result<usize, HostGcError> {
-    let (transport, _, _) = super::session::connect(config, state_root, cancel)?;
+    let (transport, _, _) = super::session::connect(config, host, state_root, cancel)?;
     let incus = Incus::new(&config.backends.incus);
     let deadline = || Instant::now() + HOST_STEP;
     let json = transport.run(&incus.list_instances(), b"", deadline(), cancel)?;
@@ -90,9 +91,9 @@ pub struct IncusBackend {
 }
 
 impl IncusBackend {
-    pub fn prepare(cx: &RunContext, cancel: &Cancel) -> Result<IncusBackend, SetupError> {
+    pub fn prepare(mut cx: RunContext, cancel: &Cancel) -> Result<IncusBackend, SetupError> {
         let settings = cx.config.backends.incus.clone();
-        let session = HostSession::open(cx, cancel)?;
+        let session = HostSession::open(&mut cx, cancel)?;
         let incus = Incus::new(&settings);
         let json = session
             .run(&incus.image_list(&settings.image), b"", cancel)

@@ -56,10 +56,10 @@ pub struct MicrovmBackend {
 
 impl MicrovmBackend {
     /// The run's setup, done by the first microVM job and shared by the others.
-    pub fn prepare(cx: &RunContext, cancel: &Cancel) -> Result<MicrovmBackend, SetupError> {
+    pub fn prepare(mut cx: RunContext, cancel: &Cancel) -> Result<MicrovmBackend, SetupError> {
         let settings = cx.config.backends.microvm.clone();
-        let session = HostSession::open(cx, cancel)?;
-        let runner = build_runner(&session, &settings, cx, cancel)?;
+        let session = HostSession::open(&mut cx, cancel)?;
+        let runner = build_runner(&session, &settings, &cx, cancel)?;
         let shares = read_shares(&session, &runner, cancel)?;
         Ok(MicrovmBackend {
             prepared: Arc::new(Prepared {
@@ -172,7 +172,7 @@ fn build_runner(
     let (installable, name) = runner_installable(session, settings, cancel)?;
     let out_link = session.work_dir.join("gcroots").join(name);
     let prepare = cx.run_dir.join("prepare");
-    let log = prepare.join("microvm-runner.log");
+    let log = prepare.join(format!("microvm-runner-{}.log", cx.host.name));
     crate::fsutil::create_dir_all(&prepare).map_err(|source| SetupError::Io {
         what: "create",
         path: prepare.clone(),

@@ -11,18 +11,23 @@ mod remote_guest;
 pub(crate) mod session;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use error::{BackendError, ConnectError, SetupError, StepError, commands_of};
+pub use error::{BackendError, ConnectError, SetupError, StepError, commands_of, host_failure};
 pub use host::HostBackend;
 pub use host_gc::{HostGc, HostGcError, HostGcStats, collect_host};
 pub use incus::{IncusBackend, collect_instances};
 pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
-pub use session::{HostFactsFailed, HostSession, RunContext, connect, read_host_facts};
+pub use session::{
+    HostFactsFailed, HostSession, RunContext, connect, connect_with, read_host_facts,
+    wanted_work_dir,
+};
 
 use crate::cancel::Cancel;
 use crate::config::{BackendKind, Config};
+use crate::ids::Id;
 use crate::doctor::Check;
 use crate::exec::Ended;
 use crate::protocol::{GuestResult, Request};
@@ -101,10 +106,19 @@ pub struct Descriptor {
     pub gc: Option<HostCollector>,
 }
 
+/// Removes what a backend left on a pool host for runs that are over; returns how many.
+pub type CollectFn = fn(
+    &Config,
+    &crate::config::PoolHost,
+    &Path,
+    &[String],
+    &Cancel,
+) -> Result<usize, HostGcError>;
+
 /// A gc step on the host: what it removes, and how (returns how many it removed).
 pub struct HostCollector {
     pub what: &'static str,
-    pub collect: fn(&Config, &Path, &[String], &Cancel) -> Result<usize, HostGcError>,
+    pub collect: CollectFn,
 }
 
 /// Where doctor's backend checks run.
@@ -139,34 +153,89 @@ pub fn descriptor(kind: BackendKind) -> Descriptor {
     }
 }
 
-/// The backends of one run. Each is set up when its first job needs it (a microVM run
-/// connects to its host and builds its runner once) and shared by the run's jobs; a
-/// setup failure is kept and reported by every job that needed it.
+/// The backends of one run. Each is set up on a host when the first job placed there
+/// needs it (a microVM backend connects, syncs and builds its runner once per host) and
+/// shared by the jobs placed there; a setup failure is kept and reported by every job
+/// that needed it.
 pub struct RunBackends<'a> {
-    cx: RunContext<'a>,
+    run: RunShares<'a>,
     host: HostBackend,
+    on: BTreeMap<Id, OnHost>,
+}
+
+/// What every host's backends share of the run.
+pub struct RunShares<'a> {
+    pub config: &'a Config,
+    pub run_id: &'a str,
+    pub run_dir: &'a Path,
+    pub cache: PathBuf,
+    pub state_root: &'a Path,
+    pub snapshot: &'a crate::state::SnapshotRef,
+}
+
+/// The backends of one pool host, and the connection its probe opened, which the first
+/// backend set up there takes over.
+#[derive(Default)]
+struct OnHost {
+    probed: Mutex<Option<Box<dyn crate::transport::Transport>>>,
     microvm: OnceLock<Result<MicrovmBackend, Arc<SetupError>>>,
     incus: OnceLock<Result<IncusBackend, Arc<SetupError>>>,
 }
 
 impl<'a> RunBackends<'a> {
-    pub fn new(cx: RunContext<'a>) -> RunBackends<'a> {
+    pub fn new(run: RunShares<'a>) -> RunBackends<'a> {
+        let on = run
+            .config
+            .hosts
+            .keys()
+            .map(|name| (name.clone(), OnHost::default()))
+            .collect();
         RunBackends {
-            cx,
+            run,
             host: HostBackend::new(),
-            microvm: OnceLock::new(),
-            incus: OnceLock::new(),
+            on,
         }
     }
 
-    pub fn get(&self, kind: BackendKind, cancel: &Cancel) -> Result<&dyn Backend, BackendError> {
+    /// Hands the connection `host`'s probe opened to the first backend set up there.
+    pub fn adopt(&self, host: &Id, transport: Box<dyn crate::transport::Transport>) {
+        if let Some(on) = self.on.get(host) {
+            *on.probed.lock().unwrap_or_else(|p| p.into_inner()) = Some(transport);
+        }
+    }
+
+    /// The backend of `kind`: a `host` job's on this machine, else the one on the pool
+    /// host `on`, set up there by the first job that asks.
+    pub fn get(
+        &self,
+        kind: BackendKind,
+        on: Option<&Id>,
+        cancel: &Cancel,
+    ) -> Result<&dyn Backend, BackendError> {
+        let (name, host) = match (kind, on) {
+            (BackendKind::Host, _) => return Ok(&self.host),
+            (_, Some(name)) => (name, self.on.get(name)),
+            (_, None) => (&self.run.config.main_host().name, None),
+        };
+        let host = host.ok_or_else(|| BackendError::NoHost(name.to_string()))?;
+        let pool_host = &self.run.config.hosts[name];
+        let cx = || RunContext {
+            config: self.run.config,
+            host: pool_host,
+            run_id: self.run.run_id,
+            run_dir: self.run.run_dir,
+            cache: self.run.cache.clone(),
+            state_root: self.run.state_root,
+            snapshot: self.run.snapshot,
+            connected: host.probed.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        };
         match kind {
             BackendKind::Host => Ok(&self.host),
-            BackendKind::Microvm => prepared(&self.microvm, "microVM", || {
-                MicrovmBackend::prepare(&self.cx, cancel)
+            BackendKind::Microvm => prepared(&host.microvm, "microVM", || {
+                MicrovmBackend::prepare(cx(), cancel)
             }),
-            BackendKind::Incus => prepared(&self.incus, "Incus", || {
-                IncusBackend::prepare(&self.cx, cancel)
+            BackendKind::Incus => prepared(&host.incus, "Incus", || {
+                IncusBackend::prepare(cx(), cancel)
             }),
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::error::{ConnectError, SetupError};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
-use crate::config::{Config, HostSpec};
+use crate::config::{Config, HostSpec, PoolHost};
 use crate::nix::copy::{Copied, Input, ensure_on_host};
 use crate::nix::{HOST_FACTS, HostFacts, HostFactsError};
 use crate::state::SnapshotRef;
@@ -21,6 +21,8 @@ const SYNC_TIMEOUT: Duration = Step::Sync.duration();
 /// What backends know about the run they serve.
 pub struct RunContext<'a> {
     pub config: &'a Config,
+    /// The host this context's guests run on.
+    pub host: &'a PoolHost,
     pub run_id: &'a str,
     /// `runs/<run>/`, for logs of per-run steps.
     pub run_dir: &'a Path,
@@ -28,6 +30,8 @@ pub struct RunContext<'a> {
     pub cache: PathBuf,
     pub state_root: &'a Path,
     pub snapshot: &'a SnapshotRef,
+    /// A connection to the host opened already (by its probe), taken over by the session.
+    pub connected: Option<Box<dyn Transport>>,
 }
 
 pub struct HostSession {
@@ -48,8 +52,10 @@ pub struct HostSession {
 impl HostSession {
     /// Connects, creates the work dir, and makes the snapshot present on the host (an
     /// SSH host gets it by [`crate::sync`]; this machine uses the local snapshot).
-    pub fn open(cx: &RunContext, cancel: &Cancel) -> Result<HostSession, SetupError> {
-        let (transport, work_dir, local) = connect(cx.config, cx.state_root, cancel)?;
+    pub fn open(cx: &mut RunContext, cancel: &Cancel) -> Result<HostSession, SetupError> {
+        let connected = cx.connected.take();
+        let (transport, work_dir, local) =
+            connect_with(connected, cx.config, cx.host, cx.state_root, cancel)?;
         let mut lease = None;
         let snapshot = if local {
             cx.snapshot.dir.clone()
@@ -175,24 +181,45 @@ pub enum HostFactsFailed {
     },
 }
 
-/// Connects to the configured host and resolves pikaci's work dir there.
+/// Connects to `host` and resolves pikaci's work dir there.
 pub fn connect(
     config: &Config,
+    host: &PoolHost,
     state_root: &Path,
     cancel: &Cancel,
 ) -> Result<(Box<dyn Transport>, PathBuf, bool), ConnectError> {
-    let spec = &config.defaults.host;
-    let transport =
-        crate::transport::connect(spec, &config.ssh, cancel).map_err(ConnectError::Transport)?;
-    let local = *spec == HostSpec::Local;
-    let wanted = match (&config.defaults.work_dir, local) {
-        (Some(dir), _) => dir.clone(),
-        (None, true) => state_root.join("host").to_string_lossy().into_owned(),
-        (None, false) => ".cache/pikaci".into(),
+    connect_with(None, config, host, state_root, cancel)
+}
+
+/// [`connect`], through `connected` when that is open already.
+pub fn connect_with(
+    connected: Option<Box<dyn Transport>>,
+    config: &Config,
+    host: &PoolHost,
+    state_root: &Path,
+    cancel: &Cancel,
+) -> Result<(Box<dyn Transport>, PathBuf, bool), ConnectError> {
+    let spec = &host.spec;
+    let transport = match connected {
+        Some(transport) => transport,
+        None => crate::transport::connect(spec, &config.ssh, cancel)
+            .map_err(ConnectError::Transport)?,
     };
+    let local = *spec == HostSpec::Local;
+    let wanted = wanted_work_dir(config, host, state_root);
     let work_dir =
         resolve_dir(transport.as_ref(), &wanted, cancel).map_err(ConnectError::WorkDir)?;
     Ok((transport, work_dir, local))
+}
+
+/// pikaci's work dir on `host` as the config has it: relative to the SSH user's home, or
+/// `host/` in the state dir on this machine.
+pub fn wanted_work_dir(config: &Config, host: &PoolHost, state_root: &Path) -> String {
+    match (config.work_dir_on(host), host.spec == HostSpec::Local) {
+        (Some(dir), _) => dir.to_string(),
+        (None, true) => state_root.join("host").to_string_lossy().into_owned(),
+        (None, false) => ".cache/pikaci".into(),
+    }
 }
 
 /// Where a run's inputs are rooted on the host; `pikaci gc` removes it with the run's

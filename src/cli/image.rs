@@ -16,8 +16,9 @@ fn connect(
     cancel: &crate::cancel::Cancel,
 ) -> Result<(Box<dyn Transport>, PathBuf), Error> {
     let state = state_dir(global, config);
-    let (transport, work_dir, _) = crate::backend::connect(config, state.root(), cancel)
-        .map_err(|e| Error::infra(&format!("connecting to {}", config.defaults.host), e))?;
+    let host = config.main_host();
+    let (transport, work_dir, _) = crate::backend::connect(config, host, state.root(), cancel)
+        .map_err(|e| Error::infra(&format!("connecting to {}", host.spec), e))?;
     Ok((transport, work_dir))
 }
 
@@ -35,11 +36,11 @@ pub fn build(global: &Global, args: ImageBuildArgs) -> Result<u8, Error> {
     let relative = args.installable.starts_with(".#")
         || args.installable == "."
         || args.installable.starts_with("./");
-    if relative && config.defaults.host != HostSpec::Local {
+    if relative && config.main_host().spec != HostSpec::Local {
         return Err(Error::Usage(format!(
             "`{}` names a flake on this machine, but images build on {}; pass a flake \
              reference the host can fetch",
-            args.installable, config.defaults.host
+            args.installable, config.main_host().spec
         )));
     }
     let cancel = cancel_on_signals()?;
@@ -63,7 +64,7 @@ pub fn build(global: &Global, args: ImageBuildArgs) -> Result<u8, Error> {
     crate::errln!(
         "GC root {} on {}; import it with `pikaci image import`",
         image_root(&work_dir).display(),
-        config.defaults.host
+        config.main_host().spec
     );
     Ok(0)
 }

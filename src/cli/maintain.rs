@@ -38,35 +38,49 @@ pub fn gc(global: &Global, args: GcArgs) -> Result<u8, Error> {
             .map(|r| r.id)
             .chain(report.removed.iter().cloned())
             .collect();
-        let cancel = crate::cancel::Cancel::new();
-        let host = &config.defaults.host;
         let keep = crate::backend::HostGc {
             finished_runs: &finished,
             keep_snapshots: &report.live_snapshots,
         };
-        match crate::backend::collect_host(config, state.root(), &keep, &cancel) {
-            Ok(stats) => crate::outln!("host {host}: {stats}"),
-            Err(e) => {
-                crate::errln!(
-                    "warning: could not clean up on {host}: {}",
-                    crate::error::chain(&e)
-                );
-                failed = true;
-            }
-        }
-        for collector in used.iter().filter_map(|kind| descriptor(*kind).gc) {
-            let what = collector.what;
-            match (collector.collect)(config, state.root(), &finished, &cancel) {
-                Ok(n) => crate::outln!("host {host}: removed {n} {what} of runs that are over"),
-                Err(e) => {
-                    let e = crate::error::chain(&e);
-                    crate::errln!("warning: could not clean up {what} on {host}: {e}");
-                    failed = true;
-                }
-            }
+        for host in config.hosts.values() {
+            failed |= !collect_on(config, host, state.root(), &keep, &used);
         }
     }
     Ok(if failed { 3 } else { 0 })
+}
+
+/// gc on one host of the pool: pikaci's work dir, then what each backend left there.
+/// Whether all of it went well; what did not is a warning.
+fn collect_on(
+    config: &crate::config::Config,
+    host: &crate::config::PoolHost,
+    state_root: &std::path::Path,
+    keep: &crate::backend::HostGc,
+    used: &BTreeSet<BackendKind>,
+) -> bool {
+    let cancel = crate::cancel::Cancel::new();
+    let name = format!("{} ({})", host.name, host.spec);
+    let mut ok = true;
+    match crate::backend::collect_host(config, host, state_root, keep, &cancel) {
+        Ok(stats) => crate::outln!("host {name}: {stats}"),
+        Err(e) => {
+            let e = crate::error::chain(&e);
+            crate::errln!("warning: could not clean up on {name}: {e}");
+            return false;
+        }
+    }
+    for collector in used.iter().filter_map(|kind| descriptor(*kind).gc) {
+        let what = collector.what;
+        match (collector.collect)(config, host, state_root, keep.finished_runs, &cancel) {
+            Ok(n) => crate::outln!("host {name}: removed {n} {what} of runs that are over"),
+            Err(e) => {
+                let e = crate::error::chain(&e);
+                crate::errln!("warning: could not clean up {what} on {name}: {e}");
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 /// Snapshots are collected only under the cache lock (no run is taking or opening one)

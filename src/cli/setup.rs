@@ -3,17 +3,17 @@
 use super::args::{CompletionsArgs, DoctorArgs, Global};
 use super::context::{load_config, state_dir};
 use crate::cancel::Cancel;
-use crate::config::parse_host;
+use crate::config::one_host;
 use crate::doctor::{Outcome, run_checks};
 use crate::error::Error;
 
 pub fn doctor(global: &Global, args: DoctorArgs) -> Result<u8, Error> {
     let config = load_config(global)?;
-    let host = match &args.host {
-        Some(text) => parse_host(text).map_err(Error::Usage)?,
-        None => config.defaults.host.clone(),
+    let hosts = match &args.host {
+        Some(text) => one_host(&config, text).map_err(|e| Error::Usage(format!("--host: {e}")))?,
+        None => config.hosts.clone(),
     };
-    let mut checks = run_checks(&config, &host, &Cancel::new());
+    let mut checks = run_checks(&config, hosts.values(), &Cancel::new());
     checks.insert(
         1,
         crate::doctor::state_dir(state_dir(global, &config).root()),

@@ -68,13 +68,10 @@ impl Cx<'_> {
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let hosts = self.hosts(raw.defaults.host.as_ref(), raw.hosts)?;
+        let nix = self.nix(raw.nix, &hosts)?;
         let defaults = Defaults {
             backend: raw.defaults.backend.unwrap_or(BackendKind::Microvm),
-            host: match &raw.defaults.host {
-                None => HostSpec::Local,
-                Some(host) => parse_host(host.get_ref())
-                    .map_err(|m| self.error(Some(host.span()), "defaults.host", m))?,
-            },
             timeout: raw.defaults.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
             work_dir: raw.defaults.work_dir,
             shell: match &raw.defaults.shell {
@@ -99,7 +96,7 @@ impl Cx<'_> {
                 .map_or(SshSettings::default().connect_timeout, |t| t.0),
         };
         let inputs = self.inputs(raw.inputs)?;
-        let jobs = self.jobs(raw.jobs, &defaults, &inputs)?;
+        let jobs = self.jobs(raw.jobs, &defaults, &inputs, &hosts)?;
         let targets = self.targets(raw.targets, &jobs)?;
         Ok(Config {
             root: self
@@ -110,10 +107,177 @@ impl Cx<'_> {
             defaults,
             backends,
             ssh,
+            hosts,
+            nix,
             inputs,
             jobs,
             targets,
         })
+    }
+
+    /// `[hosts.X]`, or the one host `defaults.host` names (this machine when unset).
+    fn hosts(
+        &self,
+        default: Option<&Spanned<String>>,
+        raw: BTreeMap<Id, RawHost>,
+    ) -> Result<BTreeMap<Id, PoolHost>, ConfigError> {
+        if raw.is_empty() {
+            let spec = match default {
+                None => HostSpec::Local,
+                Some(host) => parse_host(host.get_ref())
+                    .map_err(|m| self.error(Some(host.span()), "defaults.host", m))?,
+            };
+            let name = Id::new(DEFAULT_HOST).expect("a valid id");
+            let host = PoolHost {
+                name: name.clone(),
+                spec,
+                slots: None,
+                labels: BTreeSet::new(),
+                work_dir: None,
+            };
+            return Ok(BTreeMap::from([(name, host)]));
+        }
+        if let Some(host) = default {
+            return Err(self.error(
+                Some(host.span()),
+                "defaults.host",
+                "is the pool of one host; with [hosts] tables, give this host a [hosts.NAME] of its own",
+            ));
+        }
+        let mut hosts = BTreeMap::new();
+        for (name, host) in raw {
+            let key = format!("hosts.{name}");
+            let spec = parse_host(host.url.get_ref())
+                .map_err(|m| self.error(Some(host.url.span()), format!("{key}.url"), m))?;
+            if let Some(slots) = &host.slots
+                && *slots.get_ref() == 0
+            {
+                return Err(self.error(
+                    Some(slots.span()),
+                    format!("{key}.slots"),
+                    "must be at least 1 (leave it out to size it from the host's cores)",
+                ));
+            }
+            let mut labels = BTreeSet::new();
+            for label in host.labels {
+                let valid = !label.get_ref().is_empty()
+                    && label
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                if !valid {
+                    return Err(self.error(
+                        Some(label.span()),
+                        format!("{key}.labels"),
+                        format!(
+                            "`{}` is not a label: letters, digits, `.`, `_` and `-`",
+                            label.get_ref()
+                        ),
+                    ));
+                }
+                labels.insert(label.into_inner());
+            }
+            let host = PoolHost {
+                name: name.clone(),
+                spec,
+                slots: host.slots.map(Spanned::into_inner),
+                labels,
+                work_dir: host.work_dir,
+            };
+            hosts.insert(name, host);
+        }
+        Ok(hosts)
+    }
+
+    fn nix(
+        &self,
+        raw: RawNix,
+        hosts: &BTreeMap<Id, PoolHost>,
+    ) -> Result<NixSettings, ConfigError> {
+        if let Some(name) = &raw.build_host
+            && !hosts.contains_key(name.get_ref())
+        {
+            return Err(self.error(
+                Some(name.span()),
+                "nix.build-host",
+                format!(
+                    "unknown host `{}`; defined hosts: {}",
+                    name.get_ref(),
+                    list(hosts.keys())
+                ),
+            ));
+        }
+        Ok(NixSettings {
+            build_host: raw.build_host.map(Spanned::into_inner),
+        })
+    }
+
+    /// A job's `runs-on`: every label is one some host declares or pikaci detects, and at
+    /// least one host may have them all.
+    fn runs_on(
+        &self,
+        id: &Id,
+        backend: BackendKind,
+        runs_on: &Spanned<Vec<Spanned<String>>>,
+        hosts: &BTreeMap<Id, PoolHost>,
+    ) -> Result<(), ConfigError> {
+        let key = format!("jobs.{id}.runs-on");
+        if backend == BackendKind::Host {
+            return Err(self.error(
+                Some(runs_on.span()),
+                key,
+                "a `host` job runs on this machine; runs-on picks hosts for microvm and incus jobs",
+            ));
+        }
+        let known: BTreeSet<&str> = hosts
+            .values()
+            .flat_map(|h| h.labels.iter().map(String::as_str))
+            .chain(DETECTED_LABELS)
+            .collect();
+        for label in runs_on.get_ref() {
+            if !known.contains(label.get_ref().as_str()) {
+                return Err(self.error(
+                    Some(label.span()),
+                    key,
+                    format!(
+                        "no host has the label `{}`; known labels: {}",
+                        label.get_ref(),
+                        known.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        let wanted: Vec<&str> = runs_on.get_ref().iter().map(|l| l.get_ref().as_str()).collect();
+        let lacks = |host: &PoolHost| -> Vec<&str> {
+            wanted
+                .iter()
+                .copied()
+                .filter(|l| !host.labels.contains(*l) && !DETECTED_LABELS.contains(l))
+                .collect()
+        };
+        let arches = wanted.iter().filter(|l| l.ends_with("-linux")).count();
+        let why: Vec<String> = hosts
+            .values()
+            .filter_map(|h| {
+                let lacking = lacks(h);
+                (!lacking.is_empty()).then(|| format!("{} lacks `{}`", h.name, lacking.join("`, `")))
+            })
+            .collect();
+        if arches > 1 {
+            return Err(self.error(
+                Some(runs_on.span()),
+                key,
+                "names two systems; a host is one of them",
+            ));
+        }
+        if why.len() == hosts.len() {
+            return Err(self.error(
+                Some(runs_on.span()),
+                key,
+                format!("no host can run this job: {}", why.join("; ")),
+            ));
+        }
+        Ok(())
     }
 
     fn backends(&self, raw: RawBackends) -> Result<Backends, ConfigError> {
@@ -231,9 +395,14 @@ impl Cx<'_> {
         raw: BTreeMap<Id, RawJob>,
         defaults: &Defaults,
         inputs: &BTreeMap<Id, String>,
+        hosts: &BTreeMap<Id, PoolHost>,
     ) -> Result<BTreeMap<Id, Job>, ConfigError> {
         let known: BTreeSet<&Id> = raw.keys().collect();
         for (id, job) in &raw {
+            if let Some(runs_on) = &job.runs_on {
+                let backend = job.backend.unwrap_or(defaults.backend);
+                self.runs_on(id, backend, runs_on, hosts)?;
+            }
             for input in &job.inputs {
                 if !inputs.contains_key(input.get_ref()) {
                     let allowed = list(inputs.keys());
@@ -306,6 +475,11 @@ impl Cx<'_> {
                             ShellValue::Text(_) => None, // rejected above
                         })
                         .unwrap_or_else(|| defaults.shell.clone()),
+                    runs_on: job
+                        .runs_on
+                        .map(|labels| labels.into_inner().into_iter().map(Spanned::into_inner).collect())
+                        .unwrap_or_default(),
+                    retries: job.retries,
                 };
                 (id, job)
             })

@@ -13,5 +13,5 @@ pub use error::ConfigError;
 pub use find::{CONFIG_FILE, find_config};
 pub use load::{load, parse, parse_host};
 pub use model::*;
-pub use overrides::Overrides;
+pub use overrides::{Overrides, one_host};
 pub use units::parse_size;

@@ -18,6 +18,10 @@ pub struct Config {
     pub defaults: Defaults,
     pub backends: Backends,
     pub ssh: SshSettings,
+    /// The hosts guests run on, by name; never empty. Without `[hosts]`, one host named
+    /// `default` at `defaults.host`.
+    pub hosts: BTreeMap<Id, PoolHost>,
+    pub nix: NixSettings,
     /// Input name → Nix installable, built once per run.
     pub inputs: BTreeMap<Id, String>,
     pub jobs: BTreeMap<Id, Job>,
@@ -27,7 +31,6 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Defaults {
     pub backend: BackendKind,
-    pub host: HostSpec,
     pub timeout: Duration,
     /// pikaci's directory on the host (synced snapshots, GC roots, job dirs); relative
     /// paths are relative to the SSH user's home. `None`: `.pikaci/host` in the state
@@ -54,6 +57,48 @@ impl fmt::Display for BackendKind {
             BackendKind::Incus => "incus",
         })
     }
+}
+
+/// The name of the one host a config without `[hosts]` has.
+pub const DEFAULT_HOST: &str = "default";
+
+/// Labels pikaci reads on a host itself; any other label is declared in `[hosts.X]`.
+pub const DETECTED_LABELS: [&str; 3] = ["x86_64-linux", "aarch64-linux", "kvm"];
+
+/// One host of the pool: where it is, how many guests it runs at once, what it offers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolHost {
+    pub name: Id,
+    pub spec: HostSpec,
+    /// Guests at once; `None`: from the host's cores and the guest size, read at run time.
+    pub slots: Option<u32>,
+    /// As declared; the detected ones are added when the host is probed.
+    pub labels: std::collections::BTreeSet<String>,
+    /// Overrides `defaults.work-dir` on this host.
+    pub work_dir: Option<String>,
+}
+
+impl Config {
+    /// The host a command that works on one host uses unless told otherwise: `default`,
+    /// else the first by name.
+    pub fn main_host(&self) -> &PoolHost {
+        self.hosts
+            .get(DEFAULT_HOST)
+            .or_else(|| self.hosts.values().next())
+            .expect("a config has at least one host")
+    }
+
+    /// pikaci's work dir on `host` as configured (see [`Defaults::work_dir`]).
+    pub fn work_dir_on<'a>(&'a self, host: &'a PoolHost) -> Option<&'a str> {
+        host.work_dir.as_deref().or(self.defaults.work_dir.as_deref())
+    }
+}
+
+/// `[nix]`: where builds happen.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct NixSettings {
+    /// A pool host that builds inputs and runners for every guest host, through Nix.
+    pub build_host: Option<Id>,
 }
 
 /// Where guests run: this machine, or a Linux host reached over SSH.
@@ -177,6 +222,16 @@ pub struct Job {
     /// key existed ran their jobs with the legacy `bash -c`.
     #[serde(default = "legacy_shell")]
     pub shell: Vec<String>,
+    /// Labels a host must all have to run the job (`runs-on`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "runs-on")]
+    pub runs_on: Vec<String>,
+    /// How many more times a job that met a host failure may run, on another host.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn legacy_shell() -> Vec<String> {

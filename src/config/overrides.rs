@@ -5,7 +5,10 @@
 
 use std::path::PathBuf;
 
-use super::{Config, parse_host};
+use std::collections::BTreeMap;
+
+use super::{Config, PoolHost, parse_host};
+use crate::ids::Id;
 
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -23,8 +26,8 @@ impl Overrides {
     /// Applies the overrides; a bad host is an error naming where it came from.
     pub fn apply(&self, config: &mut Config) -> Result<(), String> {
         if let Some(host) = &self.host {
-            config.defaults.host =
-                parse_host(host).map_err(|e| format!("--host / PIKACI_HOST: {e}"))?;
+            config.hosts = one_host(config, host)
+                .map_err(|e| format!("--host / PIKACI_HOST: {e}"))?;
         }
         if let Some(path) = &self.ssh_identity_file {
             config.ssh.identity_file = Some(std::path::absolute(path).unwrap_or(path.clone()));
@@ -37,4 +40,22 @@ impl Overrides {
         }
         Ok(())
     }
+}
+
+/// `--host NAME` keeps only that host of the pool; `--host URL` moves a pool of one there.
+pub fn one_host(config: &Config, host: &str) -> Result<BTreeMap<Id, PoolHost>, String> {
+    if let Some((name, pool_host)) = config.hosts.iter().find(|(name, _)| name.as_str() == host) {
+        return Ok(BTreeMap::from([(name.clone(), pool_host.clone())]));
+    }
+    let spec = parse_host(host)?;
+    if config.hosts.len() > 1 {
+        let names: Vec<&str> = config.hosts.keys().map(Id::as_str).collect();
+        return Err(format!(
+            "the config has several hosts; name one of them ({}) rather than a url",
+            names.join(", ")
+        ));
+    }
+    let mut only = config.main_host().clone();
+    only.spec = spec;
+    Ok(BTreeMap::from([(only.name.clone(), only)]))
 }

@@ -18,11 +18,31 @@ pub struct RawConfig {
     #[serde(default)]
     pub ssh: RawSsh,
     #[serde(default)]
+    pub hosts: BTreeMap<Id, RawHost>,
+    #[serde(default)]
+    pub nix: RawNix,
+    #[serde(default)]
     pub inputs: BTreeMap<Id, Spanned<String>>,
     #[serde(default)]
     pub jobs: BTreeMap<Id, RawJob>,
     #[serde(default)]
     pub targets: BTreeMap<Id, RawTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawHost {
+    pub url: Spanned<String>,
+    pub slots: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub labels: Vec<Spanned<String>>,
+    pub work_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawNix {
+    pub build_host: Option<Spanned<Id>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -125,6 +145,9 @@ pub struct RawJob {
     #[serde(default)]
     pub secrets: Vec<Spanned<String>>,
     pub shell: Option<Spanned<ShellValue>>,
+    pub runs_on: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub retries: u32,
 }
 
 #[derive(Deserialize)]

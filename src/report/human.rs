@@ -115,12 +115,16 @@ pub fn describe(event: &Event, live: bool) -> Option<String> {
                 message.as_deref().unwrap_or("build failed")
             )
         }
-        EventKind::JobStarted { job, backend } if !live => format!("start  {job} [{backend}]"),
+        EventKind::JobStarted { job, backend, host } if !live => {
+            format!("start  {job} [{backend}]{}", on_host(host.as_deref()))
+        }
+        EventKind::HostDown { host, message } => format!("DOWN   host {host}: {message}"),
         EventKind::JobFinished {
             job,
             status,
             duration_ms,
             message,
+            host,
             ..
         } => {
             let label = match status {
@@ -136,7 +140,7 @@ pub fn describe(event: &Event, live: bool) -> Option<String> {
             let why = message
                 .as_deref()
                 .map_or(String::new(), |m| format!(": {m}"));
-            format!("{label} {job}{took}{why}")
+            format!("{label} {job}{took}{}{why}", on_host(host.as_deref()))
         }
         EventKind::RunFinished { .. }
         | EventKind::PrepareStarted { .. }
@@ -145,6 +149,15 @@ pub fn describe(event: &Event, live: bool) -> Option<String> {
             return None;
         }
     })
+}
+
+/// ` on HOST` for a job placed on a pool host; nothing for `host` jobs and for the one
+/// implicit host of a config without `[hosts]`, where it would say nothing new.
+fn on_host(host: Option<&str>) -> String {
+    match host {
+        Some(host) if host != crate::config::DEFAULT_HOST => format!(" on {host}"),
+        _ => String::new(),
+    }
 }
 
 /// The closing summary.
@@ -197,7 +210,7 @@ fn first_lines(message: &str, run_id: &str) -> String {
 impl Reporter for HumanReporter {
     fn event(&self, event: &Event) {
         match &event.kind {
-            EventKind::JobStarted { job, backend } => {
+            EventKind::JobStarted { job, backend, .. } => {
                 self.start_spinner(job, format!("{job} [{backend}]"))
             }
             EventKind::PrepareStarted { input, installable } => self.start_spinner(

@@ -82,6 +82,11 @@ impl<N: Ord + Copy> Dag<N> {
         self.states.insert(node, state);
     }
 
+    /// A started node waits again (its host failed under it): it is ready once more.
+    pub fn again(&mut self, node: N) {
+        self.states.insert(node, State::Waiting);
+    }
+
     pub fn running(&self) -> usize {
         self.states
             .values()
@@ -144,6 +149,15 @@ mod tests {
         dag.start('d');
         dag.complete('d', Ok(()));
         assert!(dag.is_over());
+    }
+
+    #[test]
+    fn a_node_started_again_is_ready_again() {
+        let mut dag = chain();
+        dag.start('a');
+        dag.again('a');
+        assert_eq!(dag.running(), 0);
+        assert_eq!(dag.ready(), vec!['a', 'd']);
     }
 
     #[test]

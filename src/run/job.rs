@@ -14,7 +14,7 @@ use crate::ids::Id;
 use crate::nix::StorePath;
 use crate::plan::ExecuteNode;
 use crate::protocol::{GuestResult, GuestStatus, Request, SCHEMA_VERSION};
-use crate::state::{EventKind, JobRecord, JobStatus, RECORD_SCHEMA};
+use crate::state::{Attempt, EventKind, JobRecord, JobStatus, RECORD_SCHEMA};
 
 /// Records a job that will not run (filtered out, or a dependency did not pass).
 pub fn record_not_run(
@@ -22,6 +22,17 @@ pub fn record_not_run(
     node: &ExecuteNode,
     status: JobStatus,
     message: String,
+) -> std::io::Result<()> {
+    record_unrun(recorder, node, status, message, Vec::new())
+}
+
+/// [`record_not_run`], keeping the job's earlier attempts in its record.
+pub fn record_unrun(
+    recorder: &Recorder,
+    node: &ExecuteNode,
+    status: JobStatus,
+    message: String,
+    attempts: Vec<Attempt>,
 ) -> std::io::Result<()> {
     let record = JobRecord {
         schema_version: RECORD_SCHEMA,
@@ -37,6 +48,8 @@ pub fn record_not_run(
         message: Some(message.clone()),
         phases: BTreeMap::new(),
         failed_in: None,
+        host: None,
+        attempts,
     };
     recorder.write_job(&recorder.run.job(&node.job.id), &record)?;
     recorder.emit(EventKind::JobFinished {
@@ -45,6 +58,7 @@ pub fn record_not_run(
         exit_code: None,
         duration_ms: None,
         message: Some(message),
+        host: None,
     });
     Ok(())
 }
@@ -58,13 +72,34 @@ pub struct RunShared<'a> {
     pub cancel: &'a Cancel,
 }
 
+/// Where one attempt of a job runs: on this machine (`host` jobs) or on the pool host
+/// `on`, after the `earlier` attempts.
+pub struct Placed {
+    pub on: Option<Id>,
+    pub earlier: Vec<Attempt>,
+}
+
+/// How one attempt of a job ended.
+#[derive(Debug)]
+pub enum JobEnd {
+    /// Its final record is written, with this status.
+    Recorded(JobStatus),
+    /// Its host failed before its guest started: nothing of the job ran, so it may be
+    /// placed on another host.
+    HostDown { host: Id, why: String },
+    /// Its host failed while its guest ran: recorded as an `error` naming the host, as
+    /// `attempt`; a job with `retries` left runs again elsewhere.
+    HostLost { host: Id, attempt: Attempt },
+}
+
 /// Runs one job to its end and records it. Errors are only record-write failures; a job
 /// that cannot start is recorded with status `error` and the phase it failed in.
 pub fn run_job(
     node: &ExecuteNode,
     inputs: &BTreeMap<Id, Vec<StorePath>>,
     run: &RunShared,
-) -> std::io::Result<JobStatus> {
+    placed: Placed,
+) -> std::io::Result<JobEnd> {
     let job = &node.job;
     let dir = run.recorder.run.job(&job.id);
     let started = SystemTime::now();
@@ -82,11 +117,14 @@ pub fn run_job(
         message: None,
         phases: BTreeMap::new(),
         failed_in: None,
+        host: placed.on.as_ref().map(Id::to_string),
+        attempts: placed.earlier,
     };
     run.recorder.write_job(&dir, &record)?;
     run.recorder.emit(EventKind::JobStarted {
         job: record.job.clone(),
         backend: job.backend,
+        host: record.host.clone(),
     });
 
     let mut phases = Phases {
@@ -100,15 +138,37 @@ pub fn run_job(
         inputs,
         run,
         dir: &dir,
+        on: placed.on.as_ref(),
     }
     .drive(&mut phases);
     let failed_in = phases.current;
+    let mut lost = None;
     let (status, result) = match outcome {
         Ok((ended, result)) => (job_status(ended, &result), result),
         Err(error) => {
             record.failed_in = Some(failed_in.to_string());
             let message = crate::error::chain(&error);
             log_commands(&dir, &message, &error);
+            let host_failed = placed
+                .on
+                .as_ref()
+                .filter(|_| !run.cancel.is_cancelled())
+                .filter(|_| crate::backend::host_failure(&error).is_some());
+            if let Some(host) = host_failed {
+                // Nothing of the job's command ran before `run`: it may go elsewhere.
+                if matches!(failed_in, "setup" | "workspace" | "launch") {
+                    note(&dir, &format!("host `{host}` failed before the guest started: {message}"));
+                    return Ok(JobEnd::HostDown {
+                        host: host.clone(),
+                        why: message,
+                    });
+                }
+                lost = Some(host.clone());
+            }
+            let message = match &lost {
+                Some(host) => format!("host `{host}` failed while the job ran: {message}"),
+                None => message,
+            };
             // A step cut short by Ctrl-C or SIGTERM (a sync, a build) is the cancellation.
             if run.cancel.is_cancelled() {
                 (JobStatus::Cancelled, GuestResult::error(started, message))
@@ -137,8 +197,45 @@ pub fn run_job(
         exit_code: record.exit_code,
         duration_ms: record.duration_ms,
         message: record.message.clone(),
+        host: record.host.clone(),
     });
-    Ok(status)
+    Ok(match lost {
+        None => JobEnd::Recorded(status),
+        Some(host) => JobEnd::HostLost {
+            host,
+            attempt: Attempt {
+                attempt: record.attempts.len() as u32 + 1,
+                host: record.host,
+                status,
+                message: record.message,
+            },
+        },
+    })
+}
+
+/// Moves the files of the attempt that just ended into `attempts/<n>/` of the job's
+/// directory, which the next attempt starts afresh.
+pub fn keep_attempt(dir: &Path, attempt: u32) -> std::io::Result<()> {
+    let kept = dir.join("attempts").join(attempt.to_string());
+    crate::fsutil::create_dir_all(&kept)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() != "attempts" {
+            std::fs::rename(entry.path(), kept.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A line of pikaci's own in the job's `host.log`, best effort (the record holds what
+/// matters).
+fn note(dir: &Path, text: &str) {
+    use std::io::Write;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("host.log"));
+    let _ = log.and_then(|mut log| writeln!(log, "pikaci: {text}"));
 }
 
 fn job_status(ended: Ended, result: &GuestResult) -> JobStatus {
@@ -194,6 +291,8 @@ struct Drive<'a> {
     inputs: &'a BTreeMap<Id, Vec<StorePath>>,
     run: &'a RunShared<'a>,
     dir: &'a Path,
+    /// The pool host it was placed on; none for `host` jobs.
+    on: Option<&'a Id>,
 }
 
 impl Drive<'_> {
@@ -203,7 +302,7 @@ impl Drive<'_> {
         // Secrets are read before the backend is set up: a job that lacks one fails in
         // setup without starting anything.
         let env = self.env()?;
-        let backend = phases.time("setup", || self.run.backends.get(job.backend, cancel))?;
+        let backend = phases.time("setup", || self.run.backends.get(job.backend, self.on, cancel))?;
         let mut copy = PrivateCopy(None);
         let workspace = if job.writable_workspace && backend.uses_local_copy() {
             let path = self.dir.join("workspace");

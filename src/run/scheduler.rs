@@ -2,19 +2,21 @@
 //! on has passed. A node whose dependency did not pass is recorded without running; a
 //! node whose thread panics or cannot start is an `error`, and the run goes on.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, mpsc};
 
 use super::dag::Dag;
-use super::job::{RunShared, record_not_run, run_job};
+use super::job::{JobEnd, Placed, RunShared, keep_attempt, record_not_run, record_unrun, run_job};
 use super::prepare::build_input;
 use super::recorder::Recorder;
 use crate::cancel::Cancel;
 use crate::ids::Id;
 use crate::nix::StorePath;
 use crate::plan::Plan;
-use crate::state::JobStatus;
+use crate::pool::{Placement, Pool, runs_on_pool};
+use crate::state::{Attempt, EventKind, JobStatus};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Node {
@@ -22,9 +24,21 @@ enum Node {
     Job(usize),
 }
 
+/// Where a node goes when it starts, as the pool said then.
+enum Start {
+    /// On this machine: input builds, `host` jobs.
+    Here,
+    /// On a pool host, holding one of its slots.
+    On(Id),
+    /// Nowhere: no host can run the job (each one, with why).
+    Nowhere(crate::pool::NoHost),
+}
+
 enum Finished {
     Prepare(usize, Result<Vec<StorePath>, String>),
-    Job(usize, std::io::Result<JobStatus>),
+    Job(usize, std::io::Result<JobEnd>),
+    /// A job no host could run, recorded as such.
+    Unplaced(usize, std::io::Result<()>),
 }
 
 /// What became of a node.
@@ -40,6 +54,25 @@ enum Settled<N, T> {
     Ran { node: N, result: Result<T, String> },
 }
 
+/// What a settled node means for the rest of the DAG.
+#[derive(Debug, PartialEq)]
+enum Over {
+    Passed,
+    /// Its dependents cannot run, for this reason.
+    NotPassed(String),
+    /// It goes back to waiting: its host failed before (or, with retries, while) it ran.
+    Again,
+}
+
+impl From<Result<(), String>> for Over {
+    fn from(result: Result<(), String>) -> Over {
+        match result {
+            Ok(()) => Over::Passed,
+            Err(why) => Over::NotPassed(why),
+        }
+    }
+}
+
 const CANCELLED: &str = "cancelled before it started";
 
 /// What the scheduler saw: per-job statuses and infrastructure failures.
@@ -52,21 +85,50 @@ pub struct Outcome {
     pub unrecorded: BTreeMap<Id, String>,
 }
 
-pub fn execute(plan: &Plan, run: &RunShared, parallel: usize) -> Outcome {
+/// Runs the plan: input builds and `host` jobs here, every other job on a host of `pool`
+/// with a free slot that has all of its labels.
+pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Outcome {
     let recorder = run.recorder;
     let inputs: Mutex<BTreeMap<Id, Vec<StorePath>>> = Mutex::new(BTreeMap::new());
+    let pool = RefCell::new(pool);
+    // Earlier attempts of jobs whose host failed while they ran, by job.
+    let attempts: RefCell<BTreeMap<usize, Vec<Attempt>>> = RefCell::default();
+    // The host each running job holds a slot of.
+    let placed: RefCell<BTreeMap<usize, Id>> = RefCell::default();
     let mut outcome = Outcome::default();
-    let work = |node: Node| match node {
-        Node::Prepare(i) => Finished::Prepare(
+    let admit = |node: Node| match node {
+        Node::Prepare(_) => Some(Start::Here),
+        Node::Job(i) if !runs_on_pool(&plan.jobs[i].job) => Some(Start::Here),
+        Node::Job(i) => match pool.borrow_mut().place(&plan.jobs[i].job) {
+            Placement::On(host) => {
+                placed.borrow_mut().insert(i, host.clone());
+                Some(Start::On(host))
+            }
+            Placement::Wait => None,
+            Placement::Never(why) => Some(Start::Nowhere(why)),
+        },
+    };
+    let work = |node: Node, start: Start, earlier: Vec<Attempt>| match (node, start) {
+        (Node::Prepare(i), _) => Finished::Prepare(
             i,
             build_input(&plan.prepare[i], run.snapshot, recorder, run.cancel),
         ),
-        Node::Job(i) => {
+        (Node::Job(i), Start::Nowhere(why)) => {
+            let message = crate::hint::with_hint(why.to_string());
+            let status = JobStatus::Error;
+            Finished::Unplaced(i, record_unrun(recorder, &plan.jobs[i], status, message, earlier))
+        }
+        (Node::Job(i), start) => {
             let inputs = inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            Finished::Job(i, run_job(&plan.jobs[i], &inputs, run))
+            let on = match start {
+                Start::On(host) => Some(host),
+                _ => None,
+            };
+            let placed = Placed { on, earlier };
+            Finished::Job(i, run_job(&plan.jobs[i], &inputs, run, placed))
         }
     };
-    let settle = |settled: Settled<Node, Finished>| -> Result<(), String> {
+    let settle = |settled: Settled<Node, Finished>| -> Over {
         match settled {
             Settled::Ran {
                 result: Ok(Finished::Prepare(i, built)),
@@ -78,33 +140,68 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize) -> Outcome {
                         inputs.insert(input.clone(), paths.clone());
                     }
                 });
-                prepare_over(plan, i, built.map(drop), &mut outcome)
+                prepare_over(plan, i, built.map(drop), &mut outcome).into()
             }
             Settled::Ran {
                 node: Node::Prepare(i),
                 result: Err(why),
-            } => prepare_over(plan, i, Err(why), &mut outcome),
+            } => prepare_over(plan, i, Err(why), &mut outcome).into(),
             Settled::Ran {
-                result: Ok(Finished::Job(i, recorded)),
+                result: Ok(Finished::Unplaced(i, recorded)),
                 ..
             } => {
-                let id = &plan.jobs[i].job.id;
-                let status = recorded.unwrap_or_else(|e| {
-                    outcome
-                        .infra_errors
-                        .push(format!("cannot record job `{id}`: {e}"));
-                    outcome.unrecorded.insert(id.clone(), e.to_string());
-                    JobStatus::Error
-                });
-                job_over(plan, i, status, &mut outcome)
+                if let Err(e) = recorded {
+                    unrecorded(plan, i, e, &mut outcome);
+                }
+                job_over(plan, i, JobStatus::Error, &mut outcome).into()
+            }
+            Settled::Ran {
+                result: Ok(Finished::Job(i, ended)),
+                ..
+            } => {
+                let mut pool = pool.borrow_mut();
+                if let Some(host) = placed.borrow_mut().remove(&i) {
+                    pool.release(&host);
+                }
+                let end = match ended {
+                    Ok(ended) => ended,
+                    Err(e) => {
+                        unrecorded(plan, i, e, &mut outcome);
+                        JobEnd::Recorded(JobStatus::Error)
+                    }
+                };
+                match end {
+                    JobEnd::Recorded(status) => job_over(plan, i, status, &mut outcome).into(),
+                    JobEnd::HostDown { host, why } => {
+                        host_down(&mut pool, recorder, &host, why);
+                        Over::Again
+                    }
+                    JobEnd::HostLost { host, attempt } => {
+                        let why = attempt.message.clone().unwrap_or_default();
+                        host_down(&mut pool, recorder, &host, why);
+                        let mut attempts = attempts.borrow_mut();
+                        let earlier = attempts.entry(i).or_default();
+                        let retries = plan.jobs[i].job.retries as usize;
+                        let dir = recorder.run.job(&plan.jobs[i].job.id);
+                        if earlier.len() < retries && keep_attempt(&dir, attempt.attempt).is_ok() {
+                            earlier.push(attempt);
+                            Over::Again
+                        } else {
+                            job_over(plan, i, attempt.status, &mut outcome).into()
+                        }
+                    }
+                }
             }
             Settled::Ran {
                 node: Node::Job(i),
                 result: Err(why),
             } => {
+                if let Some(host) = placed.borrow_mut().remove(&i) {
+                    pool.borrow_mut().release(&host);
+                }
                 let message = format!("pikaci could not run it: {why}");
                 record(plan, i, JobStatus::Error, message, recorder, &mut outcome);
-                job_over(plan, i, JobStatus::Error, &mut outcome)
+                job_over(plan, i, JobStatus::Error, &mut outcome).into()
             }
             Settled::NotRun {
                 node: Node::Job(i),
@@ -118,23 +215,48 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize) -> Outcome {
                 };
                 let message = format!("not run: {why}");
                 record(plan, i, status, message, recorder, &mut outcome);
-                Err(why)
+                Over::NotPassed(why)
             }
             Settled::NotRun {
                 node: Node::Prepare(_),
                 why,
                 ..
-            } => Err(why),
+            } => Over::NotPassed(why),
         }
+    };
+    let earlier = |node: Node| match node {
+        Node::Job(i) => attempts.borrow().get(&i).cloned().unwrap_or_default(),
+        Node::Prepare(_) => Vec::new(),
     };
     schedule(
         Dag::new(dependencies(plan)),
         parallel,
         run.cancel,
-        &work,
-        settle,
+        Hooks {
+            admit: |node| admit(node).map(|start| (start, earlier(node))),
+            work: &|node, (start, earlier)| work(node, start, earlier),
+            settle,
+        },
     );
     outcome
+}
+
+fn host_down(pool: &mut Pool, recorder: &Recorder, host: &Id, why: String) {
+    if pool.is_up(host) {
+        pool.mark_down(host, why.clone());
+        recorder.emit(EventKind::HostDown {
+            host: host.to_string(),
+            message: why,
+        });
+    }
+}
+
+fn unrecorded(plan: &Plan, i: usize, e: std::io::Error, outcome: &mut Outcome) {
+    let id = &plan.jobs[i].job.id;
+    outcome
+        .infra_errors
+        .push(format!("cannot record job `{id}`: {e}"));
+    outcome.unrecorded.insert(id.clone(), e.to_string());
 }
 
 fn prepare_over(
@@ -181,21 +303,42 @@ fn record(
     outcome.statuses.insert(job.job.id.clone(), status);
 }
 
-/// Runs `work` for each node of `dag` in a thread of its own, at most `parallel` at once,
-/// and hands every node to `settle` exactly once; `settle`'s answer for a node that ran
-/// decides whether its dependents may run. Returns when every node is settled: a
-/// panicking `work` is that node's `Err`, so no node is waited for in vain.
-fn schedule<N, T>(
+/// What [`schedule`] asks of its caller: whether a ready node may start now, and with
+/// what (`None`: not yet); the work of a node; and what a settled node means.
+struct Hooks<A, W, S> {
+    admit: A,
+    work: W,
+    settle: S,
+}
+
+/// Runs `work` for each node of `dag` in a thread of its own, at most `parallel` at once
+/// and each once `admit` lets it, and hands every node to `settle` exactly once per run
+/// of it; `settle`'s answer for a node that ran decides whether its dependents may run,
+/// or whether it waits to run again. Returns when every node is settled: a panicking
+/// `work` is that node's `Err`, so no node is waited for in vain.
+fn schedule<N, P, T, A, S>(
     mut dag: Dag<N>,
     parallel: usize,
     cancel: &Cancel,
-    work: &(dyn Fn(N) -> T + Sync),
-    mut settle: impl FnMut(Settled<N, T>) -> Result<(), String>,
+    hooks: Hooks<A, &(dyn Fn(N, P) -> T + Sync), S>,
 ) where
     N: Ord + Copy + Send,
+    P: Send,
     T: Send,
+    A: FnMut(N) -> Option<P>,
+    S: FnMut(Settled<N, T>) -> Over,
 {
+    let Hooks {
+        mut admit,
+        work,
+        mut settle,
+    } = hooks;
     let (tx, rx) = mpsc::channel::<(N, Result<T, String>)>();
+    let over = |dag: &mut Dag<N>, node: N, settled: Over| match settled {
+        Over::Passed => dag.complete(node, Ok(())),
+        Over::NotPassed(why) => dag.complete(node, Err(why)),
+        Over::Again => dag.again(node),
+    };
     std::thread::scope(|scope| {
         loop {
             if cancel.is_cancelled() {
@@ -214,22 +357,29 @@ fn schedule<N, T>(
                     cancelled: false,
                 });
             }
-            let free = parallel.max(1).saturating_sub(dag.running());
-            for node in dag.ready().into_iter().take(free) {
+            for node in dag.ready() {
+                if dag.running() >= parallel.max(1) {
+                    break;
+                }
+                // A node whose hosts are all busy waits; the next may go elsewhere.
+                let Some(start) = admit(node) else {
+                    continue;
+                };
                 dag.start(node);
                 let tx = tx.clone();
                 let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
-                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(node)))
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(node, start)))
                         .map_err(|panic| format!("it panicked: {}", panic_message(&*panic)));
                     let _ = tx.send((node, result));
                 });
                 if let Err(e) = spawned {
                     let result = Err(format!("cannot start a thread for it: {e}"));
-                    let over = settle(Settled::Ran { node, result });
-                    dag.complete(node, over);
+                    let settled = settle(Settled::Ran { node, result });
+                    over(&mut dag, node, settled);
                 }
             }
             if dag.running() == 0 {
+                // No slot is held when nothing runs, so nothing ready was left waiting.
                 debug_assert!(dag.is_over());
                 break;
             }
@@ -237,8 +387,8 @@ fn schedule<N, T>(
             let Ok((node, result)) = rx.recv() else {
                 break;
             };
-            let over = settle(Settled::Ran { node, result });
-            dag.complete(node, over);
+            let settled = settle(Settled::Ran { node, result });
+            over(&mut dag, node, settled);
         }
     });
 }
@@ -296,16 +446,21 @@ mod tests {
     ) -> Vec<Settled<char, bool>> {
         let deps = deps.iter().map(|(n, d)| (*n, d.to_vec())).collect();
         let mut seen = Vec::new();
-        schedule(Dag::new(deps), 2, cancel, work, |settled| {
-            let over = match &settled {
-                Settled::Ran {
-                    result: Ok(true), ..
-                } => Ok(()),
-                _ => Err("not passed".to_string()),
-            };
-            seen.push(settled);
-            over
-        });
+        let hooks = Hooks {
+            admit: |_| Some(()),
+            work: &(|node, ()| work(node)) as &(dyn Fn(char, ()) -> bool + Sync),
+            settle: |settled: Settled<char, bool>| {
+                let over = match &settled {
+                    Settled::Ran {
+                        result: Ok(true), ..
+                    } => Over::Passed,
+                    _ => Over::NotPassed("not passed".to_string()),
+                };
+                seen.push(settled);
+                over
+            },
+        };
+        schedule(Dag::new(deps), 2, cancel, hooks);
         seen
     }
 

@@ -7,7 +7,8 @@ use std::time::Instant;
 use super::job::{RunShared, record_not_run};
 use super::recorder::Recorder;
 use super::scheduler;
-use crate::backend::{RunBackends, RunContext};
+use crate::backend::{RunBackends, RunShares};
+use crate::pool::Pool;
 use crate::cancel::Cancel;
 use crate::changes::{ChangeSet, PathFilter};
 use crate::config::Config;
@@ -17,7 +18,8 @@ use crate::ids::Id;
 use crate::plan::{ExecuteNode, Plan};
 use crate::report::Reporter;
 use crate::state::{
-    EventKind, JobRecord, JobStatus, RECORD_SCHEMA, RunLock, RunRecord, RunStatus, SnapshotRef,
+    EventKind, HostRecord, JobRecord, JobStatus, RECORD_SCHEMA, RunLock, RunRecord, RunStatus,
+    SnapshotRef,
     StateDir, create_run, job_records, read_record,
 };
 
@@ -287,7 +289,7 @@ fn run_jobs(
     parallel: usize,
 ) -> scheduler::Outcome {
     let run_dir = recorder.run.path.clone();
-    let backends = RunBackends::new(RunContext {
+    let backends = RunBackends::new(RunShares {
         config: host.config,
         run_id: &recorder.run.id,
         run_dir: &run_dir,
@@ -295,13 +297,59 @@ fn run_jobs(
         state_root: host.state.root(),
         snapshot,
     });
+    let pool = reach_pool(host, recorder, plan, &backends);
     let shared = RunShared {
         snapshot: &snapshot.dir,
         backends: &backends,
         recorder,
         cancel: host.cancel,
     };
-    scheduler::execute(plan, &shared, parallel.max(1))
+    scheduler::execute(plan, &shared, parallel.max(1), pool)
+}
+
+/// Reaches the hosts the plan's jobs may be placed on, hands each open connection to
+/// that host's backends, and writes `hosts.json`. A host that does not answer is down
+/// for the run from the start.
+fn reach_pool(host: &Host, recorder: &Recorder, plan: &Plan, backends: &RunBackends) -> Pool {
+    let config = host.config;
+    let jobs: Vec<&crate::config::Job> = plan.jobs.iter().map(|n| &n.job).collect();
+    let candidates = crate::pool::candidates(config, &jobs);
+    let mut pool = Pool::default();
+    let mut records = Vec::new();
+    let reached = crate::pool::reach_all(config, &candidates, host.state.root(), host.cancel);
+    for (pool_host, reached) in reached {
+        let mut record = HostRecord {
+            name: pool_host.name.to_string(),
+            url: pool_host.spec.to_string(),
+            down: None,
+            labels: Vec::new(),
+            slots: None,
+        };
+        match reached {
+            Ok(reached) => {
+                let slots = crate::pool::slots(pool_host, &reached.probe, &config.backends.microvm);
+                pool.add_up(pool_host, reached.probe.labels(), slots);
+                backends.adopt(&pool_host.name, reached.transport);
+                record.labels = pool.labels(&pool_host.name);
+                record.slots = Some(slots);
+            }
+            Err(e) => {
+                let why = crate::error::chain(&e);
+                pool.add_down(pool_host, why.clone());
+                recorder.emit(EventKind::HostDown {
+                    host: pool_host.name.to_string(),
+                    message: why.clone(),
+                });
+                record.down = Some(why);
+            }
+        }
+        records.push(record);
+    }
+    if !records.is_empty() {
+        // The record of where jobs could go; a run without it only lacks the detail.
+        let _ = write_json_atomic(&recorder.run.path.join("hosts.json"), &records);
+    }
+    pool
 }
 
 /// The run's status from what its jobs did: cancelled, an error (of pikaci or of a job),

@@ -38,6 +38,9 @@ pub enum EventKind {
     JobStarted {
         job: String,
         backend: BackendKind,
+        /// The pool host it was placed on; none for `host` jobs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
     },
     /// A job entered a phase: workspace, launch, run, stop, collect, cleanup (VM
     /// backends add their own, such as sync, build and boot).
@@ -51,6 +54,15 @@ pub enum EventKind {
         exit_code: Option<i32>,
         duration_ms: Option<u64>,
         message: Option<String>,
+        /// The pool host it ran on; none for `host` jobs and jobs never placed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    /// A pool host is out of the run: unreachable, or its connection dropped. Jobs that
+    /// had not started there go to other hosts.
+    HostDown {
+        host: String,
+        message: String,
     },
     RunFinished {
         status: RunStatus,

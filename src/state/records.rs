@@ -122,6 +122,41 @@ pub struct JobRecord {
     /// e.g. `setup`: whether its guest ever started, and so where to look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_in: Option<String>,
+    /// The pool host its guest ran on (`[hosts.NAME]`); none for `host` jobs, which run
+    /// on this machine, and for jobs never placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Earlier attempts, oldest first: a job whose host failed under it ran again
+    /// elsewhere (`retries`). Each one's files are in `attempts/<n>/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// `runs/<run>/hosts.json`: each pool host the run considered, as its probe found it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    pub url: String,
+    /// Why it was out of the run from the start; none when it answered.
+    #[serde(default)]
+    pub down: Option<String>,
+    /// Declared and detected.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub slots: Option<u32>,
+}
+
+/// One earlier attempt of a job, as its record said when it ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first.
+    pub attempt: u32,
+    #[serde(default)]
+    pub host: Option<String>,
+    pub status: JobStatus,
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 impl JobRecord {

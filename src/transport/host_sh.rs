@@ -95,6 +95,7 @@ mod tests {
             script!(Sh, incus::doctor::AGENT_PRESENT),
             script!(Sh, crate::transport::ssh::DRAIN_STDIN),
             script!(Sh, crate::doctor::COMMAND_PRESENT),
+            script!(Sh, crate::pool::PROBE),
         ]
     }
 
@@ -107,6 +108,7 @@ mod tests {
         "COMPLETE_VAR",
         "CONFIGURATION_MD",
         "CONFIG_FILE",
+        "DEFAULT_HOST",
         "ELIDED",
         "FLAKE_JOB",
         "GUEST_NAME",

@@ -64,7 +64,7 @@ fn reads_a_full_config_into_types() {
     assert_eq!(config.root, Path::new("/repo"));
     assert_eq!(config.defaults.backend, BackendKind::Host);
     assert_eq!(
-        config.defaults.host,
+        config.main_host().spec,
         HostSpec::Ssh {
             user: Some("ci".into()),
             host: "builder".into(),
@@ -109,18 +109,20 @@ fn reads_a_full_config_into_types() {
 fn defaults_when_sections_are_missing() {
     let config = parse_str("[jobs.a]\ncommand = \"true\"\n").unwrap();
     assert_eq!(config.defaults.backend, BackendKind::Microvm);
-    assert_eq!(config.defaults.host, HostSpec::Local);
+    assert_eq!(config.main_host().spec, HostSpec::Local);
+    assert_eq!(config.main_host().name.as_str(), DEFAULT_HOST);
+    assert_eq!(config.hosts.len(), 1);
     assert_eq!(config.jobs["a"].timeout, Duration::from_secs(1200));
 }
 
 #[test]
 fn unknown_key_names_key_path_and_position() {
-    insta::assert_snapshot!(error_of("[jobs.clippy]\ncomand = \"x\"\n"), @"/repo/pikaci.toml:2:1: jobs.clippy.comand: unknown field `comand`, expected one of `command`, `backend`, `inputs`, `needs`, `timeout`, `root`, `writable-workspace`, `env`, `secrets`, `shell`");
+    insta::assert_snapshot!(error_of("[jobs.clippy]\ncomand = \"x\"\n"), @"/repo/pikaci.toml:2:1: jobs.clippy.comand: unknown field `comand`, expected one of `command`, `backend`, `inputs`, `needs`, `timeout`, `root`, `writable-workspace`, `env`, `secrets`, `shell`, `runs-on`, `retries`");
 }
 
 #[test]
 fn unknown_top_level_section() {
-    insta::assert_snapshot!(error_of("[job.x]\ncommand = \"x\"\n"), @"/repo/pikaci.toml:1:2: job: unknown field `job`, expected one of `defaults`, `backends`, `ssh`, `inputs`, `jobs`, `targets`");
+    insta::assert_snapshot!(error_of("[job.x]\ncommand = \"x\"\n"), @"/repo/pikaci.toml:1:2: job: unknown field `job`, expected one of `defaults`, `backends`, `ssh`, `hosts`, `nix`, `inputs`, `jobs`, `targets`");
 }
 
 #[test]
@@ -305,4 +307,51 @@ fn bad_shell() {
     insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"true\"\nshell = []\n"), @r#"/repo/pikaci.toml:3:9: jobs.a.shell: must name a program, e.g. ["bash", "-eo", "pipefail", "-c"]"#);
     insta::assert_snapshot!(error_of("[defaults]\nshell = [\" \", \"-c\"]\n"), @r#"/repo/pikaci.toml:2:9: defaults.shell: the program (first element) is empty"#);
     insta::assert_snapshot!(error_of("[jobs.a]\ncommand = \"true\"\nshell = \"bash -c\"\n"), @r#"/repo/pikaci.toml:3:9: jobs.a.shell: must be a list, such as ["bash", "-c"]; pikaci does not split the string `bash -c`"#);
+}
+
+const POOL: &str = r#"
+[hosts.a]
+url = "ssh://ci@a"
+slots = 4
+labels = ["gpu", "big-disk"]
+[hosts.b]
+url = "local"
+work-dir = "/srv/pikaci"
+[nix]
+build-host = "a"
+[jobs.train]
+command = "true"
+runs-on = ["gpu", "kvm"]
+retries = 2
+[jobs.any]
+command = "true"
+"#;
+
+#[test]
+fn a_pool_of_hosts_with_slots_labels_and_a_build_host() {
+    let config = parse_str(POOL).unwrap();
+    let a = &config.hosts["a"];
+    assert_eq!(a.slots, Some(4));
+    assert_eq!(a.labels.iter().collect::<Vec<_>>(), ["big-disk", "gpu"]);
+    assert_eq!(config.hosts["b"].slots, None);
+    assert_eq!(config.work_dir_on(&config.hosts["b"]), Some("/srv/pikaci"));
+    assert_eq!(config.nix.build_host.as_ref().map(|h| h.as_str()), Some("a"));
+    assert_eq!(config.jobs["train"].runs_on, ["gpu", "kvm"]);
+    assert_eq!(config.jobs["train"].retries, 2);
+    assert!(config.jobs["any"].runs_on.is_empty());
+    assert_eq!(config.main_host().name.as_str(), "a");
+}
+
+#[test]
+fn pool_errors_point_at_the_key() {
+    let pool = |extra: &str| format!("[hosts.a]\nurl = \"local\"\nlabels = [\"gpu\"]\n{extra}");
+    insta::assert_snapshot!(error_of("[hosts.a]\nurl = \"a:22\"\n"), @"/repo/pikaci.toml:2:7: hosts.a.url: invalid host `a:22`: expected `local` or `ssh://[user@]host[:port]`");
+    insta::assert_snapshot!(error_of("[hosts.a]\nurl = \"local\"\nslots = 0\n"), @"/repo/pikaci.toml:3:9: hosts.a.slots: must be at least 1 (leave it out to size it from the host's cores)");
+    insta::assert_snapshot!(error_of("[hosts.a]\nurl = \"local\"\nlabels = [\"g p u\"]\n"), @"/repo/pikaci.toml:3:11: hosts.a.labels: `g p u` is not a label: letters, digits, `.`, `_` and `-`");
+    insta::assert_snapshot!(error_of("[defaults]\nhost = \"local\"\n[hosts.a]\nurl = \"local\"\n"), @"/repo/pikaci.toml:2:8: defaults.host: is the pool of one host; with [hosts] tables, give this host a [hosts.NAME] of its own");
+    insta::assert_snapshot!(error_of(&pool("[jobs.j]\ncommand = \"true\"\nruns-on = [\"tpu\"]\n")), @"/repo/pikaci.toml:6:12: jobs.j.runs-on: no host has the label `tpu`; known labels: `aarch64-linux`, `gpu`, `kvm`, `x86_64-linux`");
+    insta::assert_snapshot!(error_of(&pool("[hosts.b]\nurl = \"local\"\nlabels = [\"tpu\"]\n[jobs.j]\ncommand = \"true\"\nruns-on = [\"gpu\", \"tpu\"]\n")), @"/repo/pikaci.toml:9:11: jobs.j.runs-on: no host can run this job: a lacks `tpu`; b lacks `gpu`");
+    insta::assert_snapshot!(error_of(&pool("[jobs.j]\ncommand = \"true\"\nruns-on = [\"x86_64-linux\", \"aarch64-linux\"]\n")), @"/repo/pikaci.toml:6:11: jobs.j.runs-on: names two systems; a host is one of them");
+    insta::assert_snapshot!(error_of(&pool("[jobs.j]\ncommand = \"true\"\nbackend = \"host\"\nruns-on = [\"gpu\"]\n")), @"/repo/pikaci.toml:7:11: jobs.j.runs-on: a `host` job runs on this machine; runs-on picks hosts for microvm and incus jobs");
+    insta::assert_snapshot!(error_of(&pool("[nix]\nbuild-host = \"z\"\n")), @"/repo/pikaci.toml:5:14: nix.build-host: unknown host `z`; defined hosts: `a`");
 }
