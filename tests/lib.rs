@@ -27,6 +27,7 @@ mod microvm;
 mod nix_printer;
 mod own_store;
 mod package;
+mod pool;
 mod processes;
 mod records;
 mod reports;

@@ -162,7 +162,8 @@ fn a_job_with_another_command_builds_nothing() {
         "[jobs.first]\ncommand = \"echo one\"\n\n[jobs.second]\ncommand = \"echo two; exit 0\"\ntimeout = \"5m\"\n",
     );
     let build_log = |repo: &Repo| {
-        std::fs::read_to_string(repo.latest_run().join("prepare/microvm-runner-default.log")).unwrap()
+        std::fs::read_to_string(repo.latest_run().join("prepare/microvm-runner-default.log"))
+            .unwrap()
     };
     s.repo.pikaci(&["run", "first"]).expect(0);
     let first = build_log(&s.repo);

@@ -10,8 +10,8 @@ pub(crate) mod microvm;
 mod remote_guest;
 pub(crate) mod session;
 
-use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,9 +27,9 @@ pub use session::{
 
 use crate::cancel::Cancel;
 use crate::config::{BackendKind, Config};
-use crate::ids::Id;
 use crate::doctor::Check;
 use crate::exec::Ended;
+use crate::ids::Id;
 use crate::protocol::{GuestResult, Request};
 
 /// Everything a backend needs to start one job.
@@ -107,13 +107,8 @@ pub struct Descriptor {
 }
 
 /// Removes what a backend left on a pool host for runs that are over; returns how many.
-pub type CollectFn = fn(
-    &Config,
-    &crate::config::PoolHost,
-    &Path,
-    &[String],
-    &Cancel,
-) -> Result<usize, HostGcError>;
+pub type CollectFn =
+    fn(&Config, &crate::config::PoolHost, &Path, &[String], &Cancel) -> Result<usize, HostGcError>;
 
 /// A gc step on the host: what it removes, and how (returns how many it removed).
 pub struct HostCollector {
@@ -234,9 +229,9 @@ impl<'a> RunBackends<'a> {
             BackendKind::Microvm => prepared(&host.microvm, "microVM", || {
                 MicrovmBackend::prepare(cx(), cancel)
             }),
-            BackendKind::Incus => prepared(&host.incus, "Incus", || {
-                IncusBackend::prepare(cx(), cancel)
-            }),
+            BackendKind::Incus => {
+                prepared(&host.incus, "Incus", || IncusBackend::prepare(cx(), cancel))
+            }
         }
     }
 }

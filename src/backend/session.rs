@@ -202,8 +202,9 @@ pub fn connect_with(
     let spec = &host.spec;
     let transport = match connected {
         Some(transport) => transport,
-        None => crate::transport::connect(spec, &config.ssh, cancel)
-            .map_err(ConnectError::Transport)?,
+        None => {
+            crate::transport::connect(spec, &config.ssh, cancel).map_err(ConnectError::Transport)?
+        }
     };
     let local = *spec == HostSpec::Local;
     let wanted = wanted_work_dir(config, host, state_root);

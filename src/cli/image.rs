@@ -40,7 +40,8 @@ pub fn build(global: &Global, args: ImageBuildArgs) -> Result<u8, Error> {
         return Err(Error::Usage(format!(
             "`{}` names a flake on this machine, but images build on {}; pass a flake \
              reference the host can fetch",
-            args.installable, config.main_host().spec
+            args.installable,
+            config.main_host().spec
         )));
     }
     let cancel = cancel_on_signals()?;

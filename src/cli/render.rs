@@ -27,8 +27,9 @@ pub fn guest_flake(global: &Global, args: GuestFlakeArgs) -> Result<u8, Error> {
         .map_err(|e| Error::Usage(e.to_string()))?;
     let cancel = cancel_on_signals()?;
     let state = state_dir(global, &config);
-    let (transport, work_dir, local) = crate::backend::connect(&config, config.main_host(), state.root(), &cancel)
-        .map_err(|e| Error::infra("connecting to the host", e))?;
+    let (transport, work_dir, local) =
+        crate::backend::connect(&config, config.main_host(), state.root(), &cancel)
+            .map_err(|e| Error::infra("connecting to the host", e))?;
     let host = crate::backend::read_host_facts(transport.as_ref(), &cancel)
         .map_err(|e| Error::infra("reading the guest profile's facts on the host", e))?;
     let flake = PikaciOnHost::resolve(&flake, &work_dir, local).flake;

@@ -189,11 +189,7 @@ impl Cx<'_> {
         Ok(hosts)
     }
 
-    fn nix(
-        &self,
-        raw: RawNix,
-        hosts: &BTreeMap<Id, PoolHost>,
-    ) -> Result<NixSettings, ConfigError> {
+    fn nix(&self, raw: RawNix, hosts: &BTreeMap<Id, PoolHost>) -> Result<NixSettings, ConfigError> {
         if let Some(name) = &raw.build_host
             && !hosts.contains_key(name.get_ref())
         {
@@ -242,12 +238,20 @@ impl Cx<'_> {
                     format!(
                         "no host has the label `{}`; known labels: {}",
                         label.get_ref(),
-                        known.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+                        known
+                            .iter()
+                            .map(|l| format!("`{l}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
         }
-        let wanted: Vec<&str> = runs_on.get_ref().iter().map(|l| l.get_ref().as_str()).collect();
+        let wanted: Vec<&str> = runs_on
+            .get_ref()
+            .iter()
+            .map(|l| l.get_ref().as_str())
+            .collect();
         let lacks = |host: &PoolHost| -> Vec<&str> {
             wanted
                 .iter()
@@ -260,7 +264,8 @@ impl Cx<'_> {
             .values()
             .filter_map(|h| {
                 let lacking = lacks(h);
-                (!lacking.is_empty()).then(|| format!("{} lacks `{}`", h.name, lacking.join("`, `")))
+                (!lacking.is_empty())
+                    .then(|| format!("{} lacks `{}`", h.name, lacking.join("`, `")))
             })
             .collect();
         if arches > 1 {
@@ -477,7 +482,13 @@ impl Cx<'_> {
                         .unwrap_or_else(|| defaults.shell.clone()),
                     runs_on: job
                         .runs_on
-                        .map(|labels| labels.into_inner().into_iter().map(Spanned::into_inner).collect())
+                        .map(|labels| {
+                            labels
+                                .into_inner()
+                                .into_iter()
+                                .map(Spanned::into_inner)
+                                .collect()
+                        })
                         .unwrap_or_default(),
                     retries: job.retries,
                 };

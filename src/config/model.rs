@@ -90,7 +90,9 @@ impl Config {
 
     /// pikaci's work dir on `host` as configured (see [`Defaults::work_dir`]).
     pub fn work_dir_on<'a>(&'a self, host: &'a PoolHost) -> Option<&'a str> {
-        host.work_dir.as_deref().or(self.defaults.work_dir.as_deref())
+        host.work_dir
+            .as_deref()
+            .or(self.defaults.work_dir.as_deref())
     }
 }
 

@@ -26,8 +26,8 @@ impl Overrides {
     /// Applies the overrides; a bad host is an error naming where it came from.
     pub fn apply(&self, config: &mut Config) -> Result<(), String> {
         if let Some(host) = &self.host {
-            config.hosts = one_host(config, host)
-                .map_err(|e| format!("--host / PIKACI_HOST: {e}"))?;
+            config.hosts =
+                one_host(config, host).map_err(|e| format!("--host / PIKACI_HOST: {e}"))?;
         }
         if let Some(path) = &self.ssh_identity_file {
             config.ssh.identity_file = Some(std::path::absolute(path).unwrap_or(path.clone()));

@@ -49,9 +49,8 @@ impl HostProbe {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         };
-        let need = |key: &'static str| {
-            get(key).ok_or_else(|| ProbeError::Missing(key, text.to_string()))
-        };
+        let need =
+            |key: &'static str| get(key).ok_or_else(|| ProbeError::Missing(key, text.to_string()));
         let number = |key: &'static str| {
             need(key)?
                 .parse::<u64>()
@@ -112,7 +111,8 @@ pub fn slots(host: &PoolHost, probe: &HostProbe, guest: &MicrovmSettings) -> u32
 mod tests {
     use super::*;
 
-    const TEXT: &str = "machine=x86_64\nkvm=no\ncores=8\nmemory-kib=16384000\nnix=nix (Nix) 2.8.0\nfree-kib=123\n";
+    const TEXT: &str =
+        "machine=x86_64\nkvm=no\ncores=8\nmemory-kib=16384000\nnix=nix (Nix) 2.8.0\nfree-kib=123\n";
 
     #[test]
     fn a_probe_reads_labels_and_sizes() {
@@ -133,7 +133,9 @@ mod tests {
 
     #[test]
     fn a_probe_without_nix_or_kvm_says_so_and_a_broken_one_is_an_error() {
-        let text = TEXT.replace("nix=nix (Nix) 2.8.0", "nix=").replace("kvm=no", "kvm=yes");
+        let text = TEXT
+            .replace("nix=nix (Nix) 2.8.0", "nix=")
+            .replace("kvm=no", "kvm=yes");
         let probe = HostProbe::parse(&text).unwrap();
         assert_eq!(probe.nix, None);
         assert!(probe.labels().contains(&"kvm".to_string()));

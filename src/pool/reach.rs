@@ -56,8 +56,8 @@ fn reach(
     state_root: &Path,
     cancel: &Cancel,
 ) -> Result<Reached, Unreachable> {
-    let transport = crate::transport::connect(&host.spec, &config.ssh, cancel)
-        .map_err(Unreachable::Connect)?;
+    let transport =
+        crate::transport::connect(&host.spec, &config.ssh, cancel).map_err(Unreachable::Connect)?;
     let work_dir = crate::backend::wanted_work_dir(config, host, state_root);
     let probe = probe(transport.as_ref(), &work_dir, cancel)?;
     Ok(Reached { probe, transport })

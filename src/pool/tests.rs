@@ -41,7 +41,11 @@ fn jobs_spread_to_the_host_with_most_free_slots_and_wait_when_all_are_full() {
 fn labels_pick_hosts_and_a_job_no_host_can_run_says_why_for_each() {
     let mut pool = Pool::default();
     pool.add_up(&host("a", &["gpu"]), vec!["x86_64-linux".into()], 1);
-    pool.add_up(&host("b", &[]), vec!["x86_64-linux".into(), "kvm".into()], 1);
+    pool.add_up(
+        &host("b", &[]),
+        vec!["x86_64-linux".into(), "kvm".into()],
+        1,
+    );
     assert_eq!(pool.place(&job(&["gpu"])), Placement::On(id("a")));
     assert_eq!(pool.place(&job(&["kvm"])), Placement::On(id("b")));
     pool.release(&id("b"));

@@ -157,7 +157,10 @@ pub fn run_job(
             if let Some(host) = host_failed {
                 // Nothing of the job's command ran before `run`: it may go elsewhere.
                 if matches!(failed_in, "setup" | "workspace" | "launch") {
-                    note(&dir, &format!("host `{host}` failed before the guest started: {message}"));
+                    note(
+                        &dir,
+                        &format!("host `{host}` failed before the guest started: {message}"),
+                    );
                     return Ok(JobEnd::HostDown {
                         host: host.clone(),
                         why: message,
@@ -302,7 +305,9 @@ impl Drive<'_> {
         // Secrets are read before the backend is set up: a job that lacks one fails in
         // setup without starting anything.
         let env = self.env()?;
-        let backend = phases.time("setup", || self.run.backends.get(job.backend, self.on, cancel))?;
+        let backend = phases.time("setup", || {
+            self.run.backends.get(job.backend, self.on, cancel)
+        })?;
         let mut copy = PrivateCopy(None);
         let workspace = if job.writable_workspace && backend.uses_local_copy() {
             let path = self.dir.join("workspace");

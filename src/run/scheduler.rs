@@ -116,7 +116,10 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
         (Node::Job(i), Start::Nowhere(why)) => {
             let message = crate::hint::with_hint(why.to_string());
             let status = JobStatus::Error;
-            Finished::Unplaced(i, record_unrun(recorder, &plan.jobs[i], status, message, earlier))
+            Finished::Unplaced(
+                i,
+                record_unrun(recorder, &plan.jobs[i], status, message, earlier),
+            )
         }
         (Node::Job(i), start) => {
             let inputs = inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();

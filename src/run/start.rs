@@ -8,7 +8,6 @@ use super::job::{RunShared, record_not_run};
 use super::recorder::Recorder;
 use super::scheduler;
 use crate::backend::{RunBackends, RunShares};
-use crate::pool::Pool;
 use crate::cancel::Cancel;
 use crate::changes::{ChangeSet, PathFilter};
 use crate::config::Config;
@@ -16,11 +15,11 @@ use crate::error::Error;
 use crate::fsutil::{now_rfc3339, write_json_atomic};
 use crate::ids::Id;
 use crate::plan::{ExecuteNode, Plan};
+use crate::pool::Pool;
 use crate::report::Reporter;
 use crate::state::{
     EventKind, HostRecord, JobRecord, JobStatus, RECORD_SCHEMA, RunLock, RunRecord, RunStatus,
-    SnapshotRef,
-    StateDir, create_run, job_records, read_record,
+    SnapshotRef, StateDir, create_run, job_records, read_record,
 };
 
 pub struct RunOptions {

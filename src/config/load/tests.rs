@@ -335,7 +335,10 @@ fn a_pool_of_hosts_with_slots_labels_and_a_build_host() {
     assert_eq!(a.labels.iter().collect::<Vec<_>>(), ["big-disk", "gpu"]);
     assert_eq!(config.hosts["b"].slots, None);
     assert_eq!(config.work_dir_on(&config.hosts["b"]), Some("/srv/pikaci"));
-    assert_eq!(config.nix.build_host.as_ref().map(|h| h.as_str()), Some("a"));
+    assert_eq!(
+        config.nix.build_host.as_ref().map(|h| h.as_str()),
+        Some("a")
+    );
     assert_eq!(config.jobs["train"].runs_on, ["gpu", "kvm"]);
     assert_eq!(config.jobs["train"].retries, 2);
     assert!(config.jobs["any"].runs_on.is_empty());

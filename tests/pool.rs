@@ -1,0 +1,418 @@
+//! Many hosts (`[hosts.NAME]`): jobs spread over the two own-store testbed hosts within
+//! their slots, a job pinned by a label, a host that is down from the start, and a host
+//! that goes away under a running job (a TCP relay in front of it is cut).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::harness::{MicrovmTestbed, Repo, own_store_host, testbed_microvm};
+
+/// One `[hosts.NAME]` of a test's pool.
+struct TestHost<'a> {
+    name: &'a str,
+    url: String,
+    slots: u32,
+    labels: &'a [&'a str],
+}
+
+/// A config whose microVM jobs run on `hosts`, each with a work dir of its own under
+/// `work` (the testbed's hosts share this machine's file system), followed by `jobs`.
+fn pool_config(
+    testbed: &MicrovmTestbed,
+    work: &Path,
+    known_hosts: &Path,
+    hosts: &[TestHost],
+    jobs: &str,
+) -> String {
+    // The testbed's config names one host; its [ssh] and [backends] serve the pool.
+    let single = testbed.config(work, "");
+    let mut config: String = single
+        .lines()
+        .filter(|l| !l.starts_with("host = ") && !l.starts_with("work-dir = "))
+        .map(|l| {
+            if l.starts_with("known-hosts-file = ") {
+                format!("known-hosts-file = \"{}\"\n", known_hosts.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    for host in hosts {
+        config.push_str(&format!(
+            "[hosts.{name}]\nurl = \"{url}\"\nslots = {slots}\nlabels = {labels:?}\nwork-dir = \"{work}/{name}\"\n\n",
+            name = host.name,
+            url = host.url,
+            slots = host.slots,
+            labels = host.labels,
+            work = work.display(),
+        ));
+    }
+    config.push_str(jobs);
+    config
+}
+
+/// `known_hosts` of the testbed's hosts, plus `ports` of this machine under their key
+/// (relays in front of them; all testbed hosts share one host key).
+fn known_hosts_with(dir: &Path, ports: &[u16]) -> std::path::PathBuf {
+    let file = std::env::var("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS").expect("hosts.sh");
+    let text = std::fs::read_to_string(file).unwrap();
+    let key = text
+        .lines()
+        .next()
+        .expect("a host key")
+        .split_once(' ')
+        .unwrap()
+        .1
+        .to_string();
+    let mut out = text.clone();
+    for port in ports {
+        out.push_str(&format!("[127.0.0.1]:{port} {key}\n"));
+    }
+    let path = dir.join("known_hosts");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// A TCP relay on a free port of this machine to `target`: cutting it closes every
+/// connection through it and refuses new ones, as a host that goes away does.
+struct Relay {
+    port: u16,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+    cut: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn to(target: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let cut: Arc<AtomicBool> = Arc::default();
+        let (kept, stop) = (Arc::clone(&streams), Arc::clone(&cut));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                // After the cut, every connection is dropped as it comes.
+                if stop.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut all = kept.lock().unwrap();
+                all.push(client.try_clone().unwrap());
+                all.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Relay { port, streams, cut }
+    }
+
+    /// Closes every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A port of this machine nothing listens on.
+fn dead_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `(start, end, host)` of each job of the newest run that ran, in ms since the epoch.
+fn spans(repo: &Repo, jobs: &[&str]) -> Vec<(i64, i64, String)> {
+    let ms = |v: &serde_json::Value| {
+        let text = v.as_str().expect("a time");
+        chrono_ms(text)
+    };
+    jobs.iter()
+        .map(|job| {
+            let (status, _) = repo.job(job);
+            assert_eq!(status["status"], "passed", "{job}: {status}");
+            let host = status["host"].as_str().expect("a host").to_string();
+            (ms(&status["started_at"]), ms(&status["finished_at"]), host)
+        })
+        .collect()
+}
+
+/// Milliseconds of an RFC 3339 UTC time as pikaci writes it (`…T12:34:56.789Z`).
+fn chrono_ms(text: &str) -> i64 {
+    let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+    let frac: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
+    // Days from the civil date (Howard Hinnant's algorithm), enough for a comparison.
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + d[2];
+    ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + frac
+}
+
+/// The most jobs of `spans` on `host` at any one moment.
+fn peak(spans: &[(i64, i64, String)], host: Option<&str>) -> usize {
+    let on: Vec<_> = spans
+        .iter()
+        .filter(|s| host.is_none_or(|h| s.2 == h))
+        .collect();
+    on.iter()
+        .map(|(start, _, _)| {
+            on.iter()
+                .filter(|(s, e, _)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn jobs_spread_over_two_hosts_within_their_slots_and_a_label_pins_one() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let known = known_hosts_with(work.path(), &[]);
+    let hosts = [
+        TestHost {
+            name: "a",
+            url: own_store_host(0).unwrap(),
+            slots: 1,
+            labels: &["fast"],
+        },
+        TestHost {
+            name: "b",
+            url: own_store_host(1).unwrap(),
+            slots: 1,
+            labels: &[],
+        },
+    ];
+    let jobs = "[jobs.j1]\ncommand = \"sleep 3\"\n[jobs.j2]\ncommand = \"sleep 3\"\n\
+                [jobs.j3]\ncommand = \"sleep 3\"\n[jobs.pinned]\ncommand = \"sleep 3\"\nruns-on = [\"fast\"]\n";
+    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    let run = repo.pikaci(&["run", "j1", "j2", "j3", "pinned"]);
+    run.expect(0);
+    let spans = spans(&repo, &["j1", "j2", "j3", "pinned"]);
+    let on = |host: &str| spans.iter().filter(|s| s.2 == host).count();
+    assert_eq!(on("a") + on("b"), 4);
+    assert!(
+        on("a") >= 1 && on("b") >= 1,
+        "both hosts ran jobs: {spans:?}"
+    );
+    assert_eq!(repo.job("pinned").0["host"], "a", "runs-on = [\"fast\"]");
+    // Slots hold on each host, and with jobs waiting, both hosts were busy at once.
+    assert_eq!(peak(&spans, Some("a")), 1, "{spans:?}");
+    assert_eq!(peak(&spans, Some("b")), 1, "{spans:?}");
+    assert_eq!(
+        peak(&spans, None),
+        2,
+        "no host sat idle while jobs waited: {spans:?}"
+    );
+    let hosts_json = repo.read_json(&repo.latest_run().join("hosts.json"));
+    let names: Vec<&str> = hosts_json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(
+        hosts_json[0]["labels"]
+            .as_array()
+            .unwrap()
+            .contains(&"x86_64-linux".into()),
+        "{hosts_json}"
+    );
+    // Each host set itself up once: one runner log each.
+    for host in ["a", "b"] {
+        let log = repo
+            .latest_run()
+            .join(format!("prepare/microvm-runner-{host}.log"));
+        assert!(log.exists(), "{}", log.display());
+    }
+    assert!(
+        run.stdout().contains(" on a") && run.stdout().contains(" on b"),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
+fn a_host_down_from_the_start_leaves_its_jobs_to_the_others() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let dead = dead_port();
+    let known = known_hosts_with(work.path(), &[dead]);
+    let hosts = [
+        TestHost {
+            name: "a",
+            url: own_store_host(0).unwrap(),
+            slots: 2,
+            labels: &[],
+        },
+        TestHost {
+            name: "gone",
+            url: format!("ssh://pikaci-test@127.0.0.1:{dead}"),
+            slots: 4,
+            labels: &[],
+        },
+    ];
+    let jobs = "[jobs.j1]\ncommand = \"true\"\n[jobs.j2]\ncommand = \"true\"\n";
+    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    let run = repo.pikaci(&["run", "j1", "j2", "--output", "jsonl"]);
+    run.expect(0);
+    for job in ["j1", "j2"] {
+        assert_eq!(repo.job(job).0["host"], "a");
+    }
+    let down: Vec<serde_json::Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["type"] == "host_down")
+        .collect();
+    assert_eq!(down.len(), 1, "{}", run.stdout());
+    assert_eq!(down[0]["host"], "gone");
+    assert!(
+        down[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{down:?}"
+    );
+    let hosts_json = repo.read_json(&repo.latest_run().join("hosts.json"));
+    assert!(hosts_json[1]["down"].as_str().is_some(), "{hosts_json}");
+}
+
+#[test]
+fn a_job_whose_only_host_is_down_is_an_error_naming_each_host() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let dead = dead_port();
+    let known = known_hosts_with(work.path(), &[dead]);
+    let hosts = [
+        TestHost {
+            name: "a",
+            url: own_store_host(0).unwrap(),
+            slots: 1,
+            labels: &[],
+        },
+        TestHost {
+            name: "gpu",
+            url: format!("ssh://pikaci-test@127.0.0.1:{dead}"),
+            slots: 1,
+            labels: &["gpu"],
+        },
+    ];
+    let jobs = "[jobs.train]\ncommand = \"true\"\nruns-on = [\"gpu\"]\n";
+    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    repo.pikaci(&["run", "train"]).expect(3);
+    let (status, _) = repo.job("train");
+    assert_eq!(status["status"], "error");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("no host can run it: a lacks `gpu`; gpu is down (")
+            && message.contains("Connection refused"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_host_that_goes_away_under_a_job_is_named_and_the_job_runs_again_elsewhere() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let relay = Relay::to(port_of(&own_store_host(1).unwrap()));
+    let known = known_hosts_with(work.path(), &[relay.port]);
+    // `far` has the more free slots, so the job goes there first.
+    let hosts = [
+        TestHost {
+            name: "far",
+            url: format!("ssh://pikaci-test@127.0.0.1:{}", relay.port),
+            slots: 2,
+            labels: &[],
+        },
+        TestHost {
+            name: "near",
+            url: own_store_host(0).unwrap(),
+            slots: 1,
+            labels: &[],
+        },
+    ];
+    let jobs = "[jobs.long]\ncommand = \"echo started; sleep 20; echo done\"\nretries = 1\n";
+    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    let child = repo
+        .command(&["run", "long"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job_dir = || repo.state().join("runs");
+    let running_on_far = crate::harness::eventually(Duration::from_secs(120), || {
+        let Some(run) = std::fs::read_dir(job_dir()).ok().and_then(|mut d| d.next()) else {
+            return false;
+        };
+        let log = run.unwrap().path().join("jobs/long/guest.log");
+        std::fs::read_to_string(log).is_ok_and(|l| l.contains("started"))
+    });
+    assert!(running_on_far, "the job started on `far`");
+    relay.cut();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, log) = repo.job("long");
+    assert_eq!(status["status"], "passed");
+    assert_eq!(status["host"], "near");
+    assert!(log.contains("done"), "{log}");
+    let attempts = status["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{status}");
+    assert_eq!(attempts[0]["host"], "far");
+    assert_eq!(attempts[0]["status"], "error");
+    let message = attempts[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("host `far` failed while the job ran:"),
+        "{message}"
+    );
+    let first = repo.latest_run().join("jobs/long/attempts/1");
+    assert!(
+        std::fs::read_to_string(first.join("status.json"))
+            .unwrap()
+            .contains("\"far\"")
+    );
+    assert!(stdout.contains("DOWN   host far:"), "{stdout}");
+}
