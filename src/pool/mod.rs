@@ -82,6 +82,12 @@ impl Pool {
         );
     }
 
+    /// A host no job of the run may go to by its declared labels: not reached, but
+    /// named when a job finds no host.
+    pub fn add_unreached(&mut self, host: &PoolHost) {
+        self.add_down(host, "not reached: no job of this run may run there".into());
+    }
+
     /// The host with the most free slots among those up that have every label `job`
     /// runs on (by name on a tie, so placement is repeatable).
     pub fn place(&mut self, job: &Job) -> Placement {
@@ -89,10 +95,6 @@ impl Pool {
         let mut busy = false;
         let mut why_not = Vec::new();
         for (name, host) in &self.hosts {
-            if let Some(down) = &host.down {
-                why_not.push((name.clone(), format!("is down ({down})")));
-                continue;
-            }
             let lacking: Vec<&str> = job
                 .runs_on
                 .iter()
@@ -101,6 +103,10 @@ impl Pool {
                 .collect();
             if !lacking.is_empty() {
                 why_not.push((name.clone(), format!("lacks `{}`", lacking.join("`, `"))));
+                continue;
+            }
+            if let Some(down) = &host.down {
+                why_not.push((name.clone(), format!("is down ({down})")));
                 continue;
             }
             let spare = host.slots.saturating_sub(host.running);

@@ -344,6 +344,11 @@ fn reach_pool(host: &Host, recorder: &Recorder, plan: &Plan, backends: &RunBacke
         }
         records.push(record);
     }
+    for unreached in config.hosts.values() {
+        if !candidates.iter().any(|c| c.name == unreached.name) {
+            pool.add_unreached(unreached);
+        }
+    }
     if !records.is_empty() {
         // The record of where jobs could go; a run without it only lacks the detail.
         let _ = write_json_atomic(&recorder.run.path.join("hosts.json"), &records);
