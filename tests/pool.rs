@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,59 +78,82 @@ fn known_hosts_with(dir: &Path, ports: &[u16]) -> std::path::PathBuf {
 }
 
 /// A TCP relay on a free port of this machine to `target`: cutting it closes every
-/// connection through it and refuses new ones, as a host that goes away does.
+/// connection through it and drops new ones, as a host that goes away does.
+#[derive(Clone)]
 struct Relay {
     port: u16,
     streams: Arc<Mutex<Vec<TcpStream>>>,
     cut: Arc<AtomicBool>,
+    /// Bytes sent towards `target`, and the count at which the relay cuts itself.
+    sent: Arc<AtomicUsize>,
+    limit: usize,
 }
 
 impl Relay {
     fn to(target: u16) -> Relay {
+        Relay::cutting_after(target, usize::MAX)
+    }
+
+    /// A relay that cuts itself once `limit` bytes went towards `target`: past the
+    /// handshake and the probe, in the middle of sending the workspace.
+    fn cutting_after(target: u16, limit: usize) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let cut: Arc<AtomicBool> = Arc::default();
-        let (kept, stop) = (Arc::clone(&streams), Arc::clone(&cut));
+        let relay = Relay {
+            port: listener.local_addr().unwrap().port(),
+            streams: Arc::default(),
+            cut: Arc::default(),
+            sent: Arc::default(),
+            limit,
+        };
+        let accepting = relay.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 // After the cut, every connection is dropped as it comes.
-                if stop.load(Ordering::SeqCst) {
+                if accepting.cut.load(Ordering::SeqCst) {
                     continue;
                 }
                 let Ok(client) = client else { continue };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
-                let mut all = kept.lock().unwrap();
+                let mut all = accepting.streams.lock().unwrap();
                 all.push(client.try_clone().unwrap());
                 all.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                accepting.pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    true,
+                );
+                accepting.pipe(server, client, false);
             }
         });
-        Relay { port, streams, cut }
+        relay
     }
 
-    /// Closes every connection and refuses new ones.
+    /// Closes every connection and drops new ones.
     fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         for stream in self.streams.lock().unwrap().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
-}
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16384];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
+    fn pipe(&self, mut from: TcpStream, mut to: TcpStream, counted: bool) {
+        let relay = self.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16384];
+            while let Ok(n) = from.read(&mut buf) {
+                if counted && relay.sent.fetch_add(n, Ordering::SeqCst) + n > relay.limit {
+                    relay.cut();
+                    break;
+                }
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
             }
-        }
-        let _ = to.shutdown(Shutdown::Write);
-    });
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    }
 }
 
 fn port_of(url: &str) -> u16 {
@@ -147,7 +170,7 @@ fn dead_port() -> u16 {
 fn spans(repo: &Repo, jobs: &[&str]) -> Vec<(i64, i64, String)> {
     let ms = |v: &serde_json::Value| {
         let text = v.as_str().expect("a time");
-        chrono_ms(text)
+        epoch_ms(text)
     };
     jobs.iter()
         .map(|job| {
@@ -159,21 +182,12 @@ fn spans(repo: &Repo, jobs: &[&str]) -> Vec<(i64, i64, String)> {
         .collect()
 }
 
-/// Milliseconds of an RFC 3339 UTC time as pikaci writes it (`…T12:34:56.789Z`).
-fn chrono_ms(text: &str) -> i64 {
-    let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
-    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
-    let frac: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
-    // Days from the civil date (Howard Hinnant's algorithm), enough for a comparison.
-    let (y, m) = if d[1] <= 2 {
-        (d[0] - 1, d[1] + 9)
-    } else {
-        (d[0], d[1] - 3)
-    };
-    let days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + d[2];
-    ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + frac
+/// Milliseconds since the epoch of an RFC 3339 time as pikaci writes it.
+fn epoch_ms(text: &str) -> i64 {
+    let at = humantime::parse_rfc3339(text).unwrap();
+    at.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// The most jobs of `spans` on `host` at any one moment.
@@ -415,4 +429,56 @@ fn a_host_that_goes_away_under_a_job_is_named_and_the_job_runs_again_elsewhere()
             .contains("\"far\"")
     );
     assert!(stdout.contains("DOWN   host far:"), "{stdout}");
+}
+
+#[test]
+fn a_host_that_fails_during_setup_sends_its_jobs_to_another_host() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    // The handshake and the probe send a few KB; the workspace below is 2 MB.
+    let relay = Relay::cutting_after(port_of(&own_store_host(1).unwrap()), 256 * 1024);
+    let known = known_hosts_with(work.path(), &[relay.port]);
+    let hosts = [
+        TestHost {
+            name: "flaky",
+            url: format!("ssh://pikaci-test@127.0.0.1:{}", relay.port),
+            slots: 2,
+            labels: &[],
+        },
+        TestHost {
+            name: "steady",
+            url: own_store_host(0).unwrap(),
+            slots: 1,
+            labels: &[],
+        },
+    ];
+    let jobs = "[jobs.j1]\ncommand = \"wc -c < blob\"\n";
+    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    let blob: String = (0..2 * 1024 * 1024 / 64)
+        .map(|i| format!("{:064x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+        .collect();
+    repo.write("blob", &blob);
+    repo.commit("blob");
+    let run = repo.pikaci(&["run", "j1"]);
+    run.expect(0);
+    let (status, log) = repo.job("j1");
+    assert_eq!(status["host"], "steady", "{status}");
+    assert!(
+        status.get("attempts").is_none(),
+        "setup is not an attempt: {status}"
+    );
+    assert!(log.contains(&blob.len().to_string()), "{log}");
+    let host_log =
+        std::fs::read_to_string(repo.latest_run().join("jobs/j1/host.log")).unwrap_or_default();
+    assert!(
+        host_log.contains("host `flaky` failed before the guest started"),
+        "{host_log}"
+    );
+    assert!(
+        run.stdout().contains("DOWN   host flaky:"),
+        "{}",
+        run.stdout()
+    );
 }

@@ -103,7 +103,13 @@ impl<S: Side> RemoteGuest<S> {
         what: &'static str,
         cancel: &Cancel,
     ) -> Result<(), BackendError> {
-        let log = std::fs::File::create(self.host_log()).map_err(|e| self.error(what, e))?;
+        // Appended to: pikaci's notes from before the guest (a host that failed during
+        // setup, so the job moved here) stay above what the guest process prints.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.host_log())
+            .map_err(|e| self.error(what, e))?;
         let log_err = log.try_clone().map_err(|e| self.error(what, e))?;
         let mut command = self.side.session().transport.command(argv);
         let stdin = if self.side.stops_on_eof() {

@@ -509,6 +509,56 @@ mod tests {
         );
     }
 
+    /// A node settled as `Again` (its host failed before it ran) runs once more, and its
+    /// dependents wait for that run; a node not admitted waits while others start.
+    #[test]
+    fn a_node_sent_again_runs_again_and_a_node_not_admitted_waits_its_turn() {
+        let deps: BTreeMap<char, Vec<char>> =
+            BTreeMap::from([('a', vec![]), ('b', vec!['a']), ('c', vec![])]);
+        let runs = Mutex::new(Vec::new());
+        let mut settled = Vec::new();
+        let mut held_back = 0;
+        let a_settled = std::cell::Cell::new(false);
+        let hooks = Hooks {
+            // `c` is not admitted until `a` has been settled once.
+            admit: |node| {
+                if node == 'c' && !a_settled.get() {
+                    held_back += 1;
+                    return None;
+                }
+                Some(())
+            },
+            work: &(|node, ()| {
+                let mut runs = runs.lock().unwrap();
+                runs.push(node);
+                runs.iter().filter(|n| **n == node).count()
+            }) as &(dyn Fn(char, ()) -> usize + Sync),
+            settle: |s: Settled<char, usize>| match s {
+                Settled::Ran {
+                    node: 'a',
+                    result: Ok(1),
+                } => {
+                    a_settled.set(true);
+                    Over::Again
+                }
+                Settled::Ran { node, .. } => {
+                    settled.push(node);
+                    Over::Passed
+                }
+                Settled::NotRun { node, .. } => panic!("{node} not run"),
+            },
+        };
+        schedule(Dag::new(deps), 2, &Cancel::new(), hooks);
+        let runs = runs.into_inner().unwrap();
+        assert_eq!(runs.iter().filter(|n| **n == 'a').count(), 2, "{runs:?}");
+        assert!(held_back > 0);
+        let a_again = runs.iter().rposition(|n| *n == 'a').unwrap();
+        let b = runs.iter().position(|n| *n == 'b').unwrap();
+        assert!(b > a_again, "b waits for a's second run: {runs:?}");
+        settled.sort();
+        assert_eq!(settled, ['a', 'b', 'c']);
+    }
+
     #[test]
     fn cancelling_settles_what_waits_as_cancelled() {
         let cancel = Cancel::new();
