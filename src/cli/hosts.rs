@@ -113,22 +113,18 @@ pub fn listing(
     listing
 }
 
-/// Declared labels pikaci detects itself that the probe did not find: jobs that ask for
-/// them are never placed there.
+/// Declared labels pikaci detects itself that the probe did not find: a job that asks
+/// for one expects what the host lacks.
 fn contradicted_labels(host: &PoolHost, probe: &HostProbe) -> Vec<String> {
     let found = probe.labels();
     host.labels
         .iter()
         .filter(|l| DETECTED_LABELS.contains(&l.as_str()) && !found.contains(l))
         .map(|l| match l.as_str() {
-            "kvm" => "declares `kvm`, but /dev/kvm is missing or not usable by this user: \
-                      jobs that run on `kvm` are not placed here"
+            "kvm" => "declares `kvm`, but the probe finds no usable /dev/kvm (missing, or not \
+                      readable and writable by this user)"
                 .to_string(),
-            system => format!(
-                "declares `{system}`, but the host is {}: jobs that run on `{system}` are \
-                 not placed here",
-                probe.system
-            ),
+            system => format!("declares `{system}`, but the probe finds {}", probe.system),
         })
         .collect()
 }
