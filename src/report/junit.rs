@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::ran_on::attempt_line;
+use super::ran_on::{attempt_line, named_host};
 use super::tail::{TailLimits, cap_text, log_tail};
 use crate::state::{JobRecord, JobStatus, RunDir, RunRecord};
 
@@ -83,9 +83,10 @@ fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
     let mut case = TestCase::new(job.job.clone(), status);
     case.set_classname(format!("{target}.{}", job.backend));
     // Where it ran, as properties: the schema allows them on a testcase (a testsuite's
-    // `hostname` would be one host for a suite whose jobs ran on several).
-    if let Some(host) = &job.host {
-        case.add_property(("host", host.as_str()));
+    // `hostname` would be one host for a suite whose jobs ran on several). Not the
+    // implicit `default` host of a config without `[hosts]`: it would say nothing new.
+    if let Some(host) = named_host(job.host.as_deref()) {
+        case.add_property(("host", host));
     }
     for attempt in &job.attempts {
         case.add_property((
@@ -122,15 +123,29 @@ mod tests {
             Some("host builder-a is down"),
         )];
         let lint = job("lint", BackendKind::Host, JobStatus::Passed, None);
+        let plain = job(
+            "one",
+            BackendKind::Incus,
+            JobStatus::Passed,
+            Some("default"),
+        );
+        // Properties come before the outcome, as the schema wants.
+        let mut failed = job(
+            "ct",
+            BackendKind::Incus,
+            JobStatus::Failed,
+            Some("builder-a"),
+        );
+        failed.message = Some("exit code 1".into());
         let run = run(RunStatus::Passed);
-        let xml = junit_report(&run, &run_dir, &[moved, lint])
+        let xml = junit_report(&run, &run_dir, &[moved, lint, plain, failed])
             .to_string()
             .unwrap();
         assert_valid(&xml, dir.path());
         insta::assert_snapshot!(xml, @r#"
         <?xml version="1.0" encoding="UTF-8"?>
-        <testsuites name="pikaci run R1" tests="2" failures="0" errors="0" time="4.200">
-            <testsuite name="ci" tests="2" disabled="0" errors="0" failures="0" time="4.200">
+        <testsuites name="pikaci run R1" tests="4" failures="1" errors="0" time="4.200">
+            <testsuite name="ci" tests="4" disabled="0" errors="0" failures="1" time="8.400">
                 <testcase name="vm" classname="ci.microvm" time="2.100">
                     <properties>
                         <property name="host" value="builder-b"/>
@@ -138,6 +153,14 @@ mod tests {
                     </properties>
                 </testcase>
                 <testcase name="lint" classname="ci.host" time="2.100">
+                </testcase>
+                <testcase name="one" classname="ci.incus" time="2.100">
+                </testcase>
+                <testcase name="ct" classname="ci.incus" time="2.100">
+                    <properties>
+                        <property name="host" value="builder-a"/>
+                    </properties>
+                    <failure message="exit code 1" type="failed"></failure>
                 </testcase>
             </testsuite>
         </testsuites>
