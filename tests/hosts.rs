@@ -114,6 +114,69 @@ fn hosts_lists_the_live_hosts_with_their_facts_and_the_dead_one_with_why() {
     );
 }
 
+/// ssh processes still running whose command line names `port`.
+fn ssh_processes_on(port: u16) -> Vec<String> {
+    let needle = format!("\0-p\0{port}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).into_owned();
+            (text.starts_with("ssh\0") && text.contains(&needle)).then(|| text.replace('\0', " "))
+        })
+        .collect()
+}
+
+#[test]
+fn silent_hosts_are_probed_at_once_and_cost_one_connect_timeout() {
+    let Some(ssh) = own_store_ssh(0) else {
+        return;
+    };
+    // Listening, never answering: ssh waits for a banner until its connect timeout.
+    let silent: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = silent
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let mut config = format!(
+        "[defaults]\nbackend = \"microvm\"\n\n\
+         [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\
+         connect-timeout = \"3s\"\n\n[jobs.t]\ncommand = \"true\"\n",
+        key = ssh.identity.as_ref().unwrap().display(),
+        known = ssh.known_hosts.as_ref().unwrap().display(),
+    );
+    for (n, port) in ports.iter().enumerate() {
+        config.push_str(&format!(
+            "\n[hosts.silent-{n}]\nurl = \"ssh://ci@127.0.0.1:{port}\"\n"
+        ));
+    }
+    let repo = Repo::new(&config);
+    let started = Instant::now();
+    let run = repo.pikaci(&["hosts"]);
+    let took = started.elapsed();
+    run.expect(3);
+    // One at a time, three would take at least 3 x 3s.
+    assert!(took < Duration::from_secs(9), "{took:?}\n{}", run.stdout());
+    assert!(
+        run.stdout().ends_with("0 of 3 host(s) reachable\n"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(
+        run.stdout().matches("UNREACHABLE").count(),
+        3,
+        "{}",
+        run.stdout()
+    );
+    for port in ports {
+        assert_eq!(ssh_processes_on(port), Vec::<String>::new(), "left behind");
+    }
+    drop(silent);
+}
+
 #[test]
 fn doctor_names_each_host_in_its_checks_and_fails_for_the_dead_one() {
     let work = tempfile::tempdir().unwrap();
