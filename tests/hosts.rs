@@ -1,11 +1,14 @@
 //! `pikaci hosts` and `pikaci doctor` over a pool: the two own-store testbed hosts
 //! (scripts/testbed/hosts.sh) and one dead host, a port nothing listens on. The live
 //! hosts are listed with what their probe read, the dead one with why; both commands
-//! name each host, and fail for the dead one.
+//! name each host, and fail for the dead one. And a run spread over the two live hosts:
+//! each report names the host each job ran on.
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Repo, own_store_host, own_store_ssh, testbed_microvm};
+use crate::harness::{
+    Repo, incus_config, own_store_host, own_store_ssh, testbed_incus_image, testbed_microvm,
+};
 
 /// A loopback port nothing listens on: bound once by the system's choice, then freed.
 fn dead_port() -> u16 {
@@ -214,4 +217,90 @@ fn doctor_names_each_host_in_its_checks_and_fails_for_the_dead_one() {
     let out = one.stdout();
     assert!(!out.contains("dead"), "{out}");
     assert!(out.contains("reach store-a (ssh://"), "{out}");
+}
+
+#[test]
+fn every_report_names_the_host_each_job_ran_on() {
+    let (Some(image), Some(ssh)) = (testbed_incus_image(), own_store_ssh(0)) else {
+        return;
+    };
+    let pool = format!(
+        "[ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
+         [hosts.store-a]\nurl = \"{a}\"\nslots = 1\n\n[hosts.store-b]\nurl = \"{b}\"\nslots = 1\n",
+        key = ssh.identity.as_ref().unwrap().display(),
+        known = ssh.known_hosts.as_ref().unwrap().display(),
+        a = own_store_host(0).unwrap(),
+        b = own_store_host(1).unwrap(),
+    );
+    let jobs = "[jobs.one]\ncommand = \"true\"\n[jobs.two]\ncommand = \"true\"\n";
+    let repo = Repo::new(&format!("{}\n{pool}", incus_config(&image, "", jobs)));
+    let out = tempfile::tempdir().unwrap();
+    let (junit, summary) = (out.path().join("junit.xml"), out.path().join("summary.md"));
+    let run = repo.pikaci(&[
+        "run",
+        "one",
+        "two",
+        "-j",
+        "2",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+    ]);
+    run.expect(0);
+    let status = repo.pikaci(&["status", "latest"]);
+    let json = repo.pikaci(&["status", "latest", "--json"]).json();
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let markdown = std::fs::read_to_string(&summary).unwrap();
+    for (n, job) in ["one", "two"].iter().enumerate() {
+        let host = json["jobs"][n]["host"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{json:#}"));
+        assert!(["store-a", "store-b"].contains(&host), "{json:#}");
+        let line = status
+            .stdout()
+            .lines()
+            .find(|l| l.trim_start().starts_with(job))
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert!(
+            line.contains(&format!("[incus on {host}]")),
+            "{}",
+            status.stdout()
+        );
+        let pass = run
+            .stdout()
+            .lines()
+            .find(|l| l.starts_with("pass") && l.contains(job))
+            .map(str::to_string);
+        assert!(
+            pass.is_some_and(|l| l.ends_with(&format!(" on {host}"))),
+            "{}",
+            run.stdout()
+        );
+        let case = xml
+            .split("<testcase ")
+            .find(|c| c.starts_with(&format!("name=\"{job}\"")));
+        let property = format!("<property name=\"host\" value=\"{host}\"/>");
+        assert!(case.is_some_and(|c| c.contains(&property)), "{xml}");
+        let row = format!("| `{job}` | ✅ passed |");
+        let row = markdown
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_default();
+        assert!(row.contains(&format!(" | incus | {host} | ")), "{markdown}");
+    }
+    assert!(markdown.contains("| backend | host |"), "{markdown}");
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/junit.xsd");
+    let lint = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", schema])
+        .arg(&junit)
+        .output();
+    if let Ok(lint) = lint {
+        assert!(
+            lint.status.success(),
+            "{}",
+            String::from_utf8_lossy(&lint.stderr)
+        );
+    }
 }
