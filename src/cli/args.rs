@@ -24,7 +24,13 @@ pub struct Global {
     #[arg(long, global = true, env = "PIKACI_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Run guests on this host instead of `[defaults] host` (`local`, `ssh://user@host:port`).
-    #[arg(long, global = true, env = "PIKACI_HOST", value_name = "HOST")]
+    #[arg(
+        long,
+        global = true,
+        env = "PIKACI_HOST",
+        value_name = "HOST",
+        add = ArgValueCandidates::new(super::complete::hosts)
+    )]
     pub host: Option<String>,
     /// The SSH key instead of `[ssh] identity-file`.
     #[arg(
