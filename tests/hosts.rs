@@ -2,7 +2,7 @@
 //! (scripts/testbed/hosts.sh) and one dead host, a port nothing listens on. The live
 //! hosts are listed with what their probe read, the dead one with why; both commands
 //! name each host, and fail for the dead one. And a run spread over the two live hosts:
-//! each report names the host each job ran on.
+//! each report names the host each job ran on, and status the host that was down.
 
 use std::time::{Duration, Instant};
 
@@ -226,11 +226,14 @@ fn every_report_names_the_host_each_job_ran_on() {
     };
     let pool = format!(
         "[ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
-         [hosts.store-a]\nurl = \"{a}\"\nslots = 1\n\n[hosts.store-b]\nurl = \"{b}\"\nslots = 1\n",
+         [hosts.store-a]\nurl = \"{a}\"\nslots = 1\n\n[hosts.store-b]\nurl = \"{b}\"\nslots = 1\n\n\
+         [hosts.dead]\nurl = \"ssh://{user}@127.0.0.1:{port}\"\n",
         key = ssh.identity.as_ref().unwrap().display(),
         known = ssh.known_hosts.as_ref().unwrap().display(),
         a = own_store_host(0).unwrap(),
         b = own_store_host(1).unwrap(),
+        user = ssh.user.as_deref().unwrap(),
+        port = dead_port(),
     );
     let jobs = "[jobs.one]\ncommand = \"true\"\n[jobs.two]\ncommand = \"true\"\n";
     let repo = Repo::new(&format!("{}\n{pool}", incus_config(&image, "", jobs)));
@@ -249,7 +252,22 @@ fn every_report_names_the_host_each_job_ran_on() {
     ]);
     run.expect(0);
     let status = repo.pikaci(&["status", "latest"]);
+    // The dead host is down from the start: no job went there, and status says why.
+    let down = status
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("down     dead (ssh://"))
+        .map(str::to_string);
+    assert!(
+        down.is_some_and(|l| l.contains("Connection refused")),
+        "{}",
+        status.stdout()
+    );
     let json = repo.pikaci(&["status", "latest", "--json"]).json();
+    let dead = json["hosts"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["name"] == "dead"));
+    assert!(dead.is_some_and(|h| h["down"].is_string()), "{json:#}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     let markdown = std::fs::read_to_string(&summary).unwrap();
     for (n, job) in ["one", "two"].iter().enumerate() {

@@ -106,6 +106,7 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         .map_err(|e| Error::Usage(crate::error::chain(e)))?;
     let status = entry.status();
     let run_dir = state.run(&id);
+    let hosts = run_hosts(&run_dir);
     let jobs: Vec<(String, Result<JobRecord, String>)> = job_records(&run_dir, record)
         .into_iter()
         .map(|(job, r)| (job, r.map_err(|e| crate::error::chain(&e))))
@@ -122,8 +123,10 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         run["status"] = serde_json::to_value(status).unwrap_or_default();
         crate::outln!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"run": run, "jobs": jobs}))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(
+                &serde_json::json!({"run": run, "jobs": jobs, "hosts": hosts})
+            )
+            .unwrap_or_default()
         );
         return Ok(0);
     }
@@ -144,6 +147,9 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
     if let Some(message) = &record.message {
         crate::outln!("message  {message}");
     }
+    for down in ran_on::down_hosts(&hosts) {
+        crate::outln!("down     {down}");
+    }
     for (name, job) in &jobs {
         match job {
             Ok(job) => crate::outln!("{}", job_lines(name, job)),
@@ -151,6 +157,15 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         }
     }
     Ok(0)
+}
+
+/// The pool hosts the run considered (`hosts.json`); none for a run that wrote none
+/// (older, or before its hosts were reached), which only lacks the detail.
+fn run_hosts(run: &crate::state::RunDir) -> Vec<crate::state::HostRecord> {
+    std::fs::read(run.path.join("hosts.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }
 
 /// A job's line in `status`: status, duration, `[backend on host]`, its message; then one

@@ -1,7 +1,7 @@
 //! Where each job ran, in the words every report shares: ` on HOST` after the backend,
 //! and one line per earlier attempt (`attempt 1 on a: error (its connection dropped)`).
 
-use crate::state::{Attempt, JobRecord};
+use crate::state::{Attempt, HostRecord, JobRecord};
 
 /// ` on HOST` for a job placed on a pool host; nothing for `host` jobs and for the one
 /// implicit host of a config without `[hosts]`, where it would say nothing new.
@@ -47,6 +47,18 @@ pub fn attempt_line(attempt: &Attempt) -> String {
 /// `[microvm on builder-a]`: the backend and, when worth naming, the host.
 pub fn backend_and_host(job: &JobRecord) -> String {
     format!("[{}{}]", job.backend, on_host(job.host.as_deref()))
+}
+
+/// `dead (ssh://ci@dead): cannot connect …`: each host the run found down at its start
+/// (`hosts.json`), where no job went.
+pub fn down_hosts(hosts: &[HostRecord]) -> Vec<String> {
+    hosts
+        .iter()
+        .filter_map(|h| {
+            let why = h.down.as_deref()?;
+            Some(format!("{} ({}): {}", h.name, h.url, one_line(why)))
+        })
+        .collect()
 }
 
 /// A message of several lines (an error and the tool's stderr tail) on one: lines
@@ -154,6 +166,25 @@ pub(crate) mod tests {
         attempt 1 on a: error (host a is down: ssh: connection refused)
         attempt 2: error
         ");
+    }
+
+    #[test]
+    fn hosts_down_at_the_start_are_named_with_why() {
+        let host = |name: &str, down: Option<&str>| HostRecord {
+            name: name.into(),
+            url: format!("ssh://ci@{name}"),
+            down: down.map(str::to_string),
+            labels: vec!["x86_64-linux".into()],
+            slots: down.is_none().then_some(2),
+        };
+        let hosts = [
+            host("a", None),
+            host(
+                "dead",
+                Some("cannot connect to ssh://ci@dead (exit status: 255):\nConnection refused"),
+            ),
+        ];
+        insta::assert_snapshot!(down_hosts(&hosts).join("\n"), @"dead (ssh://ci@dead): cannot connect to ssh://ci@dead (exit status: 255): Connection refused");
     }
 
     #[test]
