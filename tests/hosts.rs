@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Repo, incus_config, own_store_host, own_store_ssh, testbed_incus_image, testbed_microvm,
+    Repo, Run, incus_config, own_store_host, own_store_ssh, testbed_incus_image, testbed_microvm,
 };
 
 /// A loopback port nothing listens on: bound once by the system's choice, then freed.
@@ -239,7 +239,8 @@ fn every_report_names_the_host_each_job_ran_on() {
     let repo = Repo::new(&format!("{}\n{pool}", incus_config(&image, "", jobs)));
     let out = tempfile::tempdir().unwrap();
     let (junit, summary) = (out.path().join("junit.xml"), out.path().join("summary.md"));
-    let run = repo.pikaci(&[
+    // In GitHub Actions, too: each job's log group and annotation name its host.
+    let mut command = repo.command(&[
         "run",
         "one",
         "two",
@@ -250,6 +251,10 @@ fn every_report_names_the_host_each_job_ran_on() {
         "--summary",
         summary.to_str().unwrap(),
     ]);
+    command
+        .env("GITHUB_ACTIONS", "true")
+        .env_remove("GITHUB_STEP_SUMMARY");
+    let run = Run::of(&mut command);
     run.expect(0);
     let status = repo.pikaci(&["status", "latest"]);
     // The dead host is down from the start: no job went there, and status says why.
@@ -291,6 +296,8 @@ fn every_report_names_the_host_each_job_ran_on() {
             .lines()
             .find(|l| l.starts_with("pass") && l.contains(job))
             .map(str::to_string);
+        let group = format!("::group::{job} (passed on {host})\n");
+        assert!(run.stdout().contains(&group), "{}", run.stdout());
         assert!(
             pass.is_some_and(|l| l.ends_with(&format!(" on {host}"))),
             "{}",
