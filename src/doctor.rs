@@ -118,8 +118,8 @@ pub fn run_checks<'a>(
 
 /// How checks name a pool host: `builder-a (ssh://ci@a)`; the implicit host of a config
 /// without `[hosts]` by its url alone, as before pools.
-fn host_label(host: &PoolHost) -> String {
-    match crate::report::ran_on::named_host(Some(host.name.as_str())) {
+fn host_label(host: &PoolHost, named: Option<&str>) -> String {
+    match named {
         Some(name) => format!("{name} ({})", host.spec),
         None => host.spec.to_string(),
     }
@@ -133,7 +133,8 @@ fn host_checks(
     guests: &[BackendKind],
     cancel: &Cancel,
 ) -> Vec<Check> {
-    let on = host_label(host);
+    let named = crate::report::ran_on::named_host(Some(host.name.as_str()));
+    let on = host_label(host, named);
     let mut checks = Vec::new();
     let transport = match crate::transport::connect(&host.spec, &config.ssh, cancel) {
         Ok(transport) => {
@@ -149,10 +150,7 @@ fn host_checks(
         }
     };
     // The implicit host's checks say `on URL` as the transport names it, as before pools.
-    let on = match crate::report::ran_on::named_host(Some(host.name.as_str())) {
-        Some(_) => on,
-        None => transport.host(),
-    };
+    let on = named.map_or_else(|| transport.host(), |_| on);
     let doctor_host = crate::backend::DoctorHost {
         config,
         transport: transport.as_ref(),
@@ -162,7 +160,7 @@ fn host_checks(
     for kind in guests {
         checks.extend((crate::backend::descriptor(*kind).doctor)(&doctor_host));
     }
-    if let Some(name) = crate::report::ran_on::named_host(Some(host.name.as_str())) {
+    if let Some(name) = named {
         for check in checks.iter_mut().filter(|c| !c.name.contains(&on)) {
             check.name.push_str(&format!(" on {name}"));
         }
