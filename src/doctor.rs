@@ -111,41 +111,59 @@ pub fn run_checks<'a>(
         return checks;
     }
     for host in hosts {
-        checks.extend(host_checks(config, &host.spec, &guests, cancel));
+        checks.extend(host_checks(config, host, &guests, cancel));
     }
     checks
 }
 
-/// The checks of the guest backends on one host, after reaching it.
+/// How checks name a pool host: `builder-a (ssh://ci@a)`; the implicit host of a config
+/// without `[hosts]` by its url alone, as before pools.
+fn host_label(host: &PoolHost, named: Option<&str>) -> String {
+    match named {
+        Some(name) => format!("{name} ({})", host.spec),
+        None => host.spec.to_string(),
+    }
+}
+
+/// The checks of the guest backends on one host, after reaching it. On a named host,
+/// every check says which: those that do not name it already get ` on NAME`.
 fn host_checks(
     config: &Config,
-    host: &HostSpec,
+    host: &PoolHost,
     guests: &[BackendKind],
     cancel: &Cancel,
 ) -> Vec<Check> {
+    let named = crate::report::ran_on::named_host(Some(host.name.as_str()));
+    let on = host_label(host, named);
     let mut checks = Vec::new();
-    let transport = match crate::transport::connect(host, &config.ssh, cancel) {
+    let transport = match crate::transport::connect(&host.spec, &config.ssh, cancel) {
         Ok(transport) => {
-            if *host != HostSpec::Local {
-                checks.push(ok(format!("reach {host}"), "connected"));
+            if host.spec != HostSpec::Local {
+                checks.push(ok(format!("reach {on}"), "connected"));
             }
             transport
         }
         Err(e) => {
             let fix = "check the host, user, port, [ssh] identity-file and known-hosts-file; try `ssh -v` by hand";
-            checks.push(fail(format!("reach {host}"), crate::error::chain(&e), fix));
+            checks.push(fail(format!("reach {on}"), crate::error::chain(&e), fix));
             return checks;
         }
     };
-    let on = transport.host();
-    let host = crate::backend::DoctorHost {
+    // The implicit host's checks say `on URL` as the transport names it, as before pools.
+    let on = named.map_or_else(|| transport.host(), |_| on);
+    let doctor_host = crate::backend::DoctorHost {
         config,
         transport: transport.as_ref(),
         on: &on,
         cancel,
     };
     for kind in guests {
-        checks.extend((crate::backend::descriptor(*kind).doctor)(&host));
+        checks.extend((crate::backend::descriptor(*kind).doctor)(&doctor_host));
+    }
+    if let Some(name) = named {
+        for check in checks.iter_mut().filter(|c| !c.name.contains(&on)) {
+            check.name.push_str(&format!(" on {name}"));
+        }
     }
     checks
 }

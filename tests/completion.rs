@@ -64,3 +64,12 @@ fn a_common_complete_variable_does_not_turn_a_run_into_completion() {
     out.expect(0);
     assert!(out.stdout().starts_with("ci\t"), "{}", out.stdout());
 }
+
+#[test]
+fn host_names_come_from_the_pool() {
+    let pool = "[hosts.builder-a]\nurl = \"local\"\n[hosts.builder-b]\nurl = \"ssh://ci@b\"\n";
+    let repo = Repo::new(&format!("{CONFIG}{pool}"));
+    for args in [&["doctor", "--host", ""][..], &["hosts", "--host", ""]] {
+        assert_eq!(offered(&repo, args), ["builder-a", "builder-b"], "{args:?}");
+    }
+}

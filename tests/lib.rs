@@ -12,6 +12,7 @@ mod filters;
 mod flake;
 mod fuzz;
 mod host_gc;
+mod hosts;
 // The properties the AFL targets check, shared with tests/fuzz.rs.
 #[path = "../fuzz/src/oracles.rs"]
 mod fuzz_oracles;

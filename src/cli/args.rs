@@ -24,7 +24,13 @@ pub struct Global {
     #[arg(long, global = true, env = "PIKACI_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Run guests on this host instead of `[defaults] host` (`local`, `ssh://user@host:port`).
-    #[arg(long, global = true, env = "PIKACI_HOST", value_name = "HOST")]
+    #[arg(
+        long,
+        global = true,
+        env = "PIKACI_HOST",
+        value_name = "HOST",
+        add = ArgValueCandidates::new(super::complete::hosts)
+    )]
     pub host: Option<String>,
     /// The SSH key instead of `[ssh] identity-file`.
     #[arg(
@@ -68,8 +74,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Remove old runs and the snapshots only they used.
     Gc(GcArgs),
-    /// Check what the configured backends need on the host, with fixes.
+    /// Check what the configured backends need on each host of the pool, with fixes.
     Doctor(DoctorArgs),
+    /// List the pool's hosts: reachable or not, slots, labels, KVM, Nix, free disk.
+    Hosts(HostsArgs),
     /// Write a commented starter pikaci.toml for this repository.
     Init(InitArgs),
     /// Print the shell script that completes commands, target, job and run names.
@@ -141,9 +149,17 @@ pub struct GuestFlakeArgs {
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// The host to check instead of `defaults.host` (`local` or `ssh://user@host:port`).
-    #[arg(long, value_name = "HOST")]
+    /// Only this host of the pool (`[hosts.NAME]`), or, for a pool of one, another url
+    /// to check instead (`local` or `ssh://user@host:port`).
+    #[arg(long, value_name = "HOST", add = ArgValueCandidates::new(super::complete::hosts))]
     pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostsArgs {
+    /// One JSON array of the hosts, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

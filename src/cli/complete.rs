@@ -45,6 +45,20 @@ fn job_candidates(config: &crate::config::Config) -> impl Iterator<Item = Comple
     })
 }
 
+/// The pool's hosts, each with its url as help.
+pub fn hosts() -> Vec<CompletionCandidate> {
+    let Ok(config) = load_config(&global()) else {
+        return Vec::new();
+    };
+    config
+        .hosts
+        .values()
+        .map(|host| {
+            CompletionCandidate::new(host.name.as_str()).help(Some(host.spec.to_string().into()))
+        })
+        .collect()
+}
+
 /// `latest` and the recorded runs, newest first.
 pub fn runs() -> Vec<CompletionCandidate> {
     let mut candidates =

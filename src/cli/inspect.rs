@@ -4,7 +4,7 @@ use super::args::{Global, LogsArgs, RunsArgs, StatusArgs};
 use super::context::{load_config, state_only};
 use crate::error::Error;
 use crate::ids::Id;
-use crate::report::short_duration;
+use crate::report::{ran_on, short_duration};
 use crate::state::{
     JobRecord, JobStatus, RunEntry, RunLock, RunRecord, job_records, list_runs, read_record,
     resolve_run,
@@ -106,6 +106,7 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         .map_err(|e| Error::Usage(crate::error::chain(e)))?;
     let status = entry.status();
     let run_dir = state.run(&id);
+    let hosts = run_hosts(&run_dir);
     let jobs: Vec<(String, Result<JobRecord, String>)> = job_records(&run_dir, record)
         .into_iter()
         .map(|(job, r)| (job, r.map_err(|e| crate::error::chain(&e))))
@@ -122,8 +123,10 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         run["status"] = serde_json::to_value(status).unwrap_or_default();
         crate::outln!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"run": run, "jobs": jobs}))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(
+                &serde_json::json!({"run": run, "jobs": jobs, "hosts": hosts})
+            )
+            .unwrap_or_default()
         );
         return Ok(0);
     }
@@ -144,20 +147,44 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
     if let Some(message) = &record.message {
         crate::outln!("message  {message}");
     }
+    for down in ran_on::down_hosts(&hosts) {
+        crate::outln!("down     {down}");
+    }
     for (name, job) in &jobs {
         match job {
-            Ok(job) => {
-                let took = job.duration_ms.map_or("-".into(), short_duration);
-                let message = job.one_line();
-                crate::outln!(
-                    "  {name:<20} {:<10} {took:>7}  {message}",
-                    job.status.to_string()
-                );
-            }
+            Ok(job) => crate::outln!("{}", job_lines(name, job)),
             Err(e) => crate::outln!("  {name:<20} unreadable  {e}"),
         }
     }
     Ok(0)
+}
+
+/// The pool hosts the run considered (`hosts.json`); none for a run that wrote none
+/// (older, or before its hosts were reached), which only lacks the detail.
+fn run_hosts(run: &crate::state::RunDir) -> Vec<crate::state::HostRecord> {
+    std::fs::read(run.path.join("hosts.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// A job's line in `status`: status, duration, `[backend on host]`, its message; then one
+/// indented line per earlier attempt.
+fn job_lines(name: &str, job: &JobRecord) -> String {
+    let took = job.duration_ms.map_or("-".into(), short_duration);
+    let mut text = format!(
+        "  {name:<20} {:<10} {took:>7}  {}",
+        job.status.to_string(),
+        ran_on::backend_and_host(job)
+    );
+    let message = job.one_line();
+    if !message.is_empty() {
+        text.push_str(&format!("  {message}"));
+    }
+    for attempt in &job.attempts {
+        text.push_str(&format!("\n    {}", ran_on::attempt_line(attempt)));
+    }
+    text
 }
 
 pub fn logs(global: &Global, args: LogsArgs) -> Result<u8, Error> {
@@ -319,5 +346,126 @@ fn follow(run: &crate::state::RunDir, job: &Id, log_name: &str) -> Result<u8, Er
             return Ok(0);
         }
         std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_lines;
+    use crate::config::BackendKind;
+    use crate::report::ran_on::tests::{attempt, job};
+    use crate::state::JobStatus;
+
+    #[test]
+    fn status_names_each_jobs_host_and_its_earlier_attempts() {
+        let mut moved = job(
+            "vm",
+            BackendKind::Microvm,
+            JobStatus::Passed,
+            Some("builder-b"),
+        );
+        moved.attempts = vec![attempt(
+            1,
+            Some("builder-a"),
+            Some("host builder-a is down: ssh: connection refused"),
+        )];
+        let mut failed = job(
+            "ct",
+            BackendKind::Incus,
+            JobStatus::Error,
+            Some("builder-a"),
+        );
+        failed.message = Some("its host's connection dropped".into());
+        failed.failed_in = Some("run".into());
+        let lines = [
+            job_lines("vm", &moved),
+            job_lines("ct", &failed),
+            job_lines(
+                "one",
+                &job(
+                    "one",
+                    BackendKind::Microvm,
+                    JobStatus::Passed,
+                    Some("default"),
+                ),
+            ),
+            job_lines(
+                "lint",
+                &job("lint", BackendKind::Host, JobStatus::Passed, None),
+            ),
+        ];
+        insta::assert_snapshot!(lines.join("\n"), @"
+        vm                   passed        2.1s  [microvm on builder-b]
+          attempt 1 on builder-a: error (host builder-a is down: ssh: connection refused)
+        ct                   error         2.1s  [incus on builder-a]  in run: its host's connection dropped
+        one                  passed        2.1s  [microvm]
+        lint                 passed        2.1s  [host]
+        ");
+    }
+
+    #[test]
+    fn status_json_carries_the_host_and_the_earlier_attempts() {
+        let mut moved = job(
+            "vm",
+            BackendKind::Microvm,
+            JobStatus::Passed,
+            Some("builder-b"),
+        );
+        moved.attempts = vec![attempt(
+            1,
+            Some("builder-a"),
+            Some("host builder-a is down"),
+        )];
+        let lint = job("lint", BackendKind::Host, JobStatus::Passed, None);
+        // As `status --json` writes each record: `host` only when placed on a host.
+        let json: Vec<serde_json::Value> = [moved, lint]
+            .iter()
+            .map(|j| serde_json::to_value(j).unwrap())
+            .collect();
+        insta::assert_json_snapshot!(json, @r#"
+        [
+          {
+            "attempts": [
+              {
+                "attempt": 1,
+                "host": "builder-a",
+                "message": "host builder-a is down",
+                "status": "error"
+              }
+            ],
+            "backend": "microvm",
+            "duration_ms": 2100,
+            "exit_code": 0,
+            "finished_at": "2026-12-01T00:00:02Z",
+            "host": "builder-b",
+            "job": "vm",
+            "message": null,
+            "phases": {},
+            "schema_version": 1,
+            "signal": null,
+            "started_at": "2026-12-01T00:00:00Z",
+            "status": "passed",
+            "targets": [
+              "ci"
+            ]
+          },
+          {
+            "backend": "host",
+            "duration_ms": 2100,
+            "exit_code": 0,
+            "finished_at": "2026-12-01T00:00:02Z",
+            "job": "lint",
+            "message": null,
+            "phases": {},
+            "schema_version": 1,
+            "signal": null,
+            "started_at": "2026-12-01T00:00:00Z",
+            "status": "passed",
+            "targets": [
+              "ci"
+            ]
+          }
+        ]
+        "#);
     }
 }

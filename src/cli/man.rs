@@ -144,6 +144,14 @@ fn exit_codes(page: &str) -> &'static [(&'static str, &'static str)] {
         ("1", "a check failed (each failure is printed with its fix)"),
         ("2", "a usage or configuration error"),
     ];
+    const HOSTS: &[(&str, &str)] = &[
+        ("0", "every host answered its probe"),
+        ("2", "a usage or configuration error"),
+        (
+            "3",
+            "a host could not be reached or probed (it is listed with the reason)",
+        ),
+    ];
     const OTHER: &[(&str, &str)] = &[
         ("0", "success"),
         ("2", "a usage or configuration error"),
@@ -155,6 +163,7 @@ fn exit_codes(page: &str) -> &'static [(&'static str, &'static str)] {
     match page {
         "pikaci" | "pikaci-run" | "pikaci-rerun" => RUN,
         "pikaci-doctor" => DOCTOR,
+        "pikaci-hosts" => HOSTS,
         _ => OTHER,
     }
 }

@@ -3,6 +3,7 @@
 mod args;
 mod complete;
 mod context;
+mod hosts;
 mod image;
 mod init;
 mod inspect;
@@ -58,6 +59,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Logs(args) => inspect::logs(&global, args),
         Command::Gc(args) => maintain::gc(&global, args),
         Command::Doctor(args) => setup::doctor(&global, args),
+        Command::Hosts(args) => hosts::hosts(&global, args),
         Command::Init(args) => init::init(&global, args),
         Command::Completions(args) => setup::completions(args),
         Command::Man(args) => man::man(args),

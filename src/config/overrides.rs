@@ -47,15 +47,49 @@ pub fn one_host(config: &Config, host: &str) -> Result<BTreeMap<Id, PoolHost>, S
     if let Some((name, pool_host)) = config.hosts.iter().find(|(name, _)| name.as_str() == host) {
         return Ok(BTreeMap::from([(name.clone(), pool_host.clone())]));
     }
-    let spec = parse_host(host)?;
+    let names: Vec<&str> = config.hosts.keys().map(Id::as_str).collect();
     if config.hosts.len() > 1 {
-        let names: Vec<&str> = config.hosts.keys().map(Id::as_str).collect();
-        return Err(format!(
-            "the config has several hosts; name one of them ({}) rather than a url",
-            names.join(", ")
-        ));
+        // Neither one of the pool's names nor, in a pool of several, a url: say which are.
+        return Err(match parse_host(host) {
+            Ok(_) => format!(
+                "the config has several hosts; name one of them ({}) rather than a url",
+                names.join(", ")
+            ),
+            Err(_) => format!(
+                "no host `{host}` in the pool; its hosts: {}",
+                names.join(", ")
+            ),
+        });
     }
+    let spec = parse_host(host)?;
     let mut only = config.main_host().clone();
     only.spec = spec;
     Ok(BTreeMap::from([(only.name.clone(), only)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_host;
+
+    #[test]
+    fn a_host_not_in_a_pool_of_several_is_answered_with_the_pools_names() {
+        let text = "[jobs.t]\ncommand = \"true\"\n[hosts.a]\nurl = \"local\"\n[hosts.b]\nurl = \"local\"\n";
+        let config = crate::config::parse(std::path::Path::new("pikaci.toml"), text).unwrap();
+        let names = |host| {
+            one_host(&config, host)
+                .map(|h| h.into_keys().map(|k| k.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(names("b"), Ok(vec!["b".to_string()]));
+        assert_eq!(
+            names("nope"),
+            Err("no host `nope` in the pool; its hosts: a, b".to_string())
+        );
+        assert_eq!(
+            names("ssh://x@y"),
+            Err(
+                "the config has several hosts; name one of them (a, b) rather than a url"
+                    .to_string()
+            )
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! `::group::`, and an `::error` annotation for each failure.
 
 use super::Reporter;
+use super::ran_on::on_host;
 use super::tail::{TailLimits, cap_text, log_tail};
 use crate::state::{Event, EventKind, JobRecord, RunRecord, StateDir};
 
@@ -26,6 +27,7 @@ impl Reporter for GithubReporter {
             job,
             status,
             message,
+            host,
             ..
         } = &event.kind
         else {
@@ -33,7 +35,8 @@ impl Reporter for GithubReporter {
         };
         let run = self.state.run(&event.run_id);
         let log = log_tail(&run.jobs().join(job).join("guest.log"), LOG_TAIL);
-        let mut out = format!("::group::{job} ({status})\n");
+        let on = on_host(host.as_deref());
+        let mut out = format!("::group::{job} ({status}{on})\n");
         if !log.is_empty() {
             // GitHub reads a workflow command (`::error::`, `::add-mask::`, `::endgroup::`)
             // on any line of a step's output: a job's own lines must not be read so.
@@ -45,7 +48,7 @@ impl Reporter for GithubReporter {
             let detail = cap_text(message.as_deref().unwrap_or(""), MESSAGE_CHARS);
             out.push_str(&format!(
                 "::error title=pikaci job {}::{}\n",
-                escape(job),
+                escape(&format!("{job}{on}")),
                 escape(&format!("{status}: {detail}"))
             ));
         }

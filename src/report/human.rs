@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use super::ran_on::on_host;
 use super::{Reporter, short_duration};
 use crate::state::{Event, EventKind, JobRecord, JobStatus, RunRecord};
 
@@ -149,15 +150,6 @@ pub fn describe(event: &Event, live: bool) -> Option<String> {
             return None;
         }
     })
-}
-
-/// ` on HOST` for a job placed on a pool host; nothing for `host` jobs and for the one
-/// implicit host of a config without `[hosts]`, where it would say nothing new.
-fn on_host(host: Option<&str>) -> String {
-    match host {
-        Some(host) if host != crate::config::DEFAULT_HOST => format!(" on {host}"),
-        _ => String::new(),
-    }
 }
 
 /// The closing summary.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
+use super::ran_on::{attempt_line, named_host};
 use super::tail::{TailLimits, cap_text, log_tail};
 use crate::state::{JobRecord, JobStatus, RunDir, RunRecord};
 
@@ -81,8 +82,108 @@ fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
     };
     let mut case = TestCase::new(job.job.clone(), status);
     case.set_classname(format!("{target}.{}", job.backend));
+    // Where it ran, as properties: the schema allows them on a testcase (a testsuite's
+    // `hostname` would be one host for a suite whose jobs ran on several). Not the
+    // implicit `default` host of a config without `[hosts]`: it would say nothing new.
+    if let Some(host) = named_host(job.host.as_deref()) {
+        case.add_property(("host", host));
+    }
+    for attempt in &job.attempts {
+        case.add_property((
+            format!("attempt.{}", attempt.attempt),
+            attempt_line(attempt),
+        ));
+    }
     if let Some(ms) = job.duration_ms {
         case.set_time(Duration::from_millis(ms));
     }
     case
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendKind;
+    use crate::report::ran_on::tests::{attempt, job, run};
+    use crate::state::RunStatus;
+
+    #[test]
+    fn each_testcase_names_its_host_and_earlier_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = crate::state::StateDir::new(dir.path().to_path_buf()).run("R1");
+        let mut moved = job(
+            "vm",
+            BackendKind::Microvm,
+            JobStatus::Passed,
+            Some("builder-b"),
+        );
+        moved.attempts = vec![attempt(
+            1,
+            Some("builder-a"),
+            Some("host builder-a is down"),
+        )];
+        let lint = job("lint", BackendKind::Host, JobStatus::Passed, None);
+        let plain = job(
+            "one",
+            BackendKind::Incus,
+            JobStatus::Passed,
+            Some("default"),
+        );
+        // Properties come before the outcome, as the schema wants.
+        let mut failed = job(
+            "ct",
+            BackendKind::Incus,
+            JobStatus::Failed,
+            Some("builder-a"),
+        );
+        failed.message = Some("exit code 1".into());
+        let run = run(RunStatus::Passed);
+        let xml = junit_report(&run, &run_dir, &[moved, lint, plain, failed])
+            .to_string()
+            .unwrap();
+        assert_valid(&xml, dir.path());
+        insta::assert_snapshot!(xml, @r#"
+        <?xml version="1.0" encoding="UTF-8"?>
+        <testsuites name="pikaci run R1" tests="4" failures="1" errors="0" time="4.200">
+            <testsuite name="ci" tests="4" disabled="0" errors="0" failures="1" time="8.400">
+                <testcase name="vm" classname="ci.microvm" time="2.100">
+                    <properties>
+                        <property name="host" value="builder-b"/>
+                        <property name="attempt.1" value="attempt 1 on builder-a: error (host builder-a is down)"/>
+                    </properties>
+                </testcase>
+                <testcase name="lint" classname="ci.host" time="2.100">
+                </testcase>
+                <testcase name="one" classname="ci.incus" time="2.100">
+                </testcase>
+                <testcase name="ct" classname="ci.incus" time="2.100">
+                    <properties>
+                        <property name="host" value="builder-a"/>
+                    </properties>
+                    <failure message="exit code 1" type="failed"></failure>
+                </testcase>
+            </testsuite>
+        </testsuites>
+        "#);
+    }
+
+    /// The report is valid against the schema the integration tests use, when xmllint is
+    /// installed (it is where the integration tests run).
+    fn assert_valid(xml: &str, dir: &std::path::Path) {
+        let file = dir.join("junit.xml");
+        std::fs::write(&file, xml).unwrap();
+        let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/junit.xsd");
+        let Ok(out) = std::process::Command::new("xmllint")
+            .args(["--noout", "--schema", schema])
+            .arg(&file)
+            .output()
+        else {
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

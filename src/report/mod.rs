@@ -4,6 +4,7 @@ mod github;
 mod human;
 mod junit;
 mod machine;
+pub(crate) mod ran_on;
 mod summary;
 pub(crate) mod tail;
 
