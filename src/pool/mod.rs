@@ -54,10 +54,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A host read by its probe (declared and detected labels, slots).
-    pub fn add_up(&mut self, host: &PoolHost, labels: Vec<String>, slots: u32) {
-        let mut all = host.labels.clone();
-        all.extend(labels);
+    /// A host read by its probe: its declared labels, and the detected ones as the probe
+    /// found them (a declared `kvm` the host lacks is not trusted: jobs would fail there).
+    pub fn add_up(&mut self, host: &PoolHost, detected: Vec<String>, slots: u32) {
+        let mut all: BTreeSet<String> = host
+            .labels
+            .iter()
+            .filter(|l| !DETECTED_LABELS.contains(&l.as_str()))
+            .cloned()
+            .collect();
+        all.extend(detected);
         self.hosts.insert(
             host.name.clone(),
             HostState {

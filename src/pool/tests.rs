@@ -38,6 +38,14 @@ fn jobs_spread_to_the_host_with_most_free_slots_and_wait_when_all_are_full() {
 }
 
 #[test]
+fn a_declared_kvm_the_probe_does_not_find_is_not_trusted() {
+    let mut pool = Pool::default();
+    pool.add_up(&host("a", &["kvm", "gpu"]), vec!["x86_64-linux".into()], 1);
+    assert_eq!(pool.labels(&id("a")), ["gpu", "x86_64-linux"]);
+    assert!(matches!(pool.place(&job(&["kvm"])), Placement::Never(_)));
+}
+
+#[test]
 fn labels_pick_hosts_and_a_job_no_host_can_run_says_why_for_each() {
     let mut pool = Pool::default();
     pool.add_up(&host("a", &["gpu"]), vec!["x86_64-linux".into()], 1);
