@@ -57,6 +57,16 @@ pub enum StepError {
     NotReady(Duration),
     #[error("the guest was not started")]
     NotStarted,
+    /// `incus init --target MEMBER` failed: the member is named, since a wrong one
+    /// fails with only the server's words.
+    #[error("Incus did not create it on cluster member `{member}` ({key})")]
+    Placement {
+        member: String,
+        /// The setting that named it.
+        key: String,
+        #[source]
+        source: Box<TransportError>,
+    },
 }
 
 /// Why a backend could not be set up for a run.

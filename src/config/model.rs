@@ -142,6 +142,12 @@ pub struct IncusSettings {
     pub limits: BTreeMap<String, String>,
     /// Run every `incus` command through `sudo -n` (a host user outside the incus group).
     pub sudo: bool,
+    /// An `incus remote` (Incus's HTTPS API): instances and images are named `NAME:…`,
+    /// and nothing of the host's filesystem reaches the server.
+    pub remote: Option<String>,
+    /// The cluster member instances are created on (`--target`); `None` leaves placement
+    /// to Incus. A job's own `incus-target` comes first.
+    pub target: Option<String>,
 }
 
 impl Default for IncusSettings {
@@ -154,6 +160,8 @@ impl Default for IncusSettings {
             guest_agent: "/run/current-system/sw/bin/pikaci-guest".into(),
             limits: BTreeMap::new(),
             sudo: false,
+            remote: None,
+            target: None,
         }
     }
 }
@@ -177,6 +185,10 @@ pub struct Job {
     /// key existed ran their jobs with the legacy `bash -c`.
     #[serde(default = "legacy_shell")]
     pub shell: Vec<String>,
+    /// The Incus cluster member this job's instance is created on, over
+    /// `backends.incus.target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incus_target: Option<String>,
 }
 
 fn legacy_shell() -> Vec<String> {

@@ -64,7 +64,9 @@ pub struct RawIncus {
     pub profiles: Option<Vec<String>>,
     pub guest_agent: Option<String>,
     pub limits: Option<BTreeMap<String, Spanned<LimitValue>>>,
-    pub sudo: Option<bool>,
+    pub sudo: Option<Spanned<bool>>,
+    pub remote: Option<Spanned<String>>,
+    pub target: Option<Spanned<String>>,
 }
 
 /// `shell = ["bash", "-c"]`; a string is read only to say it must be a list.
@@ -125,6 +127,7 @@ pub struct RawJob {
     #[serde(default)]
     pub secrets: Vec<Spanned<String>>,
     pub shell: Option<Spanned<ShellValue>>,
+    pub incus_target: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

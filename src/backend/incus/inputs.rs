@@ -13,7 +13,8 @@
 //!   --import`, one round trip for the host).
 //!
 //! Either way the outputs are then checked in the instance, by exit status: a job never
-//! starts without its inputs.
+//! starts without its inputs. Through an Incus remote only the import is possible (the
+//! server cannot see this machine's store), so an image without a store is an error.
 
 use std::io::Write;
 use std::time::Instant;
@@ -72,6 +73,18 @@ pub const STORE_DEVICE: &str = "nix-store";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputsNotInInstance {
+    #[error(
+        "{inputs} cannot reach instance `{instance}` on Incus remote `{remote}`: its image \
+         has no Nix store of its own, and the server of a remote cannot see the /nix/store \
+         of {host}; use an image with Nix in it (NixOS, or Debian with nix-bin), into \
+         whose store pikaci imports the closures"
+    )]
+    NoStoreOnRemote {
+        inputs: String,
+        instance: String,
+        remote: String,
+        host: String,
+    },
     #[error("cannot tell whether instance `{instance}` has a Nix store of its own")]
     Probe {
         instance: String,
@@ -191,6 +204,16 @@ pub fn provide(
     let host = transport.host();
     let (inputs, instance_name) = (named(job), instance.to_string());
     let note = match kind {
+        // A remote's server has a filesystem of its own: a disk device would mount its
+        // /nix/store, not this one.
+        GuestStore::Host if incus.remote.is_some() => {
+            return Err(InputsNotInInstance::NoStoreOnRemote {
+                inputs,
+                instance: instance_name,
+                remote: incus.remote.unwrap_or_default().to_string(),
+                host,
+            });
+        }
         GuestStore::Host => {
             transport
                 .run(
@@ -271,6 +294,7 @@ mod tests {
         let incus = Incus {
             project: "pikaci",
             sudo: true,
+            remote: None,
         };
         let name = "pikaci-lint-0123456789ab";
         let tools = path("demo-tools");
