@@ -57,6 +57,7 @@ export PIKACI_TEST_UNIT_TESTS
 
 wait "$incus_nix"
 eval "$(cat "$incus_nix_vars")"
+eval "$(bash scripts/testbed/incus-remote.sh nix-image)"
 
 # Root-only cases, as root; then all the others, as the user.
 "$integration" root_only::

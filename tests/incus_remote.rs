@@ -239,6 +239,48 @@ fn an_input_through_the_remote_needs_an_image_with_its_own_store() {
     );
 }
 
+/// An image with a Nix store of its own gets the input's closure imported from this
+/// machine through the remote (`nix-store --export | incus exec REMOTE:… nix-store
+/// --import`), and the job runs the input's program.
+#[test]
+fn an_input_through_the_remote_is_imported_into_the_instance_store() {
+    let (Some(image), Some((remote, _))) = (
+        testbed_var(
+            "PIKACI_TEST_INCUS_REMOTE_NIX_IMAGE",
+            "incus-remote.sh nix-image",
+        ),
+        testbed_remote(),
+    ) else {
+        return;
+    };
+    let marker = format!("remote-tools-{}", std::process::id());
+    let repo = repo(
+        &image,
+        &format!("remote = \"{remote}\"\n"),
+        "[inputs]\ntools = \"./tools#tools\"\n\n[jobs.with-tools]\ninputs = [\"tools\"]\ncommand = \"pikaci-remote-hello\"\n",
+    );
+    repo.write(
+        "tools/flake.nix",
+        &crate::harness::tools_flake("pikaci-remote", &marker),
+    );
+    repo.commit("tools");
+    repo.pikaci(&["run", "with-tools"]).expect(0);
+    let (status, log) = repo.job("with-tools");
+    assert_eq!(status["status"], "passed", "{status}");
+    assert_eq!(log, format!("{marker}\n"));
+    let noted =
+        std::fs::read_to_string(repo.latest_run().join("jobs/with-tools/inputs.log")).unwrap();
+    assert!(
+        noted.contains("a Nix store of its own; 2 path(s) imported from local"),
+        "{noted}"
+    );
+    let run_id = repo.latest_run_id();
+    assert!(
+        of_run(&remote_instances(&remote), &run_id).is_empty(),
+        "instances left on the remote"
+    );
+}
+
 #[test]
 fn doctor_checks_the_remote_and_the_members() {
     let (Some(image), Some((remote, member))) = (testbed_incus_image(), testbed_remote()) else {

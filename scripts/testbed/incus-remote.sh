@@ -13,6 +13,8 @@
 # --accept-certificate`, which needs no answer at a prompt).
 #
 #   eval "$(bash scripts/testbed/incus-remote.sh)"   # set up (idempotent); prints variables
+#   eval "$(bash scripts/testbed/incus-remote.sh nix-image)"  # after incus-nix.sh: its
+#                                                     # image, with a Nix store, here too
 #   bash scripts/testbed/incus-remote.sh stop         # stop this incusd
 set -euo pipefail
 
@@ -53,16 +55,42 @@ server profile device show default 2>/dev/null | grep -q '^root:' ||
   server config set core.https_address "127.0.0.1:$port"
 server cluster list >/dev/null 2>&1 || server cluster enable "$member" >&2
 
-# The same image as the shared daemon's, re-imported when incus.sh rebuilt it.
-stamp=$(cat "$root/incus/image.stamp")
-if [ "$(cat "$dir/image.stamp" 2>/dev/null)" != "$stamp" ] || ! server image show "$alias_name" >/dev/null 2>&1; then
-  echo "testbed: importing $alias_name into the remote incusd" >&2
-  old=$(server image list "$alias_name" --format csv -c f 2>/dev/null | head -1 || true)
-  server image alias delete "$alias_name" >/dev/null 2>&1 || true
-  server image import "$image/metadata.tar" "$image/rootfs.tar" --alias "$alias_name" >&2
-  if [ -n "$old" ]; then server image delete "$old" >/dev/null 2>&1 || true; fi
-  echo "$stamp" > "$dir/image.stamp"
+# An image of the shared daemon's testbed (its directory and stamp), imported here too;
+# again only when that script rebuilt it.
+import_image() {
+  local alias_name=$1 image=$2 stamp
+  stamp=$(cat "$3")
+  local mine
+  mine="$dir/$(printf '%s' "$alias_name" | tr / -).stamp"
+  if [ "$(cat "$mine" 2>/dev/null)" != "$stamp" ] || ! server image show "$alias_name" >/dev/null 2>&1; then
+    echo "testbed: importing $alias_name into the remote incusd" >&2
+    local old fingerprint
+    old=$(server query "/1.0/images/aliases/$alias_name" 2>/dev/null |
+      sed -n 's/.*"target": *"\([0-9a-f]*\)".*/\1/p' || true)
+    # Incus's fingerprint of a split image: the SHA-256 of metadata, then rootfs.
+    fingerprint=$(cat "$image/metadata.tar" "$image/rootfs.tar" | sha256sum | cut -d' ' -f1)
+    server image alias delete "$alias_name" >/dev/null 2>&1 || true
+    if server image show "$fingerprint" >/dev/null 2>&1; then
+      server image alias create "$alias_name" "$fingerprint" >&2
+    else
+      server image import "$image/metadata.tar" "$image/rootfs.tar" --alias "$alias_name" >&2
+    fi
+    if [ -n "$old" ] && [ "$old" != "$fingerprint" ]; then
+      server image delete "$old" >/dev/null 2>&1 || true
+    fi
+    echo "$stamp" > "$mine"
+  fi
+}
+
+if [ "${1:-}" = nix-image ]; then
+  nix_image="$root/incus-nix/image"
+  [ -f "$nix_image/rootfs.tar" ] || { echo "testbed: run incus-nix.sh first (its image)" >&2; exit 1; }
+  import_image pikaci-nix/test "$nix_image" "$root/incus-nix/image.stamp"
+  echo "export PIKACI_TEST_INCUS_REMOTE_NIX_IMAGE=pikaci-nix/test"
+  exit 0
 fi
+
+import_image "$alias_name" "$image" "$root/incus/image.stamp"
 
 # The remote in one account's client config, trusted: kept when the server answers it as
 # trusted, else (a new server, a new certificate) removed and added with a fresh token.
