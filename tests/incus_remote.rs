@@ -327,3 +327,87 @@ fn doctor_checks_the_remote_and_the_members() {
         "{out}"
     );
 }
+
+/// Removes a test alias and its image from the remote, however the test ends.
+struct RemoteImageGuard {
+    remote: String,
+    alias: String,
+    fingerprint: String,
+}
+
+impl Drop for RemoteImageGuard {
+    fn drop(&mut self) {
+        let incus = |args: &[&str]| std::process::Command::new("incus").args(args).output();
+        let _ = incus(&[
+            "image",
+            "alias",
+            "delete",
+            &format!("{}:{}", self.remote, self.alias),
+        ]);
+        let _ = incus(&[
+            "image",
+            "delete",
+            &format!("{}:{}", self.remote, self.fingerprint),
+        ]);
+    }
+}
+
+/// `pikaci image import` uploads to the remote's server (`incus image import … REMOTE:`)
+/// and `pikaci gc` deletes a killed run's instance there.
+#[test]
+fn images_and_gc_go_through_the_remote() {
+    let (Some(image), Some((remote, _))) = (testbed_incus_image(), testbed_remote()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((_, second)) = crate::incus::image_dirs(tmp.path()) else {
+        return;
+    };
+    let alias = format!("pikaci-remote/e2e-{}", std::process::id());
+    let fingerprint = crate::incus::fingerprint(&second);
+    let _guard = RemoteImageGuard {
+        remote: remote.clone(),
+        alias: alias.clone(),
+        fingerprint: fingerprint.clone(),
+    };
+    let repo = repo(
+        &image,
+        &format!("remote = \"{remote}\"\n"),
+        "[jobs.remote-slow]\ncommand = \"echo guest-is-up; sleep 300\"\n",
+    );
+    let second = second.display().to_string();
+    repo.pikaci(&["image", "import", "--alias", &alias, &second])
+        .expect(0);
+    let listed = |on: &str| {
+        let out = std::process::Command::new("incus")
+            .args(["image", "list", &format!("{on}{alias}"), "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default()
+    };
+    let there = listed(&format!("{remote}:"));
+    assert_eq!(there.len(), 1, "{there:?}");
+    assert_eq!(there[0]["fingerprint"], fingerprint.as_str());
+    assert!(listed("").is_empty(), "imported into the local incusd too");
+    let list = repo.pikaci(&["image", "list"]);
+    list.expect(0);
+    assert!(list.stdout().contains(&alias), "{}", list.stdout());
+
+    let mut child = repo.start_until("remote-slow", "guest-is-up");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = repo.latest_run_id();
+    assert_eq!(
+        of_run(&remote_instances(&remote), &run).len(),
+        1,
+        "a killed pikaci leaves its instance"
+    );
+    let gc = repo.pikaci(&["gc"]);
+    gc.expect(0);
+    assert!(
+        gc.stdout().contains("removed 1 Incus instance(s)"),
+        "{}",
+        gc.stdout()
+    );
+    assert!(of_run(&remote_instances(&remote), &run).is_empty());
+}
