@@ -411,3 +411,42 @@ fn images_and_gc_go_through_the_remote() {
     );
     assert!(of_run(&remote_instances(&remote), &run).is_empty());
 }
+
+/// A remote the client knows whose server does not answer: doctor says so, with where
+/// to look. The client config is a copy of this user's (its certificate) with one more
+/// remote, on a loopback port where nothing listens.
+#[test]
+fn doctor_names_a_remote_that_does_not_answer() {
+    let (Some(image), Some(_)) = (testbed_incus_image(), testbed_remote()) else {
+        return;
+    };
+    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap());
+    let conf = tempfile::tempdir().unwrap();
+    for file in ["client.crt", "client.key"] {
+        std::fs::copy(
+            home.join(".config/incus").join(file),
+            conf.path().join(file),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        conf.path().join("config.yml"),
+        "default-remote: local\nremotes:\n  pikaci-dead:\n    addr: https://127.0.0.1:1\n    \
+         protocol: incus\n    auth_type: tls\n",
+    )
+    .unwrap();
+    let repo = repo(
+        &image,
+        "remote = \"pikaci-dead\"\n",
+        "[jobs.a]\ncommand = \"true\"\n",
+    );
+    let doctor = Run::of(repo.command(&["doctor"]).env("INCUS_CONF", conf.path()));
+    assert_ne!(doctor.code(), 0, "{}", doctor.stdout());
+    let out = doctor.stdout();
+    assert!(
+        out.contains("Incus remote pikaci-dead on local: known, at https://127.0.0.1:1")
+            && out.contains("FAIL  Incus remote pikaci-dead:")
+            && out.contains("the remote's server does not answer"),
+        "{out}"
+    );
+}
