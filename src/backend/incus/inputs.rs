@@ -306,10 +306,26 @@ mod tests {
         .iter()
         .map(Argv::summary)
         .collect();
+        // Through a remote, the host script pipes into the remote's instance.
+        let remote = Incus {
+            project: "pikaci",
+            sudo: false,
+            remote: Some("ci"),
+        };
+        let shown = [
+            shown,
+            vec![
+                probe_argv(&remote, name).summary(),
+                import_argv(&remote, name).summary(),
+            ],
+        ]
+        .concat();
         insta::assert_snapshot!(shown.join("\n"), @"
         sudo -n incus exec --project pikaci pikaci-lint-0123456789ab -- sh -c … pikaci-store-probe
         sudo -n incus exec --project pikaci pikaci-lint-0123456789ab -- sh -c … pikaci-inputs-present /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
         sh -c … pikaci-inputs-into-instance sudo -n incus exec --project pikaci pikaci-lint-0123456789ab --
+        incus exec --project pikaci ci:pikaci-lint-0123456789ab -- sh -c … pikaci-store-probe
+        sh -c … pikaci-inputs-into-instance incus exec --project pikaci ci:pikaci-lint-0123456789ab --
         ");
     }
 
