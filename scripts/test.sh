@@ -20,7 +20,7 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 
 # Real parts for the tests: an sshd on loopback (stopped again when this script ends).
-trap 'bash scripts/testbed/hosts.sh stop; bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus.sh stop; bash scripts/testbed/user.sh stop' EXIT
+trap 'bash scripts/testbed/hosts.sh stop; bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus-remote.sh stop; bash scripts/testbed/incus.sh stop; bash scripts/testbed/user.sh stop' EXIT
 eval "$(bash scripts/testbed/sshd.sh)"
 # And the microVM testbed: qemu, virtiofsd, kernel, the runner fixture flake (cached).
 eval "$(bash scripts/testbed/microvm.sh)"
@@ -33,6 +33,9 @@ bash scripts/testbed/incus-nix.sh > "$incus_nix_vars" &
 incus_nix=$!
 # And the unprivileged user, with a nix-daemon (started by hand when none runs).
 eval "$(bash scripts/testbed/user.sh)"
+# And a second incusd reached only as an `incus remote` over HTTPS on loopback, a
+# one-member cluster (after user.sh: the user gets the remote too).
+eval "$(bash scripts/testbed/incus-remote.sh)"
 # And loopback hosts with Nix stores of their own, as remote hosts have (after user.sh:
 # the first trusts its user).
 eval "$(bash scripts/testbed/hosts.sh)"
@@ -54,6 +57,7 @@ export PIKACI_TEST_UNIT_TESTS
 
 wait "$incus_nix"
 eval "$(cat "$incus_nix_vars")"
+eval "$(bash scripts/testbed/incus-remote.sh nix-image)"
 
 # Root-only cases, as root; then all the others, as the user.
 "$integration" root_only::

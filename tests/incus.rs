@@ -20,7 +20,7 @@ fn incus(args: &[&str]) -> std::process::Output {
 
 /// The testbed image's directory (metadata.tar + rootfs.tar) and a copy that differs
 /// only in its metadata, so Incus gives it another fingerprint.
-fn image_dirs(tmp: &Path) -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn image_dirs(tmp: &Path) -> Option<(PathBuf, PathBuf)> {
     let first = PathBuf::from(crate::harness::testbed_var(
         "PIKACI_TEST_INCUS_IMAGE_DIR",
         "incus.sh",
@@ -43,7 +43,7 @@ fn image_dirs(tmp: &Path) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// The fingerprint Incus gives a split image: SHA-256 of metadata, then rootfs.
-fn fingerprint(dir: &Path) -> String {
+pub(crate) fn fingerprint(dir: &Path) -> String {
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
     for file in ["metadata.tar", "rootfs.tar"] {

@@ -20,6 +20,7 @@ mod host_faults;
 mod hostile;
 mod incus;
 mod incus_inputs;
+mod incus_remote;
 mod init;
 mod inputs;
 mod inspect;

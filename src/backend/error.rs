@@ -60,6 +60,16 @@ pub enum StepError {
     NotReady(Duration),
     #[error("the guest was not started")]
     NotStarted,
+    /// `incus init --target MEMBER` failed: the member is named, since a wrong one
+    /// fails with only the server's words.
+    #[error("Incus did not create it on cluster member `{member}` ({key})")]
+    Placement {
+        member: String,
+        /// The setting that named it.
+        key: String,
+        #[source]
+        source: Box<TransportError>,
+    },
 }
 
 /// Why a backend could not be set up for a run.
@@ -224,5 +234,40 @@ mod tests {
             assert_eq!(commands.len(), 1, "{error:?}");
             assert_eq!(commands[0].full, argv.to_string());
         }
+    }
+
+    /// A failed `incus init --target` names the member and the key that set it; the log
+    /// still gets the whole `incus init` line.
+    #[test]
+    fn a_placement_failure_names_the_member_and_its_key() {
+        let argv = Argv::new("incus").args([
+            "init",
+            "ci:pikaci/dev",
+            "ci:pikaci-a-0123",
+            "--target",
+            "node9",
+        ]);
+        let failed = TransportError::Failed {
+            host: "local".into(),
+            command: (&argv).into(),
+            status: "exit status: 1".into(),
+            stderr_tail: "Error: Cluster member \"node9\" not found".into(),
+        };
+        let error = BackendError::Step {
+            job: "a".into(),
+            step: "creating the instance",
+            source: Box::new(StepError::Placement {
+                member: "node9".into(),
+                key: "jobs.a.incus-target".into(),
+                source: Box::new(failed),
+            }),
+        };
+        insta::assert_snapshot!(crate::error::chain(&error), @r#"
+        creating the instance failed for job `a`: Incus did not create it on cluster member `node9` (jobs.a.incus-target): on local: `incus init ci:pikaci/dev ci:pikaci-a-0123 --target node9` failed (exit status: 1):
+        Error: Cluster member "node9" not found
+        "#);
+        let commands = commands_of(&error);
+        assert_eq!(commands.len(), 1, "{error:?}");
+        assert_eq!(commands[0].full, argv.to_string());
     }
 }

@@ -12,6 +12,7 @@
 //! output streamed to `host.log`; afterwards the artifacts come back as a tar stream and
 //! the instance is deleted — also on failure, timeout and Ctrl-C.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub(crate) mod doctor;
 pub(crate) mod inputs;
+pub(crate) mod reach;
 
 use super::remote_guest::{RemoteGuest, Side};
 use super::session::{HOST_STEP, HostSession, RunContext};
@@ -84,6 +86,22 @@ pub fn instance_name(run: &str, job: &str) -> String {
 struct Prepared {
     session: HostSession,
     settings: IncusSettings,
+    /// Job id → its `incus-target`, for the jobs that have one.
+    job_targets: BTreeMap<String, String>,
+}
+
+impl Prepared {
+    /// The cluster member a job's instance goes to, and the setting that says so.
+    fn placement(&self, job: &str) -> Option<(&str, String)> {
+        match self.job_targets.get(job) {
+            Some(member) => Some((member, format!("jobs.{job}.incus-target"))),
+            None => self
+                .settings
+                .target
+                .as_deref()
+                .map(|member| (member, "backends.incus.target".to_string())),
+        }
+    }
 }
 
 pub struct IncusBackend {
@@ -102,8 +120,18 @@ impl IncusBackend {
                 source,
             })?;
         usable_image(&json, &settings)?;
+        let job_targets = cx
+            .config
+            .jobs
+            .iter()
+            .filter_map(|(id, job)| Some((id.to_string(), job.incus_target.clone()?)))
+            .collect();
         Ok(IncusBackend {
-            prepared: Arc::new(Prepared { session, settings }),
+            prepared: Arc::new(Prepared {
+                session,
+                settings,
+                job_targets,
+            }),
         })
     }
 }
@@ -130,9 +158,11 @@ impl Backend for IncusBackend {
         // Dropping the guest deletes the instance, also when `init` fails half way (a
         // deadline hit after the instance was created).
         let mut guest = RemoteGuest::new(instance, job);
+        let placement = p.placement(&job.request.job_id);
         guest.step("init", "creating the instance", |g| {
-            let init = incus.init(&p.settings, &g.side.name, job.run_id);
-            p.session.run(&init, b"", cancel).or_else(|first| {
+            let member = placement.as_ref().map(|(member, _)| *member);
+            let init = incus.init(&p.settings, &g.side.name, job.run_id, member);
+            let created = p.session.run(&init, b"", cancel).or_else(|first| {
                 // `image import` may have moved the alias and removed the image it named
                 // while Incus was creating this instance from it; the alias now names a
                 // new image, so one more try (after removing what the first left).
@@ -141,11 +171,21 @@ impl Backend for IncusBackend {
                 }
                 let _ = p.session.run(&incus.delete(&g.side.name), b"", cancel);
                 p.session.run(&init, b"", cancel)
+            });
+            created.map_err(|source| match &placement {
+                Some((member, key)) => StepError::Placement {
+                    member: member.to_string(),
+                    key: key.clone(),
+                    source: Box::new(source),
+                },
+                None => StepError::Host(source),
             })
         })?;
         // A read-only disk when the instance runs where the snapshot is; otherwise (a
-        // remote host, or a writable workspace) the files are streamed in after start.
-        let stream_workspace = !p.session.local || job.request.writable_workspace;
+        // remote host, an Incus remote whose server cannot see this machine's files, or
+        // a writable workspace) the files are streamed in after start.
+        let stream_workspace =
+            !p.session.local || p.settings.remote.is_some() || job.request.writable_workspace;
         if !stream_workspace {
             guest.step("workspace", "adding the workspace", |g| {
                 p.session.run(

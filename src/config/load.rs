@@ -363,7 +363,8 @@ impl Cx<'_> {
                 };
                 settings.limits.insert(key, value);
             }
-            settings.sudo = i.sudo.unwrap_or(settings.sudo);
+            settings.sudo = i.sudo.as_ref().map_or(settings.sudo, |s| *s.get_ref());
+            self.incus_remote_and_target(settings, i.remote, i.target, i.sudo)?;
         }
         Ok(backends)
     }
@@ -459,6 +460,13 @@ impl Cx<'_> {
             }
         }
         self.check_needs_acyclic(&raw)?;
+        let mut incus_targets = BTreeMap::new();
+        for (id, job) in &raw {
+            let backend = job.backend.unwrap_or(defaults.backend);
+            if let Some(member) = self.job_incus_target(id, job, backend)? {
+                incus_targets.insert(id.clone(), member);
+            }
+        }
         Ok(raw
             .into_iter()
             .map(|(id, job)| {
@@ -491,6 +499,7 @@ impl Cx<'_> {
                         })
                         .unwrap_or_default(),
                     retries: job.retries,
+                    incus_target: incus_targets.remove(&id),
                 };
                 (id, job)
             })
@@ -728,5 +737,6 @@ pub fn parse_host(text: &str) -> Result<HostSpec, String> {
     })
 }
 
+mod incus;
 #[cfg(test)]
 mod tests;

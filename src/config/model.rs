@@ -189,6 +189,12 @@ pub struct IncusSettings {
     pub limits: BTreeMap<String, String>,
     /// Run every `incus` command through `sudo -n` (a host user outside the incus group).
     pub sudo: bool,
+    /// An `incus remote` (Incus's HTTPS API): instances and images are named `NAME:…`,
+    /// and nothing of the host's filesystem reaches the server.
+    pub remote: Option<String>,
+    /// The cluster member instances are created on (`--target`); `None` leaves placement
+    /// to Incus. A job's own `incus-target` comes first.
+    pub target: Option<String>,
 }
 
 impl Default for IncusSettings {
@@ -201,6 +207,8 @@ impl Default for IncusSettings {
             guest_agent: "/run/current-system/sw/bin/pikaci-guest".into(),
             limits: BTreeMap::new(),
             sudo: false,
+            remote: None,
+            target: None,
         }
     }
 }
@@ -230,6 +238,10 @@ pub struct Job {
     /// How many more times a job that met a host failure may run, on another host.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
+    /// The Incus cluster member this job's instance is created on, over
+    /// `backends.incus.target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incus_target: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -84,7 +84,9 @@ pub struct RawIncus {
     pub profiles: Option<Vec<String>>,
     pub guest_agent: Option<String>,
     pub limits: Option<BTreeMap<String, Spanned<LimitValue>>>,
-    pub sudo: Option<bool>,
+    pub sudo: Option<Spanned<bool>>,
+    pub remote: Option<Spanned<String>>,
+    pub target: Option<Spanned<String>>,
 }
 
 /// `shell = ["bash", "-c"]`; a string is read only to say it must be a list.
@@ -148,6 +150,7 @@ pub struct RawJob {
     pub runs_on: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub retries: u32,
+    pub incus_target: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

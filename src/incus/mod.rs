@@ -180,6 +180,9 @@ pub struct Incus<'a> {
     pub project: &'a str,
     /// Prefix every command with `sudo -n` (never prompts: no terminal to answer it).
     pub sudo: bool,
+    /// The `incus remote` whose server holds the instances and images: every name is
+    /// written `REMOTE:NAME`. `None`: the CLI's default remote.
+    pub remote: Option<&'a str>,
 }
 
 impl<'a> Incus<'a> {
@@ -187,6 +190,7 @@ impl<'a> Incus<'a> {
         Incus {
             project: &settings.project,
             sudo: settings.sudo,
+            remote: settings.remote.as_deref(),
         }
     }
 
@@ -194,17 +198,43 @@ impl<'a> Incus<'a> {
         self.bare().args(args).args(["--project", self.project])
     }
 
+    /// An instance, image, alias or API path on the server pikaci uses.
+    fn on(&self, name: &str) -> String {
+        match self.remote {
+            Some(remote) => format!("{remote}:{name}"),
+            None => name.to_string(),
+        }
+    }
+
+    /// The server itself (`REMOTE:`), where a command takes it as an argument of its own.
+    fn server_arg(&self) -> Option<String> {
+        self.remote.map(|remote| format!("{remote}:"))
+    }
+
     pub fn image_list(&self, alias: &str) -> Argv {
         self.base(&["image", "list"])
-            .arg(alias)
+            .arg(self.on(alias))
             .args(["--format", "json"])
     }
 
-    /// From the alias: Incus resolves it when it creates the instance.
-    pub fn init(&self, settings: &IncusSettings, name: &str, run: &str) -> Argv {
-        let mut argv = self.base(&["init"]).arg(&settings.image).arg(name);
+    /// From the alias: Incus resolves it when it creates the instance. `target` places
+    /// it on a cluster member.
+    pub fn init(
+        &self,
+        settings: &IncusSettings,
+        name: &str,
+        run: &str,
+        target: Option<&str>,
+    ) -> Argv {
+        let mut argv = self
+            .base(&["init"])
+            .arg(self.on(&settings.image))
+            .arg(self.on(name));
         if settings.instance_type == InstanceType::Vm {
             argv = argv.arg("--vm");
+        }
+        if let Some(member) = target {
+            argv = argv.arg("--target").arg(member);
         }
         for profile in &settings.profiles {
             argv = argv.arg("--profile").arg(profile);
@@ -217,13 +247,13 @@ impl<'a> Incus<'a> {
 
     pub fn base_image(&self, name: &str) -> Argv {
         self.base(&["config", "get"])
-            .arg(name)
+            .arg(self.on(name))
             .arg("volatile.base_image")
     }
 
     pub fn add_workspace(&self, name: &str, source: &Path) -> Argv {
         self.base(&["config", "device", "add"])
-            .arg(name)
+            .arg(self.on(name))
             .args(["workspace", "disk"])
             .arg(format!("source={}", source.display()))
             .arg(format!("path={GUEST_WORKSPACE}"))
@@ -234,17 +264,20 @@ impl<'a> Incus<'a> {
     /// store of its own); added to a running instance.
     pub fn add_host_store(&self, name: &str, device: &str) -> Argv {
         self.base(&["config", "device", "add"])
-            .arg(name)
+            .arg(self.on(name))
             .args([device, "disk"])
             .args(["source=/nix/store", "path=/nix/store", "readonly=true"])
     }
 
     pub fn start(&self, name: &str) -> Argv {
-        self.base(&["start"]).arg(name)
+        self.base(&["start"]).arg(self.on(name))
     }
 
     pub fn exec(&self, name: &str, command: &[&str]) -> Argv {
-        self.base(&["exec"]).arg(name).arg("--").args(command)
+        self.base(&["exec"])
+            .arg(self.on(name))
+            .arg("--")
+            .args(command)
     }
 
     /// `incus` without `--project`, which `incus query` refuses.
@@ -256,16 +289,28 @@ impl<'a> Incus<'a> {
         }
     }
 
-    /// `GET /1.0`: whether incusd answers this user.
+    /// `GET /1.0`: whether incusd answers this user, and (its `auth`) trusts it.
     pub fn server(&self) -> Argv {
-        self.bare().args(["query", "/1.0"])
+        self.bare().arg("query").arg(self.on("/1.0"))
+    }
+
+    /// The remotes the `incus` client knows, as JSON (name → address, protocol, …).
+    pub fn remote_list(&self) -> Argv {
+        self.bare().args(["remote", "list", "--format", "json"])
+    }
+
+    /// `GET` of a cluster member: fails when the server has no member of that name.
+    pub fn member_info(&self, member: &str) -> Argv {
+        self.bare()
+            .arg("query")
+            .arg(self.on(&format!("/1.0/cluster/members/{}", image::escape(member))))
     }
 
     /// `GET` of the configured project: fails when it does not exist.
     pub fn project_info(&self) -> Argv {
         self.bare()
             .arg("query")
-            .arg(format!("/1.0/projects/{}", image::escape(self.project)))
+            .arg(self.on(&format!("/1.0/projects/{}", image::escape(self.project))))
     }
 
     /// `GET` of a profile as the project sees it: fails when `init` could not use it.
@@ -279,7 +324,7 @@ impl<'a> Incus<'a> {
     }
 
     fn in_project(&self, path: &str) -> String {
-        format!("{path}?project={}", image::escape(self.project))
+        self.on(&format!("{path}?project={}", image::escape(self.project)))
     }
 
     /// Retargets an alias in one API call.
@@ -292,28 +337,36 @@ impl<'a> Incus<'a> {
 
     pub fn alias_create(&self, alias: &str, fingerprint: &str) -> Argv {
         self.base(&["image", "alias", "create"])
-            .arg(alias)
+            .arg(self.on(alias))
             .arg(fingerprint)
     }
 
+    /// Uploads the files from where `incus` runs (to the remote's server, when set).
     pub fn image_import(&self, metadata: &Path, rootfs: &Path) -> Argv {
-        self.base(&["image", "import"]).arg(metadata).arg(rootfs)
+        self.base(&["image", "import"])
+            .arg(metadata)
+            .arg(rootfs)
+            .args(self.server_arg())
     }
 
     pub fn image_delete(&self, fingerprint: &str) -> Argv {
-        self.base(&["image", "delete"]).arg(fingerprint)
+        self.base(&["image", "delete"]).arg(self.on(fingerprint))
     }
 
     pub fn image_list_all(&self) -> Argv {
-        self.base(&["image", "list"]).args(["--format", "json"])
+        self.base(&["image", "list"])
+            .args(self.server_arg())
+            .args(["--format", "json"])
     }
 
     pub fn list_instances(&self) -> Argv {
-        self.base(&["list"]).args(["--format", "json"])
+        self.base(&["list"])
+            .args(self.server_arg())
+            .args(["--format", "json"])
     }
 
     pub fn delete(&self, name: &str) -> Argv {
-        self.base(&["delete", "--force"]).arg(name)
+        self.base(&["delete", "--force"]).arg(self.on(name))
     }
 }
 
@@ -455,6 +508,7 @@ mod tests {
         let incus = Incus {
             project: "pikaci",
             sudo: false,
+            remote: None,
         };
         let settings = IncusSettings {
             instance_type: InstanceType::Container,
@@ -467,8 +521,8 @@ mod tests {
         let name = "pikaci-lint-0123456789ab";
         let shown: Vec<String> = [
             incus.image_list("pikaci/dev"),
-            incus.init(&settings, name, "R1"),
-            incus.init(&IncusSettings::default(), name, "R1"),
+            incus.init(&settings, name, "R1", None),
+            incus.init(&IncusSettings::default(), name, "R1", None),
             incus.base_image(name),
             incus.add_workspace(name, Path::new("/state/cache/snapshots/ab")),
             incus.start(name),
@@ -519,5 +573,82 @@ mod tests {
         incus query '/1.0/profiles/ci?project=pikaci'
         sudo -n incus start --project default pikaci-lint-0123456789ab
         "#);
+    }
+
+    /// Through an `incus remote`: every instance, image and API path is `REMOTE:…`, the
+    /// server-wide commands name `REMOTE:` itself, and `--target` places the instance.
+    #[test]
+    fn incus_argv_shapes_through_a_remote() {
+        let settings = IncusSettings {
+            project: "pikaci".into(),
+            instance_type: InstanceType::Container,
+            remote: Some("ci".into()),
+            ..IncusSettings::default()
+        };
+        let incus = Incus::new(&settings);
+        let name = "pikaci-lint-0123456789ab";
+        let shown: Vec<String> = [
+            incus.image_list("pikaci/dev"),
+            incus.init(&settings, name, "R1", None),
+            incus.init(&settings, name, "R1", Some("node2")),
+            incus.base_image(name),
+            incus.start(name),
+            incus.exec(name, &["/usr/local/bin/pikaci-guest", "run", REQUEST]),
+            incus.delete(name),
+            incus.list_instances(),
+            incus.query("/1.0/images/aliases/pikaci/dev"),
+            incus.alias_put("pikaci/dev", r#"{"description":"","target":"f00d"}"#),
+            incus.alias_create("pikaci/dev", "f00d"),
+            incus.image_import(
+                Path::new("/w/img/metadata.tar.xz"),
+                Path::new("/w/img/rootfs.tar"),
+            ),
+            incus.image_delete("beef"),
+            incus.image_list_all(),
+            incus.server(),
+            incus.remote_list(),
+            incus.member_info("node2"),
+            incus.project_info(),
+            incus.profile_info("ci"),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        insta::assert_snapshot!(shown.join("\n"), @r#"
+        incus image list --project pikaci ci:pikaci/dev --format json
+        incus init --project pikaci ci:pikaci/dev ci:pikaci-lint-0123456789ab --profile default --config user.pikaci.run=R1
+        incus init --project pikaci ci:pikaci/dev ci:pikaci-lint-0123456789ab --target node2 --profile default --config user.pikaci.run=R1
+        incus config get --project pikaci ci:pikaci-lint-0123456789ab volatile.base_image
+        incus start --project pikaci ci:pikaci-lint-0123456789ab
+        incus exec --project pikaci ci:pikaci-lint-0123456789ab -- /usr/local/bin/pikaci-guest run /run/pikaci/request.json
+        incus delete --force --project pikaci ci:pikaci-lint-0123456789ab
+        incus list --project pikaci ci: --format json
+        incus query 'ci:/1.0/images/aliases/pikaci/dev?project=pikaci'
+        incus query -X PUT 'ci:/1.0/images/aliases/pikaci/dev?project=pikaci' -d '{"description":"","target":"f00d"}'
+        incus image alias create --project pikaci ci:pikaci/dev f00d
+        incus image import --project pikaci /w/img/metadata.tar.xz /w/img/rootfs.tar ci:
+        incus image delete --project pikaci ci:beef
+        incus image list --project pikaci ci: --format json
+        incus query ci:/1.0
+        incus remote list --format json
+        incus query ci:/1.0/cluster/members/node2
+        incus query ci:/1.0/projects/pikaci
+        incus query 'ci:/1.0/profiles/ci?project=pikaci'
+        "#);
+        // Without a remote, the member goes to the CLI's default server.
+        let local = IncusSettings {
+            remote: None,
+            ..settings.clone()
+        };
+        let incus = Incus::new(&local);
+        let shown = [
+            incus.init(&local, name, "R1", Some("node1")),
+            incus.member_info("node1"),
+        ]
+        .map(|argv| argv.to_string());
+        insta::assert_snapshot!(shown.join("\n"), @"
+        incus init --project pikaci pikaci/dev pikaci-lint-0123456789ab --target node1 --profile default --config user.pikaci.run=R1
+        incus query /1.0/cluster/members/node1
+        ");
     }
 }

@@ -23,11 +23,39 @@ pub fn checks(host: &DoctorHost) -> Vec<Check> {
     let settings = &host.config.backends.incus;
     let incus = Incus::new(settings);
     let transport = host.transport;
-    let name = format!("incus on {}", host.on);
-    if let Err(e) = run(transport, incus.server()) {
-        return vec![fail(name, e, reach_fix(settings))];
+    let mut checks = Vec::new();
+    let name = match &settings.remote {
+        Some(remote) => {
+            let known = super::reach::remote_known(transport, &incus, remote, host.on);
+            let failed = known.outcome == crate::doctor::Outcome::Fail;
+            checks.push(known);
+            if failed {
+                return checks;
+            }
+            format!("Incus remote {remote}")
+        }
+        None => format!("incus on {}", host.on),
+    };
+    let server = match run(transport, incus.server()) {
+        Ok(json) => json,
+        Err(e) => {
+            checks.push(fail(name, e, reach_fix(settings)));
+            return checks;
+        }
+    };
+    let (trusted, clustered) =
+        super::reach::server_trusts(&server, settings.remote.as_deref(), name);
+    let failed = trusted.outcome == crate::doctor::Outcome::Fail;
+    checks.push(trusted);
+    if failed {
+        return checks;
     }
-    let mut checks = vec![ok(name, "incusd answers")];
+    checks.extend(super::reach::members(
+        transport,
+        &incus,
+        host.config,
+        clustered,
+    ));
     let project = &settings.project;
     let name = format!("Incus project {project}");
     if let Err(e) = run(transport, incus.project_info()) {
@@ -84,7 +112,11 @@ pub fn checks(host: &DoctorHost) -> Vec<Check> {
 }
 
 fn reach_fix(settings: &IncusSettings) -> &'static str {
-    if settings.sudo {
+    if settings.remote.is_some() {
+        "the remote's server does not answer: check that it runs and listens on the \
+         address `incus remote list` shows (core.https_address), and that this machine \
+         reaches it"
+    } else if settings.sudo {
         "backends.incus.sudo runs `sudo -n incus`: let this user run incus through sudo \
          without a password, or set backends.incus.sudo = false and give the user access to \
          incusd's socket (the incus-admin group)"
@@ -113,7 +145,12 @@ fn agent_in_instance(
     let fix = "set backends.incus.guest-agent to where pikaci-guest is in the image, or import \
                an image that has it (docs/incus.md#images)";
     let steps = || -> Result<bool, String> {
-        trial.run(&trial.incus.init(settings, &trial.name, "doctor"))?;
+        trial.run(&trial.incus.init(
+            settings,
+            &trial.name,
+            "doctor",
+            settings.target.as_deref(),
+        ))?;
         trial.run(&trial.incus.start(&trial.name))?;
         let probe = trial.incus.exec(
             &trial.name,

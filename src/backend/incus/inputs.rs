@@ -13,7 +13,8 @@
 //!   --import`, one round trip for the host).
 //!
 //! Either way the outputs are then checked in the instance, by exit status: a job never
-//! starts without its inputs.
+//! starts without its inputs. Through an Incus remote only the import is possible (the
+//! server cannot see this machine's store), so an image without a store is an error.
 
 use std::io::Write;
 use std::time::Instant;
@@ -72,6 +73,18 @@ pub const STORE_DEVICE: &str = "nix-store";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputsNotInInstance {
+    #[error(
+        "{inputs} cannot reach instance `{instance}` on Incus remote `{remote}`: its image \
+         has no Nix store of its own, and the server of a remote cannot see the /nix/store \
+         of {host}; use an image with Nix in it (NixOS, or Debian with nix-bin), into \
+         whose store pikaci imports the closures"
+    )]
+    NoStoreOnRemote {
+        inputs: String,
+        instance: String,
+        remote: String,
+        host: String,
+    },
     #[error("cannot tell whether instance `{instance}` has a Nix store of its own")]
     Probe {
         instance: String,
@@ -191,6 +204,16 @@ pub fn provide(
     let host = transport.host();
     let (inputs, instance_name) = (named(job), instance.to_string());
     let note = match kind {
+        // A remote's server has a filesystem of its own: a disk device would mount its
+        // /nix/store, not this one.
+        GuestStore::Host if incus.remote.is_some() => {
+            return Err(InputsNotInInstance::NoStoreOnRemote {
+                inputs,
+                instance: instance_name,
+                remote: incus.remote.unwrap_or_default().to_string(),
+                host,
+            });
+        }
         GuestStore::Host => {
             transport
                 .run(
@@ -271,6 +294,7 @@ mod tests {
         let incus = Incus {
             project: "pikaci",
             sudo: true,
+            remote: None,
         };
         let name = "pikaci-lint-0123456789ab";
         let tools = path("demo-tools");
@@ -282,10 +306,26 @@ mod tests {
         .iter()
         .map(Argv::summary)
         .collect();
+        // Through a remote, the host script pipes into the remote's instance.
+        let remote = Incus {
+            project: "pikaci",
+            sudo: false,
+            remote: Some("ci"),
+        };
+        let shown = [
+            shown,
+            vec![
+                probe_argv(&remote, name).summary(),
+                import_argv(&remote, name).summary(),
+            ],
+        ]
+        .concat();
         insta::assert_snapshot!(shown.join("\n"), @"
         sudo -n incus exec --project pikaci pikaci-lint-0123456789ab -- sh -c … pikaci-store-probe
         sudo -n incus exec --project pikaci pikaci-lint-0123456789ab -- sh -c … pikaci-inputs-present /nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools
         sh -c … pikaci-inputs-into-instance sudo -n incus exec --project pikaci pikaci-lint-0123456789ab --
+        incus exec --project pikaci ci:pikaci-lint-0123456789ab -- sh -c … pikaci-store-probe
+        sh -c … pikaci-inputs-into-instance incus exec --project pikaci ci:pikaci-lint-0123456789ab --
         ");
     }
 

@@ -117,7 +117,7 @@ fn defaults_when_sections_are_missing() {
 
 #[test]
 fn unknown_key_names_key_path_and_position() {
-    insta::assert_snapshot!(error_of("[jobs.clippy]\ncomand = \"x\"\n"), @"/repo/pikaci.toml:2:1: jobs.clippy.comand: unknown field `comand`, expected one of `command`, `backend`, `inputs`, `needs`, `timeout`, `root`, `writable-workspace`, `env`, `secrets`, `shell`, `runs-on`, `retries`");
+    insta::assert_snapshot!(error_of("[jobs.clippy]\ncomand = \"x\"\n"), @"/repo/pikaci.toml:2:1: jobs.clippy.comand: unknown field `comand`, expected one of `command`, `backend`, `inputs`, `needs`, `timeout`, `root`, `writable-workspace`, `env`, `secrets`, `shell`, `runs-on`, `retries`, `incus-target`");
 }
 
 #[test]
