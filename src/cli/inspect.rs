@@ -353,7 +353,7 @@ fn follow(run: &crate::state::RunDir, job: &Id, log_name: &str) -> Result<u8, Er
 mod tests {
     use super::job_lines;
     use crate::config::BackendKind;
-    use crate::report::ran_on::tests::{attempt, job};
+    use crate::report::ran_on::tests::{attempt, job, moved};
     use crate::state::JobStatus;
 
     #[test]
@@ -405,17 +405,7 @@ mod tests {
 
     #[test]
     fn status_json_carries_the_host_and_the_earlier_attempts() {
-        let mut moved = job(
-            "vm",
-            BackendKind::Microvm,
-            JobStatus::Passed,
-            Some("builder-b"),
-        );
-        moved.attempts = vec![attempt(
-            1,
-            Some("builder-a"),
-            Some("host builder-a is down"),
-        )];
+        let moved = moved();
         let lint = job("lint", BackendKind::Host, JobStatus::Passed, None);
         // As `status --json` writes each record: `host` only when placed on a host.
         let json: Vec<serde_json::Value> = [moved, lint]

@@ -104,24 +104,14 @@ fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
 mod tests {
     use super::*;
     use crate::config::BackendKind;
-    use crate::report::ran_on::tests::{attempt, job, run};
+    use crate::report::ran_on::tests::{job, moved, run};
     use crate::state::RunStatus;
 
     #[test]
     fn each_testcase_names_its_host_and_earlier_attempts() {
         let dir = tempfile::tempdir().unwrap();
         let run_dir = crate::state::StateDir::new(dir.path().to_path_buf()).run("R1");
-        let mut moved = job(
-            "vm",
-            BackendKind::Microvm,
-            JobStatus::Passed,
-            Some("builder-b"),
-        );
-        moved.attempts = vec![attempt(
-            1,
-            Some("builder-a"),
-            Some("host builder-a is down"),
-        )];
+        let moved = moved();
         let lint = job("lint", BackendKind::Host, JobStatus::Passed, None);
         let plain = job(
             "one",

@@ -127,6 +127,23 @@ pub(crate) mod tests {
         }
     }
 
+    /// A microVM job that passed on `builder-b` after its first attempt's host,
+    /// `builder-a`, went down.
+    pub fn moved() -> JobRecord {
+        let mut moved = job(
+            "vm",
+            BackendKind::Microvm,
+            JobStatus::Passed,
+            Some("builder-b"),
+        );
+        moved.attempts = vec![attempt(
+            1,
+            Some("builder-a"),
+            Some("host builder-a is down"),
+        )];
+        moved
+    }
+
     pub fn attempt(n: u32, host: Option<&str>, message: Option<&str>) -> Attempt {
         Attempt {
             attempt: n,

@@ -72,22 +72,12 @@ fn escape_cell(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::BackendKind;
-    use crate::report::ran_on::tests::{attempt, job, run};
+    use crate::report::ran_on::tests::{job, moved, run};
     use crate::state::{JobStatus, RunStatus};
 
     #[test]
     fn a_pool_of_named_hosts_gets_a_host_column_with_earlier_attempts() {
-        let mut moved = job(
-            "vm",
-            BackendKind::Microvm,
-            JobStatus::Passed,
-            Some("builder-b"),
-        );
-        moved.attempts = vec![attempt(
-            1,
-            Some("builder-a"),
-            Some("host builder-a is down"),
-        )];
+        let mut moved = moved();
         moved.phases.insert("run".into(), 1500);
         let lint = job("lint", BackendKind::Host, JobStatus::Passed, None);
         let text = markdown_summary(&run(RunStatus::Passed), &[moved, lint]);
