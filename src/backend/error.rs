@@ -94,6 +94,8 @@ pub enum SetupError {
     #[error("the runner build produced no output")]
     NoOutput,
     #[error(transparent)]
+    BuildHost(#[from] super::BuildHostError),
+    #[error(transparent)]
     Shares(#[from] super::microvm::ShareError),
     #[error(transparent)]
     Incus(#[from] crate::incus::IncusError),

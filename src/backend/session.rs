@@ -11,7 +11,7 @@ use crate::config::{Config, HostSpec, PoolHost};
 use crate::nix::copy::{Copied, Input, ensure_on_host};
 use crate::nix::{HOST_FACTS, HostFacts, HostFactsError};
 use crate::state::SnapshotRef;
-use crate::transport::{Step, Transport, TransportError};
+use crate::transport::{Local, Step, Transport, TransportError};
 
 /// Deadline for the small bookkeeping commands on the host (mkdir, rm, cat).
 pub const HOST_STEP: Duration = Step::Bookkeeping.duration();
@@ -32,6 +32,8 @@ pub struct RunContext<'a> {
     pub snapshot: &'a SnapshotRef,
     /// A connection to the host opened already (by its probe), taken over by the session.
     pub connected: Option<Box<dyn Transport>>,
+    /// The run's build host (`[nix] build-host`), if it has one.
+    pub build_host: Option<&'a super::BuildHost<'a>>,
 }
 
 pub struct HostSession {
@@ -121,14 +123,19 @@ impl HostSession {
         let inputs: Vec<Input> = job
             .inputs
             .iter()
-            .map(|(name, outputs)| Input {
-                name: name.as_str(),
-                outputs,
-            })
+            .map(|(name, outputs)| Input::input(name.as_str(), outputs))
             .collect();
         let roots = run_roots(&self.work_dir, job.run_id);
         let _copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
-        ensure_on_host(self.transport.as_ref(), &roots, &inputs, &mut log, cancel).map_err(failed)
+        ensure_on_host(
+            &Local,
+            self.transport.as_ref(),
+            &roots,
+            &inputs,
+            &mut log,
+            cancel,
+        )
+        .map_err(failed)
     }
 
     /// Runs a bookkeeping command with the short deadline.

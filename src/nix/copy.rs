@@ -1,10 +1,11 @@
-//! Inputs reach the host that runs the guests: their closures, built on this machine,
-//! are copied into the host's store with Nix's own export format, only what the host
-//! lacks, and rooted there for the run.
+//! Inputs reach the host that runs the guests: their closures, built on this machine (or
+//! on the run's build host, `[nix] build-host`), are copied into the host's store with
+//! Nix's own export format, only what the host lacks, and rooted there for the run.
 //!
 //! One round trip asks the host which paths of the closures it lacks (and roots the
 //! inputs it already has); for each input that lacks some, `nix-store --export` of the
-//! missing paths here is piped into `nix-store --import` there, which roots the input's
+//! missing paths where they were built (here, or on the build host, streamed through this
+//! machine) is piped into `nix-store --import` there, which roots the input's
 //! outputs right after importing them. A root that cannot be added (the path is not
 //! valid there after all) fails the copy: a job never starts without its input.
 //!
@@ -61,10 +62,28 @@ for path; do
 done
 "#;
 
-/// One input of a job, as built on this machine.
+/// What is copied: one input of a job (or the microVM runner), as built where it was.
 pub struct Input<'a> {
+    /// How messages call it: `input`, or `the microVM runner`.
+    pub kind: &'static str,
     pub name: &'a str,
     pub outputs: &'a [StorePath],
+}
+
+impl<'a> Input<'a> {
+    /// A job's input.
+    pub fn input(name: &'a str, outputs: &'a [StorePath]) -> Input<'a> {
+        Input {
+            kind: "input",
+            name,
+            outputs,
+        }
+    }
+}
+
+/// Where closures are copied from, as messages say it: this machine, or the build host.
+fn source_is_local(from: &dyn Transport) -> bool {
+    from.host() == Local.host()
 }
 
 /// What reaching the host took.
@@ -78,17 +97,24 @@ pub struct Copied {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputNotOnHost {
-    #[error("cannot read the closure of input `{input}` ({paths}) on this machine")]
+    #[error("cannot read the closure of {kind} `{input}` ({paths}) {on}")]
     Closure {
+        kind: &'static str,
         input: String,
+        /// `on this machine`, or `on` the build host.
+        on: String,
         paths: String,
         #[source]
         source: Box<TransportError>,
     },
     #[error(
-        "`nix-store --query --requisites` of input `{input}` printed `{line}`, which is no store path"
+        "`nix-store --query --requisites` of {kind} `{input}` printed `{line}`, which is no store path"
     )]
-    NotAStorePath { input: String, line: String },
+    NotAStorePath {
+        kind: &'static str,
+        input: String,
+        line: String,
+    },
     #[error("cannot ask {host} which store paths of the job's inputs it lacks")]
     Query {
         host: String,
@@ -96,9 +122,10 @@ pub enum InputNotOnHost {
         source: Box<TransportError>,
     },
     #[error(
-        "input `{input}` ({paths}) is not valid on {host}: copying its closure there failed ({status}); last lines of the copy:\n{stderr_tail}"
+        "{kind} `{input}` ({paths}) is not valid on {host}: copying its closure there failed ({status}); last lines of the copy:\n{stderr_tail}"
     )]
     Copy {
+        kind: &'static str,
         input: String,
         paths: String,
         host: String,
@@ -106,9 +133,10 @@ pub enum InputNotOnHost {
         stderr_tail: String,
     },
     #[error(
-        "input `{input}` ({paths}) is not valid on {host}: the connection was lost while its closure was copied ({status}):\n{stderr_tail}"
+        "{kind} `{input}` ({paths}) is not valid on {host}: the connection was lost while its closure was copied ({status}):\n{stderr_tail}"
     )]
     Lost {
+        kind: &'static str,
         input: String,
         paths: String,
         host: String,
@@ -116,24 +144,29 @@ pub enum InputNotOnHost {
         stderr_tail: String,
     },
     #[error(
-        "input `{input}` ({paths}) is not valid on {host}: `nix-store --export` of its closure here failed ({status}):\n{stderr_tail}"
+        "{kind} `{input}` ({paths}) is not valid on {host}: `nix-store --export` of its closure {at} failed ({status}):\n{stderr_tail}"
     )]
     Export {
+        kind: &'static str,
         input: String,
         paths: String,
         host: String,
+        /// `here`, or `on` the build host.
+        at: String,
         status: String,
         stderr_tail: String,
     },
-    #[error("input `{input}` ({paths}) is not valid on {host}: the copy {ended}")]
+    #[error("{kind} `{input}` ({paths}) is not valid on {host}: the copy {ended}")]
     Unfinished {
+        kind: &'static str,
         input: String,
         paths: String,
         host: String,
         ended: &'static str,
     },
-    #[error("cannot copy input `{input}` to {host}: {step}")]
+    #[error("cannot copy {kind} `{input}` to {host}: {step}")]
     Io {
+        kind: &'static str,
         input: String,
         host: String,
         step: &'static str,
@@ -178,8 +211,10 @@ pub fn import_argv(roots: &Path, outputs: &[StorePath]) -> Argv {
 }
 
 /// Makes every input valid on the host behind `transport`, with its closure, and roots
-/// its outputs under `roots` there. Appends what it did to `log` (a local file).
+/// its outputs under `roots` there. Appends what it did to `log` (a local file). The
+/// closures are read and exported on `from`: this machine ([`Local`]) or the build host.
 pub fn ensure_on_host(
+    from: &dyn Transport,
     transport: &dyn Transport,
     roots: &Path,
     inputs: &[Input],
@@ -190,7 +225,7 @@ pub fn ensure_on_host(
     let host = transport.host();
     let mut closures = Vec::new();
     for input in inputs.iter().filter(|i| !i.outputs.is_empty()) {
-        closures.push((input, closure(input, cancel)?));
+        closures.push((input, closure(from, input, cancel)?));
     }
     if closures.is_empty() {
         return Ok(Copied::default());
@@ -242,7 +277,7 @@ pub fn ensure_on_host(
         }
         let (export, import) = (export_argv(&send), import_argv(roots, input.outputs));
         copied.round_trips += 1;
-        copy(transport, &export, &import, input, log, cancel)?;
+        copy(from, transport, &export, &import, input, log, cancel)?;
         for path in &send {
             missing.remove(path.as_path());
         }
@@ -265,15 +300,24 @@ fn note(log: &mut File, line: &str) {
     let _ = std::io::Write::write_all(log, line.as_bytes());
 }
 
-/// The closure of one input's outputs on this machine, dependencies first.
-fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnHost> {
+/// The closure of one input's outputs on `from`, dependencies first.
+fn closure(
+    from: &dyn Transport,
+    input: &Input,
+    cancel: &Cancel,
+) -> Result<Vec<StorePath>, InputNotOnHost> {
     let failed = |source| InputNotOnHost::Closure {
+        kind: input.kind,
         input: input.name.to_string(),
+        on: match source_is_local(from) {
+            true => "on this machine".to_string(),
+            false => format!("on {}", from.host()),
+        },
         paths: shown(input.outputs),
         source: Box::new(source),
     };
     let argv = requisites_argv(input.outputs);
-    let out = Local
+    let out = from
         .run(&argv, b"", Instant::now() + QUERY_TIMEOUT, cancel)
         .map_err(failed)?;
     // Nix prints only store paths here; anything else would be a bug worth seeing.
@@ -281,6 +325,7 @@ fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnH
         .lines()
         .map(|line| {
             StorePath::new(line).map_err(|_| InputNotOnHost::NotAStorePath {
+                kind: input.kind,
                 input: input.name.to_string(),
                 line: line.to_string(),
             })
@@ -288,9 +333,10 @@ fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnH
         .collect()
 }
 
-/// `nix-store --export` here piped into the host's import; the host's stderr (Nix's own
-/// reason, such as a missing signature) is what a failure shows.
+/// `nix-store --export` on `from` piped into the host's import; the host's stderr (Nix's
+/// own reason, such as a missing signature) is what a failure shows.
 fn copy(
+    from: &dyn Transport,
     transport: &dyn Transport,
     export: &Argv,
     import: &Argv,
@@ -298,16 +344,18 @@ fn copy(
     log: &mut File,
     cancel: &Cancel,
 ) -> Result<(), InputNotOnHost> {
-    let streamed =
-        stream(transport, export, import, cancel).map_err(|(step, source)| InputNotOnHost::Io {
+    let streamed = stream(from, transport, export, import, cancel).map_err(|(step, source)| {
+        InputNotOnHost::Io {
+            kind: input.kind,
             input: input.name.to_string(),
             host: transport.host(),
             step,
             source,
-        })?;
+        }
+    })?;
     note(log, &streamed.import_stderr);
     note(log, &streamed.export_stderr);
-    judge(&streamed, transport, input)
+    judge(&streamed, from, transport, input)
 }
 
 /// How both ends of a copy ended, and what each said on stderr.
@@ -318,9 +366,11 @@ struct Streamed {
     export_stderr: String,
 }
 
-/// Runs the export here into the import on the host, until the import ends (or the
-/// deadline, or cancellation, which stop both).
+/// Runs the export on `from` into the import on the host, until the import ends (or the
+/// deadline, or cancellation, which stop both). From the build host, the stream passes
+/// through this machine: the two hosts need not reach each other.
 fn stream(
+    from: &dyn Transport,
     transport: &dyn Transport,
     export: &Argv,
     import: &Argv,
@@ -333,7 +383,7 @@ fn stream(
     // Each command is dropped once spawned: the pipe's ends must live only in the
     // children, or the import would never see the end of the stream.
     let mut export = {
-        let mut command = Local.command(export);
+        let mut command = from.command(export);
         command
             .stdin(Stdio::null())
             .stdout(writer)
@@ -376,9 +426,11 @@ fn stream(
 /// import also ends the export), then the export's.
 fn judge(
     streamed: &Streamed,
+    from: &dyn Transport,
     transport: &dyn Transport,
     input: &Input,
 ) -> Result<(), InputNotOnHost> {
+    let kind = input.kind;
     let (name, paths, host) = (
         input.name.to_string(),
         shown(input.outputs),
@@ -389,6 +441,7 @@ fn judge(
         Ended::Exited(status) => status,
         Ended::TimedOut => {
             return Err(InputNotOnHost::Unfinished {
+                kind,
                 input: name,
                 paths,
                 host,
@@ -397,6 +450,7 @@ fn judge(
         }
         Ended::Cancelled => {
             return Err(InputNotOnHost::Unfinished {
+                kind,
                 input: name,
                 paths,
                 host,
@@ -406,6 +460,7 @@ fn judge(
     };
     if transport.is_connection_failure(&status) {
         return Err(InputNotOnHost::Lost {
+            kind,
             input: name,
             paths,
             host,
@@ -415,6 +470,7 @@ fn judge(
     }
     if !status.success() {
         return Err(InputNotOnHost::Copy {
+            kind,
             input: name,
             paths,
             host,
@@ -425,13 +481,19 @@ fn judge(
     match streamed.exported {
         Ended::Exited(status) if status.success() => Ok(()),
         Ended::Exited(status) => Err(InputNotOnHost::Export {
+            kind,
             input: name,
             paths,
             host,
+            at: match source_is_local(from) {
+                true => "here".to_string(),
+                false => format!("on {}", from.host()),
+            },
             status: status.to_string(),
             stderr_tail: tail(&streamed.export_stderr),
         }),
         _ => Err(InputNotOnHost::Unfinished {
+            kind,
             input: name,
             paths,
             host,
@@ -501,13 +563,11 @@ mod tests {
 
     fn copy_failure(script: &'static str, export: Argv) -> String {
         let tools = path("demo-tools");
-        let input = Input {
-            name: "tools",
-            outputs: std::slice::from_ref(&tools),
-        };
+        let input = Input::input("tools", std::slice::from_ref(&tools));
         let mut log = tempfile::tempfile().unwrap();
         let host = Scripted { script };
         let err = copy(
+            &Local,
             &host,
             &export,
             &Argv::new("import"),

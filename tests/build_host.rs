@@ -1,0 +1,224 @@
+//! `[nix] build-host`: the microVM runner is built once, on the build host, and copied
+//! from there to the other guest hosts (own-store testbed hosts); a build host that cannot
+//! be reached, a build that fails there, and a guest host that refuses the copy are
+//! errors naming the build host and the guest host, with the failing side's last lines.
+
+use std::path::Path;
+
+use crate::harness::{MicrovmTestbed, Repo, is_root, own_store_host, redact, testbed_microvm};
+
+/// A config whose microVM jobs run on `hosts` (name, url; each labelled with its name, a
+/// work dir of its own under `work`), builds on `build_host`, then `rest`.
+fn config(
+    testbed: &MicrovmTestbed,
+    work: &Path,
+    hosts: &[(&str, String)],
+    build_host: &str,
+    rest: &str,
+) -> String {
+    let mut config: String = testbed
+        .config(work, "")
+        .lines()
+        .filter(|l| !l.starts_with("host = ") && !l.starts_with("work-dir = "))
+        .map(|l| match l.starts_with("known-hosts-file = ") {
+            true => format!(
+                "known-hosts-file = \"{}\"\n",
+                known_hosts(work, hosts).display()
+            ),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    config.push_str(&format!("[nix]\nbuild-host = \"{build_host}\"\n\n"));
+    for (name, url) in hosts {
+        config.push_str(&format!(
+            "[hosts.{name}]\nurl = \"{url}\"\nslots = 1\nlabels = [\"{name}\"]\nwork-dir = \"{work}/{name}\"\n\n",
+            work = work.display(),
+        ));
+    }
+    config.push_str(rest);
+    config
+}
+
+/// A `known_hosts` naming each of `hosts`' ports under the testbed's one host key: the
+/// shared file lists the hosts the last hosts.sh started, which may be fewer.
+fn known_hosts(work: &Path, hosts: &[(&str, String)]) -> std::path::PathBuf {
+    let file = std::env::var("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS").expect("hosts.sh");
+    let text = std::fs::read_to_string(file).unwrap();
+    let key = text
+        .lines()
+        .next()
+        .expect("a host key")
+        .split_once(' ')
+        .unwrap()
+        .1;
+    let lines: String = hosts
+        .iter()
+        .map(|(_, url)| format!("[127.0.0.1]:{} {key}\n", url.rsplit(':').next().unwrap()))
+        .collect();
+    let path = work.join("known_hosts");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+/// A job pinned to host `on`.
+fn job_on(name: &str, on: &str) -> String {
+    format!("[jobs.{name}]\ncommand = \"echo ran-on-{on}\"\nruns-on = [\"{on}\"]\n\n")
+}
+
+fn build_host_log(repo: &Repo) -> String {
+    std::fs::read_to_string(repo.latest_run().join("prepare/build-host.log")).unwrap_or_default()
+}
+
+/// Store hashes differ between machines (the runner fixture's kernel is the testbed's).
+fn redact_store(text: &str, repo: &Repo) -> String {
+    let text = regex::Regex::new(r"/nix/store/[0-9a-z]{32}-")
+        .unwrap()
+        .replace_all(text, "/nix/store/[HASH]-")
+        .into_owned();
+    let text = regex::Regex::new(r"runner-[0-9a-f]{16}\b")
+        .unwrap()
+        .replace_all(&text, "runner-[ID]")
+        .into_owned();
+    let text = regex::Regex::new(r"port \d+")
+        .unwrap()
+        .replace_all(&text, "port [PORT]")
+        .into_owned();
+    redact(&text, repo)
+}
+
+/// One build serves every host: the build host builds the runner once, the other guest
+/// host receives its closure (rooted for the run) and builds nothing, and both hosts' jobs
+/// pass.
+#[test]
+fn a_build_host_serves_two_guest_hosts_with_one_runner_build() {
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    // Own-store hosts 0 and 2 trust the test user: they take unsigned paths.
+    let hosts = [
+        ("b", own_store_host(0).unwrap()),
+        ("c", own_store_host(2).unwrap()),
+    ];
+    let jobs = format!("{}{}", job_on("on-b", "b"), job_on("on-c", "c"));
+    let repo = Repo::new(&config(&testbed, work.path(), &hosts, "b", &jobs));
+    let run = repo.pikaci(&["run", "on-b", "on-c"]);
+    let log = build_host_log(&repo);
+    run.expect(0);
+    for (job, host) in [("on-b", "b"), ("on-c", "c")] {
+        let (status, guest) = repo.job(job);
+        assert_eq!(status["status"], "passed", "{job}: {status}\n{log}");
+        assert_eq!(status["host"], host, "{job}");
+        assert_eq!(guest, format!("ran-on-{host}\n"), "{job}");
+    }
+    let builds = log.matches("nix build of the microVM runner").count();
+    assert_eq!(builds, 1, "one runner build for both hosts:\n{log}");
+    assert!(
+        log.contains("copied the microVM runner") && log.contains("to guest host `c`"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("to guest host `b`"),
+        "the build host copies nothing to itself:\n{log}"
+    );
+    let prepare = repo.latest_run().join("prepare");
+    assert!(prepare.join("microvm-runner-b.log").exists());
+    assert!(
+        !prepare.join("microvm-runner-c.log").exists(),
+        "no build on c"
+    );
+    // c built nothing (no runner out-link of its own); the copy is rooted for the run.
+    let c_roots = work.path().join("c/gcroots");
+    let links: Vec<String> = std::fs::read_dir(&c_roots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!links.iter().any(|l| l.starts_with("runner-")), "{links:?}");
+    let run_roots = c_roots.join("runs").join(repo.latest_run_id());
+    let rooted: Vec<_> = std::fs::read_dir(&run_roots)
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(rooted.len(), 1, "{rooted:?}");
+    assert!(
+        rooted[0]
+            .to_string_lossy()
+            .ends_with("-pikaci-testbed-runner"),
+        "{rooted:?}"
+    );
+    // A second run finds the runner on c: nothing to send.
+    repo.pikaci(&["run", "on-c"]).expect(0);
+    let again = build_host_log(&repo);
+    assert!(
+        again.contains("to guest host `c`: 0 path(s)"),
+        "the second run sends nothing:\n{again}"
+    );
+}
+
+/// The three ways a build host fails a guest host's setup, each an error of the job that
+/// names the build host, the guest host and the failing side's last lines.
+#[test]
+fn a_build_host_that_fails_names_itself_and_the_guest_host() {
+    if is_root() {
+        eprintln!("skipped: every host trusts root; the refusal needs the test user");
+        return;
+    }
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    // `runner`: the runner installable instead of the testbed's, if given.
+    let message = |hosts: &[(&str, String)], build_host: &str, runner: Option<&str>| {
+        let work = tempfile::tempdir().unwrap();
+        let mut config = config(&testbed, work.path(), hosts, build_host, &job_on("j", "g"));
+        if let Some(runner) = runner {
+            config = config.replace(
+                &format!("runner = \"{}\"", testbed.runner),
+                &format!("runner = \"{runner}\""),
+            );
+        }
+        let repo = Repo::new(&config);
+        repo.write(
+            "broken/flake.nix",
+            "{ outputs = { self }: { packages.x86_64-linux.runner = derivation {\n\
+             name = \"pikaci-test-broken-runner\"; system = \"x86_64-linux\";\n\
+             builder = \"/bin/sh\"; args = [ \"-c\" \"echo the runner does not build >&2; exit 1\" ]; }; }; }\n",
+        );
+        // A runner no host has yet (the testbed's may be in any host's store already).
+        let marker = format!("{:?}", std::time::SystemTime::now());
+        repo.write(
+            "unique/flake.nix",
+            &format!(
+                "{{ outputs = {{ self }}: {{ packages.x86_64-linux.runner = derivation {{\n\
+                 name = \"pikaci-test-unique-runner\"; system = \"x86_64-linux\";\n\
+                 builder = \"/bin/sh\"; args = [ \"-c\" \"echo '{marker}' > $out\" ]; }}; }}; }}\n"
+            ),
+        );
+        repo.commit("runners");
+        repo.pikaci(&["run", "j"]).expect(3);
+        let (status, _) = repo.job("j");
+        assert_eq!(status["status"], "error", "{status}");
+        let message = status["message"].as_str().unwrap();
+        redact_store(
+            &message.replace(&work.path().display().to_string(), "[WORK]"),
+            &repo,
+        )
+    };
+    let host = |n| own_store_host(n).unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let dead_url = format!("{}:{dead_port}", host(0).rsplit_once(':').unwrap().0);
+    let unreachable = message(&[("g", host(0)), ("down", dead_url)], "down", None);
+    let failed_build = message(
+        &[("g", host(2)), ("b", host(0))],
+        "b",
+        Some("./broken#runner"),
+    );
+    // Own-store host 1 trusts only root: the test user's unsigned copy is refused.
+    let refused = message(
+        &[("g", host(1)), ("b", host(0))],
+        "b",
+        Some("./unique#runner"),
+    );
+    insta::assert_snapshot!([unreachable, failed_build, refused].join("\n--\n"));
+}
