@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use crate::harness::{MicrovmTestbed, Repo, is_root, own_store_host, redact, testbed_microvm};
+use crate::harness::{
+    MicrovmTestbed, Repo, is_root, own_store_host, redact, testbed_microvm, tools_flake,
+};
 
 /// A config whose microVM jobs run on `hosts` (name, url; each labelled with its name, a
 /// work dir of its own under `work`), builds on `build_host`, then `rest`.
@@ -86,9 +88,16 @@ fn redact_store(text: &str, repo: &Repo) -> String {
     redact(&text, repo)
 }
 
-/// One build serves every host: the build host builds the runner once, the other guest
-/// host receives its closure (rooted for the run) and builds nothing, and both hosts' jobs
-/// pass.
+/// A job pinned to host `on` that runs input `tools`' program.
+fn tools_job_on(name: &str, on: &str) -> String {
+    format!(
+        "[jobs.{name}]\ninputs = [\"tools\"]\ncommand = \"pikaci-test-hello\"\nruns-on = [\"{on}\"]\n\n"
+    )
+}
+
+/// One build serves every host: the build host builds the runner and the jobs' input
+/// once, the other guest host receives their closures (rooted for the run) and builds
+/// nothing, this machine builds nothing either, and both hosts' jobs pass.
 #[test]
 fn a_build_host_serves_two_guest_hosts_with_one_runner_build() {
     let Some(testbed) = testbed_microvm() else {
@@ -100,8 +109,15 @@ fn a_build_host_serves_two_guest_hosts_with_one_runner_build() {
         ("b", own_store_host(0).unwrap()),
         ("c", own_store_host(2).unwrap()),
     ];
-    let jobs = format!("{}{}", job_on("on-b", "b"), job_on("on-c", "c"));
+    let marker = format!("built-{:?}", std::time::SystemTime::now());
+    let jobs = format!(
+        "[inputs]\ntools = \"./tools#tools\"\n\n{}{}",
+        tools_job_on("on-b", "b"),
+        tools_job_on("on-c", "c")
+    );
     let repo = Repo::new(&config(&testbed, work.path(), &hosts, "b", &jobs));
+    repo.write("tools/flake.nix", &tools_flake("pikaci-test", &marker));
+    repo.commit("tools");
     let run = repo.pikaci(&["run", "on-b", "on-c"]);
     let log = build_host_log(&repo);
     run.expect(0);
@@ -109,8 +125,31 @@ fn a_build_host_serves_two_guest_hosts_with_one_runner_build() {
         let (status, guest) = repo.job(job);
         assert_eq!(status["status"], "passed", "{job}: {status}\n{log}");
         assert_eq!(status["host"], host, "{job}");
-        assert_eq!(guest, format!("ran-on-{host}\n"), "{job}");
+        assert_eq!(guest, format!("{marker}\n"), "{job} ran its input");
     }
+    // The input: built once, on b, not here; c got its closure from b.
+    assert_eq!(log.matches("nix build of input tools").count(), 1, "{log}");
+    let local_root = repo.latest_run().join("gcroots/input-tools");
+    assert!(
+        !local_root.exists(),
+        "built here too: {}",
+        local_root.display()
+    );
+    let b_root = work
+        .path()
+        .join("b/gcroots/runs")
+        .join(repo.latest_run_id());
+    // A link into b's own store, which this machine does not see.
+    let b_link = std::fs::read_link(b_root.join("input-tools")).expect("rooted on b for the run");
+    assert!(
+        b_link.to_string_lossy().ends_with("-pikaci-test-tools"),
+        "{b_link:?}"
+    );
+    let inputs_c = std::fs::read_to_string(repo.latest_run().join("jobs/on-c/inputs.log")).unwrap();
+    assert!(
+        inputs_c.contains("input tools: 2 path(s) in its closure, 2 missing on ssh://"),
+        "{inputs_c}"
+    );
     let builds = log.matches("nix build of the microVM runner").count();
     assert_eq!(builds, 1, "one runner build for both hosts:\n{log}");
     assert!(
@@ -139,11 +178,15 @@ fn a_build_host_serves_two_guest_hosts_with_one_runner_build() {
         .unwrap()
         .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
         .collect();
-    assert_eq!(rooted.len(), 1, "{rooted:?}");
-    assert!(
-        rooted[0]
-            .to_string_lossy()
-            .ends_with("-pikaci-testbed-runner"),
+    // The runner and the input, rooted on c for the run.
+    let mut names: Vec<String> = rooted
+        .iter()
+        .map(|r| r.to_string_lossy().split_once('-').unwrap().1.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["pikaci-test-tools", "pikaci-testbed-runner"],
         "{rooted:?}"
     );
     // A second run finds the runner on c: nothing to send.

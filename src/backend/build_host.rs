@@ -11,23 +11,30 @@
 //! run's `gcroots/runs/<run>/` like inputs (`nix::copy`). A guest host that is B uses B's
 //! session and needs no copy.
 //!
+//! Inputs that guest jobs need are built on B too (`run::prepare`), rooted under B's
+//! `gcroots/runs/<run>/`; every guest host's session knows which paths those are
+//! ([`BuiltOnBuildHost`]) and copies them from B the same way. Inputs that `host` jobs need
+//! (or a `local` pool host) are still built here.
+//!
 //! Why not `nix copy --from ssh-ng://B --to ssh-ng://G`: it would need Nix and a usable
 //! store on this machine for the user, its own SSH options (`NIX_SSHOPTS`) beside pikaci's
 //! transport, and it gains nothing on trust: the guest host's Nix refuses unsigned paths
 //! from a user it does not trust either way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
 
 use super::session::{HostSession, RunContext, run_roots};
 use super::{RunShares, SetupError};
+use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::PoolHost;
 use crate::ids::Id;
-use crate::nix::StorePath;
 use crate::nix::copy::{Input, InputNotOnHost, ensure_on_host};
+use crate::nix::{BUILD_TIMEOUT, NixBuild, NixError, StorePath, installable_in};
 use crate::transport::Transport;
 
 /// A runner to build: its installable on B, and the name of its out-link there.
@@ -47,11 +54,36 @@ pub struct BuildHost<'a> {
     /// The connection B's probe opened, if B is in the pool and was probed.
     probed: Mutex<Option<Box<dyn Transport>>>,
     session: OnceLock<Result<Arc<HostSession>, Arc<SetupError>>>,
+    shared: Arc<BuiltOnBuildHost>,
     /// One build per runner (by its out-link name), shared by every guest host.
     runners: Mutex<BTreeMap<String, Arc<RunnerCell>>>,
 }
 
 type RunnerCell = OnceLock<Result<StorePath, Arc<SetupError>>>;
+
+/// What every host's session knows of the build host: which input paths were built
+/// there, and B's session to copy them from (weak: B's own session knows it too, and the
+/// run's [`BuildHost`] owns it).
+#[derive(Debug)]
+pub struct BuiltOnBuildHost {
+    pub name: Id,
+    pub url: String,
+    session: OnceLock<Weak<HostSession>>,
+    inputs: Mutex<BTreeSet<StorePath>>,
+}
+
+impl BuiltOnBuildHost {
+    /// Whether these outputs were built on B (and so are copied from there).
+    pub fn holds(&self, outputs: &[StorePath]) -> bool {
+        let built = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        !outputs.is_empty() && outputs.iter().all(|p| built.contains(p))
+    }
+
+    /// B's session, opened by the builds that made those paths.
+    pub fn session(&self) -> Option<Arc<HostSession>> {
+        self.session.get().and_then(Weak::upgrade)
+    }
+}
 
 /// A setup error of the build host, shared by every guest host that needed it. Only its
 /// message and source show: B failing is no failure of the guest host (the job is not
@@ -92,6 +124,21 @@ pub enum BuildHostError {
         #[source]
         source: Box<InputNotOnHost>,
     },
+    #[error("build host `{build_host}` ({url}) cannot be set up to build the run's inputs")]
+    ForInputs {
+        build_host: Id,
+        url: String,
+        #[source]
+        source: OnBuildHost,
+    },
+    #[error("input `{input}` cannot be built on build host `{build_host}` ({url})")]
+    Input {
+        input: String,
+        build_host: Id,
+        url: String,
+        #[source]
+        source: NixError,
+    },
     #[error("cannot write {}", path.display())]
     Log {
         path: PathBuf,
@@ -107,8 +154,19 @@ impl<'a> BuildHost<'a> {
             host,
             probed: Mutex::new(None),
             session: OnceLock::new(),
+            shared: Arc::new(BuiltOnBuildHost {
+                name: host.name.clone(),
+                url: host.spec.to_string(),
+                session: OnceLock::new(),
+                inputs: Mutex::new(BTreeSet::new()),
+            }),
             runners: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// What the guest hosts' sessions keep of B.
+    pub fn shared(&self) -> Arc<BuiltOnBuildHost> {
+        Arc::clone(&self.shared)
     }
 
     pub fn name(&self) -> &Id {
@@ -135,11 +193,70 @@ impl<'a> BuildHost<'a> {
                     connected: self.probed.lock().unwrap_or_else(|p| p.into_inner()).take(),
                     build_host: None,
                 };
-                HostSession::open(&mut cx, cancel)
-                    .map(Arc::new)
-                    .map_err(Arc::new)
+                let mut session = HostSession::open(&mut cx, cancel).map_err(Arc::new)?;
+                session.build_host = Some(self.shared());
+                let session = Arc::new(session);
+                let _ = self.shared.session.set(Arc::downgrade(&session));
+                Ok(session)
             })
             .clone()
+    }
+
+    /// Builds input `name` (`installable`) on B, its out-link under the run's roots there;
+    /// returns its outputs, which guest hosts then copy from B.
+    pub fn build_input(
+        &self,
+        name: &str,
+        installable: &str,
+        log: &Path,
+        cancel: &Cancel,
+    ) -> Result<Vec<StorePath>, BuildHostError> {
+        let b = self
+            .session(cancel)
+            .map_err(|source| BuildHostError::ForInputs {
+                build_host: self.host.name.clone(),
+                url: self.host.spec.to_string(),
+                source: OnBuildHost(source),
+            })?;
+        let failed = |source| BuildHostError::Input {
+            input: name.to_string(),
+            build_host: self.host.name.clone(),
+            url: self.host.spec.to_string(),
+            source,
+        };
+        let roots = run_roots(&b.work_dir, self.run.run_id);
+        let (mkdir, installable) = (roots_argv(&roots), installable_in(&b.snapshot, installable));
+        b.run(&mkdir, b"", cancel)
+            .map_err(|e| failed(NixError::Transport(e)))?;
+        let build = NixBuild {
+            installable: &installable,
+            out_link: &roots.join(format!("input-{name}")),
+            cwd: &b.snapshot,
+        };
+        let results = build
+            .run(
+                b.transport.as_ref(),
+                log,
+                Instant::now() + BUILD_TIMEOUT,
+                cancel,
+            )
+            .map_err(failed)?;
+        let outputs: Vec<StorePath> = results
+            .into_iter()
+            .flat_map(|r| r.outputs.into_values())
+            .collect();
+        let mut built = self.shared.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        built.extend(outputs.iter().cloned());
+        if let Ok(mut log) = self.log() {
+            note(
+                &mut log,
+                &format!(
+                    "nix build of input {name} ({installable}) on build host `{}`\n",
+                    self.host.name
+                ),
+            );
+        }
+        Ok(outputs)
     }
 
     /// B's session, for a guest host that is B; else `None`.
@@ -279,4 +396,33 @@ impl<'a> BuildHost<'a> {
 fn note(log: &mut File, line: &str) {
     // The log is for people; a write that fails must not fail the job.
     let _ = std::io::Write::write_all(log, line.as_bytes());
+}
+
+/// `mkdir -p ROOTS`: the run's roots dir on B, where input builds put their out-links.
+fn roots_argv(roots: &Path) -> Argv {
+    Argv::new("mkdir").args(["-p", "--"]).arg(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commands an input build on B runs there: the roots dir, then `nix build` of the
+    /// installable pinned to B's copy of the snapshot, its out-link among the run's roots.
+    #[test]
+    fn input_build_command_shapes() {
+        let roots = run_roots(Path::new("/home/ci/.cache/pikaci"), "R");
+        let snapshot = Path::new("/home/ci/.cache/pikaci/snapshots/abc");
+        let installable = installable_in(snapshot, ".#tools");
+        let build = NixBuild {
+            installable: &installable,
+            out_link: &roots.join("input-tools"),
+            cwd: snapshot,
+        };
+        let shown = [roots_argv(&roots).to_string(), build.argv().to_string()];
+        insta::assert_snapshot!(shown.join("\n"), @"
+        mkdir -p -- /home/ci/.cache/pikaci/gcroots/runs/R
+        env -C /home/ci/.cache/pikaci/snapshots/abc -- nix --extra-experimental-features 'nix-command flakes' build --json -o /home/ci/.cache/pikaci/gcroots/runs/R/input-tools 'path:/home/ci/.cache/pikaci/snapshots/abc#tools'
+        ");
+    }
 }

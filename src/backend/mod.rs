@@ -206,6 +206,27 @@ impl<'a> RunBackends<'a> {
     }
 
     /// Hands the connection `host`'s probe opened to the first backend set up there.
+    /// Where the input built from `inputs` is built: here (`true`) when a `host` job needs
+    /// it, or with no build host, or when a pool host is this machine; on the build host
+    /// when a guest job needs it. Judged from the config's jobs, before any is placed.
+    pub fn input_builds(&self, inputs: &[Id]) -> (bool, Option<&BuildHost<'a>>) {
+        let config = self.run.config;
+        let needing: Vec<&crate::config::Job> = config
+            .jobs
+            .values()
+            .filter(|j| j.inputs.iter().any(|i| inputs.contains(i)))
+            .collect();
+        let guest = needing.iter().any(|j| j.backend != BackendKind::Host);
+        let host_job = needing.iter().any(|j| j.backend == BackendKind::Host);
+        let local_pool_host = config
+            .hosts
+            .values()
+            .any(|h| h.spec == crate::config::HostSpec::Local);
+        let build = self.build.as_ref().filter(|_| guest);
+        let here = build.is_none() || host_job || local_pool_host;
+        (here, build)
+    }
+
     /// The build host's connection goes to its session, which its microVM jobs share.
     pub fn adopt(&self, host: &Id, transport: Box<dyn crate::transport::Transport>) {
         if let Some(build) = self.build.as_ref().filter(|b| b.name() == host) {

@@ -164,6 +164,8 @@ pub enum InputNotOnHost {
         host: String,
         ended: &'static str,
     },
+    #[error("the build host's session is closed: the run is over")]
+    BuildHostGone,
     #[error("cannot copy {kind} `{input}` to {host}: {step}")]
     Io {
         kind: &'static str,
