@@ -137,7 +137,7 @@ pub enum BuildHostError {
         build_host: Id,
         url: String,
         #[source]
-        source: NixError,
+        source: Box<NixError>,
     },
     #[error("cannot write {}", path.display())]
     Log {
@@ -222,7 +222,7 @@ impl<'a> BuildHost<'a> {
             input: name.to_string(),
             build_host: self.host.name.clone(),
             url: self.host.spec.to_string(),
-            source,
+            source: Box::new(source),
         };
         let roots = run_roots(&b.work_dir, self.run.run_id);
         let (mkdir, installable) = (roots_argv(&roots), installable_in(&b.snapshot, installable));

@@ -126,7 +126,7 @@ impl HostSession {
         let inputs: Vec<Input> = job
             .inputs
             .iter()
-            .map(|(name, outputs)| Input::input(name.as_str(), outputs))
+            .map(|(name, outputs)| Input::job_input(name.as_str(), outputs))
             .collect();
         let roots = run_roots(&self.work_dir, job.run_id);
         let _copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());

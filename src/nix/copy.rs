@@ -71,8 +71,18 @@ pub struct Input<'a> {
 }
 
 impl<'a> Input<'a> {
+    /// How messages name it: ``input `tools` ``.
+    fn described(&self) -> String {
+        format!("{} `{}`", self.kind, self.name)
+    }
+
+    /// ``input `tools` (/nix/store/…)``.
+    fn with_paths(&self) -> String {
+        format!("{} ({})", self.described(), shown(self.outputs))
+    }
+
     /// A job's input.
-    pub fn input(name: &'a str, outputs: &'a [StorePath]) -> Input<'a> {
+    pub fn job_input(name: &'a str, outputs: &'a [StorePath]) -> Input<'a> {
         Input {
             kind: "input",
             name,
@@ -97,21 +107,18 @@ pub struct Copied {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputNotOnHost {
-    #[error("cannot read the closure of {kind} `{input}` ({paths}) {on}")]
+    #[error("cannot read the closure of {input} {on}")]
     Closure {
-        kind: &'static str,
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
         /// `on this machine`, or `on` the build host.
         on: String,
-        paths: String,
         #[source]
         source: Box<TransportError>,
     },
-    #[error(
-        "`nix-store --query --requisites` of {kind} `{input}` printed `{line}`, which is no store path"
-    )]
+    #[error("`nix-store --query --requisites` of {input} printed `{line}`, which is no store path")]
     NotAStorePath {
-        kind: &'static str,
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
         line: String,
     },
@@ -122,53 +129,49 @@ pub enum InputNotOnHost {
         source: Box<TransportError>,
     },
     #[error(
-        "{kind} `{input}` ({paths}) is not valid on {host}: copying its closure there failed ({status}); last lines of the copy:\n{stderr_tail}"
+        "{input} is not valid on {host}: copying its closure there failed ({status}); last lines of the copy:\n{stderr_tail}"
     )]
     Copy {
-        kind: &'static str,
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
-        paths: String,
         host: String,
         status: String,
         stderr_tail: String,
     },
     #[error(
-        "{kind} `{input}` ({paths}) is not valid on {host}: the connection was lost while its closure was copied ({status}):\n{stderr_tail}"
+        "{input} is not valid on {host}: the connection was lost while its closure was copied ({status}):\n{stderr_tail}"
     )]
     Lost {
-        kind: &'static str,
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
-        paths: String,
         host: String,
         status: String,
         stderr_tail: String,
     },
     #[error(
-        "{kind} `{input}` ({paths}) is not valid on {host}: `nix-store --export` of its closure {at} failed ({status}):\n{stderr_tail}"
+        "{input} is not valid on {host}: `nix-store --export` of its closure {at} failed ({status}):\n{stderr_tail}"
     )]
     Export {
-        kind: &'static str,
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
-        paths: String,
         host: String,
         /// `here`, or `on` the build host.
         at: String,
         status: String,
         stderr_tail: String,
     },
-    #[error("{kind} `{input}` ({paths}) is not valid on {host}: the copy {ended}")]
+    #[error("{input} is not valid on {host}: the copy {ended}")]
     Unfinished {
-        kind: &'static str,
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
-        paths: String,
         host: String,
         ended: &'static str,
     },
     #[error("the build host's session is closed: the run is over")]
     BuildHostGone,
-    #[error("cannot copy {kind} `{input}` to {host}: {step}")]
+    #[error("cannot copy {input} to {host}: {step}")]
     Io {
-        kind: &'static str,
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
         host: String,
         step: &'static str,
@@ -309,13 +312,11 @@ fn closure(
     cancel: &Cancel,
 ) -> Result<Vec<StorePath>, InputNotOnHost> {
     let failed = |source| InputNotOnHost::Closure {
-        kind: input.kind,
-        input: input.name.to_string(),
+        input: input.with_paths(),
         on: match source_is_local(from) {
             true => "on this machine".to_string(),
             false => format!("on {}", from.host()),
         },
-        paths: shown(input.outputs),
         source: Box::new(source),
     };
     let argv = requisites_argv(input.outputs);
@@ -327,8 +328,7 @@ fn closure(
         .lines()
         .map(|line| {
             StorePath::new(line).map_err(|_| InputNotOnHost::NotAStorePath {
-                kind: input.kind,
-                input: input.name.to_string(),
+                input: input.described(),
                 line: line.to_string(),
             })
         })
@@ -348,8 +348,7 @@ fn copy(
 ) -> Result<(), InputNotOnHost> {
     let streamed = stream(from, transport, export, import, cancel).map_err(|(step, source)| {
         InputNotOnHost::Io {
-            kind: input.kind,
-            input: input.name.to_string(),
+            input: input.described(),
             host: transport.host(),
             step,
             source,
@@ -432,29 +431,20 @@ fn judge(
     transport: &dyn Transport,
     input: &Input,
 ) -> Result<(), InputNotOnHost> {
-    let kind = input.kind;
-    let (name, paths, host) = (
-        input.name.to_string(),
-        shown(input.outputs),
-        transport.host(),
-    );
+    let (name, host) = (input.with_paths(), transport.host());
     let tail = |text: &str| crate::fsutil::tail(text, TAIL_LINES);
     let status = match streamed.imported {
         Ended::Exited(status) => status,
         Ended::TimedOut => {
             return Err(InputNotOnHost::Unfinished {
-                kind,
                 input: name,
-                paths,
                 host,
                 ended: "did not finish within its deadline",
             });
         }
         Ended::Cancelled => {
             return Err(InputNotOnHost::Unfinished {
-                kind,
                 input: name,
-                paths,
                 host,
                 ended: "was cancelled",
             });
@@ -462,9 +452,7 @@ fn judge(
     };
     if transport.is_connection_failure(&status) {
         return Err(InputNotOnHost::Lost {
-            kind,
             input: name,
-            paths,
             host,
             status: status.to_string(),
             stderr_tail: tail(&streamed.import_stderr),
@@ -472,9 +460,7 @@ fn judge(
     }
     if !status.success() {
         return Err(InputNotOnHost::Copy {
-            kind,
             input: name,
-            paths,
             host,
             status: status.to_string(),
             stderr_tail: tail(&streamed.import_stderr),
@@ -483,9 +469,7 @@ fn judge(
     match streamed.exported {
         Ended::Exited(status) if status.success() => Ok(()),
         Ended::Exited(status) => Err(InputNotOnHost::Export {
-            kind,
             input: name,
-            paths,
             host,
             at: match source_is_local(from) {
                 true => "here".to_string(),
@@ -495,9 +479,7 @@ fn judge(
             stderr_tail: tail(&streamed.export_stderr),
         }),
         _ => Err(InputNotOnHost::Unfinished {
-            kind,
             input: name,
-            paths,
             host,
             ended: "did not end after the host had read it",
         }),
@@ -565,7 +547,7 @@ mod tests {
 
     fn copy_failure(script: &'static str, export: Argv) -> String {
         let tools = path("demo-tools");
-        let input = Input::input("tools", std::slice::from_ref(&tools));
+        let input = Input::job_input("tools", std::slice::from_ref(&tools));
         let mut log = tempfile::tempfile().unwrap();
         let host = Scripted { script };
         let err = copy(
