@@ -265,3 +265,56 @@ fn a_build_host_that_fails_names_itself_and_the_guest_host() {
     );
     insta::assert_snapshot!([unreachable, failed_build, refused].join("\n--\n"));
 }
+
+/// Inputs built on the build host: one that fails to build there is the run's error
+/// naming the input and the build host, with Nix's last lines; one that the guest host
+/// refuses (it trusts only root) fails its job, naming the build host, the input and the
+/// guest host, with Nix's reason.
+#[test]
+fn an_input_the_build_host_cannot_build_or_send_is_an_error_naming_it() {
+    if is_root() {
+        eprintln!("skipped: every host trusts root; the refusal needs the test user");
+        return;
+    }
+    let Some(testbed) = testbed_microvm() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let hosts = [
+        ("g", own_store_host(1).unwrap()),
+        ("b", own_store_host(0).unwrap()),
+    ];
+    let marker = format!("refused-{:?}", std::time::SystemTime::now());
+    let jobs = "[inputs]\ntools = \"./tools#tools\"\nbroken = \"./broken#broken\"\n\n\
+                [jobs.j]\ninputs = [\"tools\"]\ncommand = \"pikaci-test-hello\"\nruns-on = [\"g\"]\n\n\
+                [jobs.k]\ninputs = [\"broken\"]\ncommand = \"true\"\nruns-on = [\"g\"]\n";
+    let with_build_host = config(&testbed, work.path(), &hosts, "b", jobs);
+    let repo = Repo::new(&with_build_host.replace("[nix]\nbuild-host = \"b\"\n", ""));
+    repo.write("tools/flake.nix", &tools_flake("pikaci-test", &marker));
+    repo.write(
+        "broken/flake.nix",
+        "{ outputs = { self }: { packages.x86_64-linux.broken = derivation {\n\
+         name = \"pikaci-test-broken\"; system = \"x86_64-linux\";\n\
+         builder = \"/bin/sh\"; args = [ \"-c\" \"echo the input does not build >&2; exit 1\" ]; }; }; }\n",
+    );
+    repo.commit("inputs");
+    // First without a build host: g builds the runner itself (and refuses the input from
+    // here), so that the run with the build host below finds the runner there and only
+    // the input's copy from b is refused.
+    repo.pikaci(&["run", "j"]).expect(3);
+    repo.write("pikaci.toml", &with_build_host);
+    repo.commit("build host");
+    let run = repo.pikaci(&["run", "j"]);
+    run.expect(3);
+    let (status, _) = repo.job("j");
+    assert_eq!(status["status"], "error", "{status}");
+    let refused = status["message"].as_str().unwrap().to_string();
+    let log = build_host_log(&repo);
+    assert!(log.contains("nix build of input tools"), "{log}");
+    repo.pikaci(&["run", "k"]).expect(3);
+    let record = repo.read_json(&repo.latest_run().join("run.json"));
+    let failed_build = record["message"].as_str().unwrap().to_string();
+    let shown = [failed_build, refused].join("\n--\n");
+    let shown = shown.replace(&work.path().display().to_string(), "[WORK]");
+    insta::assert_snapshot!(redact_store(&shown, &repo));
+}
