@@ -196,6 +196,10 @@ fn a_build_host_serves_two_guest_hosts_with_one_runner_build() {
         again.contains("to guest host `c`: 0 path(s)"),
         "the second run sends nothing:\n{again}"
     );
+    // gc drops the runs' roots on every host, the build host's input roots too.
+    repo.pikaci(&["gc"]).expect(0);
+    assert!(!b_root.exists(), "{}", b_root.display());
+    assert!(!run_roots.exists(), "{}", run_roots.display());
 }
 
 /// The three ways a build host fails a guest host's setup, each an error of the job that
