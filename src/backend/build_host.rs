@@ -16,10 +16,11 @@
 //! ([`BuiltOnBuildHost`]) and copies them from B the same way. Inputs that `host` jobs need
 //! (or a `local` pool host) are still built here.
 //!
-//! Why not `nix copy --from ssh-ng://B --to ssh-ng://G`: it would need Nix and a usable
-//! store on this machine for the user, its own SSH options (`NIX_SSHOPTS`) beside pikaci's
-//! transport, and it gains nothing on trust: the guest host's Nix refuses unsigned paths
-//! from a user it does not trust either way.
+//! Why not `nix copy --from ssh-ng://B --to ssh-ng://G`: Nix 2.8's `ssh-ng://` URLs take
+//! no port and one `NIX_SSHOPTS` serves both ends (two hosts on different ports cannot be
+//! named without an ssh config file), it bypasses pikaci's transport (options, shared
+//! connection, lost-connection detection), and it gains nothing on trust: the guest
+//! host's Nix refuses unsigned paths from a user it does not trust either way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
