@@ -322,3 +322,57 @@ fn an_input_the_build_host_cannot_build_or_send_is_an_error_naming_it() {
     let shown = shown.replace(&work.path().display().to_string(), "[WORK]");
     insta::assert_snapshot!(redact_store(&shown, &repo));
 }
+
+/// An Incus job's input is built on the build host too, and reaches the guest host's
+/// store from there, then the instance (an image with a store of its own: the testbed's
+/// Incus server cannot mount an own-store host's `/nix/store`).
+#[test]
+fn an_incus_job_gets_its_input_from_the_build_host() {
+    let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_NIX_IMAGE", "incus-nix.sh")
+    else {
+        return;
+    };
+    let Some(key) = std::env::var("PIKACI_TEST_SSH_KEY").ok() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let hosts = [
+        ("g", own_store_host(2).unwrap()),
+        ("b", own_store_host(0).unwrap()),
+    ];
+    let mut config = format!(
+        "[defaults]\nbackend = \"incus\"\n\n\
+         [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
+         [backends.incus]\nimage = \"{image}\"\ninstance-type = \"container\"\n\
+         guest-agent = \"/usr/local/bin/pikaci-guest\"\n\
+         limits = {{ memory = \"256MiB\", processes = 200 }}\n\n\
+         [nix]\nbuild-host = \"b\"\n\n",
+        known = known_hosts(work.path(), &hosts).display(),
+    );
+    for (name, url) in &hosts {
+        config.push_str(&format!(
+            "[hosts.{name}]\nurl = \"{url}\"\nlabels = [\"{name}\"]\nwork-dir = \"{work}/{name}\"\n\n",
+            work = work.path().display(),
+        ));
+    }
+    config.push_str(
+        "[inputs]\ntools = \"./tools#tools\"\n\n\
+         [jobs.hello]\ninputs = [\"tools\"]\ncommand = \"pikaci-incus-hello\"\nruns-on = [\"g\"]\n",
+    );
+    let marker = format!("incus-{:?}", std::time::SystemTime::now());
+    let repo = Repo::new(&config);
+    repo.write("tools/flake.nix", &tools_flake("pikaci-incus", &marker));
+    repo.commit("tools");
+    repo.pikaci(&["run", "hello"]).expect(0);
+    let (status, log) = repo.job("hello");
+    assert_eq!(status["status"], "passed", "{status}");
+    assert!(log.starts_with(&format!("{marker}\n")), "{log}");
+    let built = build_host_log(&repo);
+    assert!(built.contains("nix build of input tools"), "{built}");
+    assert!(!repo.latest_run().join("gcroots/input-tools").exists());
+    let inputs = std::fs::read_to_string(repo.latest_run().join("jobs/hello/inputs.log")).unwrap();
+    assert!(
+        inputs.contains("input tools: 2 path(s) in its closure, 2 missing on ssh://"),
+        "{inputs}"
+    );
+}
