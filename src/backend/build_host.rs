@@ -295,13 +295,36 @@ impl<'a> BuildHost<'a> {
         let b = self
             .session(cancel)
             .map_err(|source| self.unreachable(guest, source))?;
-        let built = |source| BuildHostError::Build {
+        let mut log = self.log()?;
+        let (name, path) = self.built_runner(&b, guest, plan, build, &mut log)?;
+        if guest.name != self.host.name {
+            let runner = Input {
+                kind: "the microVM runner",
+                name: &name,
+                outputs: std::slice::from_ref(&path),
+            };
+            self.copy(&b, guest, on_guest, &runner, &mut log, cancel)?;
+        }
+        Ok(path)
+    }
+
+    /// The runner `plan` names on B, built by the first guest host that asks for it;
+    /// later ones wait for that build and get its result. Returns its name and path.
+    fn built_runner(
+        &self,
+        b: &HostSession,
+        guest: &PoolHost,
+        plan: impl FnOnce(&HostSession) -> Result<RunnerPlan, SetupError>,
+        build: BuildFn,
+        log: &mut File,
+    ) -> Result<(String, StorePath), BuildHostError> {
+        let failed = |source| BuildHostError::Build {
             build_host: self.host.name.clone(),
             url: self.host.spec.to_string(),
             guest_host: guest.name.clone(),
             source: OnBuildHost(source),
         };
-        let runner = plan(&b).map_err(|e| built(Arc::new(e)))?;
+        let runner = plan(b).map_err(|e| failed(Arc::new(e)))?;
         let cell = Arc::clone(
             self.runners
                 .lock()
@@ -309,56 +332,40 @@ impl<'a> BuildHost<'a> {
                 .entry(runner.name.clone())
                 .or_default(),
         );
-        let mut log = self.log()?;
-        let name = runner.name.clone();
-        let path = cell
-            .get_or_init(|| {
-                note(
-                    &mut log,
-                    &format!(
-                        "nix build of the microVM runner {name} ({}) on build host `{}`, for guest host `{}`\n",
-                        runner.installable, self.host.name, guest.name
-                    ),
-                );
-                let build_log = self
-                    .run
-                    .run_dir
-                    .join("prepare")
-                    .join(format!("microvm-runner-{}.log", self.host.name));
-                build(&b, &runner, &build_log).map_err(Arc::new)
-            })
-            .clone()
-            .map_err(built)?;
-        if guest.name != self.host.name {
-            self.copy(&b, guest, on_guest, &name, &path, &mut log, cancel)?;
-        }
-        Ok(path)
+        let path = cell.get_or_init(|| {
+            note(
+                log,
+                &format!(
+                    "nix build of the microVM runner {} ({}) on build host `{}`, for guest host `{}`\n",
+                    runner.name, runner.installable, self.host.name, guest.name
+                ),
+            );
+            let build_log = self
+                .run
+                .run_dir
+                .join("prepare")
+                .join(format!("microvm-runner-{}.log", self.host.name));
+            build(b, &runner, &build_log).map_err(Arc::new)
+        });
+        Ok((runner.name.clone(), path.clone().map_err(failed)?))
     }
 
     /// Streams the runner's closure from B into `guest`'s store, what it lacks.
-    #[allow(clippy::too_many_arguments)]
     fn copy(
         &self,
         b: &HostSession,
         guest: &PoolHost,
         on_guest: &HostSession,
-        name: &str,
-        runner: &StorePath,
+        runner: &Input,
         log: &mut File,
         cancel: &Cancel,
     ) -> Result<(), BuildHostError> {
-        let outputs = std::slice::from_ref(runner);
-        let input = Input {
-            kind: "the microVM runner",
-            name,
-            outputs,
-        };
         let roots = run_roots(&on_guest.work_dir, self.run.run_id);
         let copied = ensure_on_host(
             b.transport.as_ref(),
             on_guest.transport.as_ref(),
             &roots,
-            &[input],
+            std::slice::from_ref(runner),
             log,
             cancel,
         )
@@ -372,8 +379,8 @@ impl<'a> BuildHost<'a> {
         note(
             log,
             &format!(
-                "copied the microVM runner {name} from build host `{}` to guest host `{}`: {} path(s)\n",
-                self.host.name, guest.name, copied.paths
+                "copied the microVM runner {} from build host `{}` to guest host `{}`: {} path(s)\n",
+                runner.name, self.host.name, guest.name, copied.paths
             ),
         );
         Ok(())
