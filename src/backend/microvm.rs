@@ -45,7 +45,8 @@ pub struct RunnerShare {
 
 /// Everything jobs of one run share: the host and the built runner.
 struct Prepared {
-    /// The build host's own session when this host is the build host.
+    /// The host's session; the build host's own (shared with its builds) when this host
+    /// is the build host.
     session: Arc<HostSession>,
     runner: StorePath,
     shares: Vec<RunnerShare>,

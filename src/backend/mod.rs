@@ -205,7 +205,6 @@ impl<'a> RunBackends<'a> {
         }
     }
 
-    /// Hands the connection `host`'s probe opened to the first backend set up there.
     /// Where the input built from `inputs` is built: here (`true`) when a `host` job needs
     /// it, or with no build host, or when a pool host is this machine; on the build host
     /// when a guest job needs it. Judged from the config's jobs, before any is placed.
@@ -227,7 +226,8 @@ impl<'a> RunBackends<'a> {
         (here, build)
     }
 
-    /// The build host's connection goes to its session, which its microVM jobs share.
+    /// Hands the connection `host`'s probe opened to the first backend set up there; the
+    /// build host's goes to its session, which its microVM jobs share.
     pub fn adopt(&self, host: &Id, transport: Box<dyn crate::transport::Transport>) {
         if let Some(build) = self.build.as_ref().filter(|b| b.name() == host) {
             build.adopt(transport);

@@ -38,7 +38,12 @@ fn where_built(node: &PrepareNode, name: &str, run: &RunShared) -> Result<Vec<St
     let (here, build_host) = run.backends.input_builds(&node.inputs);
     let mut on_b = None;
     if let Some(b) = build_host {
-        let log = run.recorder.run.prepare_log(name);
+        // Its own log: an input built here too writes `prepare_log` itself.
+        let log = run
+            .recorder
+            .run
+            .prepare_log(name)
+            .with_file_name(format!("{name}-on-{}.log", b.name()));
         if let Some(dir) = log.parent() {
             crate::fsutil::create_dir_all(dir).map_err(|e| e.to_string())?;
         }
