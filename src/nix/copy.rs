@@ -167,6 +167,16 @@ pub enum InputNotOnHost {
         host: String,
         ended: &'static str,
     },
+    #[error(
+        "{input} is not valid on {host}: the connection to {from} was lost while its closure was exported there ({status}):\n{stderr_tail}"
+    )]
+    SourceLost {
+        input: String,
+        host: String,
+        from: String,
+        status: String,
+        stderr_tail: String,
+    },
     #[error("the build host's session is closed: the run is over")]
     BuildHostGone,
     #[error("cannot copy {input} to {host}: {step}")]
@@ -450,6 +460,20 @@ fn judge(
             });
         }
     };
+    // From the build host, its lost connection cuts the stream: the import's failure
+    // then only echoes it.
+    if let Ended::Exited(exported) = streamed.exported
+        && !source_is_local(from)
+        && from.is_connection_failure(&exported)
+    {
+        return Err(InputNotOnHost::SourceLost {
+            input: name,
+            host,
+            from: from.host(),
+            status: exported.to_string(),
+            stderr_tail: tail(&streamed.export_stderr),
+        });
+    }
     if transport.is_connection_failure(&status) {
         return Err(InputNotOnHost::Lost {
             input: name,
@@ -530,12 +554,13 @@ mod tests {
 
     /// A host that runs its commands here, as `script`; ssh's 255 is its lost connection.
     struct Scripted {
+        host: &'static str,
         script: &'static str,
     }
 
     impl Transport for Scripted {
         fn host(&self) -> String {
-            "ssh://ci@builder:2222".into()
+            self.host.into()
         }
         fn command(&self, _argv: &Argv) -> std::process::Command {
             Argv::new("sh").args(["-c", self.script]).command()
@@ -549,7 +574,10 @@ mod tests {
         let tools = path("demo-tools");
         let input = Input::job_input("tools", std::slice::from_ref(&tools));
         let mut log = tempfile::tempfile().unwrap();
-        let host = Scripted { script };
+        let host = Scripted {
+            host: "ssh://ci@builder:2222",
+            script,
+        };
         let err = copy(
             &Local,
             &host,
@@ -561,6 +589,39 @@ mod tests {
         )
         .unwrap_err();
         crate::error::chain(&err)
+    }
+
+    /// The build host behind `from` drops the connection mid-export: the guest host's
+    /// import then fails on a cut stream, but the error is the lost build host, with its
+    /// ssh's words, not a refusal by the guest host.
+    #[test]
+    fn a_build_host_lost_during_the_export_is_named_as_such() {
+        let tools = path("demo-tools");
+        let input = Input::job_input("tools", std::slice::from_ref(&tools));
+        let mut log = tempfile::tempfile().unwrap();
+        let from = Scripted {
+            host: "ssh://ci@build-host:22",
+            script: "head -c 1000 /dev/zero; echo 'Connection to builder closed by remote host.' >&2; exit 255",
+        };
+        let guest = Scripted {
+            host: "ssh://ci@guest:22",
+            script: "cat >/dev/null; echo 'error: unexpected end-of-file' >&2; exit 1",
+        };
+        let export = Argv::new("export");
+        let err = copy(
+            &from,
+            &guest,
+            &export,
+            &Argv::new("import"),
+            &input,
+            &mut log,
+            &Cancel::new(),
+        )
+        .unwrap_err();
+        insta::assert_snapshot!(crate::error::chain(&err), @"
+        input `tools` (/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools) is not valid on ssh://ci@guest:22: the connection to ssh://ci@build-host:22 was lost while its closure was exported there (exit status: 255):
+        Connection to builder closed by remote host.
+        ");
     }
 
     /// The copy fails three ways: the connection drops mid-stream, the host's Nix refuses
