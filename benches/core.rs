@@ -87,12 +87,17 @@ fn inputs() {
     let roots = tempfile::tempdir().unwrap();
     let mut log = tempfile::tempfile().unwrap();
     let output = fresh_closure();
-    let input = [Input {
-        name: "bench",
-        outputs: std::slice::from_ref(&output),
-    }];
+    let input = [Input::job_input("bench", std::slice::from_ref(&output))];
     let started = Instant::now();
-    let cold = ensure_on_host(&ssh, roots.path(), &input, &mut log, &cancel).unwrap();
+    let cold = ensure_on_host(
+        &pikaci::transport::Local,
+        &ssh,
+        roots.path(),
+        &input,
+        &mut log,
+        &cancel,
+    )
+    .unwrap();
     let cold_took = started.elapsed();
     assert_eq!(
         (cold.paths, cold.round_trips),
@@ -101,7 +106,15 @@ fn inputs() {
     );
     let runs = 10;
     let warm = time(runs, || {
-        let warm = ensure_on_host(&ssh, roots.path(), &input, &mut log, &cancel).unwrap();
+        let warm = ensure_on_host(
+            &pikaci::transport::Local,
+            &ssh,
+            roots.path(),
+            &input,
+            &mut log,
+            &cancel,
+        )
+        .unwrap();
         assert_eq!(
             (warm.paths, warm.round_trips),
             (0, 1),

@@ -284,8 +284,8 @@ pub fn testbed_microvm_shared_store() -> Option<MicrovmTestbed> {
 }
 
 /// Host `n` (from 0) of scripts/testbed/hosts.sh: a loopback sshd whose sessions see a
-/// Nix store of their own, as on a remote host. Host 0 trusts the test user (it may import
-/// unsigned paths); host 1 trusts only root. `None` outside CI when not set up.
+/// Nix store of their own, as on a remote host. Hosts 0 and 2 trust the test user (they
+/// may import unsigned paths); host 1 trusts only root. `None` outside CI when not set up.
 pub fn own_store_host(n: usize) -> Option<String> {
     let hosts = testbed_var("PIKACI_TEST_OWN_STORE_HOSTS", "hosts.sh")?;
     let host = hosts.split_whitespace().nth(n);

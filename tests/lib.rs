@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod build_host;
 mod closed_output;
 mod completion;
 mod config_errors;

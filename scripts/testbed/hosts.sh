@@ -5,7 +5,7 @@
 # Idempotent: hosts it started earlier are reused. Prints the variables the tests read,
 # for `eval`.
 #
-#   eval "$(bash scripts/testbed/hosts.sh)"   # start PIKACI_TEST_HOSTS hosts (default 2)
+#   eval "$(bash scripts/testbed/hosts.sh)"   # start PIKACI_TEST_HOSTS hosts (default 3)
 #   bash scripts/testbed/hosts.sh stop        # stop them (their stores stay, for reuse)
 #
 # Each host N is an sshd on 127.0.0.1:$((PIKACI_TEST_HOSTS_PORT + N - 1)) (default 22031)
@@ -21,6 +21,8 @@
 # - `trusted-users`: host 1 trusts the test user, so `nix-store --import` of paths built
 #   on this machine (unsigned) works for it, as for a user an admin made trusted. Host 2
 #   trusts only root: a host whose admin did not, where an unsigned copy is refused.
+#   Host 3 (port base + 2) trusts the test user like host 1: a second trusting host, for
+#   a build host (host 1) whose results are copied to two guest hosts (hosts 1 and 3).
 # Two more hosts have a faulty store, fresh at each start, and trust the test user:
 # - the "full" host (port base + 8): its /nix/store is a tmpfs of $FULL_STORE_MIB MiB;
 # - the "read-only" host (port base + 9): its /nix/store is a tmpfs mounted read-only,
@@ -30,7 +32,7 @@ set -euo pipefail
 root="${PIKACI_TESTBED:-/var/tmp/pikaci-testbed}"
 ssh_dir="$root/ssh"
 hosts_dir="$root/hosts"
-count="${PIKACI_TEST_HOSTS:-2}"
+count="${PIKACI_TEST_HOSTS:-3}"
 base_port="${PIKACI_TEST_HOSTS_PORT:-22031}"
 user="${PIKACI_TEST_USER:-pikaci-test}"
 FULL_STORE_MIB=48

@@ -28,6 +28,18 @@ pub enum BackendError {
         #[source]
         source: Box<crate::nix::copy::InputNotOnHost>,
     },
+    /// An input built on the build host could not be copied from there to the host that
+    /// runs the job's guest.
+    #[error(
+        "job `{job}` cannot start: its inputs built on build host `{build_host}` ({url}) did not reach its host"
+    )]
+    InputsFromBuildHost {
+        job: String,
+        build_host: String,
+        url: String,
+        #[source]
+        source: Box<crate::nix::copy::InputNotOnHost>,
+    },
     /// An input of the job could not be made present in its Incus instance.
     #[error("job `{job}` cannot start")]
     InstanceInputs {
@@ -103,6 +115,8 @@ pub enum SetupError {
     Build(#[source] crate::nix::NixError),
     #[error("the runner build produced no output")]
     NoOutput,
+    #[error(transparent)]
+    BuildHost(#[from] super::BuildHostError),
     #[error(transparent)]
     Shares(#[from] super::microvm::ShareError),
     #[error(transparent)]

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub(crate) mod doctor;
 
+use super::build_host::RunnerPlan;
 use super::remote_guest::{RemoteGuest, Side};
 use super::session::{HOST_STEP, HostSession, RunContext};
 use super::{Backend, BackendError, Guest, JobContext, SetupError};
@@ -44,7 +45,9 @@ pub struct RunnerShare {
 
 /// Everything jobs of one run share: the host and the built runner.
 struct Prepared {
-    session: HostSession,
+    /// The host's session; the build host's own (shared with its builds) when this host
+    /// is the build host.
+    session: Arc<HostSession>,
     runner: StorePath,
     shares: Vec<RunnerShare>,
     settings: MicrovmSettings,
@@ -56,10 +59,34 @@ pub struct MicrovmBackend {
 
 impl MicrovmBackend {
     /// The run's setup, done by the first microVM job and shared by the others.
+    /// With a build host, the runner is built there (once for every guest host) and
+    /// copied here.
     pub fn prepare(mut cx: RunContext, cancel: &Cancel) -> Result<MicrovmBackend, SetupError> {
         let settings = cx.config.backends.microvm.clone();
-        let session = HostSession::open(&mut cx, cancel)?;
-        let runner = build_runner(&session, &settings, &cx, cancel)?;
+        let (session, runner) = match cx.build_host {
+            Some(build) => {
+                let session = match build.session_for(cx.host, cancel) {
+                    Some(shared) => shared?,
+                    None => Arc::new(HostSession::open(&mut cx, cancel)?),
+                };
+                let plan = |b: &HostSession| runner_installable(b, &session, &settings, cancel);
+                let run = |b: &HostSession, plan: &RunnerPlan, log: &Path| {
+                    build_runner(b, plan, log, &cx, cancel)
+                };
+                let runner = build.runner(cx.host, &session, plan, &run, cancel)?;
+                (session, runner)
+            }
+            None => {
+                let session = HostSession::open(&mut cx, cancel)?;
+                let plan = runner_installable(&session, &session, &settings, cancel)?;
+                let log = cx
+                    .run_dir
+                    .join("prepare")
+                    .join(format!("microvm-runner-{}.log", cx.host.name));
+                let runner = build_runner(&session, &plan, &log, &cx, cancel)?;
+                (Arc::new(session), runner)
+            }
+        };
         let shares = read_shares(&session, &runner, cancel)?;
         Ok(MicrovmBackend {
             prepared: Arc::new(Prepared {
@@ -72,16 +99,22 @@ impl MicrovmBackend {
     }
 }
 
-/// The installable to build and the name of its GC root under `<work>/gcroots/`.
+/// The installable to build on `session` (the guest host, or the build host) and the
+/// name of its GC root under `<work>/gcroots/` there; the guest flake gets the facts (user
+/// ids, machine) of the guest host behind `guest`.
 fn runner_installable(
     session: &HostSession,
+    guest: &HostSession,
     settings: &MicrovmSettings,
     cancel: &Cancel,
-) -> Result<(String, String), SetupError> {
+) -> Result<RunnerPlan, SetupError> {
     if let Some(runner) = &settings.runner {
         let installable = installable_in(&session.snapshot, runner);
         let hash = crate::snapshot::hex(&Sha256::digest(installable.as_bytes())[..8]);
-        return Ok((installable, format!("runner-{hash}")));
+        return Ok(RunnerPlan {
+            installable,
+            name: format!("runner-{hash}"),
+        });
     }
     let flake = crate::nix::pikaci_flake(settings, None)?;
     let on_host = PikaciOnHost::resolve(&flake, &session.work_dir, session.local);
@@ -89,7 +122,7 @@ fn runner_installable(
         send_pikaci_source(session.transport.as_ref(), source, copy, cancel)?;
     }
     let flake = on_host.flake;
-    let host = super::session::read_host_facts(session.transport.as_ref(), cancel)?;
+    let host = super::session::read_host_facts(guest.transport.as_ref(), cancel)?;
     let profile = GuestProfile::from_settings(settings, flake, &host);
     let dir = session.work_dir.join("flakes").join(profile.hash());
     let write = Argv::new("sh")
@@ -106,7 +139,10 @@ fn runner_installable(
         dir.display(),
         GuestProfile::runner_attribute()
     );
-    Ok((installable, format!("runner-{}", profile.hash())))
+    Ok(RunnerPlan {
+        installable,
+        name: format!("runner-{}", profile.hash()),
+    })
 }
 
 /// Prints whether `$1` exists on the host.
@@ -163,30 +199,31 @@ fn send_pikaci_source(
     run(&receive, &bytes).map(drop)
 }
 
+/// `nix build` of the runner on `session`, its out-link `gcroots/NAME` there, the build
+/// log in the local file `log`.
 fn build_runner(
     session: &HostSession,
-    settings: &MicrovmSettings,
+    plan: &RunnerPlan,
+    log: &Path,
     cx: &RunContext,
     cancel: &Cancel,
 ) -> Result<StorePath, SetupError> {
-    let (installable, name) = runner_installable(session, settings, cancel)?;
-    let out_link = session.work_dir.join("gcroots").join(name);
+    let out_link = session.work_dir.join("gcroots").join(&plan.name);
     let prepare = cx.run_dir.join("prepare");
-    let log = prepare.join(format!("microvm-runner-{}.log", cx.host.name));
     crate::fsutil::create_dir_all(&prepare).map_err(|source| SetupError::Io {
         what: "create",
         path: prepare.clone(),
         source,
     })?;
     let build = NixBuild {
-        installable: &installable,
+        installable: &plan.installable,
         out_link: &out_link,
         cwd: &session.work_dir,
     };
     let results = build
         .run(
             session.transport.as_ref(),
-            &log,
+            log,
             Instant::now() + BUILD_TIMEOUT,
             cancel,
         )

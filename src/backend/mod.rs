@@ -2,6 +2,7 @@
 //! through launch → wait → (stop) → collect → cleanup and never matches on the kind.
 
 mod artifacts;
+pub(crate) mod build_host;
 mod error;
 pub(crate) mod host;
 pub(crate) mod host_gc;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use build_host::{BuildHost, BuildHostError};
 pub use error::{BackendError, ConnectError, SetupError, StepError, commands_of, host_failure};
 pub use host::HostBackend;
 pub use host_gc::{HostGc, HostGcError, HostGcStats, collect_host};
@@ -156,9 +158,12 @@ pub struct RunBackends<'a> {
     run: RunShares<'a>,
     host: HostBackend,
     on: BTreeMap<Id, OnHost>,
+    /// `[nix] build-host`: where the runner is built for every guest host.
+    build: Option<BuildHost<'a>>,
 }
 
 /// What every host's backends share of the run.
+#[derive(Clone)]
 pub struct RunShares<'a> {
     pub config: &'a Config,
     pub run_id: &'a str,
@@ -185,16 +190,48 @@ impl<'a> RunBackends<'a> {
             .keys()
             .map(|name| (name.clone(), OnHost::default()))
             .collect();
+        let build = run
+            .config
+            .nix
+            .build_host
+            .as_ref()
+            .and_then(|name| run.config.hosts.get(name))
+            .map(|host| BuildHost::new(run.clone(), host));
         RunBackends {
             run,
             host: HostBackend::new(),
             on,
+            build,
         }
     }
 
-    /// Hands the connection `host`'s probe opened to the first backend set up there.
+    /// Where the input built from `inputs` is built: here (`true`) when a `host` job needs
+    /// it, or with no build host, or when a pool host is this machine; on the build host
+    /// when a guest job needs it. Judged from the config's jobs, before any is placed.
+    pub fn input_builds(&self, inputs: &[Id]) -> (bool, Option<&BuildHost<'a>>) {
+        let config = self.run.config;
+        let needing: Vec<&crate::config::Job> = config
+            .jobs
+            .values()
+            .filter(|j| j.inputs.iter().any(|i| inputs.contains(i)))
+            .collect();
+        let guest = needing.iter().any(|j| j.backend != BackendKind::Host);
+        let host_job = needing.iter().any(|j| j.backend == BackendKind::Host);
+        let local_pool_host = config
+            .hosts
+            .values()
+            .any(|h| h.spec == crate::config::HostSpec::Local);
+        let build = self.build.as_ref().filter(|_| guest);
+        let here = build.is_none() || host_job || local_pool_host;
+        (here, build)
+    }
+
+    /// Hands the connection `host`'s probe opened to the first backend set up there; the
+    /// build host's goes to its session, which its microVM jobs share.
     pub fn adopt(&self, host: &Id, transport: Box<dyn crate::transport::Transport>) {
-        if let Some(on) = self.on.get(host) {
+        if let Some(build) = self.build.as_ref().filter(|b| b.name() == host) {
+            build.adopt(transport);
+        } else if let Some(on) = self.on.get(host) {
             *on.probed.lock().unwrap_or_else(|p| p.into_inner()) = Some(transport);
         }
     }
@@ -223,6 +260,7 @@ impl<'a> RunBackends<'a> {
             state_root: self.run.state_root,
             snapshot: self.run.snapshot,
             connected: host.probed.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            build_host: self.build.as_ref(),
         };
         match kind {
             BackendKind::Host => Ok(&self.host),

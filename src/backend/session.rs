@@ -8,10 +8,10 @@ use super::error::{ConnectError, SetupError};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::{Config, HostSpec, PoolHost};
-use crate::nix::copy::{Copied, Input, ensure_on_host};
+use crate::nix::copy::{Copied, Input, InputNotOnHost, ensure_on_host};
 use crate::nix::{HOST_FACTS, HostFacts, HostFactsError};
 use crate::state::SnapshotRef;
-use crate::transport::{Step, Transport, TransportError};
+use crate::transport::{Local, Step, Transport, TransportError};
 
 /// Deadline for the small bookkeeping commands on the host (mkdir, rm, cat).
 pub const HOST_STEP: Duration = Step::Bookkeeping.duration();
@@ -32,6 +32,8 @@ pub struct RunContext<'a> {
     pub snapshot: &'a SnapshotRef,
     /// A connection to the host opened already (by its probe), taken over by the session.
     pub connected: Option<Box<dyn Transport>>,
+    /// The run's build host (`[nix] build-host`), if it has one.
+    pub build_host: Option<&'a super::BuildHost<'a>>,
 }
 
 pub struct HostSession {
@@ -47,6 +49,8 @@ pub struct HostSession {
     /// Held while inputs are copied to the host: a second job needing the same input
     /// waits for the first copy, then finds nothing to send.
     copying: std::sync::Mutex<()>,
+    /// The run's build host: inputs built there are copied from there.
+    pub build_host: Option<std::sync::Arc<super::build_host::BuiltOnBuildHost>>,
 }
 
 impl HostSession {
@@ -92,6 +96,7 @@ impl HostSession {
             snapshot,
             _lease: std::sync::Mutex::new(lease),
             copying: std::sync::Mutex::new(()),
+            build_host: cx.build_host.map(|b| b.shared()),
         })
     }
 
@@ -121,14 +126,47 @@ impl HostSession {
         let inputs: Vec<Input> = job
             .inputs
             .iter()
-            .map(|(name, outputs)| Input {
-                name: name.as_str(),
-                outputs,
-            })
+            .map(|(name, outputs)| Input::job_input(name.as_str(), outputs))
             .collect();
         let roots = run_roots(&self.work_dir, job.run_id);
         let _copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
-        ensure_on_host(self.transport.as_ref(), &roots, &inputs, &mut log, cancel).map_err(failed)
+        let built = self.build_host.as_deref();
+        let (on_b, here): (Vec<Input>, Vec<Input>) = inputs
+            .into_iter()
+            .partition(|i| built.is_some_and(|b| b.holds(i.outputs)));
+        let mut copied = ensure_on_host(
+            &Local,
+            self.transport.as_ref(),
+            &roots,
+            &here,
+            &mut log,
+            cancel,
+        )
+        .map_err(failed)?;
+        if let Some(b) = built.filter(|_| !on_b.is_empty()) {
+            let from_b = |source| super::BackendError::InputsFromBuildHost {
+                job: job.request.job_id.clone(),
+                build_host: b.name.to_string(),
+                url: b.url.clone(),
+                source: Box::new(source),
+            };
+            // Open while its builds ran; gone only if the run is over.
+            let session = b
+                .session()
+                .ok_or_else(|| from_b(InputNotOnHost::BuildHostGone))?;
+            let more = ensure_on_host(
+                session.transport.as_ref(),
+                self.transport.as_ref(),
+                &roots,
+                &on_b,
+                &mut log,
+                cancel,
+            )
+            .map_err(from_b)?;
+            copied.paths += more.paths;
+            copied.round_trips += more.round_trips;
+        }
+        Ok(copied)
     }
 
     /// Runs a bookkeeping command with the short deadline.

@@ -1,10 +1,11 @@
-//! Inputs reach the host that runs the guests: their closures, built on this machine,
-//! are copied into the host's store with Nix's own export format, only what the host
-//! lacks, and rooted there for the run.
+//! Inputs reach the host that runs the guests: their closures, built on this machine (or
+//! on the run's build host, `[nix] build-host`), are copied into the host's store with
+//! Nix's own export format, only what the host lacks, and rooted there for the run.
 //!
 //! One round trip asks the host which paths of the closures it lacks (and roots the
 //! inputs it already has); for each input that lacks some, `nix-store --export` of the
-//! missing paths here is piped into `nix-store --import` there, which roots the input's
+//! missing paths where they were built (here, or on the build host, streamed through this
+//! machine) is piped into `nix-store --import` there, which roots the input's
 //! outputs right after importing them. A root that cannot be added (the path is not
 //! valid there after all) fails the copy: a job never starts without its input.
 //!
@@ -61,10 +62,38 @@ for path; do
 done
 "#;
 
-/// One input of a job, as built on this machine.
+/// What is copied: one input of a job (or the microVM runner), as built where it was.
 pub struct Input<'a> {
+    /// How messages call it: `input`, or `the microVM runner`.
+    pub kind: &'static str,
     pub name: &'a str,
     pub outputs: &'a [StorePath],
+}
+
+impl<'a> Input<'a> {
+    /// How messages name it: ``input `tools` ``.
+    fn described(&self) -> String {
+        format!("{} `{}`", self.kind, self.name)
+    }
+
+    /// ``input `tools` (/nix/store/…)``.
+    fn with_paths(&self) -> String {
+        format!("{} ({})", self.described(), shown(self.outputs))
+    }
+
+    /// A job's input.
+    pub fn job_input(name: &'a str, outputs: &'a [StorePath]) -> Input<'a> {
+        Input {
+            kind: "input",
+            name,
+            outputs,
+        }
+    }
+}
+
+/// Where closures are copied from, as messages say it: this machine, or the build host.
+fn source_is_local(from: &dyn Transport) -> bool {
+    from.host() == Local.host()
 }
 
 /// What reaching the host took.
@@ -78,17 +107,21 @@ pub struct Copied {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputNotOnHost {
-    #[error("cannot read the closure of input `{input}` ({paths}) on this machine")]
+    #[error("cannot read the closure of {input} {on}")]
     Closure {
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
-        paths: String,
+        /// `on this machine`, or `on` the build host.
+        on: String,
         #[source]
         source: Box<TransportError>,
     },
-    #[error(
-        "`nix-store --query --requisites` of input `{input}` printed `{line}`, which is no store path"
-    )]
-    NotAStorePath { input: String, line: String },
+    #[error("`nix-store --query --requisites` of {input} printed `{line}`, which is no store path")]
+    NotAStorePath {
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
+        input: String,
+        line: String,
+    },
     #[error("cannot ask {host} which store paths of the job's inputs it lacks")]
     Query {
         host: String,
@@ -96,44 +129,59 @@ pub enum InputNotOnHost {
         source: Box<TransportError>,
     },
     #[error(
-        "input `{input}` ({paths}) is not valid on {host}: copying its closure there failed ({status}); last lines of the copy:\n{stderr_tail}"
+        "{input} is not valid on {host}: copying its closure there failed ({status}); last lines of the copy:\n{stderr_tail}"
     )]
     Copy {
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
-        paths: String,
         host: String,
         status: String,
         stderr_tail: String,
     },
     #[error(
-        "input `{input}` ({paths}) is not valid on {host}: the connection was lost while its closure was copied ({status}):\n{stderr_tail}"
+        "{input} is not valid on {host}: the connection was lost while its closure was copied ({status}):\n{stderr_tail}"
     )]
     Lost {
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
-        paths: String,
         host: String,
         status: String,
         stderr_tail: String,
     },
     #[error(
-        "input `{input}` ({paths}) is not valid on {host}: `nix-store --export` of its closure here failed ({status}):\n{stderr_tail}"
+        "{input} is not valid on {host}: `nix-store --export` of its closure {at} failed ({status}):\n{stderr_tail}"
     )]
     Export {
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
-        paths: String,
         host: String,
+        /// `here`, or `on` the build host.
+        at: String,
         status: String,
         stderr_tail: String,
     },
-    #[error("input `{input}` ({paths}) is not valid on {host}: the copy {ended}")]
+    #[error("{input} is not valid on {host}: the copy {ended}")]
     Unfinished {
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
-        paths: String,
         host: String,
         ended: &'static str,
     },
-    #[error("cannot copy input `{input}` to {host}: {step}")]
+    #[error(
+        "{input} is not valid on {host}: the connection to {from} was lost while its closure was exported there ({status}):\n{stderr_tail}"
+    )]
+    SourceLost {
+        input: String,
+        host: String,
+        from: String,
+        status: String,
+        stderr_tail: String,
+    },
+    #[error("the build host's session is closed: the run is over")]
+    BuildHostGone,
+    #[error("cannot copy {input} to {host}: {step}")]
     Io {
+        /// What was copied: ``input `NAME` (PATHS)``, or the runner.
         input: String,
         host: String,
         step: &'static str,
@@ -178,8 +226,10 @@ pub fn import_argv(roots: &Path, outputs: &[StorePath]) -> Argv {
 }
 
 /// Makes every input valid on the host behind `transport`, with its closure, and roots
-/// its outputs under `roots` there. Appends what it did to `log` (a local file).
+/// its outputs under `roots` there. Appends what it did to `log` (a local file). The
+/// closures are read and exported on `from`: this machine ([`Local`]) or the build host.
 pub fn ensure_on_host(
+    from: &dyn Transport,
     transport: &dyn Transport,
     roots: &Path,
     inputs: &[Input],
@@ -190,7 +240,7 @@ pub fn ensure_on_host(
     let host = transport.host();
     let mut closures = Vec::new();
     for input in inputs.iter().filter(|i| !i.outputs.is_empty()) {
-        closures.push((input, closure(input, cancel)?));
+        closures.push((input, closure(from, input, cancel)?));
     }
     if closures.is_empty() {
         return Ok(Copied::default());
@@ -242,7 +292,7 @@ pub fn ensure_on_host(
         }
         let (export, import) = (export_argv(&send), import_argv(roots, input.outputs));
         copied.round_trips += 1;
-        copy(transport, &export, &import, input, log, cancel)?;
+        copy(from, transport, &export, &import, input, log, cancel)?;
         for path in &send {
             missing.remove(path.as_path());
         }
@@ -265,15 +315,22 @@ fn note(log: &mut File, line: &str) {
     let _ = std::io::Write::write_all(log, line.as_bytes());
 }
 
-/// The closure of one input's outputs on this machine, dependencies first.
-fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnHost> {
+/// The closure of one input's outputs on `from`, dependencies first.
+fn closure(
+    from: &dyn Transport,
+    input: &Input,
+    cancel: &Cancel,
+) -> Result<Vec<StorePath>, InputNotOnHost> {
     let failed = |source| InputNotOnHost::Closure {
-        input: input.name.to_string(),
-        paths: shown(input.outputs),
+        input: input.with_paths(),
+        on: match source_is_local(from) {
+            true => "on this machine".to_string(),
+            false => format!("on {}", from.host()),
+        },
         source: Box::new(source),
     };
     let argv = requisites_argv(input.outputs);
-    let out = Local
+    let out = from
         .run(&argv, b"", Instant::now() + QUERY_TIMEOUT, cancel)
         .map_err(failed)?;
     // Nix prints only store paths here; anything else would be a bug worth seeing.
@@ -281,16 +338,17 @@ fn closure(input: &Input, cancel: &Cancel) -> Result<Vec<StorePath>, InputNotOnH
         .lines()
         .map(|line| {
             StorePath::new(line).map_err(|_| InputNotOnHost::NotAStorePath {
-                input: input.name.to_string(),
+                input: input.described(),
                 line: line.to_string(),
             })
         })
         .collect()
 }
 
-/// `nix-store --export` here piped into the host's import; the host's stderr (Nix's own
-/// reason, such as a missing signature) is what a failure shows.
+/// `nix-store --export` on `from` piped into the host's import; the host's stderr (Nix's
+/// own reason, such as a missing signature) is what a failure shows.
 fn copy(
+    from: &dyn Transport,
     transport: &dyn Transport,
     export: &Argv,
     import: &Argv,
@@ -298,16 +356,17 @@ fn copy(
     log: &mut File,
     cancel: &Cancel,
 ) -> Result<(), InputNotOnHost> {
-    let streamed =
-        stream(transport, export, import, cancel).map_err(|(step, source)| InputNotOnHost::Io {
-            input: input.name.to_string(),
+    let streamed = stream(from, transport, export, import, cancel).map_err(|(step, source)| {
+        InputNotOnHost::Io {
+            input: input.described(),
             host: transport.host(),
             step,
             source,
-        })?;
+        }
+    })?;
     note(log, &streamed.import_stderr);
     note(log, &streamed.export_stderr);
-    judge(&streamed, transport, input)
+    judge(&streamed, from, transport, input)
 }
 
 /// How both ends of a copy ended, and what each said on stderr.
@@ -318,9 +377,11 @@ struct Streamed {
     export_stderr: String,
 }
 
-/// Runs the export here into the import on the host, until the import ends (or the
-/// deadline, or cancellation, which stop both).
+/// Runs the export on `from` into the import on the host, until the import ends (or the
+/// deadline, or cancellation, which stop both). From the build host, the stream passes
+/// through this machine: the two hosts need not reach each other.
 fn stream(
+    from: &dyn Transport,
     transport: &dyn Transport,
     export: &Argv,
     import: &Argv,
@@ -333,7 +394,7 @@ fn stream(
     // Each command is dropped once spawned: the pipe's ends must live only in the
     // children, or the import would never see the end of the stream.
     let mut export = {
-        let mut command = Local.command(export);
+        let mut command = from.command(export);
         command
             .stdin(Stdio::null())
             .stdout(writer)
@@ -376,21 +437,17 @@ fn stream(
 /// import also ends the export), then the export's.
 fn judge(
     streamed: &Streamed,
+    from: &dyn Transport,
     transport: &dyn Transport,
     input: &Input,
 ) -> Result<(), InputNotOnHost> {
-    let (name, paths, host) = (
-        input.name.to_string(),
-        shown(input.outputs),
-        transport.host(),
-    );
+    let (name, host) = (input.with_paths(), transport.host());
     let tail = |text: &str| crate::fsutil::tail(text, TAIL_LINES);
     let status = match streamed.imported {
         Ended::Exited(status) => status,
         Ended::TimedOut => {
             return Err(InputNotOnHost::Unfinished {
                 input: name,
-                paths,
                 host,
                 ended: "did not finish within its deadline",
             });
@@ -398,16 +455,28 @@ fn judge(
         Ended::Cancelled => {
             return Err(InputNotOnHost::Unfinished {
                 input: name,
-                paths,
                 host,
                 ended: "was cancelled",
             });
         }
     };
+    // From the build host, its lost connection cuts the stream: the import's failure
+    // then only echoes it.
+    if let Ended::Exited(exported) = streamed.exported
+        && !source_is_local(from)
+        && from.is_connection_failure(&exported)
+    {
+        return Err(InputNotOnHost::SourceLost {
+            input: name,
+            host,
+            from: from.host(),
+            status: exported.to_string(),
+            stderr_tail: tail(&streamed.export_stderr),
+        });
+    }
     if transport.is_connection_failure(&status) {
         return Err(InputNotOnHost::Lost {
             input: name,
-            paths,
             host,
             status: status.to_string(),
             stderr_tail: tail(&streamed.import_stderr),
@@ -416,7 +485,6 @@ fn judge(
     if !status.success() {
         return Err(InputNotOnHost::Copy {
             input: name,
-            paths,
             host,
             status: status.to_string(),
             stderr_tail: tail(&streamed.import_stderr),
@@ -426,14 +494,16 @@ fn judge(
         Ended::Exited(status) if status.success() => Ok(()),
         Ended::Exited(status) => Err(InputNotOnHost::Export {
             input: name,
-            paths,
             host,
+            at: match source_is_local(from) {
+                true => "here".to_string(),
+                false => format!("on {}", from.host()),
+            },
             status: status.to_string(),
             stderr_tail: tail(&streamed.export_stderr),
         }),
         _ => Err(InputNotOnHost::Unfinished {
             input: name,
-            paths,
             host,
             ended: "did not end after the host had read it",
         }),
@@ -484,12 +554,13 @@ mod tests {
 
     /// A host that runs its commands here, as `script`; ssh's 255 is its lost connection.
     struct Scripted {
+        host: &'static str,
         script: &'static str,
     }
 
     impl Transport for Scripted {
         fn host(&self) -> String {
-            "ssh://ci@builder:2222".into()
+            self.host.into()
         }
         fn command(&self, _argv: &Argv) -> std::process::Command {
             Argv::new("sh").args(["-c", self.script]).command()
@@ -501,13 +572,14 @@ mod tests {
 
     fn copy_failure(script: &'static str, export: Argv) -> String {
         let tools = path("demo-tools");
-        let input = Input {
-            name: "tools",
-            outputs: std::slice::from_ref(&tools),
-        };
+        let input = Input::job_input("tools", std::slice::from_ref(&tools));
         let mut log = tempfile::tempfile().unwrap();
-        let host = Scripted { script };
+        let host = Scripted {
+            host: "ssh://ci@builder:2222",
+            script,
+        };
         let err = copy(
+            &Local,
             &host,
             &export,
             &Argv::new("import"),
@@ -517,6 +589,39 @@ mod tests {
         )
         .unwrap_err();
         crate::error::chain(&err)
+    }
+
+    /// The build host behind `from` drops the connection mid-export: the guest host's
+    /// import then fails on a cut stream, but the error is the lost build host, with its
+    /// ssh's words, not a refusal by the guest host.
+    #[test]
+    fn a_build_host_lost_during_the_export_is_named_as_such() {
+        let tools = path("demo-tools");
+        let input = Input::job_input("tools", std::slice::from_ref(&tools));
+        let mut log = tempfile::tempfile().unwrap();
+        let from = Scripted {
+            host: "ssh://ci@build-host:22",
+            script: "head -c 1000 /dev/zero; echo 'Connection to builder closed by remote host.' >&2; exit 255",
+        };
+        let guest = Scripted {
+            host: "ssh://ci@guest:22",
+            script: "cat >/dev/null; echo 'error: unexpected end-of-file' >&2; exit 1",
+        };
+        let export = Argv::new("export");
+        let err = copy(
+            &from,
+            &guest,
+            &export,
+            &Argv::new("import"),
+            &input,
+            &mut log,
+            &Cancel::new(),
+        )
+        .unwrap_err();
+        insta::assert_snapshot!(crate::error::chain(&err), @"
+        input `tools` (/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-demo-tools) is not valid on ssh://ci@guest:22: the connection to ssh://ci@build-host:22 was lost while its closure was exported there (exit status: 255):
+        Connection to builder closed by remote host.
+        ");
     }
 
     /// The copy fails three ways: the connection drops mid-stream, the host's Nix refuses

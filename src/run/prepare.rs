@@ -1,7 +1,10 @@
-//! Prepare nodes: `nix build` of the run's inputs, GC roots under the run dir.
+//! Prepare nodes: `nix build` of the run's inputs, GC roots under the run dir; with a
+//! build host (`[nix] build-host`), inputs guest jobs need are built there instead (or
+//! as well, when `host` jobs need them too).
 
 use std::time::Instant;
 
+use super::job::RunShared;
 use super::recorder::Recorder;
 use crate::cancel::Cancel;
 use crate::nix::{BUILD_TIMEOUT, NixBuild, StorePath, installable_in};
@@ -10,12 +13,8 @@ use crate::state::EventKind;
 use crate::transport::Local;
 
 /// Builds one installable; returns the store paths of its outputs.
-pub fn build_input(
-    node: &PrepareNode,
-    workspace: &std::path::Path,
-    recorder: &Recorder,
-    cancel: &Cancel,
-) -> Result<Vec<StorePath>, String> {
+pub fn build_input(node: &PrepareNode, run: &RunShared) -> Result<Vec<StorePath>, String> {
+    let recorder = run.recorder;
     let name = node.inputs[0].as_str();
     recorder.emit(EventKind::PrepareStarted {
         input: name.to_string(),
@@ -23,7 +22,7 @@ pub fn build_input(
     });
     let started = Instant::now();
     // With what to grant, when a permission is what failed (a user without the daemon).
-    let result = build(node, name, workspace, recorder, cancel).map_err(crate::hint::with_hint);
+    let result = where_built(node, name, run).map_err(crate::hint::with_hint);
     recorder.emit(EventKind::PrepareFinished {
         input: name.to_string(),
         ok: result.is_ok(),
@@ -31,6 +30,48 @@ pub fn build_input(
         message: result.as_ref().err().cloned(),
     });
     result
+}
+
+/// Builds on the build host, here, or both; both must give the same paths (they do when
+/// the two machines evaluate the installable alike).
+fn where_built(node: &PrepareNode, name: &str, run: &RunShared) -> Result<Vec<StorePath>, String> {
+    let (here, build_host) = run.backends.input_builds(&node.inputs);
+    let mut on_b = None;
+    if let Some(b) = build_host {
+        // Its own log: an input built here too writes `prepare_log` itself.
+        let log = run
+            .recorder
+            .run
+            .prepare_log(name)
+            .with_file_name(format!("{name}-on-{}.log", b.name()));
+        if let Some(dir) = log.parent() {
+            crate::fsutil::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let built = b
+            .build_input(name, &node.installable, &log, run.cancel)
+            .map_err(|e| crate::error::chain(&e))?;
+        on_b = Some((b.name(), built));
+    }
+    if !here {
+        return Ok(on_b.map(|(_, paths)| paths).unwrap_or_default());
+    }
+    let local = build(node, name, run.snapshot, run.recorder, run.cancel)?;
+    match on_b {
+        Some((b, paths)) if paths != local => Err(format!(
+            "input `{name}` built to {} on build host `{b}` but to {} here; `host` jobs and guest jobs would get different paths",
+            shown(&paths),
+            shown(&local)
+        )),
+        _ => Ok(local),
+    }
+}
+
+fn shown(paths: &[StorePath]) -> String {
+    paths
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn build(

@@ -109,10 +109,7 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
         },
     };
     let work = |node: Node, start: Start, earlier: Vec<Attempt>| match (node, start) {
-        (Node::Prepare(i), _) => Finished::Prepare(
-            i,
-            build_input(&plan.prepare[i], run.snapshot, recorder, run.cancel),
-        ),
+        (Node::Prepare(i), _) => Finished::Prepare(i, build_input(&plan.prepare[i], run)),
         (Node::Job(i), Start::Nowhere(why)) => {
             let message = crate::hint::with_hint(why.to_string());
             let status = JobStatus::Error;
