@@ -47,7 +47,7 @@ pub const KVM_DENIED: Hint = Hint {
 pub const NIX_UNSIGNED_REFUSED: Hint = Hint {
     missing: "the host's Nix takes unsigned store paths only from root and its `trusted-users`",
     grant: "add the SSH user to `trusted-users` in the host's nix.conf and restart its nix-daemon, \
-            or sign the paths here (`secret-key-files`) with a key the host's `trusted-public-keys` lists",
+            or sign the paths where they are built (`secret-key-files`, here or on the build host) with a key the host's `trusted-public-keys` lists",
 };
 
 /// The nix-daemon took the connection and then dropped it: Nix 2.8 shows only "reading

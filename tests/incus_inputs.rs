@@ -181,7 +181,7 @@ fn an_input_the_host_refuses_fails_the_incus_job_before_any_instance() {
     insta::assert_snapshot!(shown, @"
     job `hello` cannot start: input `tools` (/nix/store/[HASH]-pikaci-incus-tools) is not valid on [SSH-HOST]: copying its closure there failed (exit status: 1); last lines of the copy:
     error: cannot add path '/nix/store/[HASH]-pikaci-incus-dep' because it lacks a valid signature
-    hint: the host's Nix takes unsigned store paths only from root and its `trusted-users`; add the SSH user to `trusted-users` in the host's nix.conf and restart its nix-daemon, or sign the paths here (`secret-key-files`) with a key the host's `trusted-public-keys` lists
+    hint: the host's Nix takes unsigned store paths only from root and its `trusted-users`; add the SSH user to `trusted-users` in the host's nix.conf and restart its nix-daemon, or sign the paths where they are built (`secret-key-files`, here or on the build host) with a key the host's `trusted-public-keys` lists
     ");
     assert_eq!(instances_left(&repo), 0, "no instance was made");
 }

@@ -187,7 +187,7 @@ fn a_refused_copy_is_an_infrastructure_error_naming_input_path_and_host() {
     insta::assert_snapshot!(shown, @"
     job `first` cannot start: input `tools` (/nix/store/[HASH]-pikaci-test-tools) is not valid on [SSH-HOST]: copying its closure there failed (exit status: 1); last lines of the copy:
     error: cannot add path '/nix/store/[HASH]-pikaci-test-dep' because it lacks a valid signature
-    hint: the host's Nix takes unsigned store paths only from root and its `trusted-users`; add the SSH user to `trusted-users` in the host's nix.conf and restart its nix-daemon, or sign the paths here (`secret-key-files`) with a key the host's `trusted-public-keys` lists
+    hint: the host's Nix takes unsigned store paths only from root and its `trusted-users`; add the SSH user to `trusted-users` in the host's nix.conf and restart its nix-daemon, or sign the paths where they are built (`secret-key-files`, here or on the build host) with a key the host's `trusted-public-keys` lists
     ");
     assert!(
         !s.work

@@ -244,13 +244,15 @@ impl<'a> RunBackends<'a> {
         on: Option<&Id>,
         cancel: &Cancel,
     ) -> Result<&dyn Backend, BackendError> {
-        let (name, host) = match (kind, on) {
-            (BackendKind::Host, _) => return Ok(&self.host),
-            (_, Some(name)) => (name, self.on.get(name)),
-            (_, None) => (&self.run.config.main_host().name, None),
+        if kind == BackendKind::Host {
+            return Ok(&self.host);
+        }
+        // A job the scheduler did not place (none does) gets the main host.
+        let name = on.unwrap_or(&self.run.config.main_host().name);
+        let (Some(host), Some(pool_host)) = (self.on.get(name), self.run.config.hosts.get(name))
+        else {
+            return Err(BackendError::NoHost(name.to_string()));
         };
-        let host = host.ok_or_else(|| BackendError::NoHost(name.to_string()))?;
-        let pool_host = &self.run.config.hosts[name];
         let cx = || RunContext {
             config: self.run.config,
             host: pool_host,
