@@ -391,15 +391,22 @@ fn a_host_that_goes_away_under_a_job_is_named_and_the_job_runs_again_elsewhere()
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let job_dir = || repo.state().join("runs");
+    // guest.log arrives only when the job is over; the `run` phase event comes live, and
+    // the phase lasts at least the command's 20 s (the guest boots within it too).
+    let runs = || repo.state().join("runs");
     let running_on_far = crate::harness::eventually(Duration::from_secs(120), || {
-        let Some(run) = std::fs::read_dir(job_dir()).ok().and_then(|mut d| d.next()) else {
+        let Some(run) = std::fs::read_dir(runs()).ok().and_then(|mut d| d.next()) else {
             return false;
         };
-        let log = run.unwrap().path().join("jobs/long/guest.log");
-        std::fs::read_to_string(log).is_ok_and(|l| l.contains("started"))
+        let events = std::fs::read_to_string(run.unwrap().path().join("events.jsonl"));
+        events.is_ok_and(|events| {
+            events.lines().any(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                event["type"] == "job_phase" && event["job"] == "long" && event["phase"] == "run"
+            })
+        })
     });
-    assert!(running_on_far, "the job started on `far`");
+    assert!(running_on_far, "the job's guest runs on `far`");
     relay.cut();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
