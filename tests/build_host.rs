@@ -6,11 +6,12 @@
 use std::path::Path;
 
 use crate::harness::{
-    MicrovmTestbed, Repo, is_root, own_store_host, redact, testbed_microvm, tools_flake,
+    MicrovmTestbed, Repo, TestHost, hosts_toml, is_root, known_hosts_for, own_store_host, port_of,
+    redact, testbed_microvm, tools_flake,
 };
 
-/// A config whose microVM jobs run on `hosts` (name, url; each labelled with its name, a
-/// work dir of its own under `work`), builds on `build_host`, then `rest`.
+/// A config whose microVM jobs run on `hosts` (name, url; one slot each, labelled with
+/// its name), builds on `build_host`, then `rest`.
 fn config(
     testbed: &MicrovmTestbed,
     work: &Path,
@@ -18,48 +19,17 @@ fn config(
     build_host: &str,
     rest: &str,
 ) -> String {
-    let mut config: String = testbed
-        .config(work, "")
-        .lines()
-        .filter(|l| !l.starts_with("host = ") && !l.starts_with("work-dir = "))
-        .map(|l| match l.starts_with("known-hosts-file = ") {
-            true => format!(
-                "known-hosts-file = \"{}\"\n",
-                known_hosts(work, hosts).display()
-            ),
-            false => format!("{l}\n"),
+    let pool: Vec<TestHost> = hosts
+        .iter()
+        .map(|(name, url)| TestHost {
+            name,
+            url: url.clone(),
+            slots: Some(1),
+            labels: vec![name],
         })
         .collect();
-    config.push_str(&format!("[nix]\nbuild-host = \"{build_host}\"\n\n"));
-    for (name, url) in hosts {
-        config.push_str(&format!(
-            "[hosts.{name}]\nurl = \"{url}\"\nslots = 1\nlabels = [\"{name}\"]\nwork-dir = \"{work}/{name}\"\n\n",
-            work = work.display(),
-        ));
-    }
-    config.push_str(rest);
-    config
-}
-
-/// A `known_hosts` naming each of `hosts`' ports under the testbed's one host key: the
-/// shared file lists the hosts the last hosts.sh started, which may be fewer.
-fn known_hosts(work: &Path, hosts: &[(&str, String)]) -> std::path::PathBuf {
-    let file = std::env::var("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS").expect("hosts.sh");
-    let text = std::fs::read_to_string(file).unwrap();
-    let key = text
-        .lines()
-        .next()
-        .expect("a host key")
-        .split_once(' ')
-        .unwrap()
-        .1;
-    let lines: String = hosts
-        .iter()
-        .map(|(_, url)| format!("[127.0.0.1]:{} {key}\n", url.rsplit(':').next().unwrap()))
-        .collect();
-    let path = work.join("known_hosts");
-    std::fs::write(&path, lines).unwrap();
-    path
+    let rest = format!("[nix]\nbuild-host = \"{build_host}\"\n\n{rest}");
+    testbed.pool_config(work, &pool, &rest)
 }
 
 /// A job pinned to host `on`.
@@ -336,10 +306,12 @@ fn an_incus_job_gets_its_input_from_the_build_host() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
-    let hosts = [
-        ("g", own_store_host(2).unwrap()),
-        ("b", own_store_host(0).unwrap()),
-    ];
+    let hosts = [("g", 2), ("b", 0)].map(|(name, n)| TestHost {
+        name,
+        url: own_store_host(n).unwrap(),
+        slots: None,
+        labels: vec![name],
+    });
     let mut config = format!(
         "[defaults]\nbackend = \"incus\"\n\n\
          [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
@@ -347,14 +319,9 @@ fn an_incus_job_gets_its_input_from_the_build_host() {
          guest-agent = \"/usr/local/bin/pikaci-guest\"\n\
          limits = {{ memory = \"256MiB\", processes = 200 }}\n\n\
          [nix]\nbuild-host = \"b\"\n\n",
-        known = known_hosts(work.path(), &hosts).display(),
+        known = known_hosts_for(work.path(), &hosts.each_ref().map(|h| port_of(&h.url))).display(),
     );
-    for (name, url) in &hosts {
-        config.push_str(&format!(
-            "[hosts.{name}]\nurl = \"{url}\"\nlabels = [\"{name}\"]\nwork-dir = \"{work}/{name}\"\n\n",
-            work = work.path().display(),
-        ));
-    }
+    config.push_str(&hosts_toml(work.path(), &hosts));
     config.push_str(
         "[inputs]\ntools = \"./tools#tools\"\n\n\
          [jobs.hello]\ninputs = [\"tools\"]\ncommand = \"pikaci-incus-hello\"\nruns-on = [\"g\"]\n",

@@ -349,17 +349,90 @@ impl MicrovmTestbed {
     /// host-side files under `work_dir`, followed by `jobs`.
     pub fn config(&self, work_dir: &Path, jobs: &str) -> String {
         format!(
-            "[defaults]\nbackend = \"microvm\"\nhost = \"{host}\"\nwork-dir = \"{work}\"\n\n\
-             [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
-             [backends.microvm]\nrunner = \"{runner}\"\nvirtiofsd = \"{virtiofsd}\"\nboot-timeout = \"60s\"\n\n{jobs}",
+            "[defaults]\nbackend = \"microvm\"\nhost = \"{host}\"\nwork-dir = \"{work}\"\n\n{settings}{jobs}",
             host = self.host,
             work = work_dir.display(),
+            settings = self.settings(self.ssh.known_hosts.as_ref().unwrap()),
+        )
+    }
+
+    /// A `pikaci.toml` whose microVM jobs run on the pool `hosts` (each with a work dir
+    /// of its own under `work`; the testbed's hosts share this machine's file system),
+    /// reached through a known_hosts file written in `work`, followed by `rest`.
+    pub fn pool_config(&self, work: &Path, hosts: &[TestHost], rest: &str) -> String {
+        let ports: Vec<u16> = hosts.iter().map(|h| port_of(&h.url)).collect();
+        let known = known_hosts_for(work, &ports);
+        format!(
+            "[defaults]\nbackend = \"microvm\"\n\n{}{}{rest}",
+            self.settings(&known),
+            hosts_toml(work, hosts),
+        )
+    }
+
+    /// `[ssh]` and `[backends.microvm]` of the testbed.
+    fn settings(&self, known_hosts: &Path) -> String {
+        format!(
+            "[ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
+             [backends.microvm]\nrunner = \"{runner}\"\nvirtiofsd = \"{virtiofsd}\"\nboot-timeout = \"60s\"\n\n",
             key = self.ssh.identity.as_ref().unwrap().display(),
-            known = self.ssh.known_hosts.as_ref().unwrap().display(),
+            known = known_hosts.display(),
             runner = self.runner,
             virtiofsd = self.virtiofsd,
         )
     }
+}
+
+/// One `[hosts.NAME]` of a test's pool.
+pub struct TestHost<'a> {
+    pub name: &'a str,
+    pub url: String,
+    pub slots: Option<u32>,
+    pub labels: Vec<&'a str>,
+}
+
+/// The `[hosts.NAME]` tables of `hosts`, each with a work dir of its own under `work`.
+pub fn hosts_toml(work: &Path, hosts: &[TestHost]) -> String {
+    hosts
+        .iter()
+        .map(|host| {
+            let slots = host.slots.map_or(String::new(), |n| format!("slots = {n}\n"));
+            format!(
+                "[hosts.{name}]\nurl = \"{url}\"\n{slots}labels = {labels:?}\nwork-dir = \"{work}/{name}\"\n\n",
+                name = host.name,
+                url = host.url,
+                labels = host.labels,
+                work = work.display(),
+            )
+        })
+        .collect()
+}
+
+/// The port of an `ssh://…:PORT` url.
+pub fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A known_hosts file in `dir` naming `ports` of this machine under the key all hosts.sh
+/// hosts share: the testbed's own file lists only the hosts its last start made, and a
+/// relay in front of a host listens on a port of its own.
+pub fn known_hosts_for(dir: &Path, ports: &[u16]) -> PathBuf {
+    let file = std::env::var("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS").expect("hosts.sh");
+    let text = std::fs::read_to_string(file).unwrap();
+    let key = text
+        .lines()
+        .next()
+        .expect("a host key")
+        .split_once(' ')
+        .unwrap()
+        .1
+        .to_string();
+    let lines: String = ports
+        .iter()
+        .map(|port| format!("[127.0.0.1]:{port} {key}\n"))
+        .collect();
+    let path = dir.join("known_hosts");
+    std::fs::write(&path, lines).unwrap();
+    path
 }
 
 /// Processes whose command line or working directory mentions `dir`: what a job on

@@ -4,78 +4,11 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{MicrovmTestbed, Repo, own_store_host, testbed_microvm};
-
-/// One `[hosts.NAME]` of a test's pool.
-struct TestHost<'a> {
-    name: &'a str,
-    url: String,
-    slots: u32,
-    labels: &'a [&'a str],
-}
-
-/// A config whose microVM jobs run on `hosts`, each with a work dir of its own under
-/// `work` (the testbed's hosts share this machine's file system), followed by `jobs`.
-fn pool_config(
-    testbed: &MicrovmTestbed,
-    work: &Path,
-    known_hosts: &Path,
-    hosts: &[TestHost],
-    jobs: &str,
-) -> String {
-    // The testbed's config names one host; its [ssh] and [backends] serve the pool.
-    let single = testbed.config(work, "");
-    let mut config: String = single
-        .lines()
-        .filter(|l| !l.starts_with("host = ") && !l.starts_with("work-dir = "))
-        .map(|l| {
-            if l.starts_with("known-hosts-file = ") {
-                format!("known-hosts-file = \"{}\"\n", known_hosts.display())
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    for host in hosts {
-        config.push_str(&format!(
-            "[hosts.{name}]\nurl = \"{url}\"\nslots = {slots}\nlabels = {labels:?}\nwork-dir = \"{work}/{name}\"\n\n",
-            name = host.name,
-            url = host.url,
-            slots = host.slots,
-            labels = host.labels,
-            work = work.display(),
-        ));
-    }
-    config.push_str(jobs);
-    config
-}
-
-/// `known_hosts` of the testbed's hosts, plus `ports` of this machine under their key
-/// (relays in front of them; all testbed hosts share one host key).
-fn known_hosts_with(dir: &Path, ports: &[u16]) -> std::path::PathBuf {
-    let file = std::env::var("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS").expect("hosts.sh");
-    let text = std::fs::read_to_string(file).unwrap();
-    let key = text
-        .lines()
-        .next()
-        .expect("a host key")
-        .split_once(' ')
-        .unwrap()
-        .1
-        .to_string();
-    let mut out = text.clone();
-    for port in ports {
-        out.push_str(&format!("[127.0.0.1]:{port} {key}\n"));
-    }
-    let path = dir.join("known_hosts");
-    std::fs::write(&path, out).unwrap();
-    path
-}
+use crate::harness::{Repo, TestHost, own_store_host, port_of, testbed_microvm};
 
 /// A TCP relay on a free port of this machine to `target`: cutting it closes every
 /// connection through it and drops new ones, as a host that goes away does.
@@ -156,10 +89,6 @@ impl Relay {
     }
 }
 
-fn port_of(url: &str) -> u16 {
-    url.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 /// A port of this machine nothing listens on.
 fn dead_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -212,24 +141,23 @@ fn jobs_spread_over_two_hosts_within_their_slots_and_a_label_pins_one() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
-    let known = known_hosts_with(work.path(), &[]);
     let hosts = [
         TestHost {
             name: "a",
             url: own_store_host(0).unwrap(),
-            slots: 1,
-            labels: &["fast"],
+            slots: Some(1),
+            labels: vec!["fast"],
         },
         TestHost {
             name: "b",
             url: own_store_host(1).unwrap(),
-            slots: 1,
-            labels: &[],
+            slots: Some(1),
+            labels: vec![],
         },
     ];
     let jobs = "[jobs.j1]\ncommand = \"sleep 3\"\n[jobs.j2]\ncommand = \"sleep 3\"\n\
                 [jobs.j3]\ncommand = \"sleep 3\"\n[jobs.pinned]\ncommand = \"sleep 3\"\nruns-on = [\"fast\"]\n";
-    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    let repo = Repo::new(&testbed.pool_config(work.path(), &hosts, jobs));
     let run = repo.pikaci(&["run", "j1", "j2", "j3", "pinned"]);
     run.expect(0);
     let spans = spans(&repo, &["j1", "j2", "j3", "pinned"]);
@@ -284,23 +212,22 @@ fn a_host_down_from_the_start_leaves_its_jobs_to_the_others() {
     };
     let work = tempfile::tempdir().unwrap();
     let dead = dead_port();
-    let known = known_hosts_with(work.path(), &[dead]);
     let hosts = [
         TestHost {
             name: "a",
             url: own_store_host(0).unwrap(),
-            slots: 2,
-            labels: &[],
+            slots: Some(2),
+            labels: vec![],
         },
         TestHost {
             name: "gone",
             url: format!("ssh://pikaci-test@127.0.0.1:{dead}"),
-            slots: 4,
-            labels: &[],
+            slots: Some(4),
+            labels: vec![],
         },
     ];
     let jobs = "[jobs.j1]\ncommand = \"true\"\n[jobs.j2]\ncommand = \"true\"\n";
-    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    let repo = Repo::new(&testbed.pool_config(work.path(), &hosts, jobs));
     let run = repo.pikaci(&["run", "j1", "j2", "--output", "jsonl"]);
     run.expect(0);
     for job in ["j1", "j2"] {
@@ -332,23 +259,22 @@ fn a_job_whose_only_host_is_down_is_an_error_naming_each_host() {
     };
     let work = tempfile::tempdir().unwrap();
     let dead = dead_port();
-    let known = known_hosts_with(work.path(), &[dead]);
     let hosts = [
         TestHost {
             name: "a",
             url: own_store_host(0).unwrap(),
-            slots: 1,
-            labels: &[],
+            slots: Some(1),
+            labels: vec![],
         },
         TestHost {
             name: "gpu",
             url: format!("ssh://pikaci-test@127.0.0.1:{dead}"),
-            slots: 1,
-            labels: &["gpu"],
+            slots: Some(1),
+            labels: vec!["gpu"],
         },
     ];
     let jobs = "[jobs.train]\ncommand = \"true\"\nruns-on = [\"gpu\"]\n";
-    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    let repo = Repo::new(&testbed.pool_config(work.path(), &hosts, jobs));
     repo.pikaci(&["run", "train"]).expect(3);
     let (status, _) = repo.job("train");
     assert_eq!(status["status"], "error");
@@ -367,24 +293,23 @@ fn a_host_that_goes_away_under_a_job_is_named_and_the_job_runs_again_elsewhere()
     };
     let work = tempfile::tempdir().unwrap();
     let relay = Relay::to(port_of(&own_store_host(1).unwrap()));
-    let known = known_hosts_with(work.path(), &[relay.port]);
     // `far` has the more free slots, so the job goes there first.
     let hosts = [
         TestHost {
             name: "far",
             url: format!("ssh://pikaci-test@127.0.0.1:{}", relay.port),
-            slots: 2,
-            labels: &[],
+            slots: Some(2),
+            labels: vec![],
         },
         TestHost {
             name: "near",
             url: own_store_host(0).unwrap(),
-            slots: 1,
-            labels: &[],
+            slots: Some(1),
+            labels: vec![],
         },
     ];
     let jobs = "[jobs.long]\ncommand = \"echo started; sleep 20; echo done\"\nretries = 1\n";
-    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    let repo = Repo::new(&testbed.pool_config(work.path(), &hosts, jobs));
     let child = repo
         .command(&["run", "long"])
         .stdout(std::process::Stdio::piped())
@@ -446,23 +371,22 @@ fn a_host_that_fails_during_setup_sends_its_jobs_to_another_host() {
     let work = tempfile::tempdir().unwrap();
     // The handshake and the probe send a few KB; the workspace below is 2 MB.
     let relay = Relay::cutting_after(port_of(&own_store_host(1).unwrap()), 256 * 1024);
-    let known = known_hosts_with(work.path(), &[relay.port]);
     let hosts = [
         TestHost {
             name: "flaky",
             url: format!("ssh://pikaci-test@127.0.0.1:{}", relay.port),
-            slots: 2,
-            labels: &[],
+            slots: Some(2),
+            labels: vec![],
         },
         TestHost {
             name: "steady",
             url: own_store_host(0).unwrap(),
-            slots: 1,
-            labels: &[],
+            slots: Some(1),
+            labels: vec![],
         },
     ];
     let jobs = "[jobs.j1]\ncommand = \"wc -c < blob\"\n";
-    let repo = Repo::new(&pool_config(&testbed, work.path(), &known, &hosts, jobs));
+    let repo = Repo::new(&testbed.pool_config(work.path(), &hosts, jobs));
     let blob: String = (0..2 * 1024 * 1024 / 64)
         .map(|i| format!("{:064x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
         .collect();

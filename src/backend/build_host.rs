@@ -184,13 +184,8 @@ impl<'a> BuildHost<'a> {
         self.session
             .get_or_init(|| {
                 let mut cx = RunContext {
-                    config: self.run.config,
+                    run: self.run.clone(),
                     host: self.host,
-                    run_id: self.run.run_id,
-                    run_dir: self.run.run_dir,
-                    cache: self.run.cache.clone(),
-                    state_root: self.run.state_root,
-                    snapshot: self.run.snapshot,
                     connected: self.probed.lock().unwrap_or_else(|p| p.into_inner()).take(),
                     build_host: None,
                 };

@@ -110,7 +110,7 @@ pub struct IncusBackend {
 
 impl IncusBackend {
     pub fn prepare(mut cx: RunContext, cancel: &Cancel) -> Result<IncusBackend, SetupError> {
-        let settings = cx.config.backends.incus.clone();
+        let settings = cx.run.config.backends.incus.clone();
         let session = HostSession::open(&mut cx, cancel)?;
         let incus = Incus::new(&settings);
         let json = session
@@ -121,6 +121,7 @@ impl IncusBackend {
             })?;
         usable_image(&json, &settings)?;
         let job_targets = cx
+            .run
             .config
             .jobs
             .iter()

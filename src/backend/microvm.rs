@@ -62,7 +62,7 @@ impl MicrovmBackend {
     /// With a build host, the runner is built there (once for every guest host) and
     /// copied here.
     pub fn prepare(mut cx: RunContext, cancel: &Cancel) -> Result<MicrovmBackend, SetupError> {
-        let settings = cx.config.backends.microvm.clone();
+        let settings = cx.run.config.backends.microvm.clone();
         let (session, runner) = match cx.build_host {
             Some(build) => {
                 let session = match build.session_for(cx.host, cancel) {
@@ -80,6 +80,7 @@ impl MicrovmBackend {
                 let session = HostSession::open(&mut cx, cancel)?;
                 let plan = runner_installable(&session, &session, &settings, cancel)?;
                 let log = cx
+                    .run
                     .run_dir
                     .join("prepare")
                     .join(format!("microvm-runner-{}.log", cx.host.name));
@@ -209,7 +210,7 @@ fn build_runner(
     cancel: &Cancel,
 ) -> Result<StorePath, SetupError> {
     let out_link = session.work_dir.join("gcroots").join(&plan.name);
-    let prepare = cx.run_dir.join("prepare");
+    let prepare = cx.run.run_dir.join("prepare");
     crate::fsutil::create_dir_all(&prepare).map_err(|source| SetupError::Io {
         what: "create",
         path: prepare.clone(),

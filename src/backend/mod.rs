@@ -23,7 +23,7 @@ pub use host_gc::{HostGc, HostGcError, HostGcStats, collect_host};
 pub use incus::{IncusBackend, collect_instances};
 pub use microvm::{MicrovmBackend, RunnerShare, parse_shares, supervise_argv};
 pub use session::{
-    HostFactsFailed, HostSession, RunContext, connect, connect_with, read_host_facts,
+    HostFactsFailed, HostSession, RunContext, RunShares, connect, connect_with, read_host_facts,
     wanted_work_dir,
 };
 
@@ -162,17 +162,6 @@ pub struct RunBackends<'a> {
     build: Option<BuildHost<'a>>,
 }
 
-/// What every host's backends share of the run.
-#[derive(Clone)]
-pub struct RunShares<'a> {
-    pub config: &'a Config,
-    pub run_id: &'a str,
-    pub run_dir: &'a Path,
-    pub cache: PathBuf,
-    pub state_root: &'a Path,
-    pub snapshot: &'a crate::state::SnapshotRef,
-}
-
 /// The backends of one pool host, and the connection its probe opened, which the first
 /// backend set up there takes over.
 #[derive(Default)]
@@ -254,13 +243,8 @@ impl<'a> RunBackends<'a> {
             return Err(BackendError::NoHost(name.to_string()));
         };
         let cx = || RunContext {
-            config: self.run.config,
+            run: self.run.clone(),
             host: pool_host,
-            run_id: self.run.run_id,
-            run_dir: self.run.run_dir,
-            cache: self.run.cache.clone(),
-            state_root: self.run.state_root,
-            snapshot: self.run.snapshot,
             connected: host.probed.lock().unwrap_or_else(|p| p.into_inner()).take(),
             build_host: self.build.as_ref(),
         };

@@ -18,11 +18,10 @@ pub const HOST_STEP: Duration = Step::Bookkeeping.duration();
 /// Deadline for sending the workspace.
 const SYNC_TIMEOUT: Duration = Step::Sync.duration();
 
-/// What backends know about the run they serve.
-pub struct RunContext<'a> {
+/// What every host's backends share of the run.
+#[derive(Clone)]
+pub struct RunShares<'a> {
     pub config: &'a Config,
-    /// The host this context's guests run on.
-    pub host: &'a PoolHost,
     pub run_id: &'a str,
     /// `runs/<run>/`, for logs of per-run steps.
     pub run_dir: &'a Path,
@@ -30,6 +29,13 @@ pub struct RunContext<'a> {
     pub cache: PathBuf,
     pub state_root: &'a Path,
     pub snapshot: &'a SnapshotRef,
+}
+
+/// What a backend knows about the run it serves, on one host.
+pub struct RunContext<'a> {
+    pub run: RunShares<'a>,
+    /// The host this context's guests run on.
+    pub host: &'a PoolHost,
     /// A connection to the host opened already (by its probe), taken over by the session.
     pub connected: Option<Box<dyn Transport>>,
     /// The run's build host (`[nix] build-host`), if it has one.
@@ -59,14 +65,14 @@ impl HostSession {
     pub fn open(cx: &mut RunContext, cancel: &Cancel) -> Result<HostSession, SetupError> {
         let connected = cx.connected.take();
         let (transport, work_dir, local) =
-            connect_with(connected, cx.config, cx.host, cx.state_root, cancel)?;
+            connect_with(connected, cx.run.config, cx.host, cx.run.state_root, cancel)?;
         let mut lease = None;
         let snapshot = if local {
-            cx.snapshot.dir.clone()
+            cx.run.snapshot.dir.clone()
         } else {
             // Before the sync: a leased tree is never taken to patch another run's.
-            let hex = crate::snapshot::sri_to_hex(&cx.snapshot.nar_hash)
-                .ok_or_else(|| SetupError::SnapshotHash(cx.snapshot.nar_hash.clone()))?;
+            let hex = crate::snapshot::sri_to_hex(&cx.run.snapshot.nar_hash)
+                .ok_or_else(|| SetupError::SnapshotHash(cx.run.snapshot.nar_hash.clone()))?;
             lease = Some(
                 crate::sync::lease(
                     transport.as_ref(),
@@ -80,8 +86,8 @@ impl HostSession {
             let deadline = Instant::now() + SYNC_TIMEOUT;
             crate::sync::sync(
                 transport.as_ref(),
-                &cx.cache,
-                &cx.snapshot.nar_hash,
+                &cx.run.cache,
+                &cx.run.snapshot.nar_hash,
                 &work_dir,
                 deadline,
                 cancel,

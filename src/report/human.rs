@@ -236,21 +236,10 @@ mod tests {
 
     fn record(status: RunStatus, jobs: &[(&str, JobStatus)], message: Option<&str>) -> RunRecord {
         RunRecord {
-            schema_version: 1,
-            run_id: "R1".into(),
-            status,
-            started_at: "2026-12-01T00:00:00Z".into(),
-            finished_at: None,
             duration_ms: Some(17),
-            pid: 1,
-            workspace: "/repo".into(),
-            config: "/repo/pikaci.toml".into(),
-            selection: Vec::new(),
-            snapshot: None,
-            base: None,
-            rerun_of: None,
             jobs: jobs.iter().map(|(j, s)| (j.to_string(), *s)).collect(),
             message: message.map(str::to_string),
+            ..crate::report::ran_on::tests::run(status)
         }
     }
 
