@@ -351,7 +351,8 @@ fn reach_pool(host: &Host, recorder: &Recorder, plan: &Plan, backends: &RunBacke
     }
     if !records.is_empty() {
         // The record of where jobs could go; a run without it only lacks the detail.
-        let _ = write_json_atomic(&recorder.run.path.join("hosts.json"), &records);
+        let path = recorder.run.path.join("hosts.json");
+        let _ = crate::fsutil::write_json_with(&path, &records, crate::fsutil::Durability::Atomic);
     }
     pool
 }
