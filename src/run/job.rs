@@ -14,7 +14,7 @@ use crate::ids::Id;
 use crate::nix::StorePath;
 use crate::plan::ExecuteNode;
 use crate::protocol::{GuestResult, GuestStatus, Request, SCHEMA_VERSION};
-use crate::state::{Attempt, EventKind, JobRecord, JobStatus, RECORD_SCHEMA};
+use crate::state::{Attempt, EventKind, JobRecord, JobStatus, RECORD_SCHEMA, Retried};
 
 /// Records a job that will not run (filtered out, or a dependency did not pass).
 pub fn record_not_run(
@@ -73,10 +73,12 @@ pub struct RunShared<'a> {
 }
 
 /// Where one attempt of a job runs: on this machine (`host` jobs) or on the pool host
-/// `on`, after the `earlier` attempts.
+/// `on`, after the `earlier` attempts; `retries_left` when an attempt that does not pass
+/// is run again.
 pub struct Placed {
     pub on: Option<Id>,
     pub earlier: Vec<Attempt>,
+    pub retries_left: bool,
 }
 
 /// How one attempt of a job ended.
@@ -84,11 +86,14 @@ pub struct Placed {
 pub enum JobEnd {
     /// Its final record is written, with this status.
     Recorded(JobStatus),
+    /// It did not pass and the job runs again: recorded as `attempt`, whose files the
+    /// scheduler keeps before the next attempt starts.
+    Retry(Attempt),
     /// Its host failed before its guest started: nothing of the job ran, so it may be
     /// placed on another host.
     HostDown { host: Id, why: String },
     /// Its host failed while its guest ran: recorded as an `error` naming the host, as
-    /// `attempt`; a job with `retries` left runs again elsewhere.
+    /// `attempt`; with `retries` left (`attempt.retried`) it runs again elsewhere.
     HostLost { host: Id, attempt: Attempt },
 }
 
@@ -120,6 +125,7 @@ pub fn run_job(
         host: placed.on.as_ref().map(Id::to_string),
         attempts: placed.earlier,
     };
+    let retries_left = placed.retries_left;
     run.recorder.write_job(&dir, &record)?;
     run.recorder.emit(EventKind::JobStarted {
         job: record.job.clone(),
@@ -182,7 +188,13 @@ pub fn run_job(
         }
     };
     let finished = SystemTime::now();
-    record.status = status;
+    // A job that passes after an attempt of its own did not is flaky.
+    record.status = match status {
+        JobStatus::Passed if record.attempts.iter().any(Attempt::counts_as_flaky) => {
+            JobStatus::Flaky
+        }
+        status => status,
+    };
     record.finished_at = Some(now_rfc3339());
     record.duration_ms = Some(
         finished
@@ -194,24 +206,40 @@ pub fn run_job(
     record.signal = result.signal;
     record.message = result.message;
     run.recorder.write_job(&dir, &record)?;
-    run.recorder.emit(EventKind::JobFinished {
-        job: record.job.clone(),
-        status,
-        exit_code: record.exit_code,
-        duration_ms: record.duration_ms,
-        message: record.message.clone(),
-        host: record.host.clone(),
+    let retried = retries_left
+        .then(|| super::scheduler::retry_reason(record.status, lost.is_some()))
+        .flatten()
+        .filter(|_| !run.cancel.is_cancelled());
+    let attempt = retried.map(|why| Attempt::of(&record, why));
+    run.recorder.emit(match &attempt {
+        Some(attempt) => EventKind::JobRetried {
+            job: record.job.clone(),
+            attempt: attempt.attempt,
+            status: record.status,
+            retried: attempt.retried.unwrap_or(Retried::Error),
+            exit_code: record.exit_code,
+            duration_ms: record.duration_ms,
+            message: record.message.clone(),
+            host: record.host.clone(),
+        },
+        None => EventKind::JobFinished {
+            job: record.job.clone(),
+            status: record.status,
+            exit_code: record.exit_code,
+            duration_ms: record.duration_ms,
+            message: record.message.clone(),
+            host: record.host.clone(),
+        },
     });
-    Ok(match lost {
-        None => JobEnd::Recorded(status),
-        Some(host) => JobEnd::HostLost {
+    Ok(match (lost, attempt) {
+        (None, None) => JobEnd::Recorded(record.status),
+        (None, Some(attempt)) => JobEnd::Retry(attempt),
+        (Some(host), attempt) => JobEnd::HostLost {
             host,
-            attempt: Attempt {
-                attempt: record.attempts.len() as u32 + 1,
-                host: record.host,
-                status,
-                message: record.message,
-            },
+            attempt: attempt.unwrap_or_else(|| Attempt {
+                retried: None,
+                ..Attempt::of(&record, Retried::HostLost)
+            }),
         },
     })
 }
