@@ -280,6 +280,12 @@ fn again(
     match keep_attempt(&dir, attempt.attempt) {
         Ok(()) => {
             attempts.borrow_mut().entry(i).or_default().push(attempt);
+            // run.json mirrored the attempt's end; the job is waiting again. Best effort:
+            // the job's next record says so too.
+            let id = plan.jobs[i].job.id.to_string();
+            let _ = recorder.update(|run| {
+                run.jobs.insert(id, JobStatus::Pending);
+            });
             Over::Again
         }
         Err(e) => {
