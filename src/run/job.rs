@@ -482,3 +482,34 @@ fn write_request(dir: &Path, request: &Request) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(&serde_json::to_vec_pretty(request).map_err(std::io::Error::other)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attempt 2's files join attempt 1's under `attempts/`, leaving the job's directory
+    /// empty for the next; a directory where `attempts/` cannot be made is an error.
+    #[test]
+    fn an_attempts_files_move_aside_and_earlier_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path();
+        std::fs::write(job.join("guest.log"), "first").unwrap();
+        keep_attempt(job, 1).unwrap();
+        std::fs::write(job.join("guest.log"), "second").unwrap();
+        std::fs::create_dir(job.join("artifacts")).unwrap();
+        keep_attempt(job, 2).unwrap();
+        let read = |rel: &str| std::fs::read_to_string(job.join(rel)).unwrap();
+        assert_eq!(read("attempts/1/guest.log"), "first");
+        assert_eq!(read("attempts/2/guest.log"), "second");
+        assert!(job.join("attempts/2/artifacts").is_dir());
+        let left: Vec<_> = std::fs::read_dir(job)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["attempts"]);
+
+        let blocked = tempfile::tempdir().unwrap();
+        std::fs::write(blocked.path().join("attempts"), "not a directory").unwrap();
+        assert!(keep_attempt(blocked.path(), 1).is_err());
+    }
+}

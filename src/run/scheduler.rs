@@ -205,7 +205,7 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
                 let message = format!("pikaci could not run it: {why}");
                 let earlier = attempts.borrow_mut().remove(&i).unwrap_or_default();
                 let status = JobStatus::Error;
-                record(plan, i, (status, message, earlier), recorder, &mut outcome);
+                record(plan, i, status, message, earlier, recorder, &mut outcome);
                 job_over(plan, i, JobStatus::Error, &mut outcome).into()
             }
             Settled::NotRun {
@@ -221,7 +221,7 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
                 let message = format!("not run: {why}");
                 // A job cancelled between its attempts keeps the earlier ones.
                 let earlier = attempts.borrow_mut().remove(&i).unwrap_or_default();
-                record(plan, i, (status, message, earlier), recorder, &mut outcome);
+                record(plan, i, status, message, earlier, recorder, &mut outcome);
                 Over::NotPassed(why)
             }
             Settled::NotRun {
@@ -295,6 +295,15 @@ fn again(
                 plan.jobs[i].job.id,
                 dir.join("attempts").display()
             ));
+            // Its end was announced as retried: the reports still need the job's end.
+            recorder.emit(EventKind::JobFinished {
+                job: plan.jobs[i].job.id.to_string(),
+                status: attempt.status,
+                exit_code: attempt.exit_code,
+                duration_ms: attempt.duration_ms,
+                message: attempt.message.clone(),
+                host: attempt.host.clone(),
+            });
             job_over(plan, i, attempt.status, outcome).into()
         }
     }
@@ -348,7 +357,9 @@ fn job_over(plan: &Plan, i: usize, status: JobStatus, outcome: &mut Outcome) -> 
 fn record(
     plan: &Plan,
     i: usize,
-    (status, message, earlier): (JobStatus, String, Vec<Attempt>),
+    status: JobStatus,
+    message: String,
+    earlier: Vec<Attempt>,
     recorder: &Recorder,
     outcome: &mut Outcome,
 ) {
