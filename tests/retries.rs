@@ -201,6 +201,31 @@ fn a_timed_out_attempt_is_retried_and_recorded_as_timed_out() {
     assert_eq!(attempts[0]["retried"], "timed_out");
 }
 
+/// An infrastructure error: on its first attempt the job puts a directory where pikaci
+/// writes its `result.json`, so collecting its result fails.
+#[test]
+fn an_error_is_retried_and_recorded_with_its_phase() {
+    let counters = tempfile::tempdir().unwrap();
+    let jobs = format!(
+        "[jobs.breaks]\nenv = {{ COUNTER = \"{}\" }}\nretries = 1\ncommand = '''\n\
+         n=$(( $(cat \"$COUNTER\" 2>/dev/null || echo 0) + 1 ))\n\
+         echo $n > \"$COUNTER\"\n\
+         if [ $n -eq 1 ]; then mkdir \"$PIKACI_ARTIFACTS/../result.json\"; fi\n\
+         '''\n",
+        counters.path().join("breaks").display()
+    );
+    let repo = Repo::new(&config(&jobs));
+    repo.pikaci(&["run"]).expect(0);
+    let (status, _) = repo.job("breaks");
+    assert_eq!(status["status"], "flaky", "{status}");
+    let attempt = &status["attempts"][0];
+    assert_eq!(attempt["status"], "error", "{status}");
+    assert_eq!(attempt["retried"], "error");
+    assert_eq!(attempt["failed_in"], "collect");
+    let message = attempt["message"].as_str().unwrap();
+    assert!(message.contains("result.json"), "{message}");
+}
+
 #[test]
 fn the_retries_flag_overrides_the_config() {
     let counters = tempfile::tempdir().unwrap();
