@@ -34,6 +34,7 @@ mod pool;
 mod processes;
 mod records;
 mod reports;
+mod retries;
 mod root_only;
 mod running;
 mod secrets;

@@ -9,4 +9,4 @@ mod scheduler;
 mod start;
 
 pub use preflight::PreflightError;
-pub use start::{RunOptions, RunOutcome, rerun, run};
+pub use start::{RerunOptions, RetryOptions, RunOptions, RunOutcome, rerun, run};

@@ -29,6 +29,27 @@ pub struct RunOptions {
     pub parallel: usize,
     /// `--base REV` for path filters.
     pub base: Option<String>,
+    pub retry: RetryOptions,
+}
+
+/// `--retries N` and `--fail-on-flaky`: how a run treats jobs that do not pass at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RetryOptions {
+    /// Every job's `retries`, instead of its own.
+    pub retries: Option<u32>,
+    /// A flaky job fails the run.
+    pub fail_on_flaky: bool,
+}
+
+impl RetryOptions {
+    /// Gives every job of `plan` the `--retries` value, when there is one.
+    fn apply(&self, plan: &mut Plan) {
+        if let Some(retries) = self.retries {
+            for node in &mut plan.jobs {
+                node.job.retries = retries;
+            }
+        }
+    }
 }
 
 pub struct RunOutcome {
@@ -76,10 +97,11 @@ pub fn run(
     } else {
         None
     };
-    let plan = Plan::build(config, &options.selection, |target| {
+    let mut plan = Plan::build(config, &options.selection, |target| {
         skip_reason(changes.as_ref(), &target.paths)
     })
     .map_err(|e| Error::Usage(e.to_string()))?;
+    options.retry.apply(&mut plan);
     let base = changes.as_ref().map(|c| c.base().to_string());
     let spec = RunSpec {
         plan,
@@ -88,6 +110,7 @@ pub fn run(
         parallel: options.parallel,
         base,
         rerun_of: None,
+        fail_on_flaky: options.retry.fail_on_flaky,
     };
     let host = Host {
         config,
@@ -104,21 +127,34 @@ fn skip_reason(changes: Option<&ChangeSet>, paths: &[String]) -> Option<String> 
     changes.skip_reason(&filter)
 }
 
-/// Runs the recorded plan of `previous` again on its recorded snapshot; with `failed_only`,
-/// only the jobs that did not pass or were not run.
+/// What `pikaci rerun` asks for: the run to run again, whether only its jobs that did
+/// not pass (or were not run), how many nodes at once, and `--retries`.
+pub struct RerunOptions<'a> {
+    pub previous: &'a str,
+    pub failed_only: bool,
+    pub parallel: usize,
+    pub retry: RetryOptions,
+}
+
+/// Runs the recorded plan of a previous run again on its recorded snapshot.
 pub fn rerun(
     config: &Config,
     state: &StateDir,
-    previous: &str,
-    failed_only: bool,
-    parallel: usize,
+    options: &RerunOptions,
     reporter: &dyn Reporter,
     cancel: &Cancel,
 ) -> Result<RunOutcome, Error> {
+    let RerunOptions {
+        previous,
+        failed_only,
+        parallel,
+        retry,
+    } = *options;
     let old = state.run(previous);
     let record: RunRecord =
         read_record(&old.run_json()).map_err(|e| Error::Usage(e.to_string()))?;
-    let plan: Plan = read_json(&old.plan_json())?;
+    let mut plan: Plan = read_json(&old.plan_json())?;
+    retry.apply(&mut plan);
     let snapshot = record.snapshot.clone().ok_or_else(|| {
         Error::Usage(format!(
             "run {previous} has no snapshot to rerun (it failed before taking one)"
@@ -128,7 +164,7 @@ pub fn rerun(
         .jobs
         .iter()
         .map(|n| &n.job.id)
-        .filter(|id| !failed_only || record.jobs.get(id.as_str()) != Some(&JobStatus::Passed))
+        .filter(|id| !failed_only || !record.jobs.get(id.as_str()).is_some_and(|s| s.passed()))
         .cloned()
         .collect();
     let spec = RunSpec {
@@ -138,6 +174,7 @@ pub fn rerun(
         parallel,
         base: record.base.clone(),
         rerun_of: Some(previous.to_string()),
+        fail_on_flaky: retry.fail_on_flaky,
     };
     let host = Host {
         config,
@@ -173,6 +210,8 @@ struct RunSpec<'a> {
     parallel: usize,
     base: Option<String>,
     rerun_of: Option<String>,
+    /// `--fail-on-flaky`: a flaky job makes the run `failed`.
+    fail_on_flaky: bool,
 }
 
 /// Checks the plan, opens the run's records, takes the snapshot, runs the jobs and
@@ -199,7 +238,7 @@ fn execute(host: &Host, spec: RunSpec) -> Result<RunOutcome, Error> {
     let why = "the run ended before it did";
     let errors = settle_unfinished(&recorder, plan, &outcome, host.cancel, why);
     outcome.infra_errors.extend(errors);
-    let status = run_status(&outcome, host.cancel);
+    let status = run_status(&outcome, host.cancel, spec.fail_on_flaky);
     let message = (!outcome.infra_errors.is_empty()).then(|| outcome.infra_errors.join("\n"));
     let record = finish(&recorder, started, status, message)
         .map_err(|e| Error::infra("writing run.json", e))?;
@@ -358,15 +397,20 @@ fn reach_pool(host: &Host, recorder: &Recorder, plan: &Plan, backends: &RunBacke
 }
 
 /// The run's status from what its jobs did: cancelled, an error (of pikaci or of a job),
-/// a failure, or passed.
-fn run_status(outcome: &scheduler::Outcome, cancel: &Cancel) -> RunStatus {
+/// a failure (a flaky job too, with `fail_on_flaky`), or passed.
+fn run_status(outcome: &scheduler::Outcome, cancel: &Cancel, fail_on_flaky: bool) -> RunStatus {
+    let flaky = |s: &JobStatus| fail_on_flaky && *s == JobStatus::Flaky;
     if cancel.is_cancelled() {
         RunStatus::Cancelled
     } else if !outcome.infra_errors.is_empty()
         || outcome.statuses.values().any(|s| *s == JobStatus::Error)
     {
         RunStatus::Error
-    } else if outcome.statuses.values().any(|s| s.is_failure()) {
+    } else if outcome
+        .statuses
+        .values()
+        .any(|s| s.is_failure() || flaky(s))
+    {
         RunStatus::Failed
     } else {
         RunStatus::Passed
@@ -512,6 +556,7 @@ mod tests {
             selection: Vec::new(),
             parallel: 2,
             base: None,
+            retry: RetryOptions::default(),
         };
         let (done, outcome) = std::sync::mpsc::channel();
         let state_dir = state.clone();
