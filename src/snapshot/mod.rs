@@ -208,10 +208,19 @@ fn restore_missing_objects(
     notes: &mut Vec<String>,
     cancel: &Cancel,
 ) -> Result<(), SnapshotError> {
+    let objects: Vec<PathBuf> = taken
+        .iter()
+        .map(|t| match t.entry.kind {
+            Kind::File { executable } => store.object_path(&t.hash, executable),
+            Kind::Symlink => PathBuf::new(),
+        })
+        .collect();
+    let stats = crate::fsutil::lstat_all(Path::new(""), &objects);
     let mut kept = Vec::with_capacity(taken.len());
-    for mut t in taken.drain(..) {
+    for (mut t, stat) in taken.drain(..).zip(stats) {
+        let there = stat.is_ok_and(|m| m.is_file() && m.len() == t.entry.size);
         if let Kind::File { executable } = t.entry.kind
-            && !store.has_object(&t.hash, executable, t.entry.size)
+            && !there
         {
             match store.add_file(&workspace.join(&t.entry.path), executable, cancel)? {
                 Some(added) => {
@@ -244,24 +253,19 @@ fn build(
     cancel: &Cancel,
 ) -> Result<(PathBuf, String), SnapshotError> {
     let tree = store.new_tmp_dir()?;
-    for t in taken {
-        if cancel.is_cancelled() {
-            return Err(SnapshotError::Cancelled);
-        }
-        let dest = tree.path().join(&t.entry.path);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(|source| SnapshotError::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        match (t.entry.kind, &t.target) {
-            (Kind::File { executable }, _) => store.link_object(&t.hash, executable, &dest)?,
-            (Kind::Symlink, Some(target)) => std::os::unix::fs::symlink(target, &dest)
-                .map_err(|source| SnapshotError::Io { path: dest, source })?,
-            (Kind::Symlink, None) => unreachable!("a symlink is taken with its target"),
-        }
-    }
+    make_parent_dirs(tree.path(), taken)?;
+    // Each link is one syscall of kernel time: a few threads share them out.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let chunk = taken.len().div_ceil(threads).max(PARALLEL_LINKS_FROM);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = taken
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| link_all(store, tree.path(), part, cancel)))
+            .collect();
+        parts
+            .into_iter()
+            .try_for_each(|part| part.join().expect("a link thread does not panic"))
+    })?;
     let nar = nar::nar_hash_cancellable(tree.path(), cancel)?;
     let hex = store::sri_to_hex(&nar).unwrap_or_default();
     let sizes: Vec<u64> = taken
@@ -271,6 +275,46 @@ fn build(
         .collect();
     let dir = store.publish(tree, &hex, &tree_entries(taken), &sizes)?;
     Ok((dir, nar))
+}
+
+/// Below this many files a tree is linked on one thread.
+const PARALLEL_LINKS_FROM: usize = 2048;
+
+/// Every directory the tree's files are in, each made once (the files are sorted, so a
+/// file's directory is most often the one before's).
+fn make_parent_dirs(root: &Path, taken: &[Taken]) -> Result<(), SnapshotError> {
+    let mut last: Option<&Path> = None;
+    for parent in taken.iter().filter_map(|t| t.entry.path.parent()) {
+        if parent.as_os_str().is_empty() || last == Some(parent) {
+            continue;
+        }
+        let dir = root.join(parent);
+        fs::create_dir_all(&dir).map_err(|source| SnapshotError::Io { path: dir, source })?;
+        last = Some(parent);
+    }
+    Ok(())
+}
+
+/// Links each file of `part` to its object in the tree at `root`, and makes its symlinks.
+fn link_all(
+    store: &Store,
+    root: &Path,
+    part: &[Taken],
+    cancel: &Cancel,
+) -> Result<(), SnapshotError> {
+    for t in part {
+        if cancel.is_cancelled() {
+            return Err(SnapshotError::Cancelled);
+        }
+        let dest = root.join(&t.entry.path);
+        match (t.entry.kind, &t.target) {
+            (Kind::File { executable }, _) => store.link_object(&t.hash, executable, &dest)?,
+            (Kind::Symlink, Some(target)) => std::os::unix::fs::symlink(target, &dest)
+                .map_err(|source| SnapshotError::Io { path: dest, source })?,
+            (Kind::Symlink, None) => unreachable!("a symlink is taken with its target"),
+        }
+    }
+    Ok(())
 }
 
 fn tree_entries(taken: &[Taken]) -> Vec<TreeEntry> {

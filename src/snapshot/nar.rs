@@ -28,6 +28,7 @@ pub fn nar_hash_cancellable(path: &Path, cancel: &Cancel) -> Result<String, Snap
     let mut nar = Nar {
         hasher: Sha256::new(),
         cancel,
+        buf: vec![0; 1 << 16],
     };
     nar.bytes(b"nix-archive-1");
     nar.node(path)?;
@@ -40,6 +41,9 @@ pub fn nar_hash_cancellable(path: &Path, cancel: &Cancel) -> Result<String, Snap
 struct Nar<'a> {
     hasher: Sha256,
     cancel: &'a Cancel,
+    /// One read buffer for every file: most files of a tree are small, and a fresh
+    /// buffer for each would cost more to clear than the file costs to read.
+    buf: Vec<u8>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
@@ -97,7 +101,7 @@ impl Nar<'_> {
                 self.bytes(b"");
             }
             self.bytes(b"contents");
-            self.contents(path)?;
+            self.contents(path, meta.len())?;
         } else {
             return Err(SnapshotError::Nar {
                 path: path.to_path_buf(),
@@ -108,23 +112,22 @@ impl Nar<'_> {
         Ok(())
     }
 
-    /// The length is written first, so the file must hold exactly that many bytes.
-    fn contents(&mut self, path: &Path) -> Result<(), SnapshotError> {
+    /// The length (from the `lstat` just made) is written first, so the file must hold
+    /// exactly that many bytes.
+    fn contents(&mut self, path: &Path, len: u64) -> Result<(), SnapshotError> {
         let mut file = fs::File::open(path).map_err(io_err(path))?;
-        let len = file.metadata().map_err(io_err(path))?.len();
         self.hasher.update(len.to_le_bytes());
-        let mut buf = vec![0u8; 1 << 16];
         let mut read = 0u64;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(SnapshotError::Cancelled);
             }
-            let n = file.read(&mut buf).map_err(io_err(path))?;
+            let n = file.read(&mut self.buf).map_err(io_err(path))?;
             if n == 0 {
                 break;
             }
             read += n as u64;
-            self.hasher.update(&buf[..n]);
+            self.hasher.update(&self.buf[..n]);
         }
         if read != len {
             return Err(SnapshotError::Nar {
