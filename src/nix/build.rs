@@ -92,14 +92,22 @@ pub enum NixError {
 
 impl NixBuild<'_> {
     pub fn argv(&self) -> Argv {
+        self.argv_with(&[])
+    }
+
+    /// With `--option NAME VALUE` for each of `options` (a binary cache to substitute
+    /// from, `nix::flake_jobs::substituter_options`).
+    pub fn argv_with(&self, options: &[(String, String)]) -> Argv {
         // pikaci's installables are flake references; enable what they need rather than
         // depend on the user's nix.conf.
-        Argv::new("nix")
+        let mut argv = Argv::new("nix")
             .args(["--extra-experimental-features", "nix-command flakes"])
             .args(["build", "--json", "-o"])
-            .arg(self.out_link)
-            .arg(self.installable)
-            .cwd(self.cwd)
+            .arg(self.out_link);
+        for (name, value) in options {
+            argv = argv.arg("--option").arg(name).arg(value);
+        }
+        argv.arg(self.installable).cwd(self.cwd)
     }
 
     /// Builds on the host behind `transport`, with stderr (the build log) saved to the
@@ -111,7 +119,19 @@ impl NixBuild<'_> {
         deadline: Instant,
         cancel: &Cancel,
     ) -> Result<Vec<BuildResult>, NixError> {
-        let argv = self.argv();
+        self.run_with(transport, log, deadline, cancel, &[])
+    }
+
+    /// [`NixBuild::run`] with [`NixBuild::argv_with`]'s options.
+    pub fn run_with(
+        &self,
+        transport: &dyn Transport,
+        log: &Path,
+        deadline: Instant,
+        cancel: &Cancel,
+        options: &[(String, String)],
+    ) -> Result<Vec<BuildResult>, NixError> {
+        let argv = self.argv_with(options);
         let command = argv.to_string();
         let output = transport
             .run_unchecked(&argv, b"", deadline, cancel)

@@ -55,7 +55,7 @@ fn row(job: &JobRecord, hosts: bool) -> Vec<String> {
 fn status_cell(job: &JobRecord) -> String {
     let mark = if job.status.is_failure() {
         "❌"
-    } else if job.status == crate::state::JobStatus::Passed {
+    } else if job.status.counts_as_passed() {
         "✅"
     } else {
         "⏭️"

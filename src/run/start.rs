@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub parallel: usize,
     /// `--base REV` for path filters.
     pub base: Option<String>,
+    /// `--no-cache-skip`: build jobs build even when their outputs are already there.
+    pub no_cache_skip: bool,
 }
 
 pub struct RunOutcome {
@@ -53,6 +55,8 @@ enum Workspace<'a> {
     Take(&'a Path),
     /// Reuse a recorded snapshot (rerun).
     Recorded(&'a SnapshotRef),
+    /// Taken already, to evaluate flake targets in before the plan was made.
+    Taken(SnapshotRef),
 }
 
 pub fn run(
@@ -76,14 +80,38 @@ pub fn run(
     } else {
         None
     };
-    let plan = Plan::build(config, &options.selection, |target| {
+    let flake_targets = super::flake_targets::needed(config, &options.selection);
+    let (expanded, evaluations, workspace) = if flake_targets.is_empty() {
+        (None, Vec::new(), Workspace::Take(&config.root))
+    } else {
+        // Flake targets are evaluated in the snapshot the run will build from.
+        let snapshot =
+            take_snapshot(state, Workspace::Take(&config.root), cancel).map_err(|detail| {
+                Error::Infra {
+                    what: "taking the snapshot to evaluate flake targets in".into(),
+                    detail,
+                }
+            })?;
+        let skip_cached = !options.no_cache_skip;
+        let (expanded, evaluations) = super::flake_targets::expand(
+            config,
+            &flake_targets,
+            &snapshot.dir,
+            skip_cached,
+            cancel,
+        )?;
+        (Some(expanded), evaluations, Workspace::Taken(snapshot))
+    };
+    let config = expanded.as_ref().unwrap_or(config);
+    let mut plan = Plan::build(config, &options.selection, |target| {
         skip_reason(changes.as_ref(), &target.paths)
     })
     .map_err(|e| Error::Usage(e.to_string()))?;
+    plan.evaluations = evaluations;
     let base = changes.as_ref().map(|c| c.base().to_string());
     let spec = RunSpec {
         plan,
-        workspace: Workspace::Take(&config.root),
+        workspace,
         selection: options.selection.clone(),
         parallel: options.parallel,
         base,
@@ -199,6 +227,12 @@ fn execute(host: &Host, spec: RunSpec) -> Result<RunOutcome, Error> {
     let why = "the run ended before it did";
     let errors = settle_unfinished(&recorder, plan, &outcome, host.cancel, why);
     outcome.infra_errors.extend(errors);
+    // After the jobs, whatever they did: a failed push is reported, and fails no job.
+    if let Some(push) = super::push::push(host.config, &recorder, plan, host.cancel) {
+        recorder
+            .update(|r| r.push = Some(push))
+            .map_err(|e| Error::infra("writing run.json", e))?;
+    }
     let status = run_status(&outcome, host.cancel);
     let message = (!outcome.infra_errors.is_empty()).then(|| outcome.infra_errors.join("\n"));
     let record = finish(&recorder, started, status, message)
@@ -227,6 +261,7 @@ fn open_run<'a>(host: &Host<'a>, spec: &RunSpec) -> Result<(Recorder<'a>, RunLoc
         snapshot: None,
         base: spec.base.clone(),
         rerun_of: spec.rerun_of.clone(),
+        push: None,
         jobs: plan
             .jobs
             .iter()
@@ -422,6 +457,7 @@ fn take_snapshot(
         Workspace::Recorded(recorded) => {
             crate::snapshot::open(&state.cache(), &recorded.nar_hash, cancel)
         }
+        Workspace::Taken(snapshot) => return Ok(snapshot),
     }
     .map_err(|e| match e {
         crate::snapshot::SnapshotError::Cancelled => "cancelled while taking the snapshot".into(),
@@ -511,6 +547,7 @@ mod tests {
             selection: Vec::new(),
             parallel: 2,
             base: None,
+            no_cache_skip: false,
         };
         let (done, outcome) = std::sync::mpsc::channel();
         let state_dir = state.clone();
