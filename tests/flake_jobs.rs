@@ -206,6 +206,7 @@ fn an_own_store_host_substitutes_what_a_run_pushed() {
         return;
     }
     let (Some(url), Some(ssh)) = (own_store_host(0), testbed_ssh()) else {
+        eprintln!("skipped: no own-store testbed host (scripts/testbed/hosts.sh)");
         return;
     };
     let work = tempfile::tempdir().unwrap();

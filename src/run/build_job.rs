@@ -25,8 +25,11 @@ use crate::plan::ExecuteNode;
 use crate::state::{EventKind, JobRecord, JobStatus, RECORD_SCHEMA};
 use crate::transport::{Local, Step, Transport, TransportError};
 
-/// The outputs a build job built or found, for the push to the cache.
-pub const OUTPUTS_FILE: &str = "outputs.json";
+/// The file in a build job's directory that lists the outputs it built or found valid,
+/// for the push to the cache.
+pub fn outputs_file(job_dir: &Path) -> PathBuf {
+    job_dir.join("outputs.json")
+}
 
 /// Where the job builds: a transport, the snapshot there, and the directory its out-link
 /// (GC root) goes in.
@@ -395,6 +398,6 @@ impl Build<'_> {
     /// Best effort: a job without the file only has nothing pushed to the cache.
     fn keep_outputs(&self, outputs: &[StorePath]) {
         let paths: Vec<String> = outputs.iter().map(|p| p.to_string()).collect();
-        let _ = crate::fsutil::write_json_atomic(&self.dir.join(OUTPUTS_FILE), &paths);
+        let _ = crate::fsutil::write_json_atomic(&outputs_file(self.dir), &paths);
     }
 }

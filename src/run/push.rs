@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
-use super::build_job::OUTPUTS_FILE;
+use super::build_job::outputs_file;
 use super::recorder::Recorder;
 use crate::cancel::Cancel;
 use crate::config::Config;
@@ -62,7 +62,7 @@ pub fn push(
 fn to_push(recorder: &Recorder, plan: &Plan) -> Vec<StorePath> {
     let mut paths = BTreeSet::new();
     for node in plan.jobs.iter().filter(|n| n.job.build.is_some()) {
-        let file = recorder.run.job(&node.job.id).join(OUTPUTS_FILE);
+        let file = outputs_file(&recorder.run.job(&node.job.id));
         let kept: Vec<String> = std::fs::read(&file)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
