@@ -208,6 +208,21 @@ mod tests {
         insta::assert_snapshot!(build.argv().to_string(), @"env -C /state/cache/snapshots/abc -- nix --extra-experimental-features 'nix-command flakes' build --json -o /state/runs/R/gcroots/input-toolchain '.#ci-toolchain'");
     }
 
+    /// With `[nix] cache`: the cache as an extra substituter, trusted by its key.
+    #[test]
+    fn argv_with_a_cache_to_substitute_from() {
+        let build = NixBuild {
+            installable: "path:/s#checks.x86_64-linux.ok",
+            out_link: Path::new("/state/runs/R/gcroots/build-checks.ok"),
+            cwd: Path::new("/s"),
+        };
+        let options = crate::nix::flake_jobs::substituter_options(
+            "file:///var/cache/ci",
+            Some("ci-1:etYzR9AyX3B4k+yIT/tQOCemjSRwdVeyOvem0f4qIlU="),
+        );
+        insta::assert_snapshot!(build.argv_with(&options).to_string(), @"env -C /s -- nix --extra-experimental-features 'nix-command flakes' build --json -o /state/runs/R/gcroots/build-checks.ok --option extra-substituters file:///var/cache/ci --option extra-trusted-public-keys ci-1:etYzR9AyX3B4k+yIT/tQOCemjSRwdVeyOvem0f4qIlU= 'path:/s#checks.x86_64-linux.ok'");
+    }
+
     #[test]
     fn relative_installables_are_pinned_to_the_snapshot() {
         let dir = Path::new("/state/cache/snapshots/abc");

@@ -179,6 +179,23 @@ pub fn substituter_options(cache: &str, public_key: Option<&str>) -> Vec<(String
     options
 }
 
+/// The `--option`s of every `nix build` pikaci runs with `[nix] cache` set (none
+/// without), and why the cache's key could not be read, if it could not (the builds then
+/// substitute only what other keys they trust have signed).
+pub fn cache_options(
+    nix: &crate::config::NixSettings,
+) -> (Vec<(String, String)>, Option<SigningKeyError>) {
+    let Some(cache) = &nix.cache else {
+        return (Vec::new(), None);
+    };
+    let (key, error) = match nix.signing_key_file.as_deref().map(public_key) {
+        None => (None, None),
+        Some(Ok(key)) => (Some(key), None),
+        Some(Err(e)) => (None, Some(e)),
+    };
+    (substituter_options(cache, key.as_deref()), error)
+}
+
 /// `nix copy --to CACHE PATHS`, signed with the key file when one is given: binary cache
 /// stores (`file://`, `s3://`, `http(s)://`) sign what they receive with their
 /// `secret-key` parameter (Nix 2.8 and current Nix).

@@ -17,9 +17,7 @@ use crate::backend::session::{HostSession, run_roots};
 use crate::config::BuildSpec;
 use crate::fsutil::{now_rfc3339, tail};
 use crate::ids::Id;
-use crate::nix::flake_jobs::{
-    dry_run_argv, parse_valid, path_info_argv, public_key, substituter_options,
-};
+use crate::nix::flake_jobs::{cache_options, dry_run_argv, parse_valid, path_info_argv};
 use crate::nix::{NixBuild, NixError, StorePath, installable_in, parse_build_json};
 use crate::plan::ExecuteNode;
 use crate::state::{EventKind, JobRecord, JobStatus, RECORD_SCHEMA};
@@ -299,7 +297,7 @@ impl Build<'_> {
             .as_ref()
             .map_or("here".to_string(), |h| format!("on build host `{h}`"));
         if all_in(None) == Some(true) {
-            let why = format!("cached: its outputs are already valid {where_built}");
+            let why = format!("its outputs are already valid {where_built}");
             return Some((why, true));
         }
         let cache = self.run.backends.config().nix.cache.as_deref()?;
@@ -378,21 +376,11 @@ impl Build<'_> {
 
     /// `--option`s that make the build substitute from `[nix] cache`, trusting its key.
     fn substituter(&self) -> Vec<(String, String)> {
-        let nix = &self.run.backends.config().nix;
-        let Some(cache) = &nix.cache else {
-            return Vec::new();
-        };
-        let key = nix
-            .signing_key_file
-            .as_deref()
-            .and_then(|file| match public_key(file) {
-                Ok(key) => Some(key),
-                Err(e) => {
-                    self.host_log(&format!("pikaci: {e}; the cache's paths are not trusted\n"));
-                    None
-                }
-            });
-        substituter_options(cache, key.as_deref())
+        let (options, key_error) = cache_options(&self.run.backends.config().nix);
+        if let Some(e) = key_error {
+            self.host_log(&format!("pikaci: {e}; the cache's paths are not trusted\n"));
+        }
+        options
     }
 
     /// Best effort: a job without the file only has nothing pushed to the cache.

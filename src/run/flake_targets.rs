@@ -298,3 +298,96 @@ pub fn evaluate_all(
     let (_, evaluations) = expand(config, &all, &snapshot.dir, true, cancel)?;
     Ok(evaluations)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[defaults]
+backend = "host"
+[targets.checks]
+flake = ".#checks"
+[targets.pkgs]
+flake = ".#packages"
+[jobs.deploy]
+command = "x"
+needs = ["checks.ok"]
+[jobs.lint]
+command = "y"
+[targets.release]
+jobs = ["deploy"]
+[targets.style]
+jobs = ["lint"]
+"#;
+
+    fn config() -> Config {
+        crate::config::parse(Path::new("/r/pikaci.toml"), CONFIG).unwrap()
+    }
+
+    fn names(set: BTreeSet<Id>) -> Vec<String> {
+        set.into_iter().map(String::from).collect()
+    }
+
+    #[test]
+    fn only_the_flake_targets_a_run_needs_are_evaluated() {
+        let config = config();
+        let needed = |selection: &[&str]| {
+            let selection: Vec<String> = selection.iter().map(|s| s.to_string()).collect();
+            names(needed(&config, &selection))
+        };
+        assert_eq!(needed(&[]), ["checks", "pkgs"]);
+        assert_eq!(needed(&["release"]), ["checks"], "deploy needs checks.ok");
+        assert_eq!(needed(&["deploy"]), ["checks"]);
+        assert_eq!(needed(&["pkgs.hello"]), ["pkgs"], "a build job named by id");
+        assert!(needed(&["style"]).is_empty());
+    }
+
+    /// What an evaluation of `checks` adds, without Nix.
+    fn with_checks(config: &Config, names: &[&str]) -> Config {
+        let mut config = config.clone();
+        let target = Id::new("checks").unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        for (name, id) in names.iter().zip(job_ids(&target, &names)) {
+            let spec = BuildSpec {
+                flake: ".#checks".into(),
+                attr_path: "checks.x86_64-linux".into(),
+                name: name.clone(),
+                skip_cached: true,
+            };
+            config
+                .jobs
+                .insert(id.clone(), build_job(&config, &id, spec));
+            config.targets.get_mut("checks").unwrap().jobs.push(id);
+        }
+        config
+    }
+
+    #[test]
+    fn a_need_on_a_build_job_the_evaluation_did_not_make_is_named() {
+        let evaluated = BTreeSet::from([Id::new("checks").unwrap()]);
+        let config = with_checks(&config(), &["fmt", "unit tests"]);
+        let err = check_needs(&config, &evaluated).unwrap_err();
+        insta::assert_snapshot!(err.to_string(), @"jobs.deploy.needs: flake target `checks` has no job `checks.ok`; its jobs: checks.fmt, checks.unit_tests");
+        let config = with_checks(&self::config(), &["ok"]);
+        assert!(check_needs(&config, &evaluated).is_ok());
+    }
+
+    #[test]
+    fn build_jobs_are_planned_before_the_jobs_that_need_them() {
+        let config = with_checks(&config(), &["ok", "a b"]);
+        let plan = crate::plan::Plan::build(&config, &["release".into()], |_| None).unwrap();
+        let ids: Vec<&str> = plan.jobs.iter().map(|n| n.job.id.as_str()).collect();
+        assert_eq!(ids, ["checks.ok", "deploy"]);
+        let build = plan.jobs[0].job.build.as_ref().unwrap();
+        assert_eq!(build.installable(), ".#checks.x86_64-linux.ok");
+        let all = crate::plan::Plan::build(&config, &["checks".into()], |_| None).unwrap();
+        let spaced = all.jobs.iter().find(|n| n.job.id.as_str() == "checks.a_b");
+        let spaced = spaced.unwrap().job.build.as_ref().unwrap();
+        assert_eq!(spaced.installable(), ".#checks.x86_64-linux.\"a b\"");
+        assert_eq!(
+            all.jobs[0].job.command,
+            "nix build .#checks.x86_64-linux.\"a b\""
+        );
+    }
+}
