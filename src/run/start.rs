@@ -100,6 +100,16 @@ pub fn run(
             skip_cached,
             cancel,
         )?;
+        for eval in &evaluations {
+            crate::errln!(
+                "flake target {}: {} job(s) from {} ({}), evaluated in {}",
+                eval.target,
+                eval.jobs.len(),
+                eval.flake,
+                eval.attr_path,
+                crate::report::short_duration(eval.duration_ms)
+            );
+        }
         (Some(expanded), evaluations, Workspace::Taken(snapshot))
     };
     let config = expanded.as_ref().unwrap_or(config);
