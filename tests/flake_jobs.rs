@@ -262,4 +262,21 @@ fn an_own_store_host_substitutes_what_a_run_pushed() {
         "substituted from the cache: {log}"
     );
     assert!(!log.contains("building '"), "not built there: {log}");
+
+    // A check new to every store builds on the build host and is pushed from there,
+    // then signed in the cache from here.
+    let fresh = marker();
+    repo.write("flake.nix", &checks_flake(&fresh, false));
+    repo.commit("a new check");
+    run(&repo, &["run", "--no-progress", "checks"]).expect(0);
+    let (ok, log) = repo.job("checks.ok");
+    assert_eq!(ok["status"], "passed", "{ok}\n{log}");
+    assert!(log.contains("building '"), "built on the build host: {log}");
+    let record = repo.read_json(&repo.latest_run().join("run.json"));
+    assert!(record["push"]["error"].is_null(), "{record}");
+    let pushed = record["push"]["paths"][0].as_str().unwrap().to_string();
+    assert!(pushed.ends_with("-pikaci-flake-job-ok"), "{record}");
+    let hash = &pushed["/nix/store/".len()..][..32];
+    let narinfo = std::fs::read_to_string(cache_dir.join(format!("{hash}.narinfo"))).unwrap();
+    assert!(narinfo.contains("Sig: pikaci-test-1:"), "signed: {narinfo}");
 }

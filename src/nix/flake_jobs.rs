@@ -214,6 +214,22 @@ pub fn copy_argv(cache: &str, signing_key_file: Option<&Path>, paths: &[StorePat
     argv
 }
 
+/// `nix store sign --store CACHE --key-file KEY --recursive PATHS`: signs, in the cache
+/// itself, what was pushed there unsigned from another machine (Nix 2.8 adds the
+/// signatures to a binary cache's `.narinfo` files).
+pub fn sign_argv(cache: &str, key_file: &Path, paths: &[StorePath]) -> Argv {
+    let mut argv = nix()
+        .args(["store", "sign", "--store"])
+        .arg(cache)
+        .arg("--key-file")
+        .arg(key_file)
+        .arg("--recursive");
+    for path in paths {
+        argv = argv.arg(path.to_string());
+    }
+    argv
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SigningKeyError {
     #[error("cannot read the signing key {path}: {detail}")]
@@ -272,6 +288,11 @@ mod tests {
             copy_argv(
                 "s3://bucket?region=eu-west-1",
                 Some(Path::new("/etc/ci/cache.sec")),
+                &paths(),
+            ),
+            sign_argv(
+                "file:///var/cache/ci",
+                Path::new("/etc/ci/cache.sec"),
                 &paths(),
             ),
         ];

@@ -233,12 +233,11 @@ fn execute(host: &Host, spec: RunSpec) -> Result<RunOutcome, Error> {
         snapshot: Some(snapshot.clone()),
     });
     record_skipped(host.config, &recorder, plan)?;
-    let mut outcome = run_jobs(host, &recorder, plan, &snapshot, spec.parallel);
+    let (mut outcome, push) = run_jobs(host, &recorder, plan, &snapshot, spec.parallel);
     let why = "the run ended before it did";
     let errors = settle_unfinished(&recorder, plan, &outcome, host.cancel, why);
     outcome.infra_errors.extend(errors);
-    // After the jobs, whatever they did: a failed push is reported, and fails no job.
-    if let Some(push) = super::push::push(host.config, &recorder, plan, host.cancel) {
+    if let Some(push) = push {
         recorder
             .update(|r| r.push = Some(push))
             .map_err(|e| Error::infra("writing run.json", e))?;
@@ -324,14 +323,15 @@ fn record_skipped(config: &Config, recorder: &Recorder, plan: &Plan) -> Result<(
     Ok(())
 }
 
-/// Runs the plan's DAG on the snapshot with the run's backends.
+/// Runs the plan's DAG on the snapshot with the run's backends, then pushes to
+/// `[nix] cache` (while the build host's session is still open).
 fn run_jobs(
     host: &Host,
     recorder: &Recorder,
     plan: &Plan,
     snapshot: &SnapshotRef,
     parallel: usize,
-) -> scheduler::Outcome {
+) -> (scheduler::Outcome, Option<crate::state::PushRecord>) {
     let run_dir = recorder.run.path.clone();
     let backends = RunBackends::new(RunShares {
         config: host.config,
@@ -348,7 +348,10 @@ fn run_jobs(
         recorder,
         cancel: host.cancel,
     };
-    scheduler::execute(plan, &shared, parallel.max(1), pool)
+    let outcome = scheduler::execute(plan, &shared, parallel.max(1), pool);
+    // After the jobs, whatever they did: a failed push is reported, and fails no job.
+    let push = super::push::push(&shared, plan);
+    (outcome, push)
 }
 
 /// Reaches the hosts the plan's jobs may be placed on, hands each open connection to
