@@ -133,6 +133,13 @@ fn checks_pass_and_fail_with_their_logs_then_are_cached() {
         after["status"], "passed",
         "cached counts as passed for needs"
     );
+    let again = run(&repo, &["rerun", "latest", "--failed", "--no-progress"]);
+    again.expect(0);
+    let out = again.stdout();
+    assert!(
+        out.contains(": 0 job(s)"),
+        "a cached job is not rerun: {out}"
+    );
 
     run(
         &repo,

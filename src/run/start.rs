@@ -166,7 +166,13 @@ pub fn rerun(
         .jobs
         .iter()
         .map(|n| &n.job.id)
-        .filter(|id| !failed_only || record.jobs.get(id.as_str()) != Some(&JobStatus::Passed))
+        .filter(|id| {
+            !failed_only
+                || !record
+                    .jobs
+                    .get(id.as_str())
+                    .is_some_and(|s| s.counts_as_passed())
+        })
         .cloned()
         .collect();
     let spec = RunSpec {
