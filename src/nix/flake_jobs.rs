@@ -130,6 +130,17 @@ pub fn dry_run_argv(installable: &str, cwd: &Path) -> Argv {
         .cwd(cwd)
 }
 
+/// Whether `nix build --dry-run`'s stderr announces no build: every output is valid or
+/// will be fetched from a substituter of that Nix (its nix.conf's, the daemon's). Only
+/// this text says so (the JSON lists outputs either way); Nix 2.8 to current Nix print
+/// "this derivation will be built:" / "these N derivations will be built:" before what
+/// they would build.
+pub fn dry_run_builds_nothing(stderr: &str) -> bool {
+    !stderr
+        .lines()
+        .any(|l| l.trim_end().ends_with("will be built:"))
+}
+
 /// `nix path-info --json [--store URL] PATHS`: which of them `store` (the local one when
 /// `None`) holds. An invalid path is not an error.
 pub fn path_info_argv(store: Option<&str>, paths: &[StorePath]) -> Argv {
@@ -336,6 +347,20 @@ mod tests {
             ["checks.ok", "checks.a_b", "checks.a_b-2", "checks._private"]
         );
         assert_eq!(shown[4].len(), MAX_ID_LEN);
+    }
+
+    /// As Nix 2.8 prints them here (`nix build --dry-run` of a new, a substitutable and a
+    /// valid derivation).
+    #[test]
+    fn a_dry_run_that_would_build_is_told_from_one_that_would_fetch() {
+        let builds = "this derivation will be built:\n  /nix/store/iiysg02fc69rrq5kj1qfvjb0xwvx9nsg-ok.drv\n";
+        let several =
+            "these 2 derivations will be built:\n  /nix/store/a-x.drv\n  /nix/store/b-y.drv\n";
+        let fetches = "this path will be fetched (0.00 MiB download, 0.00 MiB unpacked):\n  /nix/store/kgprdxa573dcaf9z0dpmvcid0pf7qgpz-ok\n";
+        assert!(!dry_run_builds_nothing(builds));
+        assert!(!dry_run_builds_nothing(several));
+        assert!(dry_run_builds_nothing(fetches));
+        assert!(dry_run_builds_nothing(""));
     }
 
     #[test]

@@ -17,7 +17,9 @@ use crate::backend::session::{HostSession, run_roots};
 use crate::config::BuildSpec;
 use crate::fsutil::{now_rfc3339, tail};
 use crate::ids::Id;
-use crate::nix::flake_jobs::{cache_options, dry_run_argv, parse_valid, path_info_argv};
+use crate::nix::flake_jobs::{
+    cache_options, dry_run_argv, dry_run_builds_nothing, parse_valid, path_info_argv,
+};
 use crate::nix::{NixBuild, NixError, StorePath, installable_in, parse_build_json};
 use crate::plan::ExecuteNode;
 use crate::state::{EventKind, JobRecord, JobStatus, RECORD_SCHEMA};
@@ -169,12 +171,15 @@ impl Build<'_> {
             Err(message) => return Ended::error("setup", message),
         };
         let installable = installable_in(&place.snapshot, &self.spec.installable());
-        let outputs = match self.phase("eval", |b| b.dry_run(&place, &installable)) {
-            Ok(outputs) => outputs,
-            Err(ended) => return ended,
-        };
+        let (outputs, builds_nothing) =
+            match self.phase("eval", |b| b.dry_run(&place, &installable)) {
+                Ok(found) => found,
+                Err(ended) => return ended,
+            };
         if self.spec.skip_cached
-            && let Some((why, here)) = self.phase("eval", |b| b.already_there(&place, &outputs))
+            && let Some((why, here)) = self.phase("eval", |b| {
+                b.already_there(&place, &outputs, builds_nothing)
+            })
         {
             if here {
                 self.keep_outputs(&outputs);
@@ -248,7 +253,8 @@ impl Build<'_> {
 
     /// `nix build --dry-run --json`: the derivation evaluates, and these are its outputs.
     /// An evaluation error is the job's failure, with nix's stderr as its log.
-    fn dry_run(&self, place: &Place, installable: &str) -> Result<Vec<StorePath>, Ended> {
+    /// Also whether the dry run would build nothing (see [`dry_run_builds_nothing`]).
+    fn dry_run(&self, place: &Place, installable: &str) -> Result<(Vec<StorePath>, bool), Ended> {
         let argv = dry_run_argv(installable, &place.snapshot);
         let output = self
             .on_place(place, &argv)
@@ -273,16 +279,24 @@ impl Build<'_> {
                 format!("`{argv}` printed JSON pikaci cannot read: {e}"),
             )
         })?;
-        Ok(results
+        let outputs = results
             .into_iter()
             .flat_map(|r| r.outputs.into_values())
-            .collect())
+            .collect();
+        let builds_nothing = dry_run_builds_nothing(&String::from_utf8_lossy(&output.stderr));
+        Ok((outputs, builds_nothing))
     }
 
     /// Why the job need not build: every output is valid where it builds, or in the
-    /// cache (`[nix] cache`), and whether it is the former. A store that cannot be asked
-    /// counts as not having them.
-    fn already_there(&self, place: &Place, outputs: &[StorePath]) -> Option<(String, bool)> {
+    /// cache (`[nix] cache`), or Nix's dry run would only fetch them from the substituters
+    /// of the Nix where it builds; and whether it is the first. A store that cannot be
+    /// asked counts as not having them.
+    fn already_there(
+        &self,
+        place: &Place,
+        outputs: &[StorePath],
+        builds_nothing: bool,
+    ) -> Option<(String, bool)> {
         let all_in = |store: Option<&str>| {
             let argv = path_info_argv(store, outputs);
             let output = self.on_place(place, &argv).ok()?;
@@ -300,13 +314,14 @@ impl Build<'_> {
             let why = format!("its outputs are already valid {where_built}");
             return Some((why, true));
         }
-        let cache = self.run.backends.config().nix.cache.as_deref()?;
-        (all_in(Some(cache)) == Some(true)).then(|| {
-            (
-                format!("cached: its outputs are in the cache {cache}"),
-                false,
-            )
-        })
+        if let Some(cache) = self.run.backends.config().nix.cache.as_deref()
+            && all_in(Some(cache)) == Some(true)
+        {
+            return Some((format!("its outputs are in the cache {cache}"), false));
+        }
+        let why =
+            format!("its outputs can be fetched by the Nix {where_built} from its substituters");
+        builds_nothing.then_some((why, false))
     }
 
     fn build(&self, place: &Place, installable: &str) -> Ended {
