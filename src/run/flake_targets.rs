@@ -61,8 +61,35 @@ pub enum FlakeTargetError {
     },
 }
 
-/// The system build jobs are evaluated and built for: this machine's (the build host
-/// must have the same).
+/// The system build jobs are evaluated for: the build host's (`uname -m` there, as the
+/// pool's probe reads it) when there is one, else this machine's. A build host that
+/// does not answer leaves this machine's, with a note: its jobs fail when they start.
+pub fn system_for(config: &Config, state_root: &Path, cancel: &Cancel) -> String {
+    let Some(b) = config
+        .nix
+        .build_host
+        .as_ref()
+        .and_then(|b| config.hosts.get(b))
+    else {
+        return system();
+    };
+    let reached = crate::pool::reach_all(config, &[b], state_root, cancel);
+    match reached.into_iter().next().map(|(_, r)| r) {
+        Some(Ok(reached)) => reached.probe.system,
+        Some(Err(e)) => {
+            crate::errln!(
+                "note: build host `{}` did not answer ({}); flake targets are evaluated for {}",
+                b.name,
+                crate::error::chain(&e),
+                system()
+            );
+            system()
+        }
+        None => system(),
+    }
+}
+
+/// This machine's system.
 pub fn system() -> String {
     let os = match std::env::consts::OS {
         "macos" => "darwin",
@@ -121,18 +148,18 @@ pub fn needed(config: &Config, selection: &[String]) -> BTreeSet<Id> {
 pub fn expand(
     config: &Config,
     targets: &BTreeSet<Id>,
-    snapshot: &Path,
+    at: (&Path, &str),
     skip_cached: bool,
     cancel: &Cancel,
 ) -> Result<(Config, Vec<FlakeEval>), FlakeTargetError> {
+    let (snapshot, system) = at;
     let mut expanded = config.clone();
     let mut evaluations = Vec::new();
-    let system = system();
     for id in targets {
         let Some(flake) = config.targets[id].flake.clone() else {
             continue;
         };
-        let eval = evaluate(id, &flake, &system, snapshot, cancel)?;
+        let eval = evaluate(id, &flake, system, snapshot, cancel)?;
         for (name, job_id) in &eval.jobs {
             if expanded.jobs.contains_key(job_id) {
                 return Err(FlakeTargetError::IdTaken {
@@ -295,7 +322,8 @@ pub fn evaluate_all(
         crate::snapshot::take_cancellable(&config.root, &state.cache(), &exclude, cancel).map_err(
             |e| crate::error::Error::infra("taking the snapshot to evaluate flake targets in", e),
         )?;
-    let (_, evaluations) = expand(config, &all, &snapshot.dir, true, cancel)?;
+    let system = system_for(config, state.root(), cancel);
+    let (_, evaluations) = expand(config, &all, (&snapshot.dir, &system), true, cancel)?;
     Ok(evaluations)
 }
 

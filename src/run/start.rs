@@ -93,10 +93,11 @@ pub fn run(
                 }
             })?;
         let skip_cached = !options.no_cache_skip;
+        let system = super::flake_targets::system_for(config, state.root(), cancel);
         let (expanded, evaluations) = super::flake_targets::expand(
             config,
             &flake_targets,
-            &snapshot.dir,
+            (&snapshot.dir, &system),
             skip_cached,
             cancel,
         )?;
