@@ -25,6 +25,8 @@ fn main() {
         return;
     }
     trivial_job();
+    against_git_status(FILES);
+    against_git_status(100_000);
     snapshot();
     sync();
     inputs();
@@ -198,7 +200,11 @@ fn trivial_job() {
 }
 
 fn synthetic_repo(root: &Path) {
-    for i in 0..FILES {
+    synthetic_repo_of(root, FILES);
+}
+
+fn synthetic_repo_of(root: &Path, files: usize) {
+    for i in 0..files {
         let dir = root.join(format!("d{:03}", i % 100));
         if i < 100 {
             std::fs::create_dir_all(&dir).unwrap();
@@ -404,4 +410,91 @@ fn sync() {
         ms(rsync_one),
         ratio(pikaci_one, rsync_one)
     );
+}
+
+/// Issue 17's yardstick: a warm `pikaci run` of one trivial host job in a tree of `files`
+/// files, nothing changed and one file changed before each run, against
+/// `git status --porcelain` in the same tree, in alternating pairs; and the run's peak
+/// RSS (GNU time's `%M`) on the changed-file runs.
+fn against_git_status(files: usize) {
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path();
+    std::fs::write(
+        root.join("pikaci.toml"),
+        "[defaults]\nbackend = \"host\"\n[jobs.trivial]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    std::fs::write(root.join(".gitignore"), ".pikaci/\n").unwrap();
+    synthetic_repo_of(root, files);
+    let pikaci = env!("CARGO_BIN_EXE_pikaci");
+    let run = || {
+        run_ok(
+            Command::new(pikaci)
+                .args(["run", "trivial", "--output", "jsonl"])
+                .current_dir(root),
+        )
+    };
+    let status = || {
+        run_ok(
+            Command::new("git")
+                .args(["status", "--porcelain"])
+                .current_dir(root),
+        )
+    };
+    run(); // the cold snapshot, untimed
+    let timed = |f: &dyn Fn()| {
+        let started = Instant::now();
+        f();
+        started.elapsed()
+    };
+    let pairs = 7;
+    let (mut git_same, mut pikaci_same, mut git_one, mut pikaci_one) =
+        (vec![], vec![], vec![], vec![]);
+    let changed = root.join("d000/f00000.rs");
+    for i in 0..pairs {
+        git_same.push(timed(&status));
+        pikaci_same.push(timed(&run));
+        std::fs::write(&changed, format!("// change {i}\n")).unwrap();
+        git_one.push(timed(&status));
+        std::fs::write(&changed, format!("// change {i} again\n")).unwrap();
+        pikaci_one.push(timed(&run));
+    }
+    let (gs, ps, go, po) = (
+        median(git_same),
+        median(pikaci_same),
+        median(git_one),
+        median(pikaci_one),
+    );
+    println!(
+        "{files} files, nothing changed: pikaci run {:.0} ms vs git status --porcelain {:.0} ms: {:.1}x (goal <= 1.5x)",
+        ms(ps),
+        ms(gs),
+        ps.as_secs_f64() / gs.as_secs_f64()
+    );
+    println!(
+        "{files} files, one file changed: pikaci run {:.0} ms vs git status --porcelain {:.0} ms: {:.1}x (goal <= 3x)",
+        ms(po),
+        ms(go),
+        po.as_secs_f64() / go.as_secs_f64()
+    );
+    std::fs::write(&changed, "// measured for its peak\n").unwrap();
+    let peak = Command::new("/usr/bin/time")
+        .args(["-f", "%M", pikaci, "run", "trivial", "--output", "jsonl"])
+        .current_dir(root)
+        .output();
+    match peak {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let kib: u64 = text
+                .lines()
+                .last()
+                .and_then(|l| l.trim().parse().ok())
+                .unwrap_or(0);
+            println!(
+                "{files} files, one file changed: peak RSS {:.1} MiB (goal < 100 MiB at 100000 files)",
+                kib as f64 / 1024.0
+            );
+        }
+        _ => println!("{files} files: peak RSS not measured (no GNU time at /usr/bin/time)"),
+    }
 }

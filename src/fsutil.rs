@@ -6,28 +6,82 @@ use std::path::Path;
 
 use serde::Serialize;
 
+/// Whether a write must reach the disk before it returns (it survives a crash of the
+/// machine) or only be whole for every reader (temp file and rename, no fsync). A run
+/// syncs its records when they are final; what is written on the way (a running job's
+/// phases, caches that are checked before use) need not wait for the disk each time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Synced,
+    Atomic,
+}
+
 /// Writes `bytes` to `path` so that readers see either the old or the new content, never
 /// a torn file: temp file in the same directory, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with(path, bytes, Durability::Synced)
+}
+
+/// [`write_atomic`] without the fsyncs when `durability` is [`Durability::Atomic`].
+pub fn write_with(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    if durability == Durability::Synced {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
+    if durability == Durability::Synced {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Serialises `value` as pretty JSON (with a trailing newline) and writes it atomically.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_json_with(path, value, Durability::Synced)
+}
+
+/// [`write_json_atomic`] with the given durability.
+pub fn write_json_with<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> io::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    write_with(path, &bytes, durability)
 }
 
 /// Creates `path` and its parents, naming the path in the error.
 pub fn create_dir_all(path: &Path) -> io::Result<()> {
     fs::create_dir_all(path)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))
+}
+
+/// Below this many paths, [`lstat_all`] stays on one thread: starting threads costs more.
+const PARALLEL_STAT_FROM: usize = 2048;
+
+/// The `lstat` of each of `paths` (relative to `base`), in order. Many paths are spread
+/// over a few threads: on a warm cache a stat is all kernel time, which one core cannot
+/// go faster through, and git spreads its own stats the same way (`core.preloadIndex`).
+pub fn lstat_all<P: AsRef<Path> + Sync>(base: &Path, paths: &[P]) -> Vec<io::Result<fs::Metadata>> {
+    let stat = |p: &P| fs::symlink_metadata(base.join(p));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if threads == 1 || paths.len() < PARALLEL_STAT_FROM {
+        return paths.iter().map(stat).collect();
+    }
+    let chunk = paths.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(stat).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| part.join().expect("a stat thread does not panic"))
+            .collect()
+    })
 }
 
 /// The current time as RFC 3339 UTC with millisecond precision.

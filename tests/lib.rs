@@ -35,6 +35,7 @@ mod pool;
 mod processes;
 mod records;
 mod reports;
+mod retries;
 mod root_only;
 mod running;
 mod secrets;

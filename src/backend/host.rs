@@ -31,6 +31,7 @@ use crate::argv::Argv;
 use crate::cancel::Cancel;
 use crate::config::BackendKind;
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
+use crate::fsutil::Durability;
 use crate::output::{Logged, spawn_logged};
 use crate::protocol::{GuestResult, Request};
 
@@ -342,7 +343,7 @@ impl Guest for HostGuest {
             output.finish();
         }
         let result = GuestResult::from_ended(ended, self.timeout, started);
-        crate::fsutil::write_json_atomic(&self.result_json, &result)
+        crate::fsutil::write_json_with(&self.result_json, &result, Durability::Atomic)
             .map_err(|source| self.error("writing result.json", source))?;
         Ok(result)
     }

@@ -200,6 +200,12 @@ pub struct Execution {
     /// Also write a Markdown summary (appended to $GITHUB_STEP_SUMMARY when that is set).
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// Run a job that does not pass up to N more times (instead of each job's `retries`).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Fail the run (exit 1) when a job is flaky: it failed, then passed on a retry.
+    #[arg(long)]
+    pub fail_on_flaky: bool,
 }
 
 #[derive(Debug, Args)]

@@ -440,6 +440,7 @@ mod tests {
                 "attempt": 1,
                 "host": "builder-a",
                 "message": "host builder-a is down",
+                "retried": "host_lost",
                 "status": "error"
               }
             ],

@@ -127,8 +127,14 @@ fn command_pages(cmd: &clap::Command, pages: &mut Vec<Page>) -> std::io::Result<
 /// What a command's exit codes mean (`pikaci-run` → run's).
 fn exit_codes(page: &str) -> &'static [(&'static str, &'static str)] {
     const RUN: &[(&str, &str)] = &[
-        ("0", "every job passed or was skipped"),
-        ("1", "a job failed or timed out"),
+        (
+            "0",
+            "every job passed (flaky ones too, unless --fail-on-flaky) or was skipped",
+        ),
+        (
+            "1",
+            "a job failed or timed out (or was flaky, with --fail-on-flaky)",
+        ),
         (
             "2",
             "a usage or configuration error (a key, a missing secret, no guest flake); nothing ran",

@@ -9,8 +9,15 @@ use crate::error::Error;
 use crate::report::{
     GithubReporter, OutputMode, Reporter, junit_report, markdown_summary, reporter,
 };
-use crate::run::{self, RunOptions, RunOutcome};
+use crate::run::{self, RerunOptions, RetryOptions, RunOptions, RunOutcome};
 use crate::state::{JobRecord, StateDir, job_records, resolve_run};
+
+fn retry(execution: &Execution) -> RetryOptions {
+    RetryOptions {
+        retries: execution.retries,
+        fail_on_flaky: execution.fail_on_flaky,
+    }
+}
 
 fn parallel(execution: &Execution) -> usize {
     execution
@@ -99,6 +106,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<u8, Error> {
         parallel: parallel(&args.execution),
         base: args.base,
         no_cache_skip: args.no_cache_skip,
+        retry: retry(&args.execution),
     };
     let outcome = run::run(&config, &state, &options, report.as_ref(), &cancel)?;
     write_reports(&args.execution, &state, &outcome)?;
@@ -112,16 +120,13 @@ pub fn rerun(global: &Global, args: RerunArgs) -> Result<u8, Error> {
     writable(&state)?;
     let cancel = cancel_on_signals()?;
     let report = make_reporter(&args.execution, &state);
-    let parallel = parallel(&args.execution);
-    let outcome = run::rerun(
-        &config,
-        &state,
-        &previous,
-        args.failed,
-        parallel,
-        report.as_ref(),
-        &cancel,
-    )?;
+    let options = RerunOptions {
+        previous: &previous,
+        failed_only: args.failed,
+        parallel: parallel(&args.execution),
+        retry: retry(&args.execution),
+    };
+    let outcome = run::rerun(&config, &state, &options, report.as_ref(), &cancel)?;
     write_reports(&args.execution, &state, &outcome)?;
     Ok(outcome.exit_code())
 }

@@ -131,6 +131,7 @@ pub fn describe(event: &Event, live: bool) -> Option<String> {
             let label = match status {
                 JobStatus::Passed => "pass  ",
                 JobStatus::Cached => "cached",
+                JobStatus::Flaky => "FLAKY ",
                 JobStatus::Failed => "FAIL  ",
                 JobStatus::TimedOut => "TIMEOUT",
                 JobStatus::Skipped => "skip  ",
@@ -143,6 +144,22 @@ pub fn describe(event: &Event, live: bool) -> Option<String> {
                 .as_deref()
                 .map_or(String::new(), |m| format!(": {m}"));
             format!("{label} {job}{took}{}{why}", on_host(host.as_deref()))
+        }
+        EventKind::JobRetried {
+            job,
+            attempt,
+            status,
+            duration_ms,
+            message,
+            host,
+            ..
+        } => {
+            let took = duration_ms.map_or(String::new(), |ms| format!(" {}", short_duration(ms)));
+            let why = message
+                .as_deref()
+                .map_or(String::new(), |m| format!(": {m}"));
+            let on = on_host(host.as_deref());
+            format!("RETRY  {job}{took}{on}: attempt {attempt} {status}{why}")
         }
         EventKind::RunFinished { .. }
         | EventKind::PrepareStarted { .. }
@@ -180,6 +197,12 @@ pub fn summary(run: &RunRecord) -> String {
     for (job, _) in run.jobs.iter().filter(|(_, s)| s.is_failure()) {
         text.push_str(&format!("\nlogs: pikaci logs {} --job {job}", run.run_id));
     }
+    for (job, _) in run.jobs.iter().filter(|(_, s)| **s == JobStatus::Flaky) {
+        text.push_str(&format!(
+            "\nFLAKY: {job} passed after failing (its attempts: pikaci status {})",
+            run.run_id
+        ));
+    }
     text
 }
 
@@ -211,7 +234,9 @@ impl Reporter for HumanReporter {
                 format!("build {input} ({installable})"),
             ),
             EventKind::JobPhase { job, phase } => self.set_spinner(job, format!("{job} {phase}")),
-            EventKind::JobFinished { job, .. } => self.stop_spinner(job),
+            EventKind::JobFinished { job, .. } | EventKind::JobRetried { job, .. } => {
+                self.stop_spinner(job)
+            }
             EventKind::PrepareFinished { input, .. } => {
                 self.stop_spinner(&format!("prepare:{input}"))
             }
@@ -274,6 +299,44 @@ mod tests {
 
         run R1 error: 1 skipped in 17ms
         input `t` did not build (details above and in `pikaci status R1`)
+        ");
+    }
+
+    #[test]
+    fn a_retried_attempt_and_a_flaky_job_are_named_so() {
+        let retried = EventKind::JobRetried {
+            job: "counter".into(),
+            attempt: 1,
+            status: JobStatus::Failed,
+            retried: crate::state::Retried::Failed,
+            exit_code: Some(1),
+            duration_ms: Some(1200),
+            message: Some("exit code 1".into()),
+            host: None,
+        };
+        let flaky = EventKind::JobFinished {
+            job: "counter".into(),
+            status: JobStatus::Flaky,
+            exit_code: Some(0),
+            duration_ms: Some(900),
+            message: None,
+            host: None,
+        };
+        let lines: Vec<String> = [retried, flaky]
+            .into_iter()
+            .filter_map(|kind| describe(&Event::new("R1", kind), false))
+            .collect();
+        let run = record(
+            RunStatus::Passed,
+            &[("counter", JobStatus::Flaky), ("lint", JobStatus::Passed)],
+            None,
+        );
+        insta::assert_snapshot!(format!("{}\n\n{}", lines.join("\n"), summary(&run)), @"
+        RETRY  counter 1.2s: attempt 1 failed: exit code 1
+        FLAKY  counter 900ms
+
+        run R1 passed: 1 passed, 1 flaky in 17ms
+        FLAKY: counter passed after failing (its attempts: pikaci status R1)
         ");
     }
 }

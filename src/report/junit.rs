@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 
 use super::ran_on::{attempt_line, named_host};
 use super::tail::{TailLimits, cap_text, log_tail};
-use crate::state::{JobRecord, JobStatus, RunDir, RunRecord};
+use crate::state::{Attempt, JobRecord, JobStatus, RunDir, RunRecord};
 
 /// The end of a failing job's log carried in its testcase: the report holds every
 /// failing job's at once, so each is small.
@@ -58,8 +58,9 @@ fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
         || job.status.to_string(),
         |message| cap_text(message, MESSAGE_CHARS),
     );
-    let status = match job.status {
-        JobStatus::Passed => TestCaseStatus::success(),
+    let job_dir = run_dir.jobs().join(&job.job);
+    let mut status = match job.status {
+        JobStatus::Passed | JobStatus::Flaky => TestCaseStatus::success(),
         // Not built this time, but its outputs are there: a success, saying why.
         JobStatus::Cached => {
             let mut status = TestCaseStatus::success();
@@ -74,10 +75,7 @@ fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
         JobStatus::Failed | JobStatus::TimedOut => {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(message).set_type(job.status.to_string());
-            status.set_description(log_tail(
-                &run_dir.jobs().join(&job.job).join("guest.log"),
-                LOG_TAIL,
-            ));
+            status.set_description(log_tail(&job_dir.join("guest.log"), LOG_TAIL));
             status
         }
         JobStatus::Error | JobStatus::Cancelled | JobStatus::Pending | JobStatus::Running => {
@@ -86,6 +84,12 @@ fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
             status
         }
     };
+    // A flaky job's failed attempts are its `flakyFailure`s; a job that did not pass
+    // after retries has its earlier attempts as `rerunFailure`s. A passed job whose
+    // earlier attempts only lost their host is not flaky: they stay properties.
+    if job.status != JobStatus::Passed {
+        status.add_reruns(job.attempts.iter().map(|a| rerun(a, &job_dir)));
+    }
     let mut case = TestCase::new(job.job.clone(), status);
     case.set_classname(format!("{target}.{}", job.backend));
     // Where it ran, as properties: the schema allows them on a testcase (a testsuite's
@@ -104,6 +108,35 @@ fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
         case.set_time(Duration::from_millis(ms));
     }
     case
+}
+
+/// One earlier attempt as a JUnit rerun: a failure (or error) with its message, type,
+/// time and the end of its log.
+fn rerun(attempt: &Attempt, job_dir: &std::path::Path) -> TestRerun {
+    let kind = match attempt.status {
+        JobStatus::Failed | JobStatus::TimedOut => NonSuccessKind::Failure,
+        _ => NonSuccessKind::Error,
+    };
+    let mut rerun = TestRerun::new(kind);
+    let message = attempt.message.as_deref().map_or_else(
+        || attempt.status.to_string(),
+        |message| cap_text(message, MESSAGE_CHARS),
+    );
+    rerun
+        .set_message(message)
+        .set_type(attempt.status.to_string());
+    if let Some(ms) = attempt.duration_ms {
+        rerun.set_time(Duration::from_millis(ms));
+    }
+    let log = job_dir
+        .join("attempts")
+        .join(attempt.attempt.to_string())
+        .join("guest.log");
+    let tail = log_tail(&log, LOG_TAIL);
+    if !tail.is_empty() {
+        rerun.set_system_out(tail);
+    }
+    rerun
 }
 
 #[cfg(test)]
@@ -157,6 +190,63 @@ mod tests {
                         <property name="host" value="builder-a"/>
                     </properties>
                     <failure message="exit code 1" type="failed"></failure>
+                </testcase>
+            </testsuite>
+        </testsuites>
+        "#);
+    }
+
+    /// A flaky job's failed attempt is a `flakyFailure` of its passed testcase, with the
+    /// attempt's log tail; a job that failed after retries has its attempts as reruns.
+    #[test]
+    fn earlier_attempts_are_flaky_failures_or_reruns() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = crate::state::StateDir::new(dir.path().to_path_buf()).run("R1");
+        let first = run_dir.jobs().join("counter/attempts/1");
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::write(first.join("guest.log"), "attempt 1\nnot yet\n").unwrap();
+        let failed_attempt = |n: u32, status: JobStatus, message: &str| Attempt {
+            status,
+            exit_code: (status == JobStatus::Failed).then_some(1),
+            duration_ms: Some(1500),
+            retried: crate::report::ran_on::tests::retried(status),
+            ..crate::report::ran_on::tests::attempt(n, None, Some(message))
+        };
+        let mut flaky = job("counter", BackendKind::Host, JobStatus::Flaky, None);
+        flaky.attempts = vec![failed_attempt(1, JobStatus::Failed, "exit code 1")];
+        let mut failed = job("never", BackendKind::Host, JobStatus::Failed, None);
+        failed.message = Some("exit code 1".into());
+        failed.attempts = vec![
+            failed_attempt(1, JobStatus::TimedOut, "timed out after 1s"),
+            failed_attempt(2, JobStatus::Error, "the guest did not start"),
+        ];
+        let xml = junit_report(&run(RunStatus::Failed), &run_dir, &[flaky, failed])
+            .to_string()
+            .unwrap();
+        assert_valid(&xml, dir.path());
+        insta::assert_snapshot!(xml, @r#"
+        <?xml version="1.0" encoding="UTF-8"?>
+        <testsuites name="pikaci run R1" tests="2" failures="1" errors="0" time="4.200">
+            <testsuite name="ci" tests="2" disabled="0" errors="0" failures="1" time="4.200">
+                <testcase name="counter" classname="ci.host" time="2.100">
+                    <properties>
+                        <property name="attempt.1" value="attempt 1: failed (exit code 1)"/>
+                    </properties>
+                    <flakyFailure time="1.500" message="exit code 1" type="failed">
+                        <system-out>attempt 1
+        not yet</system-out>
+                    </flakyFailure>
+                </testcase>
+                <testcase name="never" classname="ci.host" time="2.100">
+                    <properties>
+                        <property name="attempt.1" value="attempt 1: timed_out (timed out after 1s)"/>
+                        <property name="attempt.2" value="attempt 2: error (the guest did not start)"/>
+                    </properties>
+                    <failure message="exit code 1" type="failed"></failure>
+                    <rerunFailure time="1.500" message="timed out after 1s" type="timed_out">
+                    </rerunFailure>
+                    <rerunError time="1.500" message="the guest did not start" type="error">
+                    </rerunError>
                 </testcase>
             </testsuite>
         </testsuites>

@@ -151,6 +151,20 @@ pub(crate) mod tests {
             host: host.map(str::to_string),
             status: JobStatus::Error,
             message: message.map(str::to_string),
+            exit_code: None,
+            duration_ms: None,
+            failed_in: None,
+            retried: Some(crate::state::Retried::HostLost),
+        }
+    }
+
+    /// Why an attempt that ended with `status` was retried, as the scheduler says.
+    pub fn retried(status: JobStatus) -> Option<crate::state::Retried> {
+        use crate::state::Retried;
+        match status {
+            JobStatus::Failed => Some(Retried::Failed),
+            JobStatus::TimedOut => Some(Retried::TimedOut),
+            _ => Some(Retried::Error),
         }
     }
 

@@ -55,7 +55,9 @@ fn row(job: &JobRecord, hosts: bool) -> Vec<String> {
 fn status_cell(job: &JobRecord) -> String {
     let mark = if job.status.is_failure() {
         "❌"
-    } else if job.status.counts_as_passed() {
+    } else if job.status == crate::state::JobStatus::Flaky {
+        "⚠️"
+    } else if job.status.passed() {
         "✅"
     } else {
         "⏭️"
@@ -88,6 +90,23 @@ mod tests {
         | --- | --- | --- | --- | --- | --- | --- |
         | `vm` | ✅ passed | 2.1s | microvm | builder-b | run 1.5s | attempt 1 on builder-a: error (host builder-a is down) |
         | `lint` | ✅ passed | 2.1s | host | - |  |  |
+        ");
+    }
+
+    #[test]
+    fn a_flaky_job_is_marked_and_lists_its_failed_attempt() {
+        let mut flaky = job("counter", BackendKind::Host, JobStatus::Flaky, None);
+        flaky.attempts = vec![crate::state::Attempt {
+            status: JobStatus::Failed,
+            ..crate::report::ran_on::tests::attempt(1, None, Some("exit code 1"))
+        }];
+        let text = markdown_summary(&run(RunStatus::Passed), &[flaky]);
+        insta::assert_snapshot!(text, @"
+        ### pikaci run `R1`: passed
+
+        | job | status | duration | backend | phases | message |
+        | --- | --- | --- | --- | --- | --- |
+        | `counter` | ⚠️ flaky | 2.1s | host |  | attempt 1: failed (exit code 1) |
         ");
     }
 

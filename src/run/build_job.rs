@@ -114,7 +114,7 @@ pub fn run_build_job(
         phases: &mut record.phases,
     }
     .drive();
-    let ended = if run.cancel.is_cancelled() && !ended.status.counts_as_passed() {
+    let ended = if run.cancel.is_cancelled() && !ended.status.passed() {
         Ended {
             status: JobStatus::Cancelled,
             ..ended

@@ -14,7 +14,7 @@ use crate::ids::Id;
 use crate::nix::StorePath;
 use crate::plan::ExecuteNode;
 use crate::protocol::{GuestResult, GuestStatus, Request, SCHEMA_VERSION};
-use crate::state::{Attempt, EventKind, JobRecord, JobStatus, RECORD_SCHEMA};
+use crate::state::{Attempt, EventKind, JobRecord, JobStatus, RECORD_SCHEMA, Retried};
 
 /// Records a job that will not run (filtered out, or a dependency did not pass).
 pub fn record_not_run(
@@ -73,10 +73,12 @@ pub struct RunShared<'a> {
 }
 
 /// Where one attempt of a job runs: on this machine (`host` jobs) or on the pool host
-/// `on`, after the `earlier` attempts.
+/// `on`, after the `earlier` attempts; `retries_left` when an attempt that does not pass
+/// is run again.
 pub struct Placed {
     pub on: Option<Id>,
     pub earlier: Vec<Attempt>,
+    pub retries_left: bool,
 }
 
 /// How one attempt of a job ended.
@@ -84,11 +86,14 @@ pub struct Placed {
 pub enum JobEnd {
     /// Its final record is written, with this status.
     Recorded(JobStatus),
+    /// It did not pass and the job runs again: recorded as `attempt`, whose files the
+    /// scheduler keeps before the next attempt starts.
+    Retry(Attempt),
     /// Its host failed before its guest started: nothing of the job ran, so it may be
     /// placed on another host.
     HostDown { host: Id, why: String },
     /// Its host failed while its guest ran: recorded as an `error` naming the host, as
-    /// `attempt`; a job with `retries` left runs again elsewhere.
+    /// `attempt`; with `retries` left (`attempt.retried`) it runs again elsewhere.
     HostLost { host: Id, attempt: Attempt },
 }
 
@@ -123,6 +128,7 @@ pub fn run_job(
         host: placed.on.as_ref().map(Id::to_string),
         attempts: placed.earlier,
     };
+    let retries_left = placed.retries_left;
     run.recorder.write_job(&dir, &record)?;
     run.recorder.emit(EventKind::JobStarted {
         job: record.job.clone(),
@@ -185,7 +191,13 @@ pub fn run_job(
         }
     };
     let finished = SystemTime::now();
-    record.status = status;
+    // A job that passes after an attempt of its own did not is flaky.
+    record.status = match status {
+        JobStatus::Passed if record.attempts.iter().any(Attempt::counts_as_flaky) => {
+            JobStatus::Flaky
+        }
+        status => status,
+    };
     record.finished_at = Some(now_rfc3339());
     record.duration_ms = Some(
         finished
@@ -197,24 +209,40 @@ pub fn run_job(
     record.signal = result.signal;
     record.message = result.message;
     run.recorder.write_job(&dir, &record)?;
-    run.recorder.emit(EventKind::JobFinished {
-        job: record.job.clone(),
-        status,
-        exit_code: record.exit_code,
-        duration_ms: record.duration_ms,
-        message: record.message.clone(),
-        host: record.host.clone(),
+    let retried = retries_left
+        .then(|| super::scheduler::retry_reason(record.status, lost.is_some()))
+        .flatten()
+        .filter(|_| !run.cancel.is_cancelled());
+    let attempt = retried.map(|why| Attempt::of(&record, why));
+    run.recorder.emit(match &attempt {
+        Some(attempt) => EventKind::JobRetried {
+            job: record.job.clone(),
+            attempt: attempt.attempt,
+            status: record.status,
+            retried: attempt.retried.unwrap_or(Retried::Error),
+            exit_code: record.exit_code,
+            duration_ms: record.duration_ms,
+            message: record.message.clone(),
+            host: record.host.clone(),
+        },
+        None => EventKind::JobFinished {
+            job: record.job.clone(),
+            status: record.status,
+            exit_code: record.exit_code,
+            duration_ms: record.duration_ms,
+            message: record.message.clone(),
+            host: record.host.clone(),
+        },
     });
-    Ok(match lost {
-        None => JobEnd::Recorded(status),
-        Some(host) => JobEnd::HostLost {
+    Ok(match (lost, attempt) {
+        (None, None) => JobEnd::Recorded(record.status),
+        (None, Some(attempt)) => JobEnd::Retry(attempt),
+        (Some(host), attempt) => JobEnd::HostLost {
             host,
-            attempt: Attempt {
-                attempt: record.attempts.len() as u32 + 1,
-                host: record.host,
-                status,
-                message: record.message,
-            },
+            attempt: attempt.unwrap_or_else(|| Attempt {
+                retried: None,
+                ..Attempt::of(&record, Retried::HostLost)
+            }),
         },
     })
 }
@@ -456,4 +484,35 @@ fn write_request(dir: &Path, request: &Request) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     file.write_all(&serde_json::to_vec_pretty(request).map_err(std::io::Error::other)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attempt 2's files join attempt 1's under `attempts/`, leaving the job's directory
+    /// empty for the next; a directory where `attempts/` cannot be made is an error.
+    #[test]
+    fn an_attempts_files_move_aside_and_earlier_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path();
+        std::fs::write(job.join("guest.log"), "first").unwrap();
+        keep_attempt(job, 1).unwrap();
+        std::fs::write(job.join("guest.log"), "second").unwrap();
+        std::fs::create_dir(job.join("artifacts")).unwrap();
+        keep_attempt(job, 2).unwrap();
+        let read = |rel: &str| std::fs::read_to_string(job.join(rel)).unwrap();
+        assert_eq!(read("attempts/1/guest.log"), "first");
+        assert_eq!(read("attempts/2/guest.log"), "second");
+        assert!(job.join("attempts/2/artifacts").is_dir());
+        let left: Vec<_> = std::fs::read_dir(job)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["attempts"]);
+
+        let blocked = tempfile::tempdir().unwrap();
+        std::fs::write(blocked.path().join("attempts"), "not a directory").unwrap();
+        assert!(keep_attempt(blocked.path(), 1).is_err());
+    }
 }

@@ -13,4 +13,4 @@ mod start;
 
 pub use flake_targets::{FlakeTargetError, evaluate_all as evaluate_flake_targets};
 pub use preflight::PreflightError;
-pub use start::{RunOptions, RunOutcome, rerun, run};
+pub use start::{RerunOptions, RetryOptions, RunOptions, RunOutcome, rerun, run};

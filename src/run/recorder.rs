@@ -4,9 +4,11 @@ use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::fsutil::write_json_atomic;
+use crate::fsutil::{Durability, write_json_atomic, write_json_with};
 use crate::report::Reporter;
-use crate::state::{Event, EventKind, EventLog, JobRecord, JobStatus, RunDir, RunRecord};
+use crate::state::{
+    Event, EventKind, EventLog, JobRecord, JobStatus, RunDir, RunRecord, RunStatus,
+};
 
 pub struct Recorder<'a> {
     pub run: RunDir,
@@ -51,25 +53,32 @@ impl<'a> Recorder<'a> {
             .clone()
     }
 
-    /// Changes the run record and writes `run.json` atomically.
+    /// Changes the run record and writes `run.json` atomically; synced to disk once the
+    /// run's status is final.
     pub fn update(&self, change: impl FnOnce(&mut RunRecord)) -> io::Result<RunRecord> {
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         change(&mut record);
-        write_json_atomic(&self.run.run_json(), &*record)?;
+        let durability = match record.status {
+            RunStatus::Running => Durability::Atomic,
+            _ => Durability::Synced,
+        };
+        write_json_with(&self.run.run_json(), &*record, durability)?;
         Ok(record.clone())
     }
 
-    /// Writes `jobs/<job>/status.json`; a final status is mirrored into `run.json` too
-    /// (`running` is not: it is in status.json, and skipping it saves a synced write).
+    /// Writes `jobs/<job>/status.json`; a final status is synced to disk and mirrored
+    /// into `run.json` too (`running` is not: it is in status.json). A running job's
+    /// phases are rewritten without waiting for the disk, so a job costs two synced
+    /// writes, not two per phase.
     pub fn write_job(&self, dir: &Path, job: &JobRecord) -> io::Result<()> {
         crate::fsutil::create_dir_all(dir)?;
-        write_json_atomic(&dir.join("status.json"), job)?;
-        if job.status != JobStatus::Running {
-            self.update(|run| {
-                run.jobs.insert(job.job.clone(), job.status);
-            })?;
+        if job.status == JobStatus::Running {
+            return write_json_with(&dir.join("status.json"), job, Durability::Atomic);
         }
-        Ok(())
+        write_json_atomic(&dir.join("status.json"), job)?;
+        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        record.jobs.insert(job.job.clone(), job.status);
+        write_json_atomic(&self.run.run_json(), &*record)
     }
 
     pub fn reporter(&self) -> &dyn Reporter {

@@ -1,6 +1,7 @@
 //! Runs the plan's DAG: up to `parallel` nodes at once, each as soon as what it depends
 //! on has passed. A node whose dependency did not pass is recorded without running; a
-//! node whose thread panics or cannot start is an `error`, and the run goes on.
+//! node whose thread panics or cannot start is an `error`, and the run goes on. A job
+//! that ends unpassed with `retries` left waits to run again (see [`retry_reason`]).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, mpsc};
 
 use super::dag::Dag;
-use super::job::{JobEnd, Placed, RunShared, keep_attempt, record_not_run, record_unrun, run_job};
+use super::job::{JobEnd, Placed, RunShared, keep_attempt, record_unrun, run_job};
 use super::prepare::build_input;
 use super::recorder::Recorder;
 use crate::cancel::Cancel;
@@ -16,7 +17,7 @@ use crate::ids::Id;
 use crate::nix::StorePath;
 use crate::plan::Plan;
 use crate::pool::{Placement, Pool, runs_on_pool};
-use crate::state::{Attempt, EventKind, JobStatus};
+use crate::state::{Attempt, EventKind, JobStatus, Retried};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Node {
@@ -91,7 +92,7 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
     let recorder = run.recorder;
     let inputs: Mutex<BTreeMap<Id, Vec<StorePath>>> = Mutex::new(BTreeMap::new());
     let pool = RefCell::new(pool);
-    // Earlier attempts of jobs whose host failed while they ran, by job.
+    // Earlier attempts of jobs run again, by job.
     let attempts: RefCell<BTreeMap<usize, Vec<Attempt>>> = RefCell::default();
     // The host each running job holds a slot of.
     let placed: RefCell<BTreeMap<usize, Id>> = RefCell::default();
@@ -124,7 +125,12 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
                 Start::On(host) => Some(host),
                 _ => None,
             };
-            let placed = Placed { on, earlier };
+            let retries_left = earlier.len() < plan.jobs[i].job.retries as usize;
+            let placed = Placed {
+                on,
+                earlier,
+                retries_left,
+            };
             Finished::Job(i, run_job(&plan.jobs[i], &inputs, run, placed))
         }
     };
@@ -176,18 +182,15 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
                         host_down(&mut pool, recorder, &host, why);
                         Over::Again
                     }
+                    JobEnd::Retry(attempt) => {
+                        again(plan, i, attempt, recorder, &attempts, &mut outcome)
+                    }
                     JobEnd::HostLost { host, attempt } => {
                         let why = attempt.message.clone().unwrap_or_default();
                         host_down(&mut pool, recorder, &host, why);
-                        let mut attempts = attempts.borrow_mut();
-                        let earlier = attempts.entry(i).or_default();
-                        let retries = plan.jobs[i].job.retries as usize;
-                        let dir = recorder.run.job(&plan.jobs[i].job.id);
-                        if earlier.len() < retries && keep_attempt(&dir, attempt.attempt).is_ok() {
-                            earlier.push(attempt);
-                            Over::Again
-                        } else {
-                            job_over(plan, i, attempt.status, &mut outcome).into()
+                        match attempt.retried {
+                            Some(_) => again(plan, i, attempt, recorder, &attempts, &mut outcome),
+                            None => job_over(plan, i, attempt.status, &mut outcome).into(),
                         }
                     }
                 }
@@ -200,7 +203,9 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
                     pool.borrow_mut().release(&host);
                 }
                 let message = format!("pikaci could not run it: {why}");
-                record(plan, i, JobStatus::Error, message, recorder, &mut outcome);
+                let earlier = attempts.borrow_mut().remove(&i).unwrap_or_default();
+                let status = JobStatus::Error;
+                record(plan, i, status, message, earlier, recorder, &mut outcome);
                 job_over(plan, i, JobStatus::Error, &mut outcome).into()
             }
             Settled::NotRun {
@@ -214,7 +219,9 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
                     JobStatus::Skipped
                 };
                 let message = format!("not run: {why}");
-                record(plan, i, status, message, recorder, &mut outcome);
+                // A job cancelled between its attempts keeps the earlier ones.
+                let earlier = attempts.borrow_mut().remove(&i).unwrap_or_default();
+                record(plan, i, status, message, earlier, recorder, &mut outcome);
                 Over::NotPassed(why)
             }
             Settled::NotRun {
@@ -239,6 +246,68 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
         },
     );
     outcome
+}
+
+/// Why an attempt that ended with `status` (with its host lost under it, or not) is
+/// run again when the job has `retries` left: every end but passing, being cancelled
+/// and not running at all.
+pub(super) fn retry_reason(status: JobStatus, host_lost: bool) -> Option<Retried> {
+    match status {
+        JobStatus::Error if host_lost => Some(Retried::HostLost),
+        JobStatus::Failed => Some(Retried::Failed),
+        JobStatus::TimedOut => Some(Retried::TimedOut),
+        JobStatus::Error => Some(Retried::Error),
+        JobStatus::Passed
+        | JobStatus::Flaky
+        | JobStatus::Cached
+        | JobStatus::Cancelled
+        | JobStatus::Skipped
+        | JobStatus::Pending
+        | JobStatus::Running => None,
+    }
+}
+
+/// Keeps the files of job `i`'s attempt that just ended and sends the job back to wait
+/// for a slot; a job whose files cannot be moved aside ends as that attempt did.
+fn again(
+    plan: &Plan,
+    i: usize,
+    attempt: Attempt,
+    recorder: &Recorder,
+    attempts: &RefCell<BTreeMap<usize, Vec<Attempt>>>,
+    outcome: &mut Outcome,
+) -> Over {
+    let dir = recorder.run.job(&plan.jobs[i].job.id);
+    match keep_attempt(&dir, attempt.attempt) {
+        Ok(()) => {
+            attempts.borrow_mut().entry(i).or_default().push(attempt);
+            // run.json mirrored the attempt's end; the job is waiting again. Best effort:
+            // the job's next record says so too.
+            let id = plan.jobs[i].job.id.to_string();
+            let _ = recorder.update(|run| {
+                run.jobs.insert(id, JobStatus::Pending);
+            });
+            Over::Again
+        }
+        Err(e) => {
+            outcome.infra_errors.push(format!(
+                "cannot keep attempt {} of job `{}` in {}: {e}",
+                attempt.attempt,
+                plan.jobs[i].job.id,
+                dir.join("attempts").display()
+            ));
+            // Its end was announced as retried: the reports still need the job's end.
+            recorder.emit(EventKind::JobFinished {
+                job: plan.jobs[i].job.id.to_string(),
+                status: attempt.status,
+                exit_code: attempt.exit_code,
+                duration_ms: attempt.duration_ms,
+                message: attempt.message.clone(),
+                host: attempt.host.clone(),
+            });
+            job_over(plan, i, attempt.status, outcome).into()
+        }
+    }
 }
 
 fn host_down(pool: &mut Pool, recorder: &Recorder, host: &Id, why: String) {
@@ -277,24 +346,26 @@ fn prepare_over(
 fn job_over(plan: &Plan, i: usize, status: JobStatus, outcome: &mut Outcome) -> Result<(), String> {
     let id = &plan.jobs[i].job.id;
     outcome.statuses.insert(id.clone(), status);
-    if status.counts_as_passed() {
+    if status.passed() {
         Ok(())
     } else {
         Err(format!("needed job `{id}` {status}"))
     }
 }
 
-/// Writes the final record of a job that did not run to its end.
+/// Writes the final record of a job that did not run to its end: its status, why, and
+/// its earlier attempts.
 fn record(
     plan: &Plan,
     i: usize,
     status: JobStatus,
     message: String,
+    earlier: Vec<Attempt>,
     recorder: &Recorder,
     outcome: &mut Outcome,
 ) {
     let job = &plan.jobs[i];
-    if let Err(e) = record_not_run(recorder, job, status, message) {
+    if let Err(e) = record_unrun(recorder, job, status, message, earlier) {
         outcome
             .infra_errors
             .push(format!("cannot record job `{}`: {e}", job.job.id));
@@ -554,6 +625,51 @@ mod tests {
         assert!(b > a_again, "b waits for a's second run: {runs:?}");
         settled.sort();
         assert_eq!(settled, ['a', 'b', 'c']);
+    }
+
+    /// Every end but passing, being cancelled and not running is retried, each named
+    /// for why; an error with the host lost under it is the host's.
+    #[test]
+    fn which_ends_are_retried() {
+        let all = [
+            JobStatus::Pending,
+            JobStatus::Running,
+            JobStatus::Passed,
+            JobStatus::Flaky,
+            JobStatus::Failed,
+            JobStatus::TimedOut,
+            JobStatus::Skipped,
+            JobStatus::Cancelled,
+            JobStatus::Error,
+        ];
+        let table: Vec<String> = all
+            .iter()
+            .flat_map(|status| [false, true].map(|lost| (*status, lost)))
+            .map(|(status, lost)| {
+                let why = retry_reason(status, lost).map_or("-".into(), |r| r.to_string());
+                format!("{:<9} host lost: {lost:<5} -> {why}", status.to_string())
+            })
+            .collect();
+        insta::assert_snapshot!(table.join("\n"), @"
+        pending   host lost: false -> -
+        pending   host lost: true  -> -
+        running   host lost: false -> -
+        running   host lost: true  -> -
+        passed    host lost: false -> -
+        passed    host lost: true  -> -
+        flaky     host lost: false -> -
+        flaky     host lost: true  -> -
+        failed    host lost: false -> failed
+        failed    host lost: true  -> failed
+        timed_out host lost: false -> timed_out
+        timed_out host lost: true  -> timed_out
+        skipped   host lost: false -> -
+        skipped   host lost: true  -> -
+        cancelled host lost: false -> -
+        cancelled host lost: true  -> -
+        error     host lost: false -> error
+        error     host lost: true  -> host_lost
+        ");
     }
 
     #[test]

@@ -31,6 +31,27 @@ pub struct RunOptions {
     pub base: Option<String>,
     /// `--no-cache-skip`: build jobs build even when their outputs are already there.
     pub no_cache_skip: bool,
+    pub retry: RetryOptions,
+}
+
+/// `--retries N` and `--fail-on-flaky`: how a run treats jobs that do not pass at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RetryOptions {
+    /// Every job's `retries`, instead of its own.
+    pub retries: Option<u32>,
+    /// A flaky job fails the run.
+    pub fail_on_flaky: bool,
+}
+
+impl RetryOptions {
+    /// Gives every job of `plan` the `--retries` value, when there is one.
+    fn apply(&self, plan: &mut Plan) {
+        if let Some(retries) = self.retries {
+            for node in &mut plan.jobs {
+                node.job.retries = retries;
+            }
+        }
+    }
 }
 
 pub struct RunOutcome {
@@ -119,6 +140,7 @@ pub fn run(
     })
     .map_err(|e| Error::Usage(e.to_string()))?;
     plan.evaluations = evaluations;
+    options.retry.apply(&mut plan);
     let base = changes.as_ref().map(|c| c.base().to_string());
     let spec = RunSpec {
         plan,
@@ -127,6 +149,7 @@ pub fn run(
         parallel: options.parallel,
         base,
         rerun_of: None,
+        fail_on_flaky: options.retry.fail_on_flaky,
     };
     let host = Host {
         config,
@@ -143,21 +166,34 @@ fn skip_reason(changes: Option<&ChangeSet>, paths: &[String]) -> Option<String> 
     changes.skip_reason(&filter)
 }
 
-/// Runs the recorded plan of `previous` again on its recorded snapshot; with `failed_only`,
-/// only the jobs that did not pass or were not run.
+/// What `pikaci rerun` asks for: the run to run again, whether only its jobs that did
+/// not pass (or were not run), how many nodes at once, and `--retries`.
+pub struct RerunOptions<'a> {
+    pub previous: &'a str,
+    pub failed_only: bool,
+    pub parallel: usize,
+    pub retry: RetryOptions,
+}
+
+/// Runs the recorded plan of a previous run again on its recorded snapshot.
 pub fn rerun(
     config: &Config,
     state: &StateDir,
-    previous: &str,
-    failed_only: bool,
-    parallel: usize,
+    options: &RerunOptions,
     reporter: &dyn Reporter,
     cancel: &Cancel,
 ) -> Result<RunOutcome, Error> {
+    let RerunOptions {
+        previous,
+        failed_only,
+        parallel,
+        retry,
+    } = *options;
     let old = state.run(previous);
     let record: RunRecord =
         read_record(&old.run_json()).map_err(|e| Error::Usage(e.to_string()))?;
-    let plan: Plan = read_json(&old.plan_json())?;
+    let mut plan: Plan = read_json(&old.plan_json())?;
+    retry.apply(&mut plan);
     let snapshot = record.snapshot.clone().ok_or_else(|| {
         Error::Usage(format!(
             "run {previous} has no snapshot to rerun (it failed before taking one)"
@@ -167,13 +203,7 @@ pub fn rerun(
         .jobs
         .iter()
         .map(|n| &n.job.id)
-        .filter(|id| {
-            !failed_only
-                || !record
-                    .jobs
-                    .get(id.as_str())
-                    .is_some_and(|s| s.counts_as_passed())
-        })
+        .filter(|id| !failed_only || !record.jobs.get(id.as_str()).is_some_and(|s| s.passed()))
         .cloned()
         .collect();
     let spec = RunSpec {
@@ -183,6 +213,7 @@ pub fn rerun(
         parallel,
         base: record.base.clone(),
         rerun_of: Some(previous.to_string()),
+        fail_on_flaky: retry.fail_on_flaky,
     };
     let host = Host {
         config,
@@ -218,6 +249,8 @@ struct RunSpec<'a> {
     parallel: usize,
     base: Option<String>,
     rerun_of: Option<String>,
+    /// `--fail-on-flaky`: a flaky job makes the run `failed`.
+    fail_on_flaky: bool,
 }
 
 /// Checks the plan, opens the run's records, takes the snapshot, runs the jobs and
@@ -249,7 +282,7 @@ fn execute(host: &Host, spec: RunSpec) -> Result<RunOutcome, Error> {
             .update(|r| r.push = Some(push))
             .map_err(|e| Error::infra("writing run.json", e))?;
     }
-    let status = run_status(&outcome, host.cancel);
+    let status = run_status(&outcome, host.cancel, spec.fail_on_flaky);
     let message = (!outcome.infra_errors.is_empty()).then(|| outcome.infra_errors.join("\n"));
     let record = finish(&recorder, started, status, message)
         .map_err(|e| Error::infra("writing run.json", e))?;
@@ -406,21 +439,27 @@ fn reach_pool(host: &Host, recorder: &Recorder, plan: &Plan, backends: &RunBacke
     }
     if !records.is_empty() {
         // The record of where jobs could go; a run without it only lacks the detail.
-        let _ = write_json_atomic(&recorder.run.path.join("hosts.json"), &records);
+        let path = recorder.run.path.join("hosts.json");
+        let _ = crate::fsutil::write_json_with(&path, &records, crate::fsutil::Durability::Atomic);
     }
     pool
 }
 
 /// The run's status from what its jobs did: cancelled, an error (of pikaci or of a job),
-/// a failure, or passed.
-fn run_status(outcome: &scheduler::Outcome, cancel: &Cancel) -> RunStatus {
+/// a failure (a flaky job too, with `fail_on_flaky`), or passed.
+fn run_status(outcome: &scheduler::Outcome, cancel: &Cancel, fail_on_flaky: bool) -> RunStatus {
+    let flaky = |s: &JobStatus| fail_on_flaky && *s == JobStatus::Flaky;
     if cancel.is_cancelled() {
         RunStatus::Cancelled
     } else if !outcome.infra_errors.is_empty()
         || outcome.statuses.values().any(|s| *s == JobStatus::Error)
     {
         RunStatus::Error
-    } else if outcome.statuses.values().any(|s| s.is_failure()) {
+    } else if outcome
+        .statuses
+        .values()
+        .any(|s| s.is_failure() || flaky(s))
+    {
         RunStatus::Failed
     } else {
         RunStatus::Passed
@@ -568,6 +607,7 @@ mod tests {
             parallel: 2,
             base: None,
             no_cache_skip: false,
+            retry: RetryOptions::default(),
         };
         let (done, outcome) = std::sync::mpsc::channel();
         let state_dir = state.clone();

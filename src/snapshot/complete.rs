@@ -10,8 +10,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::SnapshotError;
 use super::tree::{self, TreeEntry, TreeKind};
+use super::{CACHE_WRITE, SnapshotError};
 
 const HEADER: &str = "pikaci-complete 1";
 
@@ -37,7 +37,7 @@ pub fn write(
         source,
     };
     crate::fsutil::create_dir_all(path.parent().unwrap_or(cache)).map_err(io)?;
-    crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(io)
+    crate::fsutil::write_with(&path, text.as_bytes(), CACHE_WRITE).map_err(io)
 }
 
 /// Makes the snapshot unusable (the first step of removing it).
@@ -60,7 +60,8 @@ fn read_sizes(cache: &Path, nar_hex: &str) -> Option<Vec<u64>> {
 }
 
 /// True when `snapshots/<nar-hex>` is published whole: its record is there and every
-/// file of its list is in the tree with the recorded size (one `lstat` per file).
+/// file of its list is in the tree with the recorded size (one `lstat` per file, spread
+/// over threads).
 pub fn is_complete(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
     let Some(sizes) = read_sizes(cache, nar_hex) else {
         return false;
@@ -68,16 +69,18 @@ pub fn is_complete(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
     let Ok(entries) = tree::read_tree(&tree::tree_path(cache, nar_hex)) else {
         return false;
     };
+    let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();
+    let stats = crate::fsutil::lstat_all(dir, &paths);
     let mut sizes = sizes.into_iter();
-    let all_there = entries.iter().all(|entry| {
-        let meta = fs::symlink_metadata(dir.join(&entry.path));
-        match entry.kind {
+    let all_there = entries
+        .iter()
+        .zip(stats)
+        .all(|(entry, meta)| match entry.kind {
             TreeKind::File { .. } => {
                 let size = sizes.next();
                 meta.is_ok_and(|m| m.is_file() && Some(m.len()) == size)
             }
             TreeKind::Symlink { .. } => meta.is_ok_and(|m| m.file_type().is_symlink()),
-        }
-    });
+        });
     all_there && sizes.next().is_none()
 }

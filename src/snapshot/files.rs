@@ -62,50 +62,55 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
         entries: Vec::with_capacity(pending.len()),
         notes: Vec::new(),
     };
-    while let Some(rel) = pending.pop() {
-        if !keep(&rel) {
-            continue;
-        }
-        let full = workspace.join(&rel);
-        let meta = match std::fs::symlink_metadata(&full) {
-            Ok(meta) => meta,
-            // Tracked but deleted in the working tree: not part of what the user means.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(SnapshotError::Io { path: full, source }),
-        };
-        let kind = if meta.file_type().is_symlink() {
-            Kind::Symlink
-        } else if meta.is_file() {
-            Kind::File {
-                executable: meta.permissions().mode() & 0o100 != 0,
-            }
-        } else {
-            // git lists a submodule as one path, its directory.
-            if in_git && meta.is_dir() {
-                let checked_out = full.join(".git").exists();
-                match checked_out
-                    .then(|| git_files(&full, &rel, &[]))
-                    .transpose()?
-                {
-                    Some(Some(paths)) => pending.extend(paths),
-                    _ => listing.notes.push(format!(
-                        "submodule {} is not checked out: it is empty in the snapshot \
-                         (run `git submodule update --init`)",
-                        rel.display()
-                    )),
+    while !pending.is_empty() {
+        let batch: Vec<PathBuf> = std::mem::take(&mut pending)
+            .into_iter()
+            .filter(|rel| keep(rel))
+            .collect();
+        let stats = crate::fsutil::lstat_all(workspace, &batch);
+        for (rel, meta) in batch.into_iter().zip(stats) {
+            let full = workspace.join(&rel);
+            let meta = match meta {
+                Ok(meta) => meta,
+                // Tracked but deleted in the working tree: not part of what the user means.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(SnapshotError::Io { path: full, source }),
+            };
+            let kind = if meta.file_type().is_symlink() {
+                Kind::Symlink
+            } else if meta.is_file() {
+                Kind::File {
+                    executable: meta.permissions().mode() & 0o100 != 0,
                 }
-            }
-            // Sockets, fifos and devices are not snapshotted.
-            continue;
-        };
-        listing.entries.push(Entry {
-            path: rel,
-            kind,
-            size: meta.size(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
-            ino: meta.ino(),
-        });
+            } else {
+                // git lists a submodule as one path, its directory: its files are the
+                // next batch.
+                if in_git && meta.is_dir() {
+                    let checked_out = full.join(".git").exists();
+                    match checked_out
+                        .then(|| git_files(&full, &rel, &[]))
+                        .transpose()?
+                    {
+                        Some(Some(paths)) => pending.extend(paths),
+                        _ => listing.notes.push(format!(
+                            "submodule {} is not checked out: it is empty in the snapshot \
+                             (run `git submodule update --init`)",
+                            rel.display()
+                        )),
+                    }
+                }
+                // Sockets, fifos and devices are not snapshotted.
+                continue;
+            };
+            listing.entries.push(Entry {
+                path: rel,
+                kind,
+                size: meta.size(),
+                mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+                ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+                ino: meta.ino(),
+            });
+        }
     }
     listing.entries.sort_by(|a, b| {
         a.path

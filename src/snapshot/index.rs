@@ -6,8 +6,6 @@
 //! `<hash>\t<size>\t<mtime_ns>\t<ctime_ns>\t<ino>\t<x|->\t<path>\0` (the path comes last
 //! and ends in NUL, so it may hold any byte but NUL).
 
-use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -20,6 +18,8 @@ const RACY_MARGIN_NS: i128 = 1_000_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cached {
+    /// The path's bytes, relative to the workspace.
+    path: Vec<u8>,
     pub hash: String,
     size: u64,
     mtime_ns: i128,
@@ -31,9 +31,9 @@ pub struct Cached {
 #[derive(Default)]
 pub struct Index {
     taken_at_ns: i128,
-    /// Keyed by the path's bytes: hashing a `PathBuf` walks its components, which is
-    /// the slowest part of checking 20,000 unchanged files.
-    entries: HashMap<OsString, Cached>,
+    /// Sorted by path bytes, as listings are: a lookup is a binary search, and the index
+    /// is written in the order it is read (no hash map to fill for 20,000 paths).
+    entries: Vec<Cached>,
 }
 
 impl Index {
@@ -44,12 +44,21 @@ impl Index {
             .unwrap_or_default()
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The content hash of `entry` if its stat data is unchanged and not racy.
     pub fn lookup(&self, entry: &Entry) -> Option<&str> {
         let Kind::File { executable } = entry.kind else {
             return None;
         };
-        let cached = self.entries.get(entry.path.as_os_str())?;
+        let path = entry.path.as_os_str().as_bytes();
+        let at = self
+            .entries
+            .binary_search_by(|c| c.path.as_slice().cmp(path))
+            .ok()?;
+        let cached = &self.entries[at];
         let same = cached.size == entry.size
             && cached.mtime_ns == entry.mtime_ns
             && cached.ctime_ns == entry.ctime_ns
@@ -58,21 +67,20 @@ impl Index {
         (same && entry.mtime_ns < self.taken_at_ns - RACY_MARGIN_NS).then_some(cached.hash.as_str())
     }
 
+    /// `hashed` must be sorted by path bytes (listings are).
     pub fn build(taken_at_ns: i128, hashed: &[(&Entry, &str)]) -> Index {
         let entries = hashed
             .iter()
             .filter_map(|(entry, hash)| match entry.kind {
-                Kind::File { executable } => Some((
-                    entry.path.as_os_str().to_os_string(),
-                    Cached {
-                        hash: hash.to_string(),
-                        size: entry.size,
-                        mtime_ns: entry.mtime_ns,
-                        ctime_ns: entry.ctime_ns,
-                        ino: entry.ino,
-                        executable,
-                    },
-                )),
+                Kind::File { executable } => Some(Cached {
+                    path: entry.path.as_os_str().as_bytes().to_vec(),
+                    hash: hash.to_string(),
+                    size: entry.size,
+                    mtime_ns: entry.mtime_ns,
+                    ctime_ns: entry.ctime_ns,
+                    ino: entry.ino,
+                    executable,
+                }),
                 Kind::Symlink => None,
             })
             .collect();
@@ -84,7 +92,7 @@ impl Index {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!("{HEADER} {}\n", self.taken_at_ns).into_bytes();
-        for (path, c) in &self.entries {
+        for c in &self.entries {
             let flag = if c.executable { 'x' } else { '-' };
             out.extend_from_slice(
                 format!(
@@ -93,13 +101,13 @@ impl Index {
                 )
                 .as_bytes(),
             );
-            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(&c.path);
             out.push(0);
         }
         out
     }
 
-    /// True when `other` holds the same entries (no rewrite needed).
+    #[cfg(test)]
     pub fn same_entries(&self, other: &Index) -> bool {
         self.entries == other.entries
     }
@@ -109,31 +117,33 @@ fn parse(bytes: &[u8]) -> Option<Index> {
     let newline = bytes.iter().position(|b| *b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
     let taken_at_ns = header.strip_prefix(HEADER)?.trim().parse().ok()?;
-    let mut entries = HashMap::new();
+    let mut entries = Vec::new();
     for record in bytes[newline + 1..]
         .split(|b| *b == 0)
         .filter(|r| !r.is_empty())
     {
         let mut fields = record.splitn(7, |b| *b == b'\t');
-        let mut text = || std::str::from_utf8(fields.next()?).ok().map(str::to_string);
-        let hash = text()?;
+        let mut text = || std::str::from_utf8(fields.next()?).ok();
+        let hash = text()?.to_string();
         let size = text()?.parse().ok()?;
         let mtime_ns = text()?.parse().ok()?;
         let ctime_ns = text()?.parse().ok()?;
         let ino = text()?.parse().ok()?;
         let executable = text()? == "x";
-        let path = OsStr::from_bytes(fields.next()?).to_os_string();
-        entries.insert(
+        let path = fields.next()?.to_vec();
+        entries.push(Cached {
             path,
-            Cached {
-                hash,
-                size,
-                mtime_ns,
-                ctime_ns,
-                ino,
-                executable,
-            },
-        );
+            hash,
+            size,
+            mtime_ns,
+            ctime_ns,
+            ino,
+            executable,
+        });
+    }
+    // An index written by an older pikaci is in hash-map order.
+    if !entries.is_sorted_by(|a: &Cached, b: &Cached| a.path < b.path) {
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
     }
     Some(Index {
         taken_at_ns,
@@ -180,6 +190,21 @@ mod tests {
             None,
             "stamped within the margin of the take"
         );
+    }
+
+    #[test]
+    fn an_index_in_any_order_is_looked_up_by_path() {
+        let (a, b) = (entry("a", 10), entry("b", 20));
+        let index = Index::build(5_000_000_000, &[(&a, "ha"), (&b, "hb")]);
+        let bytes = index.to_bytes();
+        // Records swapped, as the hash-map order of an older pikaci may have them.
+        let header_end = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+        let records: Vec<&[u8]> = bytes[header_end..].split_inclusive(|b| *b == 0).collect();
+        let swapped = [&bytes[..header_end], records[1], records[0]].concat();
+        let back = parse(&swapped).unwrap();
+        assert_eq!(back.lookup(&a), Some("ha"));
+        assert_eq!(back.lookup(&b), Some("hb"));
+        assert!(back.same_entries(&index));
     }
 
     #[test]

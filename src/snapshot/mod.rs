@@ -29,6 +29,11 @@ pub use nar::nar_hash;
 pub use store::{hex, sri_to_hex};
 pub use tree::{TreeEntry, TreeKind};
 
+/// How the store's records are written: whole for every reader, not synced to disk. Its
+/// objects are not synced either; after a crash, what did not reach the disk fails the
+/// size checks every reuse makes and is taken again from the workspace.
+const CACHE_WRITE: crate::fsutil::Durability = crate::fsutil::Durability::Atomic;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     /// `sha256-<base64>`, the same string `nix hash path <dir>` prints.
@@ -119,17 +124,21 @@ fn take_listed(
     // Content hashes: from the index where the stat data is unchanged and the object is
     // there with its size, else by reading the file once (which also stores it).
     let mut taken: Vec<Taken> = Vec::with_capacity(listing.entries.len());
+    let mut from_index = 0;
     for mut entry in listing.entries {
         if cancel.is_cancelled() {
             return Err(SnapshotError::Cancelled);
         }
         let full = workspace.join(&entry.path);
         let (hash, target) = match entry.kind {
+            // Whether its object is still there is asked only if a new tree is built:
+            // a complete snapshot that is reused holds links to all of them.
             Kind::File { executable } => match old_index.lookup(&entry) {
-                Some(hash) if store.has_object(hash, executable, entry.size) => {
+                Some(hash) => {
+                    from_index += 1;
                     (hash.to_string(), None)
                 }
-                _ => match store.add_file(&full, executable, cancel)? {
+                None => match store.add_file(&full, executable, cancel)? {
                     Some(added) => {
                         entry.set_stat(added.stat);
                         (added.hash, None)
@@ -158,25 +167,28 @@ fn take_listed(
             target,
         });
     }
-    let pairs: Vec<_> = taken.iter().map(|t| (&t.entry, t.hash.as_str())).collect();
-    let new_index = Index::build(taken_at_ns, &pairs);
-    let digest = manifest_digest(&pairs);
 
     let existing = store
-        .manifest(&digest)
+        .manifest(&manifest_digest(&taken))
         .and_then(|nar| Some((store::sri_to_hex(&nar)?, nar)))
         .filter(|(hex, _)| complete::is_complete(cache, &store.snapshot_dir(hex), hex));
     let (dir, nar_hash, reused) = match existing {
         Some((hex, nar)) => (store.snapshot_dir(&hex), nar, true),
         None => {
+            restore_missing_objects(&store, workspace, &mut taken, &mut notes, cancel)?;
             let (dir, nar) = build(&store, &taken, cancel)?;
-            store.set_manifest(&digest, &nar)?;
+            store.set_manifest(&manifest_digest(&taken), &nar)?;
             (dir, nar, false)
         }
     };
-    if !new_index.same_entries(&old_index) {
-        write_index(&index_path, &new_index)?;
+
+    // Every file found in the index, and as many as it holds: it is the same index.
+    let files = taken.iter().filter(|t| t.target.is_none()).count();
+    if from_index != files || files != old_index.len() || !reused {
+        let pairs: Vec<_> = taken.iter().map(|t| (&t.entry, t.hash.as_str())).collect();
+        write_index(&index_path, &Index::build(taken_at_ns, &pairs))?;
     }
+
     Ok(Snapshot {
         nar_hash,
         dir,
@@ -184,6 +196,38 @@ fn take_listed(
         reused,
         notes,
     })
+}
+
+/// Stores again each file whose hash came from the index but whose object is gone or of
+/// the wrong size (removed by gc, truncated), so the tree about to be built links only
+/// objects that are there.
+fn restore_missing_objects(
+    store: &Store,
+    workspace: &Path,
+    taken: &mut Vec<Taken>,
+    notes: &mut Vec<String>,
+    cancel: &Cancel,
+) -> Result<(), SnapshotError> {
+    let mut kept = Vec::with_capacity(taken.len());
+    for mut t in taken.drain(..) {
+        if let Kind::File { executable } = t.entry.kind
+            && !store.has_object(&t.hash, executable, t.entry.size)
+        {
+            match store.add_file(&workspace.join(&t.entry.path), executable, cancel)? {
+                Some(added) => {
+                    t.entry.set_stat(added.stat);
+                    t.hash = added.hash;
+                }
+                None => {
+                    notes.push(vanished(&t.entry.path));
+                    continue;
+                }
+            }
+        }
+        kept.push(t);
+    }
+    *taken = kept;
+    Ok(())
 }
 
 fn vanished(path: &Path) -> String {
@@ -352,9 +396,9 @@ pub fn private_copy(snapshot: &Path, dest: &Path) -> Result<(), SnapshotError> {
 }
 
 /// Identifies the file list: paths, kinds and content hashes.
-fn manifest_digest(pairs: &[(&files::Entry, &str)]) -> String {
+fn manifest_digest(taken: &[Taken]) -> String {
     let mut hasher = Sha256::new();
-    for (entry, hash) in pairs {
+    for Taken { entry, hash, .. } in taken {
         let kind: &[u8] = match entry.kind {
             Kind::File { executable: true } => b"x",
             Kind::File { executable: false } => b"f",
@@ -382,7 +426,7 @@ fn write_index(path: &Path, index: &Index) -> Result<(), SnapshotError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io)?;
     }
-    crate::fsutil::write_atomic(path, &index.to_bytes()).map_err(io)
+    crate::fsutil::write_with(path, &index.to_bytes(), CACHE_WRITE).map_err(io)
 }
 
 fn now_ns() -> i128 {

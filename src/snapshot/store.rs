@@ -90,7 +90,8 @@ impl Store {
         let path = self.manifest_path(digest);
         let dir = path.parent().unwrap_or(&self.root);
         crate::fsutil::create_dir_all(dir).map_err(io_err(dir))?;
-        crate::fsutil::write_atomic(&path, nar_hash.as_bytes()).map_err(io_err(&path))
+        crate::fsutil::write_with(&path, nar_hash.as_bytes(), super::CACHE_WRITE)
+            .map_err(io_err(&path))
     }
 
     /// True when the object is there with the size its content must have. A cheap check,

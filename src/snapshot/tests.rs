@@ -324,6 +324,49 @@ fn objects_removed_by_gc_are_added_again_when_needed() {
 }
 
 #[test]
+fn an_object_gone_under_a_kept_snapshot_is_stored_again_for_the_next_tree() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    age_files(ws.path());
+    let first = take(ws.path(), cache.path(), &[]).unwrap();
+    // The index still names the object; only the store lost it (the snapshot keeps its
+    // own link to the content).
+    let content = fs::read(first.dir.join("a/b/c.txt")).unwrap();
+    let hash = store::hex(&Sha256::digest(&content));
+    let object = object_path(cache.path(), &hash, false);
+    fs::remove_file(&object).unwrap();
+    assert!(take(ws.path(), cache.path(), &[]).unwrap().reused);
+    write(ws.path(), "empty", "now with content");
+    let second = take(ws.path(), cache.path(), &[]).unwrap();
+    assert!(!second.reused);
+    assert!(object.is_file(), "stored again from the workspace");
+    assert_eq!(fs::read(second.dir.join("a/b/c.txt")).unwrap(), content);
+    assert_eq!(nar_hash(&second.dir).unwrap(), second.nar_hash);
+}
+
+#[test]
+fn an_unchanged_take_leaves_the_index_as_it_is() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    age_files(ws.path());
+    take(ws.path(), cache.path(), &[]).unwrap();
+    let index_ino = || {
+        let dir = fs::read_dir(cache.path().join("index")).unwrap();
+        let files: Vec<_> = dir.map(|e| e.unwrap().metadata().unwrap().ino()).collect();
+        assert_eq!(files.len(), 1, "one index per workspace");
+        files[0]
+    };
+    let written = index_ino();
+    take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!(index_ino(), written, "not written again");
+    fs::remove_file(ws.path().join("empty")).unwrap();
+    take(ws.path(), cache.path(), &[]).unwrap();
+    assert_ne!(index_ino(), written, "a file less is a new index");
+}
+
+#[test]
 fn non_utf8_names_hash_as_nix_does() {
     use std::os::unix::ffi::OsStrExt;
     let ws = tempfile::tempdir().unwrap();

@@ -54,7 +54,7 @@ pub fn write_tree(path: &Path, entries: &[TreeEntry]) -> Result<(), SnapshotErro
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    crate::fsutil::write_atomic(path, &out).map_err(io)
+    crate::fsutil::write_with(path, &out, super::CACHE_WRITE).map_err(io)
 }
 
 pub fn read_tree(path: &Path) -> Result<Vec<TreeEntry>, SnapshotError> {

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{JobStatus, RECORD_SCHEMA, RunStatus, SnapshotRef};
+use super::records::{JobStatus, RECORD_SCHEMA, Retried, RunStatus, SnapshotRef};
 use crate::config::BackendKind;
 
 /// One line of `events.jsonl` (and of `--output jsonl`).
@@ -55,6 +55,19 @@ pub enum EventKind {
         duration_ms: Option<u64>,
         message: Option<String>,
         /// The pool host it ran on; none for `host` jobs and jobs never placed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    /// An attempt of a job ended without passing and the job runs again (`retries`):
+    /// this attempt's files move to `jobs/<job>/attempts/<attempt>/`.
+    JobRetried {
+        job: String,
+        attempt: u32,
+        status: JobStatus,
+        retried: Retried,
+        exit_code: Option<i32>,
+        duration_ms: Option<u64>,
+        message: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<String>,
     },

@@ -30,6 +30,8 @@ pub enum JobStatus {
     Pending,
     Running,
     Passed,
+    /// Passed after an earlier attempt failed, timed out or ended in an error (`retries`).
+    Flaky,
     Failed,
     TimedOut,
     Skipped,
@@ -41,15 +43,19 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    /// Whether the jobs that need it may run.
-    pub fn counts_as_passed(self) -> bool {
-        matches!(self, JobStatus::Passed | JobStatus::Cached)
-    }
-
     pub fn is_failure(self) -> bool {
         matches!(
             self,
             JobStatus::Failed | JobStatus::TimedOut | JobStatus::Error | JobStatus::Cancelled
+        )
+    }
+
+    /// Whether the job's command passed in the end (or, for a build job, its outputs
+    /// were already there): what its dependants wait for.
+    pub fn passed(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Passed | JobStatus::Flaky | JobStatus::Cached
         )
     }
 }
@@ -64,7 +70,7 @@ macro_rules! display_as_serde {
         }
     )*};
 }
-display_as_serde!(RunStatus, JobStatus);
+display_as_serde!(RunStatus, JobStatus, Retried);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRef {
@@ -149,8 +155,8 @@ pub struct JobRecord {
     /// on this machine, and for jobs never placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// Earlier attempts, oldest first: a job whose host failed under it ran again
-    /// elsewhere (`retries`). Each one's files are in `attempts/<n>/`.
+    /// Earlier attempts, oldest first: a job with `retries` that did not pass (or whose
+    /// host failed under it) ran again. Each one's files are in `attempts/<n>/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
 }
@@ -180,6 +186,51 @@ pub struct Attempt {
     pub status: JobStatus,
     #[serde(default)]
     pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The phase it ended in, for an error: as [`JobRecord::failed_in`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_in: Option<String>,
+    /// Why it was run again; none in records written before retries covered every end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried: Option<Retried>,
+}
+
+/// Why an attempt of a job was run again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retried {
+    /// Its command exited non-zero.
+    Failed,
+    TimedOut,
+    /// It could not run to its end (a guest that did not start, a step that failed).
+    Error,
+    /// Its pool host failed while it ran: the next attempt goes to another host.
+    HostLost,
+}
+
+impl Attempt {
+    /// The attempt `record` holds, once it ended, run again for `retried`.
+    pub fn of(record: &JobRecord, retried: Retried) -> Attempt {
+        Attempt {
+            attempt: record.attempts.len() as u32 + 1,
+            host: record.host.clone(),
+            status: record.status,
+            message: record.message.clone(),
+            exit_code: record.exit_code,
+            duration_ms: record.duration_ms,
+            failed_in: record.failed_in.clone(),
+            retried: Some(retried),
+        }
+    }
+
+    /// Whether it makes a job that passes later `flaky`: the job itself did not pass
+    /// then. A host lost under it says nothing of the job.
+    pub fn counts_as_flaky(&self) -> bool {
+        self.retried != Some(Retried::HostLost) && self.status.is_failure()
+    }
 }
 
 impl JobRecord {
