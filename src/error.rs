@@ -13,6 +13,9 @@ pub enum Error {
     /// The configuration asks for something pikaci's environment does not provide.
     #[error(transparent)]
     Preflight(#[from] crate::run::PreflightError),
+    /// A flake target's evaluation failed: the configuration names what Nix cannot give.
+    #[error(transparent)]
+    Flake(#[from] crate::run::FlakeTargetError),
     #[error("{what}: {detail}")]
     Infra { what: String, detail: String },
 }
@@ -27,7 +30,7 @@ impl Error {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Usage(_) | Error::Preflight(_) => 2,
+            Error::Config(_) | Error::Usage(_) | Error::Preflight(_) | Error::Flake(_) => 2,
             Error::Infra { .. } => 3,
         }
     }

@@ -18,6 +18,25 @@ pub struct Plan {
     /// In an order where every job comes after the jobs it needs.
     pub jobs: Vec<ExecuteNode>,
     pub skipped: Vec<SkippedJob>,
+    /// The flake targets evaluated into build jobs for this plan, with how long each took
+    /// (the run's `eval` phase).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluations: Vec<FlakeEval>,
+}
+
+/// One flake target's evaluation: what was evaluated, for which system, how long it took,
+/// and each attribute's job id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlakeEval {
+    pub target: Id,
+    /// As configured (`.#checks`).
+    pub flake: String,
+    /// The attribute path the jobs are under (`checks.x86_64-linux` when per-system).
+    pub attr_path: String,
+    pub system: String,
+    pub duration_ms: u64,
+    /// Attribute name → job id, in Nix's order.
+    pub jobs: Vec<(String, Id)>,
 }
 
 /// A Nix build shared by every job whose inputs name the same installable.
@@ -118,6 +137,7 @@ impl Plan {
                     reason,
                 })
                 .collect(),
+            evaluations: Vec::new(),
         })
     }
 
@@ -146,6 +166,7 @@ impl Plan {
             prepare,
             jobs,
             skipped: Vec::new(),
+            evaluations: Vec::new(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod docs;
 mod doctor_matrix;
 mod filters;
 mod flake;
+mod flake_jobs;
 mod fuzz;
 mod host_gc;
 mod hosts;

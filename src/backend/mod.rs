@@ -215,6 +215,15 @@ impl<'a> RunBackends<'a> {
         (here, build)
     }
 
+    pub fn config(&self) -> &'a crate::config::Config {
+        self.run.config
+    }
+
+    /// `[nix] build-host`, where build jobs of flake targets build.
+    pub fn build_host(&self) -> Option<&BuildHost<'a>> {
+        self.build.as_ref()
+    }
+
     /// Hands the connection `host`'s probe opened to the first backend set up there; the
     /// build host's goes to its session, which its microVM jobs share.
     pub fn adopt(&self, host: &Id, transport: Box<dyn crate::transport::Transport>) {

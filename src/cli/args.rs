@@ -216,6 +216,9 @@ pub struct RunArgs {
     /// Compare path filters against this revision (default: merge-base with upstream).
     #[arg(long, value_name = "REV")]
     pub base: Option<String>,
+    /// Build flake targets' jobs even when their outputs are already valid or cached.
+    #[arg(long)]
+    pub no_cache_skip: bool,
     #[command(flatten)]
     pub execution: Execution,
 }

@@ -12,10 +12,17 @@ use crate::state::{
 
 pub fn targets(global: &Global) -> Result<u8, Error> {
     let config = load_config(global)?;
+    let state = super::context::state_dir(global, &config);
+    let evaluations =
+        crate::run::evaluate_flake_targets(&config, &state, &crate::cancel::Cancel::new())?;
     let mut out = String::new();
     for target in config.targets.values() {
         let jobs: Vec<&str> = target.jobs.iter().map(Id::as_str).collect();
         out.push_str(&format!("{}\t{}", target.id, jobs.join(", ")));
+        if let Some(flake) = &target.flake {
+            let sep = if jobs.is_empty() { "" } else { ", " };
+            out.push_str(&format!("{sep}flake {flake}"));
+        }
         if let Some(description) = &target.description {
             out.push_str(&format!("\t{description}"));
         }
@@ -23,6 +30,19 @@ pub fn targets(global: &Global) -> Result<u8, Error> {
             out.push_str(&format!("\t(when {} change)", target.paths.join(", ")));
         }
         out.push('\n');
+    }
+    for eval in &evaluations {
+        out.push_str(&format!(
+            "\nflake target {} ({}#{} for {}, evaluated in {}):\n",
+            eval.target,
+            eval.flake.split_once('#').map_or(".", |(r, _)| r),
+            eval.attr_path,
+            eval.system,
+            short_duration(eval.duration_ms)
+        ));
+        for (name, id) in &eval.jobs {
+            out.push_str(&format!("{name} → {id}\n"));
+        }
     }
     out.push_str("\njobs:\n");
     for job in config.jobs.values() {

@@ -105,6 +105,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<u8, Error> {
         selection: args.names,
         parallel: parallel(&args.execution),
         base: args.base,
+        no_cache_skip: args.no_cache_skip,
         retry: retry(&args.execution),
     };
     let outcome = run::run(&config, &state, &options, report.as_ref(), &cancel)?;

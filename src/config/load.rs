@@ -96,7 +96,13 @@ impl Cx<'_> {
                 .map_or(SshSettings::default().connect_timeout, |t| t.0),
         };
         let inputs = self.inputs(raw.inputs)?;
-        let jobs = self.jobs(raw.jobs, &defaults, &inputs, &hosts)?;
+        let flake_targets: BTreeSet<Id> = raw
+            .targets
+            .iter()
+            .filter(|(_, t)| t.flake.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let jobs = self.jobs(raw.jobs, &defaults, &inputs, &hosts, &flake_targets)?;
         let targets = self.targets(raw.targets, &jobs)?;
         Ok(Config {
             root: self
@@ -203,8 +209,27 @@ impl Cx<'_> {
                 ),
             ));
         }
+        if let Some(cache) = &raw.cache
+            && (cache.get_ref().trim().is_empty() || cache.get_ref().contains(char::is_whitespace))
+        {
+            return Err(self.error(
+                Some(cache.span()),
+                "nix.cache",
+                "must be a Nix store URL, such as \"file:///var/cache/ci\" or \"s3://bucket\"",
+            ));
+        }
+        if let (None, Some(key)) = (&raw.cache, &raw.signing_key_file) {
+            return Err(self.error(
+                Some(key.span()),
+                "nix.signing-key-file",
+                "signs what is pushed to `nix.cache`, which is not set",
+            ));
+        }
+        let root = self.path.parent().unwrap_or(Path::new("."));
         Ok(NixSettings {
             build_host: raw.build_host.map(Spanned::into_inner),
+            cache: raw.cache.map(Spanned::into_inner),
+            signing_key_file: raw.signing_key_file.map(|p| root.join(p.into_inner())),
         })
     }
 
@@ -402,8 +427,15 @@ impl Cx<'_> {
         defaults: &Defaults,
         inputs: &BTreeMap<Id, String>,
         hosts: &BTreeMap<Id, PoolHost>,
+        flake_targets: &BTreeSet<Id>,
     ) -> Result<BTreeMap<Id, Job>, ConfigError> {
         let known: BTreeSet<&Id> = raw.keys().collect();
+        // `T.name`: a build job of flake target `T`, known once its flake is evaluated.
+        let of_flake = |need: &Id| {
+            need.as_str()
+                .split_once('.')
+                .is_some_and(|(target, _)| flake_targets.contains(target))
+        };
         for (id, job) in &raw {
             if let Some(runs_on) = &job.runs_on {
                 let backend = job.backend.unwrap_or(defaults.backend);
@@ -446,7 +478,7 @@ impl Cx<'_> {
                 self.shell(shell, &format!("jobs.{id}.shell"))?;
             }
             for need in &job.needs {
-                if !known.contains(need.get_ref()) {
+                if !known.contains(need.get_ref()) && !of_flake(need.get_ref()) {
                     return Err(self.error(
                         Some(need.span()),
                         format!("jobs.{id}.needs"),
@@ -500,6 +532,7 @@ impl Cx<'_> {
                         .unwrap_or_default(),
                     retries: job.retries,
                     incus_target: incus_targets.remove(&id),
+                    build: None,
                 };
                 (id, job)
             })
@@ -572,14 +605,19 @@ impl Cx<'_> {
         let mut targets = BTreeMap::new();
         for (id, target) in raw {
             let key = format!("targets.{id}");
-            let jobs_span = Some(target.jobs.span());
-            if target.jobs.get_ref().is_empty() {
+            let jobs_span = target.jobs.as_ref().map(Spanned::span);
+            let no_jobs = target.jobs.as_ref().is_none_or(|j| j.get_ref().is_empty());
+            if no_jobs && target.flake.is_none() {
                 return Err(self.error(
                     jobs_span,
                     format!("{key}.jobs"),
-                    "a target needs at least one job",
+                    "a target needs at least one job, or a `flake` whose derivations are its jobs",
                 ));
             }
+            if let Some(flake) = &target.flake {
+                self.flake_ref(flake, &key)?;
+            }
+            let target_jobs = target.jobs.map(Spanned::into_inner).unwrap_or_default();
             if jobs.contains_key(id.as_str()) {
                 return Err(self.error(
                     jobs_span,
@@ -589,7 +627,7 @@ impl Cx<'_> {
                     ),
                 ));
             }
-            for job in target.jobs.get_ref() {
+            for job in &target_jobs {
                 if !jobs.contains_key(job.get_ref()) {
                     return Err(self.error(
                         Some(job.span()),
@@ -617,16 +655,31 @@ impl Cx<'_> {
                     id,
                     description: target.description,
                     paths: target.paths.into_iter().map(Spanned::into_inner).collect(),
-                    jobs: target
-                        .jobs
-                        .into_inner()
-                        .into_iter()
-                        .map(Spanned::into_inner)
-                        .collect(),
+                    jobs: target_jobs.into_iter().map(Spanned::into_inner).collect(),
+                    flake: target.flake.map(Spanned::into_inner),
                 },
             );
         }
         Ok(targets)
+    }
+}
+
+impl Cx<'_> {
+    /// A flake target's `flake`: a flake reference and the attribute path of an attribute
+    /// set of derivations (`.#checks`, `github:o/r#packages`).
+    fn flake_ref(&self, flake: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
+        let attr = flake.get_ref().split_once('#').map(|(_, attr)| attr);
+        if attr.is_none_or(|a| a.is_empty() || a.starts_with('.') || a.ends_with('.')) {
+            return Err(self.error(
+                Some(flake.span()),
+                format!("{key}.flake"),
+                format!(
+                    "`{}` names no attribute; write a flake reference and an attribute path, such as \".#checks\" or \".#packages\"",
+                    flake.get_ref()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -681,7 +734,12 @@ fn find_cycle<'a>(
         return None;
     }
     stack.push(id);
-    for need in &jobs[id].needs {
+    // Needs of build jobs (`T.name`) end there: build jobs need nothing.
+    for need in jobs[id]
+        .needs
+        .iter()
+        .filter(|n| jobs.contains_key(n.get_ref()))
+    {
         if let Some(cycle) = find_cycle(need.get_ref(), jobs, stack, done) {
             return Some(cycle);
         }

@@ -101,6 +101,11 @@ impl Config {
 pub struct NixSettings {
     /// A pool host that builds inputs and runners for every guest host, through Nix.
     pub build_host: Option<Id>,
+    /// `[nix] cache`: a Nix store URL that passed build jobs and inputs are pushed to
+    /// after the jobs, and that builds use as a substituter.
+    pub cache: Option<String>,
+    /// The secret key the pushed paths are signed with (`nix key generate-secret`).
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// Where guests run: this machine, or a Linux host reached over SSH.
@@ -242,6 +247,35 @@ pub struct Job {
     /// `backends.incus.target`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incus_target: Option<String>,
+    /// A build job of a flake target: its work is `nix build` of this, not `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildSpec>,
+}
+
+/// What a build job builds, as its flake target's evaluation found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildSpec {
+    /// The flake reference as configured (`.#checks`), relative to the snapshot.
+    pub flake: String,
+    /// The attribute path under the flake, the system included (`checks.x86_64-linux`).
+    pub attr_path: String,
+    /// The attribute's name as Nix has it (the job id may be mapped from it).
+    pub name: String,
+    /// Whether outputs already valid or in the cache are recorded `cached` unbuilt
+    /// (`false` with `--no-cache-skip`).
+    pub skip_cached: bool,
+}
+
+impl BuildSpec {
+    /// `<flake>#<attr path>.<name>`, the name quoted when Nix needs it.
+    pub fn installable(&self) -> String {
+        let (reference, _) = self.flake.split_once('#').unwrap_or((&self.flake, ""));
+        format!(
+            "{reference}#{}.{}",
+            self.attr_path,
+            crate::nix::flake_jobs::attr_name(&self.name)
+        )
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -261,7 +295,11 @@ pub struct Target {
     pub description: Option<String>,
     /// Globs: the target runs only when a matching file changed. Empty = always.
     pub paths: Vec<String>,
+    /// The target's TOML jobs; a flake target's build jobs are added to a run's copy of
+    /// the config when its flake is evaluated (`run::flake_targets`).
     pub jobs: Vec<Id>,
+    /// `flake = ".#checks"`: every derivation of that attribute set is a build job.
+    pub flake: Option<String>,
 }
 
 /// How `ssh://` hosts are reached. Relative paths are relative to the config file.

@@ -43,6 +43,8 @@ pub struct RawHost {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawNix {
     pub build_host: Option<Spanned<Id>>,
+    pub cache: Option<Spanned<String>>,
+    pub signing_key_file: Option<Spanned<std::path::PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -159,7 +161,9 @@ pub struct RawTarget {
     pub description: Option<String>,
     #[serde(default)]
     pub paths: Vec<Spanned<String>>,
-    pub jobs: Spanned<Vec<Spanned<Id>>>,
+    pub jobs: Option<Spanned<Vec<Spanned<Id>>>>,
+    /// An attribute set of derivations whose every attribute is a build job.
+    pub flake: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -92,14 +92,22 @@ pub enum NixError {
 
 impl NixBuild<'_> {
     pub fn argv(&self) -> Argv {
+        self.argv_with(&[])
+    }
+
+    /// With `--option NAME VALUE` for each of `options` (a binary cache to substitute
+    /// from, `nix::flake_jobs::substituter_options`).
+    pub fn argv_with(&self, options: &[(String, String)]) -> Argv {
         // pikaci's installables are flake references; enable what they need rather than
         // depend on the user's nix.conf.
-        Argv::new("nix")
+        let mut argv = Argv::new("nix")
             .args(["--extra-experimental-features", "nix-command flakes"])
             .args(["build", "--json", "-o"])
-            .arg(self.out_link)
-            .arg(self.installable)
-            .cwd(self.cwd)
+            .arg(self.out_link);
+        for (name, value) in options {
+            argv = argv.arg("--option").arg(name).arg(value);
+        }
+        argv.arg(self.installable).cwd(self.cwd)
     }
 
     /// Builds on the host behind `transport`, with stderr (the build log) saved to the
@@ -111,7 +119,19 @@ impl NixBuild<'_> {
         deadline: Instant,
         cancel: &Cancel,
     ) -> Result<Vec<BuildResult>, NixError> {
-        let argv = self.argv();
+        self.run_with(transport, log, deadline, cancel, &[])
+    }
+
+    /// [`NixBuild::run`] with [`NixBuild::argv_with`]'s options.
+    pub fn run_with(
+        &self,
+        transport: &dyn Transport,
+        log: &Path,
+        deadline: Instant,
+        cancel: &Cancel,
+        options: &[(String, String)],
+    ) -> Result<Vec<BuildResult>, NixError> {
+        let argv = self.argv_with(options);
         let command = argv.to_string();
         let output = transport
             .run_unchecked(&argv, b"", deadline, cancel)
@@ -186,6 +206,21 @@ mod tests {
             cwd: Path::new("/state/cache/snapshots/abc"),
         };
         insta::assert_snapshot!(build.argv().to_string(), @"env -C /state/cache/snapshots/abc -- nix --extra-experimental-features 'nix-command flakes' build --json -o /state/runs/R/gcroots/input-toolchain '.#ci-toolchain'");
+    }
+
+    /// With `[nix] cache`: the cache as an extra substituter, trusted by its key.
+    #[test]
+    fn argv_with_a_cache_to_substitute_from() {
+        let build = NixBuild {
+            installable: "path:/s#checks.x86_64-linux.ok",
+            out_link: Path::new("/state/runs/R/gcroots/build-checks.ok"),
+            cwd: Path::new("/s"),
+        };
+        let options = crate::nix::flake_jobs::substituter_options(
+            "file:///var/cache/ci",
+            Some("ci-1:etYzR9AyX3B4k+yIT/tQOCemjSRwdVeyOvem0f4qIlU="),
+        );
+        insta::assert_snapshot!(build.argv_with(&options).to_string(), @"env -C /s -- nix --extra-experimental-features 'nix-command flakes' build --json -o /state/runs/R/gcroots/build-checks.ok --option extra-substituters file:///var/cache/ci --option extra-trusted-public-keys ci-1:etYzR9AyX3B4k+yIT/tQOCemjSRwdVeyOvem0f4qIlU= 'path:/s#checks.x86_64-linux.ok'");
     }
 
     #[test]

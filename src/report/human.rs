@@ -130,6 +130,7 @@ pub fn describe(event: &Event, live: bool) -> Option<String> {
         } => {
             let label = match status {
                 JobStatus::Passed => "pass  ",
+                JobStatus::Cached => "cached",
                 JobStatus::Flaky => "FLAKY ",
                 JobStatus::Failed => "FAIL  ",
                 JobStatus::TimedOut => "TIMEOUT",

@@ -61,6 +61,12 @@ fn test_case(job: &JobRecord, target: &str, run_dir: &RunDir) -> TestCase {
     let job_dir = run_dir.jobs().join(&job.job);
     let mut status = match job.status {
         JobStatus::Passed | JobStatus::Flaky => TestCaseStatus::success(),
+        // Not built this time, but its outputs are there: a success, saying why.
+        JobStatus::Cached => {
+            let mut status = TestCaseStatus::success();
+            status.set_message(message);
+            status
+        }
         JobStatus::Skipped => {
             let mut status = TestCaseStatus::skipped();
             status.set_message(message);

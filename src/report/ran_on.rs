@@ -122,6 +122,7 @@ pub(crate) mod tests {
             snapshot: None,
             base: None,
             rerun_of: None,
+            push: None,
             jobs: Default::default(),
             message: None,
         }

@@ -57,7 +57,7 @@ fn status_cell(job: &JobRecord) -> String {
         "❌"
     } else if job.status == crate::state::JobStatus::Flaky {
         "⚠️"
-    } else if job.status == crate::state::JobStatus::Passed {
+    } else if job.status.passed() {
         "✅"
     } else {
         "⏭️"

@@ -105,6 +105,9 @@ pub fn run_job(
     run: &RunShared,
     placed: Placed,
 ) -> std::io::Result<JobEnd> {
+    if let Some(spec) = &node.job.build {
+        return super::build_job::run_build_job(node, spec, run);
+    }
     let job = &node.job;
     let dir = run.recorder.run.job(&job.id);
     let started = SystemTime::now();

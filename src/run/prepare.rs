@@ -55,7 +55,8 @@ fn where_built(node: &PrepareNode, name: &str, run: &RunShared) -> Result<Vec<St
     if !here {
         return Ok(on_b.map(|(_, paths)| paths).unwrap_or_default());
     }
-    let local = build(node, name, run.snapshot, run.recorder, run.cancel)?;
+    let nix = &run.backends.config().nix;
+    let local = build(node, name, run.snapshot, nix, run.recorder, run.cancel)?;
     match on_b {
         Some((b, paths)) if paths != local => Err(format!(
             "input `{name}` built to {} on build host `{b}` but to {} here; `host` jobs and guest jobs would get different paths",
@@ -78,6 +79,7 @@ fn build(
     node: &PrepareNode,
     name: &str,
     workspace: &std::path::Path,
+    nix: &crate::config::NixSettings,
     recorder: &Recorder,
     cancel: &Cancel,
 ) -> Result<Vec<StorePath>, String> {
@@ -96,8 +98,19 @@ fn build(
         out_link: &out_link,
         cwd: workspace,
     };
+    // With `[nix] cache`, inputs built here substitute from it too.
+    let (options, key_error) = crate::nix::flake_jobs::cache_options(nix);
+    if let Some(e) = key_error {
+        crate::errln!("warning: {e}; input `{name}` does not trust the cache's paths");
+    }
     let results = build
-        .run(&Local, &log, Instant::now() + BUILD_TIMEOUT, cancel)
+        .run_with(
+            &Local,
+            &log,
+            Instant::now() + BUILD_TIMEOUT,
+            cancel,
+            &options,
+        )
         .map_err(|e| e.to_string())?;
     Ok(results
         .into_iter()

@@ -259,6 +259,7 @@ pub(super) fn retry_reason(status: JobStatus, host_lost: bool) -> Option<Retried
         JobStatus::Error => Some(Retried::Error),
         JobStatus::Passed
         | JobStatus::Flaky
+        | JobStatus::Cached
         | JobStatus::Cancelled
         | JobStatus::Skipped
         | JobStatus::Pending

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub parallel: usize,
     /// `--base REV` for path filters.
     pub base: Option<String>,
+    /// `--no-cache-skip`: build jobs build even when their outputs are already there.
+    pub no_cache_skip: bool,
     pub retry: RetryOptions,
 }
 
@@ -74,6 +76,8 @@ enum Workspace<'a> {
     Take(&'a Path),
     /// Reuse a recorded snapshot (rerun).
     Recorded(&'a SnapshotRef),
+    /// Taken already, to evaluate flake targets in before the plan was made.
+    Taken(SnapshotRef),
 }
 
 pub fn run(
@@ -97,15 +101,50 @@ pub fn run(
     } else {
         None
     };
+    let flake_targets = super::flake_targets::needed(config, &options.selection);
+    let (expanded, evaluations, workspace) = if flake_targets.is_empty() {
+        (None, Vec::new(), Workspace::Take(&config.root))
+    } else {
+        // Flake targets are evaluated in the snapshot the run will build from.
+        let snapshot =
+            take_snapshot(state, Workspace::Take(&config.root), cancel).map_err(|detail| {
+                Error::Infra {
+                    what: "taking the snapshot to evaluate flake targets in".into(),
+                    detail,
+                }
+            })?;
+        let skip_cached = !options.no_cache_skip;
+        let system = super::flake_targets::system_for(config, state.root(), cancel);
+        let (expanded, evaluations) = super::flake_targets::expand(
+            config,
+            &flake_targets,
+            (&snapshot.dir, &system),
+            skip_cached,
+            cancel,
+        )?;
+        for eval in &evaluations {
+            crate::errln!(
+                "flake target {}: {} job(s) from {} ({}), evaluated in {}",
+                eval.target,
+                eval.jobs.len(),
+                eval.flake,
+                eval.attr_path,
+                crate::report::short_duration(eval.duration_ms)
+            );
+        }
+        (Some(expanded), evaluations, Workspace::Taken(snapshot))
+    };
+    let config = expanded.as_ref().unwrap_or(config);
     let mut plan = Plan::build(config, &options.selection, |target| {
         skip_reason(changes.as_ref(), &target.paths)
     })
     .map_err(|e| Error::Usage(e.to_string()))?;
+    plan.evaluations = evaluations;
     options.retry.apply(&mut plan);
     let base = changes.as_ref().map(|c| c.base().to_string());
     let spec = RunSpec {
         plan,
-        workspace: Workspace::Take(&config.root),
+        workspace,
         selection: options.selection.clone(),
         parallel: options.parallel,
         base,
@@ -234,10 +273,15 @@ fn execute(host: &Host, spec: RunSpec) -> Result<RunOutcome, Error> {
         snapshot: Some(snapshot.clone()),
     });
     record_skipped(host.config, &recorder, plan)?;
-    let mut outcome = run_jobs(host, &recorder, plan, &snapshot, spec.parallel);
+    let (mut outcome, push) = run_jobs(host, &recorder, plan, &snapshot, spec.parallel);
     let why = "the run ended before it did";
     let errors = settle_unfinished(&recorder, plan, &outcome, host.cancel, why);
     outcome.infra_errors.extend(errors);
+    if let Some(push) = push {
+        recorder
+            .update(|r| r.push = Some(push))
+            .map_err(|e| Error::infra("writing run.json", e))?;
+    }
     let status = run_status(&outcome, host.cancel, spec.fail_on_flaky);
     let message = (!outcome.infra_errors.is_empty()).then(|| outcome.infra_errors.join("\n"));
     let record = finish(&recorder, started, status, message)
@@ -266,6 +310,7 @@ fn open_run<'a>(host: &Host<'a>, spec: &RunSpec) -> Result<(Recorder<'a>, RunLoc
         snapshot: None,
         base: spec.base.clone(),
         rerun_of: spec.rerun_of.clone(),
+        push: None,
         jobs: plan
             .jobs
             .iter()
@@ -318,14 +363,15 @@ fn record_skipped(config: &Config, recorder: &Recorder, plan: &Plan) -> Result<(
     Ok(())
 }
 
-/// Runs the plan's DAG on the snapshot with the run's backends.
+/// Runs the plan's DAG on the snapshot with the run's backends, then pushes to
+/// `[nix] cache` (while the build host's session is still open).
 fn run_jobs(
     host: &Host,
     recorder: &Recorder,
     plan: &Plan,
     snapshot: &SnapshotRef,
     parallel: usize,
-) -> scheduler::Outcome {
+) -> (scheduler::Outcome, Option<crate::state::PushRecord>) {
     let run_dir = recorder.run.path.clone();
     let backends = RunBackends::new(RunShares {
         config: host.config,
@@ -342,7 +388,10 @@ fn run_jobs(
         recorder,
         cancel: host.cancel,
     };
-    scheduler::execute(plan, &shared, parallel.max(1), pool)
+    let outcome = scheduler::execute(plan, &shared, parallel.max(1), pool);
+    // After the jobs, whatever they did: a failed push is reported, and fails no job.
+    let push = super::push::push(&shared, plan);
+    (outcome, push)
 }
 
 /// Reaches the hosts the plan's jobs may be placed on, hands each open connection to
@@ -467,6 +516,7 @@ fn take_snapshot(
         Workspace::Recorded(recorded) => {
             crate::snapshot::open(&state.cache(), &recorded.nar_hash, cancel)
         }
+        Workspace::Taken(snapshot) => return Ok(snapshot),
     }
     .map_err(|e| match e {
         crate::snapshot::SnapshotError::Cancelled => "cancelled while taking the snapshot".into(),
@@ -556,6 +606,7 @@ mod tests {
             selection: Vec::new(),
             parallel: 2,
             base: None,
+            no_cache_skip: false,
             retry: RetryOptions::default(),
         };
         let (done, outcome) = std::sync::mpsc::channel();

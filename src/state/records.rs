@@ -37,6 +37,9 @@ pub enum JobStatus {
     Skipped,
     Cancelled,
     Error,
+    /// A build job whose outputs were already valid, or in the cache: not built, and as
+    /// good as passed for the jobs that need it.
+    Cached,
 }
 
 impl JobStatus {
@@ -47,9 +50,13 @@ impl JobStatus {
         )
     }
 
-    /// Whether the job's command passed in the end: what its dependants wait for.
+    /// Whether the job's command passed in the end (or, for a build job, its outputs
+    /// were already there): what its dependants wait for.
     pub fn passed(self) -> bool {
-        matches!(self, JobStatus::Passed | JobStatus::Flaky)
+        matches!(
+            self,
+            JobStatus::Passed | JobStatus::Flaky | JobStatus::Cached
+        )
     }
 }
 
@@ -96,10 +103,25 @@ pub struct RunRecord {
     pub base: Option<String>,
     #[serde(default)]
     pub rerun_of: Option<String>,
+    /// The push to `[nix] cache` after the jobs: a phase of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushRecord>,
     #[serde(default)]
     pub jobs: BTreeMap<String, JobStatus>,
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// What the push of a run's outputs to the binary cache did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRecord {
+    pub cache: String,
+    /// The store paths pushed (their closures go with them).
+    pub paths: Vec<String>,
+    pub duration_ms: u64,
+    /// Why it failed; none when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -212,7 +212,41 @@ fn bad_glob() {
 
 #[test]
 fn empty_target() {
-    insta::assert_snapshot!(error_of("[targets.t]\njobs = []\n"), @"/repo/pikaci.toml:2:8: targets.t.jobs: a target needs at least one job");
+    insta::assert_snapshot!(error_of("[targets.t]\njobs = []\n"), @"/repo/pikaci.toml:2:8: targets.t.jobs: a target needs at least one job, or a `flake` whose derivations are its jobs");
+}
+
+#[test]
+fn a_flake_target_needs_an_attribute() {
+    insta::assert_snapshot!(error_of("[targets.t]\nflake = \".\"\n"), @r#"/repo/pikaci.toml:2:9: targets.t.flake: `.` names no attribute; write a flake reference and an attribute path, such as ".#checks" or ".#packages""#);
+    insta::assert_snapshot!(error_of("[targets.t]\nflake = \"github:o/r#\"\n"), @r#"/repo/pikaci.toml:2:9: targets.t.flake: `github:o/r#` names no attribute; write a flake reference and an attribute path, such as ".#checks" or ".#packages""#);
+}
+
+#[test]
+fn needs_on_a_flake_target_job_wait_for_its_evaluation() {
+    let config = parse_str(
+        "[targets.checks]\nflake = \".#checks\"\n[jobs.deploy]\ncommand = \"x\"\nneeds = [\"checks.ok\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.jobs["deploy"].needs[0].as_str(), "checks.ok");
+    assert_eq!(config.targets["checks"].flake.as_deref(), Some(".#checks"));
+    assert!(config.targets["checks"].jobs.is_empty());
+    // Not a flake target's: still an unknown job.
+    let err = error_of("[jobs.deploy]\ncommand = \"x\"\nneeds = [\"checks.ok\"]\n");
+    assert!(err.contains("unknown job `checks.ok`"), "{err}");
+}
+
+#[test]
+fn a_cache_and_its_signing_key() {
+    let config =
+        parse_str("[nix]\ncache = \"file:///var/cache/ci\"\nsigning-key-file = \"ci.sec\"\n")
+            .unwrap();
+    assert_eq!(config.nix.cache.as_deref(), Some("file:///var/cache/ci"));
+    assert_eq!(
+        config.nix.signing_key_file.as_deref(),
+        Some(std::path::Path::new("/repo/ci.sec"))
+    );
+    insta::assert_snapshot!(error_of("[nix]\nsigning-key-file = \"ci.sec\"\n"), @"/repo/pikaci.toml:2:20: nix.signing-key-file: signs what is pushed to `nix.cache`, which is not set");
+    insta::assert_snapshot!(error_of("[nix]\ncache = \"\"\n"), @r#"/repo/pikaci.toml:2:9: nix.cache: must be a Nix store URL, such as "file:///var/cache/ci" or "s3://bucket""#);
 }
 
 #[test]
