@@ -258,7 +258,11 @@ fn a_cancelled_job_is_not_retried() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let running = crate::harness::eventually(Duration::from_secs(60), || started.exists());
+    // The shell creates the file before it writes the line: wait for the line, or the
+    // signal may come in between and the run is seen as never started.
+    let running = crate::harness::eventually(Duration::from_secs(60), || {
+        std::fs::read_to_string(&started).is_ok_and(|s| s.ends_with('\n'))
+    });
     assert!(running, "the job never started");
     // SIGINT, as Ctrl-C sends.
     let pikaci = rustix::process::Pid::from_child(&child);
