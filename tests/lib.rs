@@ -37,6 +37,7 @@ mod reports;
 mod root_only;
 mod running;
 mod secrets;
+mod serve;
 mod setup;
 mod ssh;
 mod store;

@@ -1,75 +1,103 @@
-//! Following a job's log as it grows: server-sent events on the request's own thread,
-//! polling the file (as `pikaci logs --follow` does), so a follower costs the run nothing
-//! but a few reads a second. The stream ends with an `end` event once the job is over.
+//! Following a job's log as it grows: server-sent events, each a look at the file (as
+//! `pikaci logs --follow` polls it) made on the blocking pool, so a follower costs the
+//! run nothing but a few small reads a second. The stream ends with an `end` event once
+//! the job is over; a follower that goes away drops it.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::convert::Infallible;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
 
 use super::model::job_ended;
 use super::paths::open_beneath;
-use crate::state::StateDir;
+use crate::state::{JobStatus, StateDir};
 
 const POLL: Duration = Duration::from_millis(250);
-/// A comment every few seconds finds a follower that has gone (the write fails).
-const KEEPALIVE_POLLS: u32 = 20;
 /// The most sent in one event; a larger backlog goes out in several.
-const PIECE: usize = 64 << 10;
+const PIECE: u64 = 64 << 10;
 
-/// Streams `rel` (a log under the state dir) from byte `offset` until job `job` of the
-/// run in `run_dir` has ended, or the follower has gone.
-pub fn follow(
-    out: &mut dyn Write,
-    state: &StateDir,
-    run_id: &str,
-    job: &str,
-    rel: &Path,
-    mut offset: u64,
-) -> std::io::Result<()> {
-    let run = state.run(run_id);
-    let mut text = Utf8Pieces::default();
-    let mut polls = 0u32;
-    write!(
-        out,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
-         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
-    )?;
-    out.flush()?;
-    loop {
-        // The status before the log: output written just before the end is still sent.
-        let ended = job_ended(&run, job);
-        if let Ok(mut file) = open_beneath(state.root(), rel) {
-            file.seek(SeekFrom::Start(offset))?;
-            let mut piece = vec![0u8; PIECE];
-            loop {
-                let n = file.read(&mut piece)?;
-                if n == 0 {
-                    break;
-                }
-                offset += n as u64;
-                let data = serde_json::json!({ "text": text.take(&piece[..n]) });
-                // The id is where a reconnecting browser resumes (`Last-Event-ID`).
-                writeln!(out, "id: {offset}")?;
-                send(out, "log", &data)?;
+/// Where one follower is in one job's log.
+pub struct Follower {
+    pub state: Arc<StateDir>,
+    pub run: String,
+    pub job: String,
+    /// The log, relative to the state dir.
+    pub rel: PathBuf,
+    pub offset: u64,
+    text: Utf8Pieces,
+}
+
+enum Look {
+    Text(String),
+    Ended(JobStatus),
+    Nothing,
+}
+
+impl Follower {
+    pub fn new(state: Arc<StateDir>, run: String, job: String, rel: PathBuf, offset: u64) -> Self {
+        Follower {
+            state,
+            run,
+            job,
+            rel,
+            offset,
+            text: Utf8Pieces::default(),
+        }
+    }
+
+    /// New text if the log grew, else whether the job has ended. The status is read
+    /// before the log, so output written just before the end is sent before `end`.
+    fn look(&mut self) -> std::io::Result<Look> {
+        let ended = job_ended(&self.state.run(&self.run), &self.job);
+        if let Ok(mut file) = open_beneath(self.state.root(), &self.rel) {
+            file.seek(SeekFrom::Start(self.offset))?;
+            let mut bytes = Vec::new();
+            file.take(PIECE).read_to_end(&mut bytes)?;
+            if !bytes.is_empty() {
+                self.offset += bytes.len() as u64;
+                return Ok(Look::Text(self.text.take(&bytes)));
             }
         }
-        if let Some(status) = ended {
-            let end = serde_json::json!({ "status": status, "offset": offset });
-            return send(out, "end", &end);
-        }
-        polls += 1;
-        if polls.is_multiple_of(KEEPALIVE_POLLS) {
-            out.write_all(b": keepalive\n\n")?;
-            out.flush()?;
-        }
-        std::thread::sleep(POLL);
+        Ok(ended.map_or(Look::Nothing, Look::Ended))
     }
 }
 
-fn send(out: &mut dyn Write, event: &str, data: &serde_json::Value) -> std::io::Result<()> {
-    // JSON on one line: a newline in the log cannot end the event early.
-    write!(out, "event: {event}\ndata: {data}\n\n")?;
-    out.flush()
+pub fn stream(follower: Follower) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = futures_util::stream::unfold(Some(follower), |follower| async move {
+        let mut follower = follower?;
+        loop {
+            let (back, look) = tokio::task::spawn_blocking(move || {
+                let look = follower.look();
+                (follower, look)
+            })
+            .await
+            .ok()?;
+            follower = back;
+            match look.ok()? {
+                Look::Text(text) => {
+                    let data = serde_json::json!({ "text": text }).to_string();
+                    // The id is where a reconnecting browser resumes (`Last-Event-ID`).
+                    let event = Event::default()
+                        .event("log")
+                        .id(follower.offset.to_string())
+                        .data(data);
+                    return Some((Ok(event), Some(follower)));
+                }
+                Look::Ended(status) => {
+                    let data = serde_json::json!({ "status": status, "offset": follower.offset });
+                    let event = Event::default().event("end").data(data.to_string());
+                    return Some((Ok(event), None));
+                }
+                Look::Nothing => tokio::time::sleep(POLL).await,
+            }
+        }
+    });
+    // A comment every few seconds finds a follower that has gone (the write fails).
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
 }
 
 /// Turns bytes read in pieces into text, holding back a character split between pieces;

@@ -1,8 +1,9 @@
 //! `pikaci serve`: the state dir's runs, jobs, timelines and logs in a browser, read-only.
 //!
-//! A small blocking server (tiny_http): a thread per request, so a live log follower is a
-//! thread that mostly sleeps between reads of the growing file. Nothing here writes to
-//! the state dir; every file is opened beneath it ([`paths::open_beneath`]).
+//! axum on a small tokio runtime: pages are rendered on the blocking pool (they only read
+//! files), and a live log follower is a stream that wakes a few times a second, so fifty
+//! of them are fifty timers, not fifty threads. Nothing here writes to the state dir;
+//! every file is opened beneath it ([`paths::open_beneath`]).
 
 mod api;
 mod assets;
@@ -17,16 +18,17 @@ mod timeline;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tiny_http::{Method, Request};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 
 use crate::state::StateDir;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 
-/// The most requests answered at once (live followers included); past it, 503.
-const MAX_IN_FLIGHT: usize = 512;
+/// Worker threads: the work is reading small files, and the machine runs CI jobs.
+const WORKERS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -36,8 +38,14 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot serve on {addr}: {message}")]
-    Server { addr: String, message: String },
+    #[error("cannot start the server's runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("serving on {addr} failed")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Serves `state` on `listen` until the process is stopped; `ready` is told the address
@@ -53,79 +61,76 @@ pub fn serve(
     };
     let listener = TcpListener::bind(listen).map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
-    let server =
-        tiny_http::Server::from_listener(listener, None).map_err(|e| ServeError::Server {
-            addr: addr.to_string(),
-            message: e.to_string(),
-        })?;
-    ready(addr);
-    let state = Arc::new(state);
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    for request in server.incoming_requests() {
-        if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            let busy = reply::Reply::bytes(503, "text/plain; charset=utf-8", b"busy\n".to_vec());
-            let _ = busy.send(request);
-            continue;
-        }
-        let (state, done) = (Arc::clone(&state), Arc::clone(&in_flight));
-        let spawned = std::thread::Builder::new()
-            .name("serve-request".into())
-            .spawn(move || {
-                respond(&state, request);
-                done.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-    Ok(())
+    listener.set_nonblocking(true).map_err(bind)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let app = axum::Router::new()
+        .fallback(answer)
+        .with_state(Arc::new(state));
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(bind)?;
+        ready(addr);
+        axum::serve(listener, app)
+            .await
+            .map_err(|source| ServeError::Serve { addr, source })
+    })
 }
 
-fn respond(state: &StateDir, request: Request) {
-    let target = request.url().to_string();
-    if !matches!(request.method(), Method::Get | Method::Head) {
-        let reply = reply::Reply::bytes(405, "text/plain; charset=utf-8", b"read-only\n".to_vec());
-        let _ = reply.send(request);
-        return;
+/// Every request: routed by [`router::route`] on the raw target, never by a framework
+/// that might decode it first.
+async fn answer(
+    State(state): State<Arc<StateDir>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let refused = (StatusCode::METHOD_NOT_ALLOWED, "read-only\n").into_response();
+        return reply::with_security_headers(refused);
     }
-    match router::route(&target) {
-        router::Route::Live(job, log) => follow(state, request, &job, log, &target),
-        route => {
-            let _ = handle::answer(state, route, &target).send(request);
-        }
+    let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let route = router::route(&target);
+    let rendered = tokio::task::spawn_blocking(move || match route {
+        router::Route::Live(job, log) => follow(state, &job, log, &target, &headers),
+        route => Err(handle::answer(&state, route, &target)),
+    })
+    .await;
+    match rendered {
+        Ok(Ok(follower)) => reply::with_security_headers(live::stream(follower).into_response()),
+        Ok(Err(reply)) => reply.into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
-/// Hands the connection to [`live::follow`], from the offset the page was rendered at
-/// (or the last one the browser saw, when it reconnects).
+/// A follower of the job's log from the offset the page was rendered at (or the last one
+/// the browser saw, when it reconnects); a page instead when there is no such job.
 fn follow(
-    state: &StateDir,
-    request: Request,
+    state: Arc<StateDir>,
     job: &router::JobRef,
     log: router::LogName,
     target: &str,
-) {
-    let run = match handle::known_job(state, job) {
-        Ok(run) => run,
-        Err(reply) => {
-            let _ = reply.send(request);
-            return;
-        }
-    };
-    let last_seen = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Last-Event-ID"))
-        .map(|h| h.value.as_str().to_string());
+    headers: &HeaderMap,
+) -> Result<live::Follower, reply::Reply> {
+    let run = handle::known_job(&state, job)?;
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let offset = last_seen
         .or_else(|| paths::query_param(target, "offset"))
         .and_then(|o| o.parse().ok())
         .unwrap_or(0);
     let rel = handle::job_rel_dir(&run, &job.job).join(log.file());
-    let mut out = request.into_writer();
-    // A follower that went away ends the stream with a write error: nothing to report.
-    let _ = live::follow(&mut *out, state, &run, &job.job, &rel, offset);
+    Ok(live::Follower::new(
+        state,
+        run,
+        job.job.clone(),
+        rel,
+        offset,
+    ))
 }
 
 /// Whether `addr` is only reachable from this machine.

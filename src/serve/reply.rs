@@ -1,23 +1,26 @@
-//! A finished answer (page, JSON, file) and how it is sent, with the headers every answer
-//! carries: nothing from another origin may load, and no content type is guessed.
+//! A finished answer (page, JSON, file) and how it becomes an HTTP response, with the
+//! headers every answer carries: nothing from another origin may load, and no content
+//! type is guessed.
 
 use std::fs::File;
 
-use tiny_http::{Header, Request, Response, StatusCode};
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
 
 /// Pages load only pikaci's own CSS and script, and the live log connects only back.
 pub const SECURITY_HEADERS: &[(&str, &str)] = &[
-    ("X-Content-Type-Options", "nosniff"),
+    ("x-content-type-options", "nosniff"),
     (
-        "Content-Security-Policy",
+        "content-security-policy",
         "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
          img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     ),
-    ("Referrer-Policy", "no-referrer"),
-    ("Cache-Control", "no-store"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
 ];
 
-pub enum Body {
+pub enum Content {
     Bytes(Vec<u8>),
     File { file: File, len: u64 },
 }
@@ -25,7 +28,7 @@ pub enum Body {
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Body,
+    pub body: Content,
     /// A file name to download the body as.
     pub download: Option<String>,
 }
@@ -48,7 +51,7 @@ impl Reply {
         Reply {
             status,
             content_type,
-            body: Body::Bytes(body),
+            body: Content::Bytes(body),
             download: None,
         }
     }
@@ -58,36 +61,53 @@ impl Reply {
         Reply {
             status: 200,
             content_type,
-            body: Body::File { file, len },
+            body: Content::File { file, len },
             download: None,
         }
     }
 
-    pub fn send(self, request: Request) -> std::io::Result<()> {
-        let mut headers = vec![header("Content-Type", self.content_type)];
+    /// The response; a file is streamed from its open descriptor, never read whole.
+    pub fn into_response(self) -> Response {
+        let (body, len) = match self.body {
+            Content::Bytes(bytes) => {
+                let len = bytes.len() as u64;
+                (Body::from(bytes), len)
+            }
+            Content::File { file, len } => {
+                let file = tokio::fs::File::from_std(file);
+                (
+                    Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+                    len,
+                )
+            }
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if let Some(name) = &self.download {
             let value = format!("attachment; filename=\"{}\"", safe_file_name(name));
-            headers.push(header("Content-Disposition", &value));
-        }
-        headers.extend(SECURITY_HEADERS.iter().map(|(k, v)| header(k, v)));
-        let status = StatusCode(self.status);
-        match self.body {
-            Body::Bytes(bytes) => {
-                let len = bytes.len();
-                request.respond(Response::new(status, headers, &bytes[..], Some(len), None))
-            }
-            Body::File { file, len } => {
-                let len = usize::try_from(len).ok();
-                request.respond(Response::new(status, headers, file, len, None))
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(header::CONTENT_DISPOSITION, value);
             }
         }
+        with_security_headers(response)
     }
 }
 
-pub fn header(name: &str, value: &str) -> Header {
-    // Only our own constant names and values made safe above reach here.
-    Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .unwrap_or_else(|()| Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("ascii"))
+pub fn with_security_headers(mut response: Response) -> Response {
+    for (name, value) in SECURITY_HEADERS {
+        response.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    response
 }
 
 /// A name for `Content-Disposition`: letters, digits, `.`, `_`, `-`; anything else `_`.
