@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -19,6 +20,31 @@ use crate::state::{JobStatus, StateDir};
 const POLL: Duration = Duration::from_millis(250);
 /// The most sent in one event; a larger backlog goes out in several.
 const PIECE: u64 = 64 << 10;
+/// The most followers at once; past it a follower is turned away (503) rather than
+/// letting a runaway page open streams without end.
+pub const MAX_FOLLOWERS: usize = 1024;
+
+static FOLLOWERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A place among the [`MAX_FOLLOWERS`], given back when its follower is dropped.
+struct Place;
+
+impl Place {
+    fn take() -> Option<Place> {
+        let taken = FOLLOWERS.fetch_add(1, Ordering::SeqCst);
+        if taken >= MAX_FOLLOWERS {
+            FOLLOWERS.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Place)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        FOLLOWERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Where one follower is in one job's log.
 pub struct Follower {
@@ -29,6 +55,7 @@ pub struct Follower {
     pub rel: PathBuf,
     pub offset: u64,
     text: Utf8Pieces,
+    _place: Place,
 }
 
 enum Look {
@@ -38,15 +65,23 @@ enum Look {
 }
 
 impl Follower {
-    pub fn new(state: Arc<StateDir>, run: String, job: String, rel: PathBuf, offset: u64) -> Self {
-        Follower {
+    /// None when [`MAX_FOLLOWERS`] already follow.
+    pub fn new(
+        state: Arc<StateDir>,
+        run: String,
+        job: String,
+        rel: PathBuf,
+        offset: u64,
+    ) -> Option<Self> {
+        Some(Follower {
             state,
             run,
             job,
             rel,
             offset,
             text: Utf8Pieces::default(),
-        }
+            _place: Place::take()?,
+        })
     }
 
     /// New text if the log grew, else whether the job has ended. The status is read

@@ -124,13 +124,10 @@ fn follow(
         .and_then(|o| o.parse().ok())
         .unwrap_or(0);
     let rel = handle::job_rel_dir(&run, &job.job).join(log.file());
-    Ok(live::Follower::new(
-        state,
-        run,
-        job.job.clone(),
-        rel,
-        offset,
-    ))
+    live::Follower::new(state, run, job.job.clone(), rel, offset).ok_or_else(|| {
+        let busy = format!("{} logs are followed already\n", live::MAX_FOLLOWERS);
+        reply::Reply::bytes(503, "text/plain; charset=utf-8", busy.into_bytes())
+    })
 }
 
 /// Whether `addr` is only reachable from this machine.

@@ -76,3 +76,39 @@ fn legend(timeline: &Timeline) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::timeline::Segment;
+
+    #[test]
+    fn each_job_is_a_bar_of_its_phases_on_the_runs_axis() {
+        let segment = |phase: &str, start_ms, ms| Segment {
+            phase: phase.into(),
+            start_ms,
+            ms,
+        };
+        let timeline = Timeline {
+            total_ms: 4000,
+            bars: vec![
+                Bar {
+                    job: "lint".into(),
+                    status: "passed".into(),
+                    failure: false,
+                    start_ms: 0,
+                    segments: vec![segment("setup", 0, 500), segment("run", 500, 1500)],
+                },
+                Bar {
+                    job: "test <all>".into(),
+                    status: "timed_out".into(),
+                    failure: true,
+                    start_ms: 1000,
+                    segments: vec![segment("boot", 1000, 1000), segment("run", 2000, 2000)],
+                },
+            ],
+        };
+        let svg = timeline_svg(&timeline).into_string().replace("><", ">\n<");
+        insta::assert_snapshot!("timeline_svg", svg);
+    }
+}
