@@ -1,6 +1,9 @@
 //! `pikaci serve` over runs the real binary made with the `host` backend: it only reads,
 //! never outside the state dir, carries 50 live followers during a run, and shows a
 //! person in headless Chromium what failed, where the time went and the log as it grows.
+//! Chromium is driven over WebDriver (ChromeDriver), not `--dump-dom`: the live log is one
+//! page load watched over time (it grows in place, then the page turns to the final
+//! status), which a one-shot dump cannot see.
 
 mod http;
 mod webdriver;
