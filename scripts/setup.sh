@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pikaci's demo and tests need on a fresh Debian 12 machine (as root):
-# git, Nix, ssh, xmllint and shellcheck from Debian, and a newer ShellCheck beside it.
+# git, Nix, ssh, xmllint, shellcheck and Chromium (for `pikaci serve`'s browser test) from
+# Debian, and a newer ShellCheck beside it.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ command -v script >/dev/null || need+=(bsdutils)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v xmllint >/dev/null || need+=(libxml2-utils)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need[*]}; run as root or install them" >&2

@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod reaper;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod snapshot;
 pub mod state;
 pub mod sync;

@@ -39,6 +39,7 @@ mod retries;
 mod root_only;
 mod running;
 mod secrets;
+mod serve;
 mod setup;
 mod ssh;
 mod store;

@@ -74,6 +74,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Remove old runs and the snapshots only they used.
     Gc(GcArgs),
+    /// Show runs, jobs, timelines and live logs in a browser (read-only).
+    Serve(ServeArgs),
     /// Check what the configured backends need on each host of the pool, with fixes.
     Doctor(DoctorArgs),
     /// List the pool's hosts: reachable or not, slots, labels, KVM, Nix, free disk.
@@ -276,4 +278,11 @@ pub struct GcArgs {
     /// use them (the next run stores them again from the workspace).
     #[arg(long)]
     pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on; anything but loopback lets others read the logs.
+    #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: String,
 }

@@ -4,7 +4,7 @@ use super::args::{Global, LogsArgs, RunsArgs, StatusArgs};
 use super::context::{load_config, state_only};
 use crate::error::Error;
 use crate::ids::Id;
-use crate::report::{ran_on, short_duration};
+use crate::report::{ran_on, read_run_hosts, run_entry_json, short_duration, status_json};
 use crate::state::{
     JobRecord, JobStatus, RunEntry, RunLock, RunRecord, job_records, list_runs, read_record,
     resolve_run,
@@ -61,7 +61,7 @@ pub fn runs(global: &Global, args: RunsArgs) -> Result<u8, Error> {
     let state = state_only(global)?;
     let runs = list_runs(&state).map_err(|e| Error::infra("listing runs", e))?;
     if args.json {
-        let items: Vec<serde_json::Value> = runs.iter().map(entry_json).collect();
+        let items: Vec<serde_json::Value> = runs.iter().map(run_entry_json).collect();
         crate::outln!(
             "{}",
             serde_json::to_string_pretty(&items).unwrap_or_default()
@@ -72,15 +72,6 @@ pub fn runs(global: &Global, args: RunsArgs) -> Result<u8, Error> {
         crate::outln!("{}", entry_line(run));
     }
     Ok(0)
-}
-
-fn entry_json(run: &RunEntry) -> serde_json::Value {
-    match &run.record {
-        Ok(record) => serde_json::json!({"id": run.id, "status": run.status(), "record": record}),
-        Err(e) => {
-            serde_json::json!({"id": run.id, "status": null, "error": crate::error::chain(e)})
-        }
-    }
 }
 
 fn entry_line(run: &RunEntry) -> String {
@@ -126,28 +117,14 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         .map_err(|e| Error::Usage(crate::error::chain(e)))?;
     let status = entry.status();
     let run_dir = state.run(&id);
-    let hosts = run_hosts(&run_dir);
+    let hosts = read_run_hosts(&run_dir);
     let jobs: Vec<(String, Result<JobRecord, String>)> = job_records(&run_dir, record)
         .into_iter()
         .map(|(job, r)| (job, r.map_err(|e| crate::error::chain(&e))))
         .collect();
     if args.json {
-        let jobs: Vec<serde_json::Value> = jobs
-            .iter()
-            .map(|(name, r)| match r {
-                Ok(job) => serde_json::to_value(job).unwrap_or_default(),
-                Err(e) => serde_json::json!({"job": name, "error": e}),
-            })
-            .collect();
-        let mut run = serde_json::to_value(record).unwrap_or_default();
-        run["status"] = serde_json::to_value(status).unwrap_or_default();
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"run": run, "jobs": jobs, "hosts": hosts})
-            )
-            .unwrap_or_default()
-        );
+        let doc = status_json(record, status, &jobs, &hosts);
+        crate::outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(0);
     }
     let status = status.map_or("unknown".to_string(), |s| s.to_string());
@@ -177,15 +154,6 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         }
     }
     Ok(0)
-}
-
-/// The pool hosts the run considered (`hosts.json`); none for a run that wrote none
-/// (older, or before its hosts were reached), which only lacks the detail.
-fn run_hosts(run: &crate::state::RunDir) -> Vec<crate::state::HostRecord> {
-    std::fs::read(run.path.join("hosts.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
 }
 
 /// A job's line in `status`: status, duration, `[backend on host]`, its message; then one

@@ -58,6 +58,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Status(args) => inspect::status(&global, args),
         Command::Logs(args) => inspect::logs(&global, args),
         Command::Gc(args) => maintain::gc(&global, args),
+        Command::Serve(args) => serve(&global, &args),
         Command::Doctor(args) => setup::doctor(&global, args),
         Command::Hosts(args) => hosts::hosts(&global, args),
         Command::Init(args) => init::init(&global, args),
@@ -68,4 +69,18 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Image(ImageCommand::Import(args)) => image::import(&global, args),
         Command::Image(ImageCommand::List) => image::list(&global),
     }
+}
+
+/// `pikaci serve`: the state dir as `status` finds it, served until stopped.
+fn serve(global: &args::Global, args: &args::ServeArgs) -> Result<u8, Error> {
+    let state = context::state_only(global)?;
+    let shown = state.root().display().to_string();
+    crate::serve::serve(state, &args.listen, |addr| {
+        crate::outln!("pikaci serve: http://{addr}/ (reading {shown}, read-only)");
+        if !crate::serve::is_loopback(&addr) {
+            crate::errln!("warning: {addr} is not loopback: whoever reaches it reads the logs");
+        }
+    })
+    .map_err(|e| Error::infra("serving the runs", e))?;
+    Ok(0)
 }

@@ -11,7 +11,7 @@ pub(crate) mod tail;
 pub use github::GithubReporter;
 pub use human::HumanReporter;
 pub use junit::junit_report;
-pub use machine::{JsonReporter, JsonlReporter};
+pub use machine::{JsonReporter, JsonlReporter, read_run_hosts, run_entry_json, status_json};
 pub use summary::markdown_summary;
 
 use crate::state::{Event, JobRecord, RunRecord};

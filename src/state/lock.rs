@@ -26,12 +26,14 @@ impl RunLock {
         }
     }
 
-    /// True when a live process holds the lock at `path`.
+    /// True when a live process holds the lock at `path`. Asked read-only, with a shared
+    /// lock (which the holder's exclusive one refuses), so readers such as `status` and
+    /// `serve` work on a state dir they may not write.
     pub fn is_held(path: &Path) -> bool {
-        let Ok(file) = OpenOptions::new().write(true).open(path) else {
+        let Ok(file) = File::open(path) else {
             return false;
         };
-        matches!(file.try_lock(), Err(TryLockError::WouldBlock))
+        matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
     }
 }
 
