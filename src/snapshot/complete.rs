@@ -70,17 +70,22 @@ pub fn is_complete(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
         return false;
     };
     let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();
-    let stats = crate::fsutil::lstat_all(dir, &paths);
+    // A regular file's size, or `None` for a symlink; an error for anything else.
+    let stats = crate::fsutil::stat_all(dir, &paths, |meta| match meta {
+        Ok(m) if m.is_file() => Ok(Some(m.len())),
+        Ok(m) if m.file_type().is_symlink() => Ok(None),
+        _ => Err(()),
+    });
     let mut sizes = sizes.into_iter();
     let all_there = entries
         .iter()
         .zip(stats)
-        .all(|(entry, meta)| match entry.kind {
+        .all(|(entry, stat)| match entry.kind {
             TreeKind::File { .. } => {
                 let size = sizes.next();
-                meta.is_ok_and(|m| m.is_file() && Some(m.len()) == size)
+                stat.is_ok_and(|len| len.is_some() && len == size)
             }
-            TreeKind::Symlink { .. } => meta.is_ok_and(|m| m.file_type().is_symlink()),
+            TreeKind::Symlink { .. } => stat == Ok(None),
         });
     all_there && sizes.next().is_none()
 }

@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::SnapshotError;
@@ -39,6 +39,28 @@ impl Entry {
     }
 }
 
+/// What the listing keeps of one path's `lstat`.
+enum Found {
+    Entry(Kind, super::store::Stat),
+    Dir,
+    Other,
+}
+
+impl Found {
+    fn of(meta: std::fs::Metadata) -> Found {
+        if meta.file_type().is_symlink() {
+            Found::Entry(Kind::Symlink, super::store::Stat::of(&meta))
+        } else if meta.is_file() {
+            let executable = meta.permissions().mode() & 0o100 != 0;
+            Found::Entry(Kind::File { executable }, super::store::Stat::of(&meta))
+        } else if meta.is_dir() {
+            Found::Dir
+        } else {
+            Found::Other
+        }
+    }
+}
+
 /// The workspace's files, sorted by path bytes, and notes for the user.
 pub struct Listing {
     pub entries: Vec<Entry>,
@@ -67,25 +89,14 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
             .into_iter()
             .filter(|rel| keep(rel))
             .collect();
-        let stats = crate::fsutil::lstat_all(workspace, &batch);
-        for (rel, meta) in batch.into_iter().zip(stats) {
+        let stats = crate::fsutil::stat_all(workspace, &batch, |meta| meta.map(Found::of));
+        for (rel, found) in batch.into_iter().zip(stats) {
             let full = workspace.join(&rel);
-            let meta = match meta {
-                Ok(meta) => meta,
-                // Tracked but deleted in the working tree: not part of what the user means.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(SnapshotError::Io { path: full, source }),
-            };
-            let kind = if meta.file_type().is_symlink() {
-                Kind::Symlink
-            } else if meta.is_file() {
-                Kind::File {
-                    executable: meta.permissions().mode() & 0o100 != 0,
-                }
-            } else {
+            let (kind, stat) = match found {
+                Ok(Found::Entry(kind, stat)) => (kind, stat),
                 // git lists a submodule as one path, its directory: its files are the
                 // next batch.
-                if in_git && meta.is_dir() {
+                Ok(Found::Dir) if in_git => {
                     let checked_out = full.join(".git").exists();
                     match checked_out
                         .then(|| git_files(&full, &rel, &[]))
@@ -98,17 +109,21 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
                             rel.display()
                         )),
                     }
+                    continue;
                 }
                 // Sockets, fifos and devices are not snapshotted.
-                continue;
+                Ok(Found::Dir | Found::Other) => continue,
+                // Tracked but deleted in the working tree: not part of what the user means.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(SnapshotError::Io { path: full, source }),
             };
             listing.entries.push(Entry {
                 path: rel,
                 kind,
-                size: meta.size(),
-                mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-                ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
-                ino: meta.ino(),
+                size: stat.size,
+                mtime_ns: stat.mtime_ns,
+                ctime_ns: stat.ctime_ns,
+                ino: stat.ino,
             });
         }
     }

@@ -167,7 +167,9 @@ fn take_listed(
             target,
         });
     }
-
+    // Gone before the tree and the new index are made: at 100,000 files it is 20 MB.
+    let indexed = old_index.len();
+    drop(old_index);
     let existing = store
         .manifest(&manifest_digest(&taken))
         .and_then(|nar| Some((store::sri_to_hex(&nar)?, nar)))
@@ -184,9 +186,9 @@ fn take_listed(
 
     // Every file found in the index, and as many as it holds: it is the same index.
     let files = taken.iter().filter(|t| t.target.is_none()).count();
-    if from_index != files || files != old_index.len() || !reused {
+    if from_index != files || files != indexed || !reused {
         let pairs: Vec<_> = taken.iter().map(|t| (&t.entry, t.hash.as_str())).collect();
-        write_index(&index_path, &Index::build(taken_at_ns, &pairs))?;
+        write_index(&index_path, &Index::encode(taken_at_ns, &pairs))?;
     }
 
     Ok(Snapshot {
@@ -215,10 +217,12 @@ fn restore_missing_objects(
             Kind::Symlink => PathBuf::new(),
         })
         .collect();
-    let stats = crate::fsutil::lstat_all(Path::new(""), &objects);
+    let sizes = crate::fsutil::stat_all(Path::new(""), &objects, |meta| {
+        meta.ok().filter(|m| m.is_file()).map(|m| m.len())
+    });
     let mut kept = Vec::with_capacity(taken.len());
-    for (mut t, stat) in taken.drain(..).zip(stats) {
-        let there = stat.is_ok_and(|m| m.is_file() && m.len() == t.entry.size);
+    for (mut t, size) in taken.drain(..).zip(sizes) {
+        let there = size == Some(t.entry.size);
         if let Kind::File { executable } = t.entry.kind
             && !there
         {
@@ -462,7 +466,7 @@ fn workspace_key(workspace: &Path) -> String {
     store::hex(&Sha256::digest(absolute.as_os_str().as_bytes()))[..16].to_string()
 }
 
-fn write_index(path: &Path, index: &Index) -> Result<(), SnapshotError> {
+fn write_index(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
     let io = |source| SnapshotError::Io {
         path: path.to_path_buf(),
         source,
@@ -470,7 +474,7 @@ fn write_index(path: &Path, index: &Index) -> Result<(), SnapshotError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io)?;
     }
-    crate::fsutil::write_with(path, &index.to_bytes(), CACHE_WRITE).map_err(io)
+    crate::fsutil::write_with(path, bytes, CACHE_WRITE).map_err(io)
 }
 
 fn now_ns() -> i128 {
