@@ -231,6 +231,52 @@ fn synthetic_repo_of(root: &Path, files: usize) {
     ]));
 }
 
+/// The warm figure again once the state dir holds 50 runs and 20 snapshots (issue 17's
+/// history goal: what pikaci keeps must not slow the next look at the workspace).
+fn with_history(root: &Path, run: &dyn Fn(), status: &dyn Fn(), first_ratio: f64) {
+    let count = |dir: &str| {
+        std::fs::read_dir(root.join(".pikaci").join(dir)).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .count()
+        })
+    };
+    let mut change = 0;
+    for _ in 0..60 {
+        if count("runs") >= 50 {
+            break;
+        }
+        if count("cache/snapshots") < 20 {
+            change += 1;
+            std::fs::write(
+                root.join("d001/f00001.rs"),
+                format!("// history {change}\n"),
+            )
+            .unwrap();
+        }
+        run();
+    }
+    let timed = |f: &dyn Fn()| {
+        let started = Instant::now();
+        f();
+        started.elapsed()
+    };
+    let (mut git, mut pikaci) = (vec![], vec![]);
+    for _ in 0..7 {
+        git.push(timed(status));
+        pikaci.push(timed(run));
+    }
+    let (g, p) = (median(git), median(pikaci));
+    println!(
+        "20000 files with {} runs and {} snapshots kept, nothing changed: pikaci run {:.0} ms vs git status --porcelain {:.0} ms: {:.1}x (after one run: {first_ratio:.1}x; goal: the same)",
+        count("runs"),
+        count("cache/snapshots"),
+        ms(p),
+        ms(g),
+        p.as_secs_f64() / g.as_secs_f64()
+    );
+}
+
 fn snapshot() {
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
@@ -477,6 +523,9 @@ fn against_git_status(files: usize) {
         ms(go),
         po.as_secs_f64() / go.as_secs_f64()
     );
+    if files == FILES {
+        with_history(root, &run, &status, ps.as_secs_f64() / gs.as_secs_f64());
+    }
     std::fs::write(&changed, "// measured for its peak\n").unwrap();
     let peak = Command::new("/usr/bin/time")
         .args(["-f", "%M", pikaci, "run", "trivial", "--output", "jsonl"])
