@@ -80,6 +80,12 @@ impl BuiltOnBuildHost {
         !outputs.is_empty() && outputs.iter().all(|p| built.contains(p))
     }
 
+    /// Every input output built on B so far.
+    pub fn built_inputs(&self) -> Vec<StorePath> {
+        let built = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        built.iter().cloned().collect()
+    }
+
     /// B's session, opened by the builds that made those paths.
     pub fn session(&self) -> Option<Arc<HostSession>> {
         self.session.get().and_then(Weak::upgrade)

@@ -1,5 +1,5 @@
 //! The run's last phase with `[nix] cache`: the outputs of its passed build jobs and of
-//! its inputs are pushed to the cache with `nix copy --to`. What was built here is
+//! its inputs (built here or on the build host) are pushed to the cache with `nix copy --to`. What was built here is
 //! pushed from here, signed as it is written when `signing-key-file` is set; what was
 //! built on the build host is pushed from there, then signed in the cache from here
 //! (`nix store sign --store CACHE`), so the key never leaves this machine. A failed push
@@ -24,7 +24,19 @@ pub fn push(run: &RunShared, plan: &Plan) -> Option<PushRecord> {
     let key = nix.signing_key_file.as_deref();
     let started = Instant::now();
     let build_host = run.backends.build_host();
-    let (on_b, here) = to_push(run, plan, build_host.map(|b| b.name().as_str()));
+    let (mut on_b, here) = to_push(run, plan, build_host.map(|b| b.name().as_str()));
+    // Inputs built on B for guest jobs are in B's store only (those built here as well
+    // are pushed from here).
+    if let Some(b) = build_host {
+        on_b.extend(
+            b.shared()
+                .built_inputs()
+                .into_iter()
+                .filter(|p| !here.contains(p)),
+        );
+        on_b.sort();
+        on_b.dedup();
+    }
     let mut pushed = Vec::new();
     let mut errors = Vec::new();
     match valid_here(&here, run) {
