@@ -293,23 +293,12 @@ fn an_input_the_build_host_cannot_build_or_send_is_an_error_naming_it() {
     insta::assert_snapshot!(redact_store(&shown, &repo));
 }
 
-/// An Incus job's input is built on the build host too, and reaches the guest host's
-/// store from there, then the instance (an image with a store of its own: the testbed's
-/// Incus server cannot mount an own-store host's `/nix/store`).
-/// With `[nix] cache`, an input built on the build host is pushed to the cache from
-/// there (it is not in this machine's store).
-#[test]
-fn an_input_built_on_the_build_host_is_pushed_from_there() {
-    let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_NIX_IMAGE", "incus-nix.sh")
-    else {
-        return;
-    };
-    let Some(key) = std::env::var("PIKACI_TEST_SSH_KEY").ok() else {
-        return;
-    };
-    let work = tempfile::tempdir().unwrap();
-    let cache_dir = work.path().join("cache");
-    std::fs::create_dir(&cache_dir).unwrap();
+/// A repo whose job `hello` runs in an Incus container (an image with a store of its
+/// own) on guest host `g`, with an input `tools` that prints `marker`, built on build
+/// host `b`; `nix` is added to `[nix]`. `None` without the testbed.
+fn incus_job_with_an_input(work: &Path, nix: &str, marker: &str) -> Option<Repo> {
+    let image = crate::harness::testbed_var("PIKACI_TEST_INCUS_NIX_IMAGE", "incus-nix.sh")?;
+    let key = std::env::var("PIKACI_TEST_SSH_KEY").ok()?;
     let hosts = [("g", 2), ("b", 0)].map(|(name, n)| TestHost {
         name,
         url: own_store_host(n).unwrap(),
@@ -322,19 +311,32 @@ fn an_input_built_on_the_build_host_is_pushed_from_there() {
          [backends.incus]\nimage = \"{image}\"\ninstance-type = \"container\"\n\
          guest-agent = \"/usr/local/bin/pikaci-guest\"\n\
          limits = {{ memory = \"256MiB\", processes = 200 }}\n\n\
-         [nix]\nbuild-host = \"b\"\ncache = \"file://{cache}\"\n\n",
-        known = known_hosts_for(work.path(), &hosts.each_ref().map(|h| port_of(&h.url))).display(),
-        cache = cache_dir.display(),
+         [nix]\nbuild-host = \"b\"\n{nix}\n",
+        known = known_hosts_for(work, &hosts.each_ref().map(|h| port_of(&h.url))).display(),
     );
-    config.push_str(&hosts_toml(work.path(), &hosts));
+    config.push_str(&hosts_toml(work, &hosts));
     config.push_str(
         "[inputs]\ntools = \"./tools#tools\"\n\n\
          [jobs.hello]\ninputs = [\"tools\"]\ncommand = \"pikaci-incus-hello\"\nruns-on = [\"g\"]\n",
     );
-    let marker = format!("pushed-{:?}", std::time::SystemTime::now());
     let repo = Repo::new(&config);
-    repo.write("tools/flake.nix", &tools_flake("pikaci-incus", &marker));
+    repo.write("tools/flake.nix", &tools_flake("pikaci-incus", marker));
     repo.commit("tools");
+    Some(repo)
+}
+
+/// With `[nix] cache`, an input built on the build host is pushed to the cache from
+/// there (it is not in this machine's store).
+#[test]
+fn an_input_built_on_the_build_host_is_pushed_from_there() {
+    let work = tempfile::tempdir().unwrap();
+    let cache_dir = work.path().join("cache");
+    std::fs::create_dir(&cache_dir).unwrap();
+    let nix = format!("cache = \"file://{}\"\n", cache_dir.display());
+    let marker = format!("pushed-{:?}", std::time::SystemTime::now());
+    let Some(repo) = incus_job_with_an_input(work.path(), &nix, &marker) else {
+        return;
+    };
     repo.pikaci(&["run", "hello"]).expect(0);
     let record = repo.read_json(&repo.latest_run().join("run.json"));
     assert!(record["push"]["error"].is_null(), "{record}");
@@ -354,40 +356,16 @@ fn an_input_built_on_the_build_host_is_pushed_from_there() {
     }
 }
 
+/// An Incus job's input is built on the build host too, and reaches the guest host's
+/// store from there, then the instance (an image with a store of its own: the testbed's
+/// Incus server cannot mount an own-store host's `/nix/store`).
 #[test]
 fn an_incus_job_gets_its_input_from_the_build_host() {
-    let Some(image) = crate::harness::testbed_var("PIKACI_TEST_INCUS_NIX_IMAGE", "incus-nix.sh")
-    else {
-        return;
-    };
-    let Some(key) = std::env::var("PIKACI_TEST_SSH_KEY").ok() else {
-        return;
-    };
     let work = tempfile::tempdir().unwrap();
-    let hosts = [("g", 2), ("b", 0)].map(|(name, n)| TestHost {
-        name,
-        url: own_store_host(n).unwrap(),
-        slots: None,
-        labels: vec![name],
-    });
-    let mut config = format!(
-        "[defaults]\nbackend = \"incus\"\n\n\
-         [ssh]\nidentity-file = \"{key}\"\nknown-hosts-file = \"{known}\"\n\n\
-         [backends.incus]\nimage = \"{image}\"\ninstance-type = \"container\"\n\
-         guest-agent = \"/usr/local/bin/pikaci-guest\"\n\
-         limits = {{ memory = \"256MiB\", processes = 200 }}\n\n\
-         [nix]\nbuild-host = \"b\"\n\n",
-        known = known_hosts_for(work.path(), &hosts.each_ref().map(|h| port_of(&h.url))).display(),
-    );
-    config.push_str(&hosts_toml(work.path(), &hosts));
-    config.push_str(
-        "[inputs]\ntools = \"./tools#tools\"\n\n\
-         [jobs.hello]\ninputs = [\"tools\"]\ncommand = \"pikaci-incus-hello\"\nruns-on = [\"g\"]\n",
-    );
     let marker = format!("incus-{:?}", std::time::SystemTime::now());
-    let repo = Repo::new(&config);
-    repo.write("tools/flake.nix", &tools_flake("pikaci-incus", &marker));
-    repo.commit("tools");
+    let Some(repo) = incus_job_with_an_input(work.path(), "", &marker) else {
+        return;
+    };
     repo.pikaci(&["run", "hello"]).expect(0);
     let (status, log) = repo.job("hello");
     assert_eq!(status["status"], "passed", "{status}");

@@ -22,7 +22,7 @@ use crate::nix::flake_jobs::{
 };
 use crate::nix::{NixBuild, NixError, StorePath, installable_in, parse_build_json};
 use crate::plan::ExecuteNode;
-use crate::state::{EventKind, JobRecord, JobStatus, RECORD_SCHEMA};
+use crate::state::{EventKind, JobStatus};
 use crate::transport::{Local, Step, Transport, TransportError};
 
 /// The file in a build job's directory that lists the outputs it built or found valid,
@@ -83,29 +83,8 @@ pub fn run_build_job(
     let dir = run.recorder.run.job(&job.id);
     let started = SystemTime::now();
     let build_host = run.backends.build_host().map(|b| b.name().clone());
-    let mut record = JobRecord {
-        schema_version: RECORD_SCHEMA,
-        job: job.id.to_string(),
-        targets: node.targets.iter().map(Id::to_string).collect(),
-        backend: job.backend,
-        status: JobStatus::Running,
-        exit_code: None,
-        signal: None,
-        started_at: Some(now_rfc3339()),
-        finished_at: None,
-        duration_ms: None,
-        message: None,
-        phases: BTreeMap::new(),
-        failed_in: None,
-        host: build_host.as_ref().map(Id::to_string),
-        attempts: Vec::new(),
-    };
-    run.recorder.write_job(&dir, &record)?;
-    run.recorder.emit(EventKind::JobStarted {
-        job: record.job.clone(),
-        backend: job.backend,
-        host: record.host.clone(),
-    });
+    let mut record =
+        super::job::start_record(node, build_host.as_ref(), Vec::new(), run.recorder, &dir)?;
     let ended = Build {
         node,
         spec,

@@ -111,30 +111,8 @@ pub fn run_job(
     let job = &node.job;
     let dir = run.recorder.run.job(&job.id);
     let started = SystemTime::now();
-    let mut record = JobRecord {
-        schema_version: RECORD_SCHEMA,
-        job: job.id.to_string(),
-        targets: node.targets.iter().map(Id::to_string).collect(),
-        backend: job.backend,
-        status: JobStatus::Running,
-        exit_code: None,
-        signal: None,
-        started_at: Some(now_rfc3339()),
-        finished_at: None,
-        duration_ms: None,
-        message: None,
-        phases: BTreeMap::new(),
-        failed_in: None,
-        host: placed.on.as_ref().map(Id::to_string),
-        attempts: placed.earlier,
-    };
     let retries_left = placed.retries_left;
-    run.recorder.write_job(&dir, &record)?;
-    run.recorder.emit(EventKind::JobStarted {
-        job: record.job.clone(),
-        backend: job.backend,
-        host: record.host.clone(),
-    });
+    let mut record = start_record(node, placed.on.as_ref(), placed.earlier, run.recorder, &dir)?;
 
     let mut phases = Phases {
         times: &mut record.phases,
@@ -245,6 +223,41 @@ pub fn run_job(
             }),
         },
     })
+}
+
+/// Writes the record of a job that starts now (on `host`, after the `earlier` attempts)
+/// and announces it.
+pub(super) fn start_record(
+    node: &ExecuteNode,
+    host: Option<&Id>,
+    earlier: Vec<Attempt>,
+    recorder: &Recorder,
+    dir: &Path,
+) -> std::io::Result<JobRecord> {
+    let record = JobRecord {
+        schema_version: RECORD_SCHEMA,
+        job: node.job.id.to_string(),
+        targets: node.targets.iter().map(Id::to_string).collect(),
+        backend: node.job.backend,
+        status: JobStatus::Running,
+        exit_code: None,
+        signal: None,
+        started_at: Some(now_rfc3339()),
+        finished_at: None,
+        duration_ms: None,
+        message: None,
+        phases: BTreeMap::new(),
+        failed_in: None,
+        host: host.map(Id::to_string),
+        attempts: earlier,
+    };
+    recorder.write_job(dir, &record)?;
+    recorder.emit(EventKind::JobStarted {
+        job: record.job.clone(),
+        backend: record.backend,
+        host: record.host.clone(),
+    });
+    Ok(record)
 }
 
 /// Moves the files of the attempt that just ended into `attempts/<n>/` of the job's
