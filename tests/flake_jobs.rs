@@ -6,19 +6,7 @@
 
 use std::path::Path;
 
-use crate::harness::{Repo, known_hosts_for, own_store_host, port_of, testbed_ssh};
-
-fn nix_available() -> bool {
-    let found = std::process::Command::new("nix")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "nix is required in CI"
-    );
-    found
-}
+use crate::harness::{Repo, known_hosts_for, nix_available, own_store_host, port_of, testbed_ssh};
 
 /// Unique to this test's run, so that its derivations are new to every store.
 fn marker() -> String {

@@ -633,3 +633,19 @@ pub fn tools_flake(name: &str, marker: &str) -> String {
 "#
     )
 }
+
+/// Nix is installed by scripts/setup.sh; outside CI a machine without it skips.
+pub fn nix_available() -> bool {
+    let found = std::process::Command::new("nix")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "nix is required in CI"
+    );
+    if !found {
+        eprintln!("skipped: nix is not installed");
+    }
+    found
+}

@@ -1,22 +1,6 @@
 //! `[inputs]`: real `nix build --json -o GCROOT` of a flake with no inputs.
 
-use crate::harness::{Repo, Run};
-
-/// Nix is installed by scripts/setup.sh; outside CI a machine without it skips.
-fn nix_available() -> bool {
-    let found = std::process::Command::new("nix")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "nix is required in CI"
-    );
-    if !found {
-        eprintln!("skipped: nix is not installed");
-    }
-    found
-}
+use crate::harness::{Repo, Run, nix_available};
 
 fn repo_with_flake(config: &str) -> Repo {
     let repo = Repo::new(config);

@@ -113,14 +113,7 @@ pub fn run_build_job(
             .as_millis() as u64,
     );
     run.recorder.write_job(&dir, &record)?;
-    run.recorder.emit(EventKind::JobFinished {
-        job: record.job.clone(),
-        status: record.status,
-        exit_code: record.exit_code,
-        duration_ms: record.duration_ms,
-        message: record.message.clone(),
-        host: record.host.clone(),
-    });
+    run.recorder.emit(super::job::finished_event(&record));
     Ok(JobEnd::Recorded(record.status))
 }
 

@@ -52,14 +52,7 @@ pub fn record_unrun(
         attempts,
     };
     recorder.write_job(&recorder.run.job(&node.job.id), &record)?;
-    recorder.emit(EventKind::JobFinished {
-        job: record.job,
-        status,
-        exit_code: None,
-        duration_ms: None,
-        message: Some(message),
-        host: None,
-    });
+    recorder.emit(finished_event(&record));
     Ok(())
 }
 
@@ -203,14 +196,7 @@ pub fn run_job(
             message: record.message.clone(),
             host: record.host.clone(),
         },
-        None => EventKind::JobFinished {
-            job: record.job.clone(),
-            status: record.status,
-            exit_code: record.exit_code,
-            duration_ms: record.duration_ms,
-            message: record.message.clone(),
-            host: record.host.clone(),
-        },
+        None => finished_event(&record),
     });
     Ok(match (lost, attempt) {
         (None, None) => JobEnd::Recorded(record.status),
@@ -258,6 +244,18 @@ pub(super) fn start_record(
         host: record.host.clone(),
     });
     Ok(record)
+}
+
+/// The `job_finished` event of a job whose final record is `record`.
+pub(super) fn finished_event(record: &JobRecord) -> EventKind {
+    EventKind::JobFinished {
+        job: record.job.clone(),
+        status: record.status,
+        exit_code: record.exit_code,
+        duration_ms: record.duration_ms,
+        message: record.message.clone(),
+        host: record.host.clone(),
+    }
 }
 
 /// Moves the files of the attempt that just ended into `attempts/<n>/` of the job's
