@@ -168,11 +168,61 @@ fn master_connection_ends_with_the_transport() {
             })
             .count()
     };
-    assert_eq!(masters(), 1, "one master for {control}");
+    assert_eq!(masters(), 2, "the master and the command channel for {control}");
     drop(ssh);
     let deadline = Instant::now() + Duration::from_secs(5);
     while masters() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(masters(), 0, "the master exited");
+    assert_eq!(masters(), 0, "the master and the channel exited");
+}
+
+/// The pid of the remote process that started `sh -c 'echo $PPID'`: the same for two
+/// commands when both ran over the command channel, not in sessions of their own.
+fn remote_parent(ssh: &Ssh) -> String {
+    let argv = Argv::new("sh").args(["-c", "echo $PPID", "parent"]);
+    let out = ssh.run(&argv, b"", soon(), &Cancel::new()).unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn small_commands_share_one_channel_and_large_stdin_still_arrives() {
+    let Some(ssh) = connected() else { return };
+    let parent = remote_parent(&ssh);
+    assert_eq!(remote_parent(&ssh), parent, "the second ran in the same loop");
+    // Beyond what the channel carries: a session of its own, and every byte arrives.
+    let big = vec![b'x'; 17 << 20];
+    let out = ssh
+        .run(&Argv::new("wc").arg("-c"), &big, soon(), &Cancel::new())
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "17825792");
+    assert_eq!(remote_parent(&ssh), parent, "the channel is still the one");
+}
+
+#[test]
+fn after_a_command_past_its_deadline_the_next_gets_a_new_channel() {
+    let Some(ssh) = connected() else { return };
+    let parent = remote_parent(&ssh);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let err = ssh
+        .run(&Argv::new("sleep").arg("30"), b"", deadline, &Cancel::new())
+        .unwrap_err();
+    assert!(matches!(err, TransportError::TimedOut { .. }), "{err}");
+    let next = remote_parent(&ssh);
+    assert_ne!(next, parent, "a new loop");
+    assert_eq!(remote_parent(&ssh), next, "kept for the commands after it");
+}
+
+#[test]
+fn a_channel_that_dies_under_a_command_is_its_error_and_the_next_reopens() {
+    let Some(ssh) = connected() else { return };
+    let parent = remote_parent(&ssh);
+    let argv = Argv::new("sh").args(["-c", "kill -9 \"$1\"", "kill-loop", &parent]);
+    let err = ssh.run(&argv, b"", soon(), &Cancel::new()).unwrap_err();
+    assert!(matches!(err, TransportError::ChannelLost { .. }), "{err}");
+    let text = err.to_string();
+    for part in [ssh.host().as_str(), "`sh -c … kill-loop", "may or may not have run"] {
+        assert!(text.contains(part), "`{part}` missing in: {text}");
+    }
+    assert_ne!(remote_parent(&ssh), parent, "a new loop");
 }

@@ -32,7 +32,7 @@ use crate::transport::{Transport, TransportError, host_sh};
 
 mod pack;
 
-use pack::{PackCancelled, Packed, pack_patch, pack_tree, unique_objects};
+use pack::{PackCancelled, pack_patch, pack_tree, unique_objects};
 
 /// How many recent local snapshots a sync offers the host as patch bases.
 const PATCH_CANDIDATES: usize = 8;
@@ -97,11 +97,13 @@ find "$t/tree" -mindepth 1 -type d -exec chmod 0555 {} +
 publish "$t/tree" "$2"
 "#;
 
-/// Patch. Args: host dir, snapshot hex, temp id. Stdin: a tar with the changed contents
+/// Patch, under the shared [`SYNCS_LEASE`]. Args: host dir, snapshot hex, temp id. Stdin: a tar with the changed contents
 /// (`tmp/ID/new/`), NUL-separated lists of the paths to remove and of the directories to
 /// open for writing and close again, and `tree.tar`, the changed entries of `tmp/ID.tree/`.
 pub(crate) const PATCH: &str = r#"set -eu
 cd "$1"
+exec 9>>leases/syncs
+flock -s 9
 t="tmp/$3"
 trap 'discard "$t"; discard "$t.tree"' EXIT
 mkdir -p "$t"
@@ -233,15 +235,12 @@ pub fn sync(
         &hex[..16]
     );
     // Streams a packed tar into the host-side `body` (args: host dir, hex, temp id).
-    let send = |body: &str, packed: Packed, stats: &mut SyncStats| -> Result<(), SyncError> {
+    let send = |body: &str, stream: std::fs::File| -> Result<(), SyncError> {
         let argv = host_sh(body, "pikaci-sync")
             .arg(host_dir)
             .arg(&hex)
             .arg(&id);
-        transport.run_file(&argv, packed.stream, deadline, cancel)?;
-        stats.round_trips += 1;
-        stats.objects_sent = packed.objects;
-        stats.bytes_sent = packed.bytes;
+        transport.run_file(&argv, stream, deadline, cancel)?;
         Ok(())
     };
     let owner = owner_id(cache)?;
@@ -267,21 +266,24 @@ pub fn sync(
             None => return Err(SyncError::Protocol(other.to_string())),
         },
     };
-    // Held until the sync returns: gc on the host collects no object and no temporary
-    // tree while a sync is under way.
-    let _syncing = lease(transport, host_dir, SYNCS_LEASE, deadline, cancel)?;
     if let Some(base) = base {
         let old = snapshot::tree_by_hex(cache, &base)?;
         let diff = Diff::between(&old, &tree);
         if diff.changed.len() + diff.removed.len() <= PATCH_LIMIT {
             let packed = pack_patch(cache, &diff, &id, cancel)
                 .map_err(|e| SyncError::packing(transport, e))?;
-            send(PATCH, packed, &mut stats)?;
+            send(PATCH, packed.stream)?;
+            stats.round_trips += 1;
+            (stats.objects_sent, stats.bytes_sent) = (packed.objects, packed.bytes);
             stats.patched_from = Some(base);
             return Ok(stats);
         }
         // Too different: a fresh tree (RECEIVE discards the taken one).
     }
+    // Held until the sync returns: gc on the host collects no object and no temporary
+    // tree while a sync is under way. (PATCH holds it itself: it links only to what it
+    // brings, and its taken tree is young, which gc leaves alone.)
+    let _syncing = lease(transport, host_dir, SYNCS_LEASE, deadline, cancel)?;
 
     let names: Vec<String> = unique_objects(&tree).into_iter().collect();
     let missing = host_sh(MISSING, "pikaci-sync").arg(host_dir);
@@ -293,9 +295,29 @@ pub fn sync(
     )?;
     stats.round_trips += 1;
     let missing: HashSet<String> = answer.stdout.lines().map_while(Result::ok).collect();
-    let packed = pack_tree(cache, &tree, &missing, &id, cancel)
-        .map_err(|e| SyncError::packing(transport, e))?;
-    send(RECEIVE, packed, &mut stats)?;
+    let (stream, producer) =
+        pack_tree(cache, tree, missing, &id, cancel).map_err(SyncError::Pack)?;
+    let sent = send(RECEIVE, stream);
+    // A stream its producer cut short fails on the host too: the producer's error says
+    // why, unless it is only the broken pipe of a host that failed first. (After a
+    // transport error a producer still under way ends as its pipe closes.)
+    if sent.is_err() && !producer.is_finished() {
+        return sent.map(|()| stats);
+    }
+    let packed = match producer.join() {
+        Err(_) => Err(SyncError::Pack(std::io::Error::other(
+            "the packing thread panicked",
+        ))),
+        Ok(Err(e)) if sent.is_ok() || e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(SyncError::packing(transport, e))
+        }
+        Ok(packed) => {
+            sent?;
+            packed.map_err(SyncError::Pack)
+        }
+    }?;
+    stats.round_trips += 1;
+    (stats.objects_sent, stats.bytes_sent) = (packed.objects, packed.bytes);
     Ok(stats)
 }
 

@@ -94,6 +94,7 @@ mod tests {
             script!(Sh, super::ADOPT),
             script!(Sh, incus::doctor::AGENT_PRESENT),
             script!(Sh, crate::transport::ssh::DRAIN_STDIN),
+            script!(Sh, crate::transport::channel::DRIVER),
             script!(Sh, crate::doctor::COMMAND_PRESENT),
             script!(Sh, crate::pool::PROBE),
         ]

@@ -2,6 +2,7 @@
 //! Commands are argv values; they become a shell string once, at the SSH boundary
 //! ([`quote::quote_argv`]), and never anywhere else.
 
+mod channel;
 mod deadline;
 mod host_sh;
 mod local;
@@ -81,6 +82,14 @@ pub enum TransportError {
         status: String,
         stderr_tail: String,
     },
+    /// The command channel ([`channel`]) ended after the command was sent: whether it
+    /// ran is unknown.
+    #[error("on {host}: {}", self.without_host())]
+    ChannelLost {
+        host: String,
+        command: Box<CommandLine>,
+        stderr_tail: String,
+    },
     #[error("on {host}: {}", self.without_host())]
     TimedOut {
         host: String,
@@ -99,6 +108,7 @@ impl TransportError {
         match self {
             TransportError::Spawn { command, .. }
             | TransportError::Failed { command, .. }
+            | TransportError::ChannelLost { command, .. }
             | TransportError::TimedOut { command, .. }
             | TransportError::Cancelled { command, .. } => Some(command),
             TransportError::Connect { .. } => None,
@@ -124,6 +134,13 @@ impl TransportError {
                 stderr_tail,
                 ..
             } => format!("`{command}` failed ({status}):\n{stderr_tail}"),
+            TransportError::ChannelLost {
+                command,
+                stderr_tail,
+                ..
+            } => format!(
+                "the command channel ended before `{command}` answered (it may or may not have run):\n{stderr_tail}"
+            ),
             TransportError::TimedOut { command, .. } => {
                 format!("`{command}` did not finish within its deadline")
             }
@@ -237,14 +254,7 @@ pub trait Transport: Send + Sync {
         deadline: Instant,
         cancel: &Cancel,
     ) -> Result<Output, TransportError> {
-        let spawn_err = |source| self.spawn_error(argv, source);
-        // Files rather than pipes: no reader threads, and no deadlock on large output.
-        let mut out = tempfile::tempfile().map_err(spawn_err)?;
-        let status = self.run_with_files(argv, input, &out, deadline, cancel)?;
-        Ok(Output {
-            stdout: read_all(&mut out).map_err(spawn_err)?,
-            ..status
-        })
+        run_in_session(self, argv, input, deadline, cancel)
     }
 
     /// Like [`Transport::run`] with no stdin, but stdout goes to `out` (a tar stream of
@@ -299,6 +309,24 @@ pub trait Transport: Send + Sync {
             stderr: read_all(&mut err).map_err(spawn_err)?,
         })
     }
+}
+
+/// [`Transport::run_file_unchecked`] as a process of its own (for SSH: a session).
+fn run_in_session<T: Transport + ?Sized>(
+    transport: &T,
+    argv: &Argv,
+    input: File,
+    deadline: Instant,
+    cancel: &Cancel,
+) -> Result<Output, TransportError> {
+    let spawn_err = |source| transport.spawn_error(argv, source);
+    // Files rather than pipes: no reader threads, and no deadlock on large output.
+    let mut out = tempfile::tempfile().map_err(spawn_err)?;
+    let status = transport.run_with_files(argv, input, &out, deadline, cancel)?;
+    Ok(Output {
+        stdout: read_all(&mut out).map_err(spawn_err)?,
+        ..status
+    })
 }
 
 fn read_all(file: &mut File) -> std::io::Result<Vec<u8>> {

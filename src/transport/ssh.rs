@@ -11,7 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Transport, TransportError, quote_argv};
+use super::channel::{Channel, ChannelFailure};
+use super::{Output, Transport, TransportError, quote_argv};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
 
@@ -35,6 +36,16 @@ pub struct Ssh {
     /// Holds the control socket; short, because socket paths are limited to ~100 bytes.
     control_dir: tempfile::TempDir,
     master: Mutex<Option<Child>>,
+    /// The command channel for small commands ([`super::channel`]).
+    channel: Mutex<ChannelSlot>,
+}
+
+enum ChannelSlot {
+    /// None open: the next command opens one.
+    Closed,
+    Open(Channel),
+    /// This host cannot keep one (no greeting): every command gets a session.
+    Refused,
 }
 
 impl Ssh {
@@ -46,6 +57,7 @@ impl Ssh {
             options,
             control_dir,
             master: Mutex::new(None),
+            channel: Mutex::new(ChannelSlot::Closed),
         })
     }
 
@@ -156,6 +168,10 @@ impl Ssh {
                 return Err(fail(status.to_string(), &stderr));
             }
             if self.socket_ready() {
+                drop(master);
+                // Opened now, greeted by the first command: its session starts while
+                // the run prepares its first step.
+                self.open_channel(cancel);
                 return Ok(());
             }
             if cancel.is_cancelled() || Instant::now() > deadline {
@@ -166,6 +182,78 @@ impl Ssh {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    fn open_channel(&self, cancel: &Cancel) {
+        let mut slot = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*slot, ChannelSlot::Closed) {
+            let client = self.client_argv(&Channel::driver_argv());
+            // Without a channel every command gets a session, as it always could.
+            if let Ok(channel) = Channel::open(&client, cancel) {
+                *slot = ChannelSlot::Open(channel);
+            }
+        }
+    }
+
+    /// Runs `argv` over the command channel when it is free and `input` small; gives
+    /// `input` back when the command should get a session of its own instead.
+    fn run_on_channel(
+        &self,
+        argv: &Argv,
+        mut input: std::fs::File,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Result<Output, TransportError>, std::fs::File> {
+        let Some(len) = super::channel::input_len(&mut input) else {
+            return Err(input);
+        };
+        // Busy with another command: this one does not wait for it.
+        let Ok(mut slot) = self.channel.try_lock() else {
+            return Err(input);
+        };
+        // One reopening per command, for a channel that ended since its last one.
+        for _ in 0..2 {
+            if matches!(*slot, ChannelSlot::Closed) {
+                match Channel::open(&self.client_argv(&Channel::driver_argv()), cancel) {
+                    Ok(channel) => *slot = ChannelSlot::Open(channel),
+                    Err(_) => return Err(input),
+                }
+            }
+            let ChannelSlot::Open(channel) = &mut *slot else {
+                return Err(input);
+            };
+            let command = quote_argv(argv).into_encoded_bytes();
+            let (host, line) = (self.host(), argv.into());
+            let failure = match channel.run(command, input, len, deadline, cancel) {
+                Ok(output) => return Ok(Ok(output)),
+                Err(failure) => failure,
+            };
+            let had_answered = channel.answered > 0;
+            *slot = ChannelSlot::Closed;
+            return Ok(Err(match failure {
+                ChannelFailure::Refused(back) => {
+                    input = back;
+                    if !had_answered {
+                        *slot = ChannelSlot::Refused;
+                    }
+                    continue;
+                }
+                ChannelFailure::Lost { stderr_tail } => TransportError::ChannelLost {
+                    host,
+                    command: line,
+                    stderr_tail,
+                },
+                ChannelFailure::TimedOut => TransportError::TimedOut {
+                    host,
+                    command: line,
+                },
+                ChannelFailure::Cancelled => TransportError::Cancelled {
+                    host,
+                    command: line,
+                },
+            }));
+        }
+        Err(input)
     }
 
     fn socket_ready(&self) -> bool {
@@ -194,10 +282,30 @@ impl Transport for Ssh {
     fn is_connection_failure(&self, status: &ExitStatus) -> bool {
         status.code() == Some(255)
     }
+
+    fn run_file_unchecked(
+        &self,
+        argv: &Argv,
+        input: std::fs::File,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Output, TransportError> {
+        match self.run_on_channel(argv, input, deadline, cancel) {
+            Ok(result) => result,
+            Err(input) => super::run_in_session(self, argv, input, deadline, cancel),
+        }
+    }
 }
 
 impl Drop for Ssh {
     fn drop(&mut self) {
+        let slot = std::mem::replace(
+            self.channel.get_mut().unwrap_or_else(|p| p.into_inner()),
+            ChannelSlot::Closed,
+        );
+        if let ChannelSlot::Open(channel) = slot {
+            channel.close();
+        }
         let Some(mut master) = self.master.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
