@@ -168,7 +168,11 @@ fn master_connection_ends_with_the_transport() {
             })
             .count()
     };
-    assert_eq!(masters(), 2, "the master and the command channel for {control}");
+    assert_eq!(
+        masters(),
+        2,
+        "the master and the command channel for {control}"
+    );
     drop(ssh);
     let deadline = Instant::now() + Duration::from_secs(5);
     while masters() > 0 && Instant::now() < deadline {
@@ -177,10 +181,11 @@ fn master_connection_ends_with_the_transport() {
     assert_eq!(masters(), 0, "the master and the channel exited");
 }
 
-/// The pid of the remote process that started `sh -c 'echo $PPID'`: the same for two
-/// commands when both ran over the command channel, not in sessions of their own.
+/// The pid of the remote grandparent of a command: the channel's loop, so the same for
+/// two commands when both ran over the channel, not in sessions of their own.
 fn remote_parent(ssh: &Ssh) -> String {
-    let argv = Argv::new("sh").args(["-c", "echo $PPID", "parent"]);
+    let script = "read -r _ _ _ pp _ < /proc/$PPID/stat; echo $pp";
+    let argv = Argv::new("sh").args(["-c", script, "parent"]);
     let out = ssh.run(&argv, b"", soon(), &Cancel::new()).unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -189,7 +194,11 @@ fn remote_parent(ssh: &Ssh) -> String {
 fn small_commands_share_one_channel_and_large_stdin_still_arrives() {
     let Some(ssh) = connected() else { return };
     let parent = remote_parent(&ssh);
-    assert_eq!(remote_parent(&ssh), parent, "the second ran in the same loop");
+    assert_eq!(
+        remote_parent(&ssh),
+        parent,
+        "the second ran in the same loop"
+    );
     // Beyond what the channel carries: a session of its own, and every byte arrives.
     let big = vec![b'x'; 17 << 20];
     let out = ssh
@@ -221,7 +230,11 @@ fn a_channel_that_dies_under_a_command_is_its_error_and_the_next_reopens() {
     let err = ssh.run(&argv, b"", soon(), &Cancel::new()).unwrap_err();
     assert!(matches!(err, TransportError::ChannelLost { .. }), "{err}");
     let text = err.to_string();
-    for part in [ssh.host().as_str(), "`sh -c … kill-loop", "may or may not have run"] {
+    for part in [
+        ssh.host().as_str(),
+        "`sh -c … kill-loop",
+        "may or may not have run",
+    ] {
         assert!(text.contains(part), "`{part}` missing in: {text}");
     }
     assert_ne!(remote_parent(&ssh), parent, "a new loop");

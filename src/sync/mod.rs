@@ -42,8 +42,8 @@ const PATCH_LIMIT: usize = 5_000;
 /// Step 1 on the host. Args: host dir, snapshot hex, temp id, owner id, candidate
 /// hexes. Claims the snapshot for this owner (gc on the host keeps claimed snapshots),
 /// then takes the first candidate tree whose lease it can lock exclusively (nobody uses
-/// it) by renaming it to `tmp/ID.tree`, with a fresh mtime: gc leaves young temporary
-/// trees alone, for the moment between this step and the sync's lease.
+/// it) by renaming it to `tmp/ID.tree`, with a fresh mtime, and holds [`SYNCS_LEASE`]
+/// for the patch until that tree is gone from there.
 pub(crate) const QUERY: &str = r#"set -eu
 mkdir -p "$1/objects" "$1/tmp" "$1/leases" "$1/owners/$4" && cd "$1"
 hex=$2 id=$3 owner=$4
@@ -58,6 +58,16 @@ for base in "$@"; do
   if flock -xn 8 && chmod u+w "snapshots/$base" && mv -T "snapshots/$base" "tmp/$id.tree"; then
     touch "tmp/$id.tree"
     rm -f owners/*/"$base"
+    # The sync's shared lease from here until its patch has published or discarded
+    # this tree, held by a process of its own (the patch comes in another step): gc
+    # leaves the tree alone meanwhile. Capped at the sync's deadline, for a pikaci
+    # that dies before its patch.
+    exec 9>>leases/syncs
+    flock -s 9
+    exec 8>&-
+    # shellcheck disable=SC2016
+    detached 'while [ -d "$1" ] && [ "$2" -gt 0 ]; do sleep 1; set -- "$1" $(($2 - 1)); done' \
+      pikaci-sync-hold "tmp/$id.tree" 1800
     echo "patch $base"
     exit 0
   fi
@@ -82,8 +92,8 @@ trap 'rm -f "$have"' EXIT
 comm -23 - "$have"
 "#;
 
-/// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: a tar with the
-/// missing contents (`tmp/ID/new/`) and `tree.tar`, the tree under `tmp/ID/tree/`.
+/// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: a tar with
+/// `tree.tar`, the tree under `tmp/ID/tree/`, and the missing contents (`tmp/ID/new/`).
 pub(crate) const RECEIVE: &str = r#"set -eu
 cd "$1"
 t="tmp/$3"
@@ -95,6 +105,12 @@ if [ -d "$t/new" ]; then adopt "$t/new"; fi
 # Read-only below the top before it is published; the top after its move (see QUERY).
 find "$t/tree" -mindepth 1 -type d -exec chmod 0555 {} +
 publish "$t/tree" "$2"
+# The staged copies are 20,000 unlinks for a 20,000-file tree: removed after the
+# answer, by a process of their own (gc removes what a killed one leaves).
+trap - EXIT
+# shellcheck disable=SC2016
+detached 'for t; do find "$t" -type d -exec chmod u+w {} + 2>/dev/null; rm -rf -- "$t"; done' \
+  pikaci-sync-discard "$t" "$t.tree"
 "#;
 
 /// Patch, under the shared [`SYNCS_LEASE`]. Args: host dir, snapshot hex, temp id. Stdin: a tar with the changed contents
@@ -281,8 +297,8 @@ pub fn sync(
         // Too different: a fresh tree (RECEIVE discards the taken one).
     }
     // Held until the sync returns: gc on the host collects no object and no temporary
-    // tree while a sync is under way. (PATCH holds it itself: it links only to what it
-    // brings, and its taken tree is young, which gc leaves alone.)
+    // tree while a sync is under way. (A patch needs no session for it: QUERY left a
+    // holder on the host, and PATCH takes it too.)
     let _syncing = lease(transport, host_dir, SYNCS_LEASE, deadline, cancel)?;
 
     let names: Vec<String> = unique_objects(&tree).into_iter().collect();

@@ -158,7 +158,16 @@ pub(super) fn pack_patch(
     ];
     let root = PathBuf::from("tmp").join(format!("{id}.tree"));
     let file = tempfile::tempfile()?;
-    let mut packed = pack(file, cache, &diff.changed, &|_| true, &root, id, lists, cancel)?;
+    let mut packed = pack(
+        file,
+        cache,
+        &diff.changed,
+        &|_| true,
+        &root,
+        id,
+        lists,
+        cancel,
+    )?;
     packed.stream.rewind()?;
     Ok(packed)
 }
@@ -186,14 +195,26 @@ pub(super) fn pack_tree(
             let root = PathBuf::from("tmp").join(&id).join("tree");
             let lacks = |name: &str| missing.contains(name);
             let out = std::io::BufWriter::with_capacity(1 << 20, writer);
-            let packed = pack(out, &cache, &entries, &lacks, &root, &id, Vec::new(), &cancel)?;
+            let packed = pack(
+                out,
+                &cache,
+                &entries,
+                &lacks,
+                &root,
+                &id,
+                Vec::new(),
+                &cancel,
+            )?;
             Ok(Packed {
                 stream: (),
                 objects: packed.objects,
                 bytes: packed.bytes,
             })
         })?;
-    Ok((std::fs::File::from(std::os::fd::OwnedFd::from(reader)), producer))
+    Ok((
+        std::fs::File::from(std::os::fd::OwnedFd::from(reader)),
+        producer,
+    ))
 }
 
 /// `xx/rest[-x]`: an object's name under `objects/`, as in the local store.

@@ -32,17 +32,22 @@ use crate::exec::{Ended, GroupChild, KILL_GRACE};
 /// stdout and stderr at a time (outputs are sent whole, once the command has ended).
 pub(crate) const DRIVER: &str = r#"set -u
 if [ "$(printf ab | { head -c 1 >/dev/null; cat; })" != b ]; then echo unsupported; exit 0; fi
-d=$(mktemp -d "${TMPDIR:-/tmp}/pikaci-channel.XXXXXX") || exit 1
+home=$PWD
+d=$(mktemp -d "${TMPDIR:-/tmp}/pikaci-channel.XXXXXX") && cd "$d" || exit 1
 trap 'rm -rf "$d"' EXIT
 trap 'exit 1' HUP INT TERM
 echo ready
+# Few forks per command: that is all a command over the channel costs.
 while read -r n m; do
-  head -c "$n" > "$d/cmd" && head -c "$m" > "$d/in" || exit 1
-  sh "$d/cmd" < "$d/in" > "$d/out" 2> "$d/err"
+  head -c "$n" > cmd || exit 1
+  if [ "$m" -gt 0 ]; then head -c "$m" > in || exit 1; else : > in; fi
+  # shellcheck disable=SC1091
+  (cd "$home" && . "$d/cmd") < in > out 2> err
   s=$?
-  o=$(wc -c < "$d/out") e=$(wc -c < "$d/err")
-  printf '%d %d %d\n' "$s" "$o" "$e"
-  cat "$d/out" "$d/err" || exit 1
+  # shellcheck disable=SC2046
+  set -- $(wc -c out err)
+  printf '%d %d %d\n' "$s" "$1" "$3"
+  cat out err || exit 1
 done
 "#;
 
@@ -57,7 +62,9 @@ pub(super) enum ChannelFailure {
     /// command was not sent and may run elsewhere.
     Refused(File),
     /// The channel ended after the command was sent: whether it ran is unknown.
-    Lost { stderr_tail: String },
+    Lost {
+        stderr_tail: String,
+    },
     TimedOut,
     Cancelled,
 }
@@ -292,6 +299,9 @@ mod tests {
         }
     }
 
+    /// Prints the loop's pid: the parent of the subshell that runs a command.
+    const LOOP_PID: &str = "read -r _ _ _ pp _ < /proc/$PPID/stat; echo $pp";
+
     fn sh(script: &str) -> Argv {
         Argv::new("sh").args(["-c", script, "test"])
     }
@@ -310,7 +320,7 @@ mod tests {
         let second = run(&mut channel, &odd, b"", Duration::from_secs(20));
         assert_eq!(String::from_utf8_lossy(&second.stdout), "it's|a\nb|$(x)|");
         let loop_pid = |channel: &mut Channel| {
-            let out = run(channel, &sh("echo $PPID"), b"", Duration::from_secs(20));
+            let out = run(channel, &sh(LOOP_PID), b"", Duration::from_secs(20));
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         };
         let pid = loop_pid(&mut channel);
@@ -339,9 +349,16 @@ mod tests {
     fn a_channel_that_ends_under_a_command_is_lost_not_failed() {
         let mut channel = local_channel(None);
         let (file, len) = input(b"");
-        let command = super::super::quote_argv(&sh("kill -9 $PPID")).into_encoded_bytes();
+        let command =
+            super::super::quote_argv(&sh(&format!("kill -9 $({LOOP_PID})"))).into_encoded_bytes();
         let failure = channel
-            .run(command, file, len, Instant::now() + Duration::from_secs(20), &Cancel::new())
+            .run(
+                command,
+                file,
+                len,
+                Instant::now() + Duration::from_secs(20),
+                &Cancel::new(),
+            )
             .unwrap_err();
         let ChannelFailure::Lost { stderr_tail } = failure else {
             panic!("{failure:?}")
@@ -366,7 +383,13 @@ mod tests {
         }
         let mut channel = local_channel(Some(bin.path()));
         let (file, len) = input(b"stdin");
-        let result = channel.run(b"true".to_vec(), file, len, Instant::now() + Duration::from_secs(20), &Cancel::new());
+        let result = channel.run(
+            b"true".to_vec(),
+            file,
+            len,
+            Instant::now() + Duration::from_secs(20),
+            &Cancel::new(),
+        );
         let Err(ChannelFailure::Refused(mut back)) = result else {
             panic!("{result:?}")
         };

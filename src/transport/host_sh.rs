@@ -17,6 +17,11 @@ pub(crate) const PUBLISH: &str = r#"publish() { if mv -T "$1" "snapshots/$2" 2>/
 /// create of the other's in between fails (EEXIST); a second pass skips what is there.
 pub(crate) const ADOPT: &str = r#"adopt() { cp -al -n "$1/." objects/ 2>/dev/null || cp -al -n "$1/." objects/ 2>/dev/null || cp -al -n "$1/." objects/; }"#;
 
+/// `detached SCRIPT NAME ARGS…`: runs `sh -c SCRIPT NAME ARGS…` in the background, in
+/// a session of its own where `setsid` exists, so it outlives the step (and, on this
+/// machine, the step's process group); it keeps the step's open files but no stdio.
+pub(crate) const DETACHED: &str = r#"detached() { if command -v setsid >/dev/null 2>&1; then setsid sh -c "$@"; else sh -c "$@"; fi </dev/null >/dev/null 2>&1 & }"#;
+
 /// `sh -c BODY NAME` with the helpers above defined; append the script's arguments.
 pub fn host_sh(body: &str, name: &str) -> Argv {
     Argv::new("sh").args(["-c", &format!("{}\n{body}", helpers()), name])
@@ -24,7 +29,7 @@ pub fn host_sh(body: &str, name: &str) -> Argv {
 
 /// The helpers' definitions, one a line.
 fn helpers() -> String {
-    [DISCARD, PUBLISH, ADOPT].join("\n")
+    [DISCARD, PUBLISH, ADOPT, DETACHED].join("\n")
 }
 
 #[cfg(test)]
@@ -92,6 +97,7 @@ mod tests {
             script!(Sh, super::DISCARD),
             script!(Sh, super::PUBLISH),
             script!(Sh, super::ADOPT),
+            script!(Sh, super::DETACHED),
             script!(Sh, incus::doctor::AGENT_PRESENT),
             script!(Sh, crate::transport::ssh::DRAIN_STDIN),
             script!(Sh, crate::transport::channel::DRIVER),
