@@ -19,8 +19,10 @@ pub(crate) const ADOPT: &str = r#"adopt() { cp -al -n "$1/." objects/ 2>/dev/nul
 
 /// `detached SCRIPT NAME ARGS…`: runs `sh -c SCRIPT NAME ARGS…` in the background, in
 /// a session of its own where `setsid` exists, so it outlives the step (and, on this
-/// machine, the step's process group); it keeps the step's open files but no stdio.
-pub(crate) const DETACHED: &str = r#"detached() { if command -v setsid >/dev/null 2>&1; then setsid sh -c "$@"; else sh -c "$@"; fi </dev/null >/dev/null 2>&1 & }"#;
+/// machine, the kill of the step's process group); it keeps the step's open files but
+/// no stdio. Returns once it has left the group: the command substitution waits for its
+/// first line.
+pub(crate) const DETACHED: &str = r#"detached() { s=$1; shift; : "$( { if command -v setsid >/dev/null 2>&1; then setsid sh -c "echo; exec >/dev/null; $s" "$@"; else sh -c "echo; exec >/dev/null; $s" "$@"; fi; } </dev/null 2>/dev/null & )"; }"#;
 
 /// `sh -c BODY NAME` with the helpers above defined; append the script's arguments.
 pub fn host_sh(body: &str, name: &str) -> Argv {
