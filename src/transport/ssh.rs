@@ -341,7 +341,8 @@ mod tests {
         let job = Argv::new("nix")
             .args(["build", "--json", "-o", "/w/r", ".#x"])
             .cwd("/w");
-        let text = [ssh.master_argv(), ssh.client_argv(&job), ssh.exit_argv()]
+        let channel = ssh.client_argv(&Channel::driver_argv());
+        let text = [ssh.master_argv(), ssh.client_argv(&job), ssh.exit_argv(), channel]
             .map(|a| a.to_string().replace(&control, "[CONTROL]"))
             .join("\n");
         insta::assert_snapshot!(text, @r"
