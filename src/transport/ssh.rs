@@ -342,13 +342,38 @@ mod tests {
             .args(["build", "--json", "-o", "/w/r", ".#x"])
             .cwd("/w");
         let channel = ssh.client_argv(&Channel::driver_argv());
-        let text = [ssh.master_argv(), ssh.client_argv(&job), ssh.exit_argv(), channel]
-            .map(|a| a.to_string().replace(&control, "[CONTROL]"))
-            .join("\n");
-        insta::assert_snapshot!(text, @r"
+        let text = [
+            ssh.master_argv(),
+            ssh.client_argv(&job),
+            ssh.exit_argv(),
+            channel,
+        ]
+        .map(|a| a.to_string().replace(&control, "[CONTROL]"))
+        .join("\n");
+        insta::assert_snapshot!(text, @r#"
         ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ControlPath=[CONTROL]/%C -o UserKnownHostsFile=/keys/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i /keys/id -p 2222 -o ControlMaster=yes -o ControlPersist=no -- ci@builder 'sh -c '\''cat >/dev/null'\'''
         ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ControlPath=[CONTROL]/%C -o UserKnownHostsFile=/keys/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i /keys/id -p 2222 -o ControlMaster=no -- ci@builder 'env -C /w -- nix build --json -o /w/r '\''.#x'\'''
         ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ControlPath=[CONTROL]/%C -o UserKnownHostsFile=/keys/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i /keys/id -p 2222 -O exit -- ci@builder
-        ");
+        ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o ControlPath=[CONTROL]/%C -o UserKnownHostsFile=/keys/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i /keys/id -p 2222 -o ControlMaster=no -- ci@builder 'sh -c '\''set -u
+        if [ "$(printf ab | { head -c 1 >/dev/null; cat; })" != b ]; then echo unsupported; exit 0; fi
+        home=$PWD
+        d=$(mktemp -d "${TMPDIR:-/tmp}/pikaci-channel.XXXXXX") && cd "$d" || exit 1
+        trap '\''\'\'''\''rm -rf "$d"'\''\'\'''\'' EXIT
+        trap '\''\'\'''\''exit 1'\''\'\'''\'' HUP INT TERM
+        echo ready
+        # Few forks per command: that is all a command over the channel costs.
+        while read -r n m; do
+          head -c "$n" > cmd || exit 1
+          if [ "$m" -gt 0 ]; then head -c "$m" > in || exit 1; else : > in; fi
+          # shellcheck disable=SC1091
+          (cd "$home" && . "$d/cmd") < in > out 2> err
+          s=$?
+          # shellcheck disable=SC2046
+          set -- $(wc -c out err)
+          printf '\''\'\'''\''%d %d %d\n'\''\'\'''\'' "$s" "$1" "$3"
+          cat out err || exit 1
+        done
+        '\'' pikaci-channel'
+        "#);
     }
 }
