@@ -18,6 +18,7 @@ use crate::sync::{host_hash, soon};
 
 /// The guest host of a test: a loopback SSH host with a Nix store of its own
 /// (scripts/testbed/hosts.sh), as a remote host is, or this machine.
+#[allow(clippy::large_enum_variant)] // one per test; the SSH transport is the common case
 enum Host {
     Ssh(Ssh),
     Local,

@@ -43,7 +43,7 @@ pub struct Ssh {
 enum ChannelSlot {
     /// None open: the next command opens one.
     Closed,
-    Open(Channel),
+    Open(Box<Channel>),
     /// This host cannot keep one (no greeting): every command gets a session.
     Refused,
 }
@@ -190,7 +190,7 @@ impl Ssh {
             let client = self.client_argv(&Channel::driver_argv());
             // Without a channel every command gets a session, as it always could.
             if let Ok(channel) = Channel::open(&client, cancel) {
-                *slot = ChannelSlot::Open(channel);
+                *slot = ChannelSlot::Open(Box::new(channel));
             }
         }
     }
@@ -215,7 +215,7 @@ impl Ssh {
         for _ in 0..2 {
             if matches!(*slot, ChannelSlot::Closed) {
                 match Channel::open(&self.client_argv(&Channel::driver_argv()), cancel) {
-                    Ok(channel) => *slot = ChannelSlot::Open(channel),
+                    Ok(channel) => *slot = ChannelSlot::Open(Box::new(channel)),
                     Err(_) => return Err(input),
                 }
             }
