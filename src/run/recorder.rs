@@ -4,7 +4,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::fsutil::{Durability, write_json_atomic, write_json_with};
+use crate::fsutil::{Durability, sync_paths, write_json_with};
 use crate::report::Reporter;
 use crate::state::{
     Event, EventKind, EventLog, JobRecord, JobStatus, RunDir, RunRecord, RunStatus,
@@ -18,12 +18,15 @@ pub struct Recorder<'a> {
 }
 
 impl<'a> Recorder<'a> {
+    /// Writes the first `run.json`, synced together with `plan.json`, which is written
+    /// before it and final from the start.
     pub fn create(
         run: RunDir,
         record: RunRecord,
         reporter: &'a dyn Reporter,
     ) -> io::Result<Recorder<'a>> {
-        write_json_atomic(&run.run_json(), &record)?;
+        write_json_with(&run.run_json(), &record, Durability::Atomic)?;
+        sync_paths(&[&run.run_json(), &run.plan_json(), &run.path])?;
         let events = EventLog::create(&run.events())?;
         Ok(Recorder {
             run,
@@ -58,27 +61,36 @@ impl<'a> Recorder<'a> {
     pub fn update(&self, change: impl FnOnce(&mut RunRecord)) -> io::Result<RunRecord> {
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         change(&mut record);
-        let durability = match record.status {
-            RunStatus::Running => Durability::Atomic,
-            _ => Durability::Synced,
-        };
-        write_json_with(&self.run.run_json(), &*record, durability)?;
+        write_json_with(&self.run.run_json(), &*record, Durability::Atomic)?;
+        if record.status != RunStatus::Running {
+            sync_paths(&[&self.run.run_json(), &self.run.path])?;
+        }
         Ok(record.clone())
     }
 
-    /// Writes `jobs/<job>/status.json`; a final status is synced to disk and mirrored
-    /// into `run.json` too (`running` is not: it is in status.json). A running job's
-    /// phases are rewritten without waiting for the disk, so a job costs two synced
-    /// writes, not two per phase.
+    /// Writes `jobs/<job>/status.json`; a final status is mirrored into `run.json` too
+    /// (`running` is not: it is in status.json) and synced to disk with it and the job's
+    /// logs, in one go, before the job is reported. A running job's phases are
+    /// rewritten without waiting for the disk.
     pub fn write_job(&self, dir: &Path, job: &JobRecord) -> io::Result<()> {
         crate::fsutil::create_dir_all(dir)?;
+        let status = dir.join("status.json");
+        write_json_with(&status, job, Durability::Atomic)?;
         if job.status == JobStatus::Running {
-            return write_json_with(&dir.join("status.json"), job, Durability::Atomic);
+            return Ok(());
         }
-        write_json_atomic(&dir.join("status.json"), job)?;
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         record.jobs.insert(job.job.clone(), job.status);
-        write_json_atomic(&self.run.run_json(), &*record)
+        write_json_with(&self.run.run_json(), &*record, Durability::Atomic)?;
+        let (guest_log, host_log) = (dir.join("guest.log"), dir.join("host.log"));
+        sync_paths(&[
+            &status,
+            dir,
+            &guest_log,
+            &host_log,
+            &self.run.run_json(),
+            &self.run.path,
+        ])
     }
 
     pub fn reporter(&self) -> &dyn Reporter {

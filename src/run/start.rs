@@ -12,7 +12,7 @@ use crate::cancel::Cancel;
 use crate::changes::{ChangeSet, PathFilter};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fsutil::{now_rfc3339, write_json_atomic};
+use crate::fsutil::now_rfc3339;
 use crate::ids::Id;
 use crate::plan::{ExecuteNode, Plan};
 use crate::pool::Pool;
@@ -295,7 +295,9 @@ fn open_run<'a>(host: &Host<'a>, spec: &RunSpec) -> Result<(Recorder<'a>, RunLoc
     let (run, lock) =
         create_run(host.state).map_err(|e| Error::infra("creating the run directory", e))?;
     let plan = &spec.plan;
-    write_json_atomic(&run.plan_json(), plan).map_err(|e| Error::infra("writing plan.json", e))?;
+    // Synced with the first run.json (Recorder::create).
+    crate::fsutil::write_json_with(&run.plan_json(), plan, crate::fsutil::Durability::Atomic)
+        .map_err(|e| Error::infra("writing plan.json", e))?;
     let record = RunRecord {
         schema_version: RECORD_SCHEMA,
         run_id: run.id.clone(),

@@ -40,6 +40,7 @@ impl Entry {
 }
 
 /// What the listing keeps of one path's `lstat`.
+#[derive(Clone, Copy)]
 enum Found {
     Entry(Kind, super::store::Stat),
     Dir,
@@ -67,18 +68,101 @@ pub struct Listing {
     pub notes: Vec<String>,
 }
 
-pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotError> {
+/// The workspace's paths as git (or, outside git, a walk) lists them, not yet stat'ed.
+pub struct Paths {
+    paths: Vec<PathBuf>,
+    in_git: bool,
+    /// The excluded dirs, relative to the workspace.
+    excluded: Vec<PathBuf>,
+}
+
+pub fn paths(workspace: &Path, exclude: &[PathBuf]) -> Result<Paths, SnapshotError> {
     let excluded: Vec<PathBuf> = exclude
         .iter()
         .filter_map(|p| p.strip_prefix(workspace).ok().map(Path::to_path_buf))
         .collect();
+    let (paths, in_git) = match git_files(workspace, Path::new(""), &excluded)? {
+        Some(paths) => (paths, true),
+        None => (walk(workspace, &excluded)?, false),
+    };
+    Ok(Paths {
+        paths,
+        in_git,
+        excluded,
+    })
+}
+
+/// [`paths`] on a thread of its own, so that git lists while this process does other
+/// work (see [`Known`]).
+pub fn spawn_paths(
+    workspace: &Path,
+    exclude: &[PathBuf],
+) -> std::thread::JoinHandle<Result<Paths, SnapshotError>> {
+    let (workspace, exclude) = (workspace.to_path_buf(), exclude.to_vec());
+    std::thread::spawn(move || paths(&workspace, &exclude))
+}
+
+/// The `lstat` of paths the previous take had, made while git lists (git's own
+/// process on one core, these on the others): most of them are listed again.
+pub struct Known<'a> {
+    /// Sorted by path bytes; `None` where the lstat failed (it is made again, for the
+    /// error).
+    found: Vec<(&'a [u8], Option<Found>)>,
+}
+
+impl<'a> Known<'a> {
+    /// `paths` sorted by their bytes, as the index holds them.
+    pub fn stat(workspace: &Path, paths: Vec<&'a [u8]>) -> Known<'a> {
+        let rel: Vec<&Path> = paths
+            .iter()
+            .map(|p| Path::new(OsStr::from_bytes(p)))
+            .collect();
+        let found = crate::fsutil::stat_all(workspace, &rel, |meta| meta.ok().map(Found::of));
+        Known {
+            found: paths.into_iter().zip(found).collect(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn none() -> Known<'static> {
+        Known { found: Vec::new() }
+    }
+
+    fn get(&self, rel: &Path) -> Option<Found> {
+        let rel = rel.as_os_str().as_bytes();
+        let at = self.found.binary_search_by(|(p, _)| (*p).cmp(rel)).ok()?;
+        self.found[at].1
+    }
+
+    /// The lstat of each of `batch`: known, or made now.
+    fn stat_all(&self, workspace: &Path, batch: &[PathBuf]) -> Vec<std::io::Result<Found>> {
+        let known: Vec<Option<Found>> = batch.iter().map(|p| self.get(p)).collect();
+        let unknown: Vec<&PathBuf> = batch
+            .iter()
+            .zip(&known)
+            .filter_map(|(p, k)| k.is_none().then_some(p))
+            .collect();
+        let mut fresh =
+            crate::fsutil::stat_all(workspace, &unknown, |meta| meta.map(Found::of)).into_iter();
+        known
+            .into_iter()
+            .map(|k| match k {
+                Some(found) => Ok(found),
+                None => fresh.next().expect("one fresh lstat per unknown path"),
+            })
+            .collect()
+    }
+}
+
+pub fn list(workspace: &Path, listed: Paths, known: &Known) -> Result<Listing, SnapshotError> {
+    let Paths {
+        paths: mut pending,
+        in_git,
+        excluded,
+    } = listed;
     let keep = |rel: &Path| {
         !rel.components().any(|c| c.as_os_str() == ".git")
             && !excluded.iter().any(|e| rel.starts_with(e))
-    };
-    let (mut pending, in_git) = match git_files(workspace, Path::new(""), &excluded)? {
-        Some(paths) => (paths, true),
-        None => (walk(workspace, &excluded)?, false),
     };
     let mut listing = Listing {
         entries: Vec::with_capacity(pending.len()),
@@ -89,7 +173,7 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
             .into_iter()
             .filter(|rel| keep(rel))
             .collect();
-        let stats = crate::fsutil::stat_all(workspace, &batch, |meta| meta.map(Found::of));
+        let stats = known.stat_all(workspace, &batch);
         for (rel, found) in batch.into_iter().zip(stats) {
             let full = workspace.join(&rel);
             let (kind, stat) = match found {

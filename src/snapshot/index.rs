@@ -44,6 +44,11 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// The paths of the index, sorted by their bytes.
+    pub fn paths(&self) -> Vec<&[u8]> {
+        self.entries.iter().map(|c| c.path.as_slice()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -396,10 +396,20 @@ fn a_file_that_vanishes_after_listing_is_left_out_with_a_note() {
     let ws = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     sample_tree(ws.path());
-    let listing = files::list(ws.path(), &[]).unwrap();
+    let listed = files::paths(ws.path(), &[]).unwrap();
+    let listing = files::list(ws.path(), listed, &files::Known::none()).unwrap();
     fs::remove_file(ws.path().join("a/b/c.txt")).unwrap();
     fs::remove_file(ws.path().join("link")).unwrap();
-    let snapshot = take_listed(ws.path(), cache.path(), listing, now_ns(), &Cancel::new()).unwrap();
+    let index = Index::default();
+    let snapshot = take_listed(
+        ws.path(),
+        cache.path(),
+        listing,
+        index,
+        now_ns(),
+        &Cancel::new(),
+    );
+    let snapshot = snapshot.unwrap();
     assert_eq!(
         names(&snapshot),
         ["empty", "run.sh", "with space/ünïcode.txt"]
