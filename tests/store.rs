@@ -94,8 +94,11 @@ fn a_gc_killed_half_way_leaves_nothing_a_run_reuses() {
         gc.wait().unwrap();
         repo.pikaci(&["run", "count"]).expect(0);
     }
-    // What a gc cut short in the middle of a tree leaves, for certain.
+    // What a gc cut short in the middle of a tree leaves, for certain: its first step,
+    // the completeness record gone, then part of the tree.
     let dir = snapshot_dir(&repo);
+    let hex = dir.file_name().unwrap();
+    std::fs::remove_file(repo.state().join("cache/complete").join(hex)).unwrap();
     let sub = dir.join("data/3");
     // As gc opens them: the parent too, or only root could remove `sub`.
     for open in [&dir.join("data"), &sub] {
