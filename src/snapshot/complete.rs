@@ -143,9 +143,9 @@ pub fn is_whole(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
     };
     let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();
     // A regular file's size, or `None` for a symlink; an error for anything else.
-    let stats = crate::fsutil::stat_all(dir, &paths, |meta| match meta {
-        Ok(m) if m.is_file() => Ok(Some(m.len())),
-        Ok(m) if m.file_type().is_symlink() => Ok(None),
+    let stats = crate::fsutil::stat_all(dir, &paths, |meta| match meta.map(|m| (m.kind, m.size)) {
+        Ok((crate::fsutil::FileKind::File, size)) => Ok(Some(size)),
+        Ok((crate::fsutil::FileKind::Symlink, _)) => Ok(None),
         _ => Err(()),
     });
     let mut sizes = sizes.into_iter();

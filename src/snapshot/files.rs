@@ -6,7 +6,6 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::SnapshotError;
@@ -48,16 +47,22 @@ enum Found {
 }
 
 impl Found {
-    fn of(meta: std::fs::Metadata) -> Found {
-        if meta.file_type().is_symlink() {
-            Found::Entry(Kind::Symlink, super::store::Stat::of(&meta))
-        } else if meta.is_file() {
-            let executable = meta.permissions().mode() & 0o100 != 0;
-            Found::Entry(Kind::File { executable }, super::store::Stat::of(&meta))
-        } else if meta.is_dir() {
-            Found::Dir
-        } else {
-            Found::Other
+    fn of(meta: crate::fsutil::Lstat) -> Found {
+        use crate::fsutil::FileKind;
+        let stat = super::store::Stat {
+            size: meta.size,
+            mtime_ns: meta.mtime_ns,
+            ctime_ns: meta.ctime_ns,
+            ino: meta.ino,
+        };
+        match meta.kind {
+            FileKind::Symlink => Found::Entry(Kind::Symlink, stat),
+            FileKind::File => {
+                let executable = meta.mode & 0o100 != 0;
+                Found::Entry(Kind::File { executable }, stat)
+            }
+            FileKind::Dir => Found::Dir,
+            FileKind::Other => Found::Other,
         }
     }
 }

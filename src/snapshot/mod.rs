@@ -230,7 +230,9 @@ fn restore_missing_objects(
         })
         .collect();
     let sizes = crate::fsutil::stat_all(Path::new(""), &objects, |meta| {
-        meta.ok().filter(|m| m.is_file()).map(|m| m.len())
+        meta.ok()
+            .filter(|m| m.kind == crate::fsutil::FileKind::File)
+            .map(|m| m.size)
     });
     let mut kept = Vec::with_capacity(taken.len());
     for (mut t, size) in taken.drain(..).zip(sizes) {
