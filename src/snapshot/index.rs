@@ -16,11 +16,20 @@ const HEADER: &str = "pikaci-index 1";
 /// previous take may have changed during it, so it is hashed again ("racy clean").
 const RACY_MARGIN_NS: i128 = 1_000_000_000;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cached {
+/// Where a field lies in the index file's bytes, which the index keeps whole: loading
+/// 20,000 entries makes no string of its own.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Cached {
     /// The path's bytes, relative to the workspace.
-    path: Vec<u8>,
-    pub hash: String,
+    path: Span,
+    /// The content hash, hex.
+    hash: Span,
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
@@ -31,6 +40,8 @@ pub struct Cached {
 #[derive(Default)]
 pub struct Index {
     taken_at_ns: i128,
+    /// The file as read; entries point into it.
+    bytes: Vec<u8>,
     /// Sorted by path bytes, as listings are: a lookup is a binary search, and the index
     /// is written in the order it is read (no hash map to fill for 20,000 paths).
     entries: Vec<Cached>,
@@ -38,15 +49,20 @@ pub struct Index {
 
 impl Index {
     pub fn load(path: &Path) -> Index {
-        std::fs::read(path)
-            .ok()
-            .and_then(|bytes| parse(&bytes))
-            .unwrap_or_default()
+        std::fs::read(path).ok().and_then(parse).unwrap_or_default()
+    }
+
+    fn bytes_of(&self, span: Span) -> &[u8] {
+        &self.bytes[span.start as usize..span.end as usize]
+    }
+
+    fn path_of(&self, cached: &Cached) -> &[u8] {
+        self.bytes_of(cached.path)
     }
 
     /// The paths of the index, sorted by their bytes.
     pub fn paths(&self) -> Vec<&[u8]> {
-        self.entries.iter().map(|c| c.path.as_slice()).collect()
+        self.entries.iter().map(|c| self.path_of(c)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -61,7 +77,7 @@ impl Index {
         let path = entry.path.as_os_str().as_bytes();
         let at = self
             .entries
-            .binary_search_by(|c| c.path.as_slice().cmp(path))
+            .binary_search_by(|c| self.path_of(c).cmp(path))
             .ok()?;
         let cached = &self.entries[at];
         let same = cached.size == entry.size
@@ -69,7 +85,8 @@ impl Index {
             && cached.ctime_ns == entry.ctime_ns
             && cached.ino == entry.ino
             && cached.executable == executable;
-        (same && entry.mtime_ns < self.taken_at_ns - RACY_MARGIN_NS).then_some(cached.hash.as_str())
+        let hash = std::str::from_utf8(self.bytes_of(cached.hash)).ok()?;
+        (same && entry.mtime_ns < self.taken_at_ns - RACY_MARGIN_NS).then_some(hash)
     }
 
     /// The index file for `hashed` (sorted by path bytes, as listings are), written
@@ -93,22 +110,37 @@ impl Index {
 
     #[cfg(test)]
     pub fn build(taken_at_ns: i128, hashed: &[(&Entry, &str)]) -> Index {
-        parse(&Index::encode(taken_at_ns, hashed)).expect("an encoded index parses")
+        parse(Index::encode(taken_at_ns, hashed)).expect("an encoded index parses")
+    }
+
+    /// Each entry with its fields resolved, for comparing indexes.
+    #[cfg(test)]
+    fn resolved(&self) -> Vec<(&[u8], &[u8], u64, i128, i128, u64, bool)> {
+        let one = |c: &Cached| {
+            let stat = (c.size, c.mtime_ns, c.ctime_ns, c.ino, c.executable);
+            (
+                self.path_of(c),
+                self.bytes_of(c.hash),
+                stat.0,
+                stat.1,
+                stat.2,
+                stat.3,
+                stat.4,
+            )
+        };
+        self.entries.iter().map(one).collect()
     }
 
     #[cfg(test)]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!("{HEADER} {}\n", self.taken_at_ns).into_bytes();
-        for c in &self.entries {
-            let flag = if c.executable { 'x' } else { '-' };
+        for (path, hash, size, mtime, ctime, ino, executable) in self.resolved() {
+            let flag = if executable { 'x' } else { '-' };
+            out.extend_from_slice(hash);
             out.extend_from_slice(
-                format!(
-                    "{}\t{}\t{}\t{}\t{}\t{flag}\t",
-                    c.hash, c.size, c.mtime_ns, c.ctime_ns, c.ino
-                )
-                .as_bytes(),
+                format!("\t{size}\t{mtime}\t{ctime}\t{ino}\t{flag}\t").as_bytes(),
             );
-            out.extend_from_slice(&c.path);
+            out.extend_from_slice(path);
             out.push(0);
         }
         out
@@ -116,45 +148,66 @@ impl Index {
 
     #[cfg(test)]
     pub fn same_entries(&self, other: &Index) -> bool {
-        self.entries == other.entries
+        self.resolved() == other.resolved()
     }
 }
 
-fn parse(bytes: &[u8]) -> Option<Index> {
+fn parse(bytes: Vec<u8>) -> Option<Index> {
     let newline = bytes.iter().position(|b| *b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
     let taken_at_ns = header.strip_prefix(HEADER)?.trim().parse().ok()?;
+    // Spans are u32 offsets.
+    u32::try_from(bytes.len()).ok()?;
     let mut entries = Vec::new();
-    for record in bytes[newline + 1..]
-        .split(|b| *b == 0)
-        .filter(|r| !r.is_empty())
-    {
-        let mut fields = record.splitn(7, |b| *b == b'\t');
-        let mut text = || std::str::from_utf8(fields.next()?).ok();
-        let hash = text()?.to_string();
-        let size = text()?.parse().ok()?;
-        let mtime_ns = text()?.parse().ok()?;
-        let ctime_ns = text()?.parse().ok()?;
-        let ino = text()?.parse().ok()?;
-        let executable = text()? == "x";
-        let path = fields.next()?.to_vec();
-        entries.push(Cached {
-            path,
-            hash,
-            size,
-            mtime_ns,
-            ctime_ns,
-            ino,
-            executable,
-        });
+    let mut at = newline + 1;
+    while at < bytes.len() {
+        let end = at + bytes[at..].iter().position(|b| *b == 0)?;
+        if end > at {
+            entries.push(parse_record(&bytes, at, end)?);
+        }
+        at = end + 1;
     }
+    let path = |c: &Cached| &bytes[c.path.start as usize..c.path.end as usize];
     // An index written by an older pikaci is in hash-map order.
-    if !entries.is_sorted_by(|a: &Cached, b: &Cached| a.path < b.path) {
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
+    if !entries.is_sorted_by(|a, b| path(a) < path(b)) {
+        entries.sort_by(|a, b| path(a).cmp(path(b)));
     }
     Some(Index {
         taken_at_ns,
+        bytes,
         entries,
+    })
+}
+
+/// One record, `bytes[start..end]`: six tab-ended fields, then the path.
+fn parse_record(bytes: &[u8], start: usize, end: usize) -> Option<Cached> {
+    let mut at = start;
+    let mut field = || -> Option<Span> {
+        let tab = at + bytes[at..end].iter().position(|b| *b == b'\t')?;
+        let span = Span {
+            start: at as u32,
+            end: tab as u32,
+        };
+        at = tab + 1;
+        Some(span)
+    };
+    let hash = field()?;
+    let (size, mtime, ctime, ino, flag) = (field()?, field()?, field()?, field()?, field()?);
+    let number = |span: Span| -> Option<&str> {
+        std::str::from_utf8(&bytes[span.start as usize..span.end as usize]).ok()
+    };
+    std::str::from_utf8(&bytes[hash.start as usize..hash.end as usize]).ok()?;
+    Some(Cached {
+        path: Span {
+            start: at as u32,
+            end: end as u32,
+        },
+        hash,
+        size: number(size)?.parse().ok()?,
+        mtime_ns: number(mtime)?.parse().ok()?,
+        ctime_ns: number(ctime)?.parse().ok()?,
+        ino: number(ino)?.parse().ok()?,
+        executable: number(flag)? == "x",
     })
 }
 
@@ -177,7 +230,7 @@ mod tests {
     fn round_trips_odd_paths() {
         let a = entry("dir/with\ttab\nand newline", 10);
         let index = Index::build(5_000_000_000, &[(&a, "abc")]);
-        let back = parse(&index.to_bytes()).unwrap();
+        let back = parse(index.to_bytes()).unwrap();
         assert!(back.same_entries(&index));
         assert_eq!(back.lookup(&a), Some("abc"));
     }
@@ -208,7 +261,7 @@ mod tests {
         let header_end = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
         let records: Vec<&[u8]> = bytes[header_end..].split_inclusive(|b| *b == 0).collect();
         let swapped = [&bytes[..header_end], records[1], records[0]].concat();
-        let back = parse(&swapped).unwrap();
+        let back = parse(swapped).unwrap();
         assert_eq!(back.lookup(&a), Some("ha"));
         assert_eq!(back.lookup(&b), Some("hb"));
         assert!(back.same_entries(&index));
@@ -216,7 +269,7 @@ mod tests {
 
     #[test]
     fn garbage_is_no_index() {
-        assert!(parse(b"nonsense").is_none());
-        assert!(parse(b"pikaci-index 1 12\nabc\t1\0").is_none());
+        assert!(parse(b"nonsense".to_vec()).is_none());
+        assert!(parse(b"pikaci-index 1 12\nabc\t1\0".to_vec()).is_none());
     }
 }
