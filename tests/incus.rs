@@ -627,7 +627,11 @@ fn the_result_is_recorded_before_the_delete_which_the_run_still_awaits() {
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     assert_eq!(child.wait().unwrap().code(), Some(130), "{rest:?}");
     let run = repo.latest_run_id();
-    assert_eq!(instances_of(&run), 0, "Ctrl-C after the result: still deleted");
+    assert_eq!(
+        instances_of(&run),
+        0,
+        "Ctrl-C after the result: still deleted"
+    );
     // The result stays what it was: the interruption came after it.
     result_then_cleanup(&repo, "passed");
 }

@@ -690,6 +690,36 @@ mod tests {
         ");
     }
 
+    /// A failed teardown fails the run (what it left is a leak), unless the job's host
+    /// had failed already: that failure is what the run reports.
+    #[test]
+    fn a_failed_teardown_is_an_infrastructure_error_unless_its_host_failed() {
+        let failed = || {
+            Err(super::super::job::TeardownFailed {
+                job: "quick".into(),
+                host: Some("b".into()),
+                source: crate::backend::BackendError::NoHost("b".into()),
+            })
+        };
+        let mut outcome = Outcome::default();
+        teardown_over(&JobEnd::Recorded(JobStatus::Passed), Ok(()), &mut outcome);
+        assert!(outcome.infra_errors.is_empty());
+        teardown_over(&JobEnd::Recorded(JobStatus::Passed), failed(), &mut outcome);
+        assert_eq!(
+            outcome.infra_errors,
+            [
+                "the guest of job `quick` was not torn down on host `b`: it may be left there \
+              (`pikaci gc` removes what runs that are over left): no host `b` in this run"
+            ]
+        );
+        let down = JobEnd::HostDown {
+            host: Id::new("b").unwrap(),
+            why: "gone".into(),
+        };
+        teardown_over(&down, failed(), &mut outcome);
+        assert_eq!(outcome.infra_errors.len(), 1);
+    }
+
     #[test]
     fn cancelling_settles_what_waits_as_cancelled() {
         let cancel = Cancel::new();
