@@ -651,7 +651,7 @@ fn result_then_cleanup(repo: &Repo, status: &str) {
     let at = |wanted: &dyn Fn(&serde_json::Value) -> bool| {
         events
             .iter()
-            .position(|e| wanted(e))
+            .position(wanted)
             .unwrap_or_else(|| panic!("{events:?}"))
     };
     let finished = at(&|e| e["type"] == "job_finished");

@@ -97,7 +97,7 @@ pub enum JobEnd {
 #[derive(Debug)]
 pub struct JobRan {
     pub end: std::io::Result<JobEnd>,
-    pub teardown: Result<(), TeardownFailed>,
+    pub teardown: Result<(), Box<TeardownFailed>>,
 }
 
 /// A guest's teardown that failed after the job's result was recorded: what the guest
@@ -140,11 +140,11 @@ pub fn run_job(
     let end = run_attempt(node, inputs, run, placed, &mut left);
     let dir = run.recorder.run.job(&node.job.id);
     let teardown = tear_down(left, node.job.id.as_str(), run.recorder, &dir).map_err(|source| {
-        TeardownFailed {
+        Box::new(TeardownFailed {
             job: node.job.id.to_string(),
             host,
             source,
-        }
+        })
     });
     if let Err(failed) = &teardown {
         crate::errln!("warning: {}", crate::error::chain(failed));

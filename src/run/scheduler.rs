@@ -317,7 +317,7 @@ fn again(
 /// failure is what the run reports.
 fn teardown_over(
     end: &JobEnd,
-    teardown: Result<(), super::job::TeardownFailed>,
+    teardown: Result<(), Box<super::job::TeardownFailed>>,
     outcome: &mut Outcome,
 ) {
     let host_failed = matches!(end, JobEnd::HostDown { .. } | JobEnd::HostLost { .. });
@@ -695,11 +695,11 @@ mod tests {
     #[test]
     fn a_failed_teardown_is_an_infrastructure_error_unless_its_host_failed() {
         let failed = || {
-            Err(super::super::job::TeardownFailed {
+            Err(Box::new(super::super::job::TeardownFailed {
                 job: "quick".into(),
                 host: Some("b".into()),
                 source: crate::backend::BackendError::NoHost("b".into()),
-            })
+            }))
         };
         let mut outcome = Outcome::default();
         teardown_over(&JobEnd::Recorded(JobStatus::Passed), Ok(()), &mut outcome);
