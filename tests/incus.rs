@@ -634,6 +634,23 @@ fn the_result_is_recorded_before_the_delete_which_the_run_still_awaits() {
     );
     // The result stays what it was: the interruption came after it.
     result_then_cleanup(&repo, "passed");
+
+    // Nobody reading its output: the same.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = repo
+        .command(&["run", "quick"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        instances_of(&repo.latest_run_id()),
+        0,
+        "stdout closed: deleted"
+    );
+    result_then_cleanup(&repo, "passed");
 }
 
 /// The latest run's `quick` job ended with `status`, its `job_finished` event came
