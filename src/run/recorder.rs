@@ -93,6 +93,12 @@ impl<'a> Recorder<'a> {
         ])
     }
 
+    /// Rewrites the final `status.json` of a job with what was learnt after its end
+    /// (its teardown's time), synced; `run.json` already mirrors its unchanged status.
+    pub fn amend_job(&self, dir: &Path, job: &JobRecord) -> io::Result<()> {
+        write_json_atomic(&dir.join("status.json"), job)
+    }
+
     pub fn reporter(&self) -> &dyn Reporter {
         self.reporter
     }
