@@ -94,9 +94,10 @@ impl<'a> Recorder<'a> {
     }
 
     /// Rewrites the final `status.json` of a job with what was learnt after its end
-    /// (its teardown's time), synced; `run.json` already mirrors its unchanged status.
+    /// (its teardown's time); `run.json` already mirrors its unchanged status. Not
+    /// synced: after a crash the record may lack that time, never its result.
     pub fn amend_job(&self, dir: &Path, job: &JobRecord) -> io::Result<()> {
-        write_json_atomic(&dir.join("status.json"), job)
+        write_json_with(&dir.join("status.json"), job, Durability::Atomic)
     }
 
     pub fn reporter(&self) -> &dyn Reporter {
