@@ -138,7 +138,7 @@ fn take_listed(
         if cancel.is_cancelled() {
             return Err(SnapshotError::Cancelled);
         }
-        let full = workspace.join(&entry.path);
+        let full = || workspace.join(&entry.path);
         let (hash, target) = match entry.kind {
             // Whether its object is still there is asked only if a new tree is built:
             // a complete snapshot that is reused holds links to all of them.
@@ -147,7 +147,7 @@ fn take_listed(
                     from_index += 1;
                     (hash.to_string(), None)
                 }
-                None => match store.add_file(&full, executable, cancel)? {
+                None => match store.add_file(&full(), executable, cancel)? {
                     Some(added) => {
                         entry.set_stat(added.stat);
                         (added.hash, None)
@@ -158,7 +158,7 @@ fn take_listed(
                     }
                 },
             },
-            Kind::Symlink => match fs::read_link(&full) {
+            Kind::Symlink => match fs::read_link(full()) {
                 Ok(target) => (
                     store::hex(&Sha256::digest(target.as_os_str().as_bytes())),
                     Some(target),
@@ -167,7 +167,12 @@ fn take_listed(
                     notes.push(vanished(&entry.path));
                     continue;
                 }
-                Err(source) => return Err(SnapshotError::Io { path: full, source }),
+                Err(source) => {
+                    return Err(SnapshotError::Io {
+                        path: full(),
+                        source,
+                    });
+                }
             },
         };
         taken.push(Taken {
