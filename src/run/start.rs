@@ -10,7 +10,7 @@ use super::scheduler;
 use crate::backend::{RunBackends, RunShares};
 use crate::cancel::Cancel;
 use crate::changes::{ChangeSet, PathFilter};
-use crate::config::Config;
+use crate::config::{BackendKind, Config};
 use crate::error::Error;
 use crate::fsutil::now_rfc3339;
 use crate::ids::Id;
@@ -261,6 +261,9 @@ fn execute(host: &Host, spec: RunSpec) -> Result<RunOutcome, Error> {
     // The lock is held until the run's record is final: `runs` tells a live run by it.
     let (recorder, _lock) = open_run(host, &spec)?;
     let plan = &spec.plan;
+    if plan.jobs.iter().any(|n| n.job.backend == BackendKind::Host) {
+        crate::backend::host::Isolation::probe_early();
+    }
     let snapshot = match take_snapshot(host.state, spec.workspace, host.cancel) {
         Ok(snapshot) => snapshot,
         Err(message) => return no_snapshot(&recorder, plan, host.cancel, started, message),
