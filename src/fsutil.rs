@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -130,23 +130,40 @@ impl Lstat {
 /// is opened about once.
 struct Lstatter<'a> {
     base: &'a Path,
-    parent: Option<(PathBuf, rustix::fd::OwnedFd)>,
+    /// The open parent: its path's bytes, relative to `base`, and its fd.
+    parent: Option<(Vec<u8>, rustix::fd::OwnedFd)>,
+}
+
+/// `rel` split at its last `/` (on bytes: `Path::parent` parses every component, a
+/// tenth of a stat's time): the parent (`/` for a file at the root) and the name, or
+/// `None` where there is no plain name.
+fn split_parent(rel: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (parent, name) = match rel.iter().rposition(|b| *b == b'/') {
+        Some(0) => (&rel[..1], &rel[1..]),
+        Some(at) => (&rel[..at], &rel[at + 1..]),
+        None => (&rel[..0], rel),
+    };
+    let plain = !name.is_empty() && name != b"." && name != b"..";
+    plain.then_some((parent, name))
 }
 
 impl Lstatter<'_> {
     fn lstat(&mut self, rel: &Path) -> io::Result<Lstat> {
         use rustix::fs::{AtFlags, Mode, OFlags};
-        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        use std::os::unix::ffi::OsStrExt;
+        let Some((parent, name)) = split_parent(rel.as_os_str().as_bytes()) else {
             return Err(io::ErrorKind::NotFound.into());
         };
-        let open = self.parent.as_ref().map(|(p, _)| p.as_path());
+        let open = self.parent.as_ref().map(|(p, _)| p.as_slice());
         if open != Some(parent) {
             self.parent = None;
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            let fd = rustix::fs::open(self.base.join(parent), flags, Mode::empty())?;
-            self.parent = Some((parent.to_path_buf(), fd));
+            let dir = self.base.join(std::ffi::OsStr::from_bytes(parent));
+            let fd = rustix::fs::open(dir, flags, Mode::empty())?;
+            self.parent = Some((parent.to_vec(), fd));
         }
         let (_, dir) = self.parent.as_ref().expect("opened above");
+        let name = std::ffi::OsStr::from_bytes(name);
         let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(Lstat::of(&st))
     }
@@ -259,6 +276,18 @@ mod tests {
             m.ok().map(|m| m.size)
         });
         assert_eq!(sizes, [Some(3), None]);
+        assert_eq!(
+            split_parent(b"/x"),
+            Some((b"/".as_slice(), b"x".as_slice()))
+        );
+        assert_eq!(
+            split_parent(b"a/b/c"),
+            Some((b"a/b".as_slice(), b"c".as_slice()))
+        );
+        assert_eq!(split_parent(b"c"), Some((b"".as_slice(), b"c".as_slice())));
+        for odd in [b"".as_slice(), b"a/", b"a/..", b"."] {
+            assert_eq!(split_parent(odd), None);
+        }
     }
 
     #[test]
