@@ -15,25 +15,46 @@ pub struct Recorder<'a> {
     events: EventLog,
     reporter: &'a dyn Reporter,
     record: Mutex<RunRecord>,
+    /// The sync of the run's first records, made while the run goes on and awaited
+    /// before anything final is written.
+    first_sync: Mutex<Option<std::thread::JoinHandle<io::Result<()>>>>,
 }
 
 impl<'a> Recorder<'a> {
-    /// Writes the first `run.json`, synced together with `plan.json`, which is written
-    /// before it and final from the start.
+    /// Writes the first `run.json` and syncs it together with `plan.json`, which is
+    /// written before it and final from the start, on a thread: nothing waits for that
+    /// until the first final record.
     pub fn create(
         run: RunDir,
         record: RunRecord,
         reporter: &'a dyn Reporter,
     ) -> io::Result<Recorder<'a>> {
         write_json_with(&run.run_json(), &record, Durability::Atomic)?;
-        sync_paths(&[&run.run_json(), &run.plan_json(), &run.path])?;
+        let paths = [run.run_json(), run.plan_json(), run.path.clone()];
+        let first_sync =
+            std::thread::spawn(move || sync_paths(&paths.each_ref().map(|p| p.as_path())));
         let events = EventLog::create(&run.events())?;
         Ok(Recorder {
             run,
             events,
             reporter,
             record: Mutex::new(record),
+            first_sync: Mutex::new(Some(first_sync)),
         })
+    }
+
+    /// Waits for the sync of the first records (once; later calls return at once).
+    fn first_records_synced(&self) -> io::Result<()> {
+        let pending = self
+            .first_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match pending.map(std::thread::JoinHandle::join) {
+            Some(Ok(synced)) => synced,
+            Some(Err(_)) => Err(io::Error::other("the thread syncing plan.json panicked")),
+            None => Ok(()),
+        }
     }
 
     pub fn run_id(&self) -> &str {
@@ -63,6 +84,7 @@ impl<'a> Recorder<'a> {
         change(&mut record);
         write_json_with(&self.run.run_json(), &*record, Durability::Atomic)?;
         if record.status != RunStatus::Running {
+            self.first_records_synced()?;
             sync_paths(&[&self.run.run_json(), &self.run.path])?;
         }
         Ok(record.clone())
@@ -83,6 +105,7 @@ impl<'a> Recorder<'a> {
         record.jobs.insert(job.job.clone(), job.status);
         write_json_with(&self.run.run_json(), &*record, Durability::Atomic)?;
         let (guest_log, host_log) = (dir.join("guest.log"), dir.join("host.log"));
+        self.first_records_synced()?;
         sync_paths(&[
             &status,
             dir,
