@@ -54,8 +54,7 @@ pub fn sync_paths(paths: &[&Path]) -> io::Result<()> {
             .collect();
         synced
             .into_iter()
-            .map(|t| t.join().expect("an fsync thread does not panic"))
-            .collect()
+            .try_for_each(|t| t.join().expect("an fsync thread does not panic"))
     })
 }
 
@@ -104,6 +103,8 @@ pub enum FileKind {
 }
 
 impl Lstat {
+    // The kernel's stat fields have other types on other architectures.
+    #[allow(clippy::unnecessary_cast)]
     fn of(st: &rustix::fs::Stat) -> Lstat {
         use rustix::fs::FileType;
         let kind = match FileType::from_raw_mode(st.st_mode as _) {
