@@ -165,7 +165,8 @@ const CONSOLE_BACKLOG: usize = 128;
 const SKIPPED: &[u8] = b"\n[pikaci-guest: output skipped on the console, which is slower than the job; guest.log has all of it]\n";
 
 /// Copies `reader` to `log` (and stdout when `echo`) with secrets redacted, on a thread;
-/// the receiver fires at EOF, after the log is synced. The log gets every byte; the
+/// the receiver fires at EOF, after the last write (syncing the log to disk is the
+/// caller's: a host job's goes with its final records). The log gets every byte; the
 /// console (a microVM's serial port, far slower than a busy job) gets what it keeps up
 /// with, so it never slows the job down.
 pub fn tee(
@@ -198,7 +199,6 @@ pub fn tee(
             write(redactor.feed(&buf[..n]));
         }
         write(redactor.finish());
-        let _ = log.sync_all();
         if let Some((sender, writer)) = console {
             drop(sender);
             let _ = writer.join();

@@ -592,3 +592,88 @@ fn incus_through_sudo() {
         "the instance deleted through sudo too"
     );
 }
+
+/// The job's result is recorded before its instance is deleted: the final record and
+/// `job_finished` come first, the `cleanup` phase (the delete) after, timed into the
+/// record by a later update that keeps the result. `pikaci run` still waits for the
+/// delete before it exits, also when interrupted in that window.
+#[test]
+fn the_result_is_recorded_before_the_delete_which_the_run_still_awaits() {
+    let Some(image) = testbed_incus_image() else {
+        return;
+    };
+    let repo = repo(&image, "[jobs.quick]\ncommand = \"echo hi\"\n");
+    repo.pikaci(&["run", "quick"]).expect(0);
+    let run = repo.latest_run_id();
+    assert_eq!(instances_of(&run), 0, "deleted before the run exited");
+    result_then_cleanup(&repo, "passed");
+
+    // Ctrl-C once the result is out: the delete goes on and is awaited.
+    let mut child = repo
+        .command(&["run", "quick", "--output", "jsonl"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stdout);
+    let finished = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("\"job_finished\""));
+    assert!(finished.is_some(), "no job_finished event");
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{rest:?}");
+    let run = repo.latest_run_id();
+    assert_eq!(
+        instances_of(&run),
+        0,
+        "Ctrl-C after the result: still deleted"
+    );
+    // The result stays what it was: the interruption came after it.
+    result_then_cleanup(&repo, "passed");
+
+    // Nobody reading its output: the same.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = repo
+        .command(&["run", "quick"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        instances_of(&repo.latest_run_id()),
+        0,
+        "stdout closed: deleted"
+    );
+    result_then_cleanup(&repo, "passed");
+}
+
+/// The latest run's `quick` job ended with `status`, its `job_finished` event came
+/// before its `cleanup` phase began, and the record holds the delete's time.
+fn result_then_cleanup(repo: &Repo, status: &str) {
+    let run = repo.latest_run();
+    let record = repo.read_json(&run.join("jobs/quick/status.json"));
+    assert_eq!(record["status"], status, "{record}");
+    assert!(record["phases"]["cleanup"].is_u64(), "{record}");
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(run.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = |wanted: &dyn Fn(&serde_json::Value) -> bool| {
+        events
+            .iter()
+            .position(wanted)
+            .unwrap_or_else(|| panic!("{events:?}"))
+    };
+    let finished = at(&|e| e["type"] == "job_finished");
+    let cleanup = at(&|e| e["type"] == "job_phase" && e["phase"] == "cleanup");
+    assert!(finished < cleanup, "{events:#?}");
+    let time = |i: usize| humantime::parse_rfc3339(events[i]["time"].as_str().unwrap()).unwrap();
+    assert!(time(finished) <= time(cleanup), "{events:#?}");
+}

@@ -94,8 +94,11 @@ fn a_gc_killed_half_way_leaves_nothing_a_run_reuses() {
         gc.wait().unwrap();
         repo.pikaci(&["run", "count"]).expect(0);
     }
-    // What a gc cut short in the middle of a tree leaves, for certain.
+    // What a gc cut short in the middle of a tree leaves, for certain: its first step,
+    // the completeness record gone, then part of the tree.
     let dir = snapshot_dir(&repo);
+    let hex = dir.file_name().unwrap();
+    std::fs::remove_file(repo.state().join("cache/complete").join(hex)).unwrap();
     let sub = dir.join("data/3");
     // As gc opens them: the parent too, or only root could remove `sub`.
     for open in [&dir.join("data"), &sub] {
@@ -166,16 +169,21 @@ fn a_file_rewritten_during_snapshots_never_corrupts_the_store() {
 }
 
 #[test]
-fn truncated_objects_are_not_served_on_run_or_rerun() {
+fn truncated_objects_are_not_served_on_run_or_rerun_after_a_reboot() {
     let repo = repo("[jobs.size]\ncommand = '[ \"$(wc -c < data)\" = 100000 ]'\n");
     repo.write("data", &"x".repeat(100_000));
     repo.commit("data");
     repo.pikaci(&["run", "size"]).expect(0);
     let first = repo.latest_run();
     let first_id = first.file_name().unwrap().to_str().unwrap().to_string();
+    // A crash before the disk had it all: the object cut short, and a new boot, whose
+    // id has no marks of trees found whole yet (docs/maintenance.md).
     let object = snapshot_dir(&repo).join("data");
     std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&object, "x".repeat(10)).unwrap();
+    let checked = repo.state().join("cache/checked");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    std::fs::rename(checked.join(boot.trim()), checked.join("an-earlier-boot")).unwrap();
     let rerun = repo.pikaci(&["rerun", &first_id]);
     assert_eq!(rerun.code(), 3, "{}{}", rerun.stdout(), rerun.stderr());
     let said = format!("{}{}", rerun.stdout(), rerun.stderr());

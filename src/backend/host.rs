@@ -78,6 +78,18 @@ impl Isolation {
         }
     }
 
+    /// [`Isolation::detect`], once per process: started early by [`Isolation::probe_early`]
+    /// or made here.
+    pub fn detected() -> Isolation {
+        *DETECTED.get_or_init(Isolation::detect)
+    }
+
+    /// Starts the probe on a thread, so that its `unshare` runs while the snapshot is
+    /// taken instead of before the first host job.
+    pub fn probe_early() {
+        std::thread::spawn(Isolation::detected);
+    }
+
     /// The line said in the run's output and host.log when a guarantee is missing.
     pub fn caveat(self) -> Option<&'static str> {
         (self == Isolation::Copy).then_some(
@@ -106,6 +118,8 @@ fn user_namespace_argv(uid: u32, gid: u32) -> Argv {
     ])
 }
 
+static DETECTED: OnceLock<Isolation> = OnceLock::new();
+
 pub struct HostBackend {
     isolation: OnceLock<Isolation>,
 }
@@ -126,7 +140,7 @@ impl HostBackend {
     /// Detected at the first host job of the run, and its caveat said once.
     fn isolation(&self) -> Isolation {
         *self.isolation.get_or_init(|| {
-            let isolation = Isolation::detect();
+            let isolation = Isolation::detected();
             if let Some(caveat) = isolation.caveat() {
                 crate::errln!("pikaci: note: {caveat}");
             }

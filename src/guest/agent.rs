@@ -189,6 +189,10 @@ impl Agent {
         }
         drop(child);
         output.finish();
+        // Before result.json and the poweroff: the host reads the log after the guest.
+        if let Ok(log) = File::open(&log_path) {
+            let _ = log.sync_all();
+        }
         Ok(GuestResult::from_ended(ended, request.timeout(), started))
     }
 }

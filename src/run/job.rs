@@ -1,4 +1,6 @@
-//! One job's life: workspace, launch, wait, stop, collect, cleanup — and its records.
+//! One job's life: workspace, launch, wait, stop, collect — its result recorded — then
+//! the guest's teardown (`cleanup`), off the result's critical path but inside the job's
+//! thread, so the job's slot is held and `pikaci run` waits for it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
@@ -90,17 +92,122 @@ pub enum JobEnd {
     HostLost { host: Id, attempt: Attempt },
 }
 
-/// Runs one job to its end and records it. Errors are only record-write failures; a job
-/// that cannot start is recorded with status `error` and the phase it failed in.
+/// How one attempt of a job ran: its end (`Err` only when its record could not be
+/// written), and whether its guest's teardown, run after the end was recorded, failed.
+#[derive(Debug)]
+pub struct JobRan {
+    pub end: std::io::Result<JobEnd>,
+    pub teardown: Result<(), Box<TeardownFailed>>,
+}
+
+/// A guest's teardown that failed after the job's result was recorded: what the guest
+/// used (an Incus instance, a microVM's dir) may be left on its host.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the guest of job `{job}` was not torn down{}: it may be left there (`pikaci gc` removes what runs that are over left)",
+    on_host(host.as_deref())
+)]
+pub struct TeardownFailed {
+    pub job: String,
+    /// The pool host it ran on; none for `host` jobs.
+    pub host: Option<String>,
+    #[source]
+    pub source: BackendError,
+}
+
+fn on_host(host: Option<&str>) -> String {
+    host.map_or(" on this machine".into(), |h| format!(" on host `{h}`"))
+}
+
+/// Runs one attempt of a job, records its end, then tears its guest down. Record-write
+/// failures are the end's `Err`; a job that cannot start is recorded with status
+/// `error` and the phase it failed in.
 pub fn run_job(
     node: &ExecuteNode,
     inputs: &BTreeMap<Id, Vec<StorePath>>,
     run: &RunShared,
     placed: Placed,
-) -> std::io::Result<JobEnd> {
+) -> JobRan {
     if let Some(spec) = &node.job.build {
-        return super::build_job::run_build_job(node, spec, run);
+        let end = super::build_job::run_build_job(node, spec, run);
+        return JobRan {
+            end,
+            teardown: Ok(()),
+        };
     }
+    let host = placed.on.as_ref().map(Id::to_string);
+    let mut left = Leftovers::default();
+    let end = run_attempt(node, inputs, run, placed, &mut left);
+    let dir = run.recorder.run.job(&node.job.id);
+    let teardown = tear_down(left, node.job.id.as_str(), run.recorder, &dir).map_err(|source| {
+        Box::new(TeardownFailed {
+            job: node.job.id.to_string(),
+            host,
+            source,
+        })
+    });
+    if let Err(failed) = &teardown {
+        crate::errln!("warning: {}", crate::error::chain(failed));
+        note(&dir, &crate::error::chain(failed));
+    }
+    JobRan { end, teardown }
+}
+
+/// What a job's attempt leaves for its teardown: its guest, still on its host; its
+/// private workspace copy, removed after the guest; and its final record, if written,
+/// which the teardown's time is added to.
+#[derive(Default)]
+struct Leftovers {
+    guest: Option<Box<dyn Guest>>,
+    copy: PrivateCopy,
+    record: Option<JobRecord>,
+}
+
+/// Tears down the guest of an attempt whose end is recorded: the `cleanup` phase,
+/// announced when it starts (after `job_finished`) and timed into the final record by
+/// an update that changes nothing else. The workspace copy goes after the guest that
+/// used it.
+fn tear_down(
+    left: Leftovers,
+    job: &str,
+    recorder: &Recorder,
+    dir: &Path,
+) -> Result<(), BackendError> {
+    let Leftovers {
+        guest,
+        copy,
+        record,
+    } = left;
+    let Some(mut guest) = guest else {
+        return Ok(());
+    };
+    recorder.emit(EventKind::JobPhase {
+        job: job.to_string(),
+        phase: "cleanup".into(),
+    });
+    let started = Instant::now();
+    let torn_down = guest.cleanup();
+    drop(guest);
+    drop(copy);
+    if let Some(mut record) = record {
+        record
+            .phases
+            .insert("cleanup".into(), started.elapsed().as_millis() as u64);
+        // Best effort: the record already holds the job's result; only the teardown's
+        // time would be missing.
+        let _ = recorder.amend_job(dir, &record);
+    }
+    torn_down
+}
+
+/// One attempt up to its recorded end; its guest and workspace copy are left in `left`.
+fn run_attempt(
+    node: &ExecuteNode,
+    inputs: &BTreeMap<Id, Vec<StorePath>>,
+    run: &RunShared,
+    placed: Placed,
+    left: &mut Leftovers,
+) -> std::io::Result<JobEnd> {
     let job = &node.job;
     let dir = run.recorder.run.job(&job.id);
     let started = SystemTime::now();
@@ -120,7 +227,7 @@ pub fn run_job(
         dir: &dir,
         on: placed.on.as_ref(),
     }
-    .drive(&mut phases);
+    .drive(&mut phases, left);
     let failed_in = phases.current;
     let mut lost = None;
     let (status, result) = match outcome {
@@ -180,6 +287,7 @@ pub fn run_job(
     record.signal = result.signal;
     record.message = result.message;
     run.recorder.write_job(&dir, &record)?;
+    left.record = Some(record.clone());
     let retried = retries_left
         .then(|| super::scheduler::retry_reason(record.status, lost.is_some()))
         .flatten()
@@ -319,6 +427,7 @@ impl Phases<'_> {
 }
 
 /// Removes the job's private workspace copy when the job is over, however it ends.
+#[derive(Default)]
 struct PrivateCopy(Option<PathBuf>);
 
 impl Drop for PrivateCopy {
@@ -329,8 +438,8 @@ impl Drop for PrivateCopy {
     }
 }
 
-/// One job's way through its phases: setup, workspace, launch, run, stop, collect,
-/// cleanup.
+/// One job's way through its phases: setup, workspace, launch, run, stop, collect. The
+/// guest and the workspace copy are left for [`tear_down`].
 struct Drive<'a> {
     node: &'a ExecuteNode,
     inputs: &'a BTreeMap<Id, Vec<StorePath>>,
@@ -341,7 +450,11 @@ struct Drive<'a> {
 }
 
 impl Drive<'_> {
-    fn drive(&self, phases: &mut Phases) -> Result<(Ended, GuestResult), JobError> {
+    fn drive(
+        &self,
+        phases: &mut Phases,
+        left: &mut Leftovers,
+    ) -> Result<(Ended, GuestResult), JobError> {
         let job = &self.node.job;
         let cancel = self.run.cancel;
         // Secrets are read before the backend is set up: a job that lacks one fails in
@@ -350,7 +463,6 @@ impl Drive<'_> {
         let backend = phases.time("setup", || {
             self.run.backends.get(job.backend, self.on, cancel)
         })?;
-        let mut copy = PrivateCopy(None);
         let workspace = if job.writable_workspace && backend.uses_local_copy() {
             let path = self.dir.join("workspace");
             phases
@@ -358,7 +470,7 @@ impl Drive<'_> {
                     crate::snapshot::private_copy(self.run.snapshot, &path)
                 })
                 .map_err(JobError::Workspace)?;
-            copy.0 = Some(path.clone());
+            left.copy.0 = Some(path.clone());
             path
         } else {
             self.run.snapshot.to_path_buf()
@@ -379,20 +491,15 @@ impl Drive<'_> {
             job_dir: self.dir,
         };
         let started = SystemTime::now();
-        let mut guest: Box<dyn Guest> = phases.time("launch", || backend.launch(&cx, cancel))?;
+        let launched = phases.time("launch", || backend.launch(&cx, cancel))?;
+        let guest = left.guest.insert(launched);
         for (step, took) in guest.launch_steps() {
             phases
                 .times
                 .insert(format!("launch.{step}"), took.as_millis() as u64);
         }
         let ended = self.wait(guest.as_mut(), phases)?;
-        let result = phases.time("collect", || guest.collect(ended, started));
-        let cleanup = phases.time("cleanup", || guest.cleanup());
-        let result = result.inspect_err(|_| {
-            // Cleanup ran after it: the job failed in collect, not in cleanup.
-            phases.current = "collect";
-        })?;
-        cleanup?;
+        let result = phases.time("collect", || guest.collect(ended, started))?;
         Ok((ended, result))
     }
 
@@ -500,6 +607,110 @@ fn write_request(dir: &Path, request: &Request) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::StepError;
+    use crate::state::{Event, RunDir, RunRecord};
+    use std::sync::Mutex;
+
+    /// Keeps the events it is told.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<EventKind>>);
+
+    impl crate::report::Reporter for Seen {
+        fn event(&self, event: &Event) {
+            self.0.lock().unwrap().push(event.kind.clone());
+        }
+        fn finish(&self, _run: &RunRecord, _jobs: &[JobRecord]) {}
+    }
+
+    /// A guest whose teardown fails the way a failed `incus delete` does.
+    struct FailsToTearDown;
+
+    impl Guest for FailsToTearDown {
+        fn wait(&mut self, _: Instant, _: &Cancel) -> Result<Ended, BackendError> {
+            unreachable!()
+        }
+        fn stop(&mut self, _: bool) {}
+        fn collect(&mut self, _: Ended, _: SystemTime) -> Result<GuestResult, BackendError> {
+            unreachable!()
+        }
+        fn cleanup(&mut self) -> Result<(), BackendError> {
+            Err(BackendError::Step {
+                job: "quick".into(),
+                step: "deleting the instance",
+                source: Box::new(StepError::Io(std::io::Error::other(
+                    "Error: Failed deleting instance \"pikaci-x-quick\": device busy",
+                ))),
+            })
+        }
+    }
+
+    fn recorder<'a>(dir: &Path, reporter: &'a Seen) -> Recorder<'a> {
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "schema_version": RECORD_SCHEMA,
+            "run_id": "r",
+            "status": "running",
+            "started_at": "2026-12-01T00:00:00Z",
+            "pid": 1,
+            "workspace": "/w",
+            "config": "/w/pikaci.toml",
+        }))
+        .unwrap();
+        let run = RunDir {
+            id: "r".into(),
+            path: dir.to_path_buf(),
+        };
+        Recorder::create(run, record, reporter).unwrap()
+    }
+
+    /// A teardown that fails is its error, with the tool's words; the job's final record
+    /// keeps its result and gains the teardown's time, announced after the result.
+    #[test]
+    fn a_failed_teardown_is_reported_and_the_result_it_follows_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seen = Seen::default();
+        let recorder = recorder(tmp.path(), &seen);
+        let dir = tmp.path().join("jobs/quick");
+        let record: JobRecord = serde_json::from_value(serde_json::json!({
+            "schema_version": RECORD_SCHEMA,
+            "job": "quick",
+            "backend": "incus",
+            "status": "passed",
+            "exit_code": 0,
+            "phases": {"run": 5},
+            "host": "local",
+        }))
+        .unwrap();
+        recorder.write_job(&dir, &record).unwrap();
+        let left = Leftovers {
+            guest: Some(Box::new(FailsToTearDown)),
+            copy: PrivateCopy(None),
+            record: Some(record.clone()),
+        };
+        let error = tear_down(left, "quick", &recorder, &dir).unwrap_err();
+        let failed = TeardownFailed {
+            job: "quick".into(),
+            host: Some("local".into()),
+            source: error,
+        };
+        let text = crate::error::chain(&failed);
+        assert!(
+            text.contains("job `quick` was not torn down on host `local`"),
+            "{text}"
+        );
+        assert!(text.contains("deleting the instance failed"), "{text}");
+        assert!(text.contains("pikaci-x-quick\": device busy"), "{text}");
+        let amended: JobRecord =
+            serde_json::from_slice(&std::fs::read(dir.join("status.json")).unwrap()).unwrap();
+        assert_eq!(amended.status, JobStatus::Passed);
+        assert_eq!(amended.exit_code, Some(0));
+        assert_eq!(amended.phases["run"], 5);
+        assert!(amended.phases.contains_key("cleanup"), "{amended:?}");
+        let seen = seen.0.lock().unwrap();
+        assert!(
+            matches!(&seen[..], [EventKind::JobPhase { phase, .. }] if phase == "cleanup"),
+            "{seen:?}"
+        );
+    }
 
     /// Attempt 2's files join attempt 1's under `attempts/`, leaving the job's directory
     /// empty for the next; a directory where `attempts/` cannot be made is an error.

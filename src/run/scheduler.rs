@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, mpsc};
 
 use super::dag::Dag;
-use super::job::{JobEnd, Placed, RunShared, keep_attempt, record_unrun, run_job};
+use super::job::{JobEnd, JobRan, Placed, RunShared, keep_attempt, record_unrun, run_job};
 use super::prepare::build_input;
 use super::recorder::Recorder;
 use crate::cancel::Cancel;
@@ -37,7 +37,7 @@ enum Start {
 
 enum Finished {
     Prepare(usize, Result<Vec<StorePath>, String>),
-    Job(usize, std::io::Result<JobEnd>),
+    Job(usize, JobRan),
     /// A job no host could run, recorded as such.
     Unplaced(usize, std::io::Result<()>),
 }
@@ -162,20 +162,22 @@ pub fn execute(plan: &Plan, run: &RunShared, parallel: usize, pool: Pool) -> Out
                 job_over(plan, i, JobStatus::Error, &mut outcome).into()
             }
             Settled::Ran {
-                result: Ok(Finished::Job(i, ended)),
+                result: Ok(Finished::Job(i, JobRan { end, teardown })),
                 ..
             } => {
+                // The job's thread ended after its guest's teardown: its slot is free.
                 let mut pool = pool.borrow_mut();
                 if let Some(host) = placed.borrow_mut().remove(&i) {
                     pool.release(&host);
                 }
-                let end = match ended {
-                    Ok(ended) => ended,
+                let end = match end {
+                    Ok(end) => end,
                     Err(e) => {
                         unrecorded(plan, i, e, &mut outcome);
                         JobEnd::Recorded(JobStatus::Error)
                     }
                 };
+                teardown_over(&end, teardown, &mut outcome);
                 match end {
                     JobEnd::Recorded(status) => job_over(plan, i, status, &mut outcome).into(),
                     JobEnd::HostDown { host, why } => {
@@ -307,6 +309,22 @@ fn again(
             });
             job_over(plan, i, attempt.status, outcome).into()
         }
+    }
+}
+
+/// A teardown that failed (its warning is printed already) is an infrastructure error
+/// of the run, for what it may leave on the host; after its host failed, the host's
+/// failure is what the run reports.
+fn teardown_over(
+    end: &JobEnd,
+    teardown: Result<(), Box<super::job::TeardownFailed>>,
+    outcome: &mut Outcome,
+) {
+    let host_failed = matches!(end, JobEnd::HostDown { .. } | JobEnd::HostLost { .. });
+    if let Err(failed) = teardown
+        && !host_failed
+    {
+        outcome.infra_errors.push(crate::error::chain(&failed));
     }
 }
 
@@ -670,6 +688,36 @@ mod tests {
         error     host lost: false -> error
         error     host lost: true  -> host_lost
         ");
+    }
+
+    /// A failed teardown fails the run (what it left is a leak), unless the job's host
+    /// had failed already: that failure is what the run reports.
+    #[test]
+    fn a_failed_teardown_is_an_infrastructure_error_unless_its_host_failed() {
+        let failed = || {
+            Err(Box::new(super::super::job::TeardownFailed {
+                job: "quick".into(),
+                host: Some("b".into()),
+                source: crate::backend::BackendError::NoHost("b".into()),
+            }))
+        };
+        let mut outcome = Outcome::default();
+        teardown_over(&JobEnd::Recorded(JobStatus::Passed), Ok(()), &mut outcome);
+        assert!(outcome.infra_errors.is_empty());
+        teardown_over(&JobEnd::Recorded(JobStatus::Passed), failed(), &mut outcome);
+        assert_eq!(
+            outcome.infra_errors,
+            [
+                "the guest of job `quick` was not torn down on host `b`: it may be left there \
+              (`pikaci gc` removes what runs that are over left): no host `b` in this run"
+            ]
+        );
+        let down = JobEnd::HostDown {
+            host: Id::new("b").unwrap(),
+            why: "gone".into(),
+        };
+        teardown_over(&down, failed(), &mut outcome);
+        assert_eq!(outcome.infra_errors.len(), 1);
     }
 
     #[test]

@@ -10,9 +10,9 @@ use super::scheduler;
 use crate::backend::{RunBackends, RunShares};
 use crate::cancel::Cancel;
 use crate::changes::{ChangeSet, PathFilter};
-use crate::config::Config;
+use crate::config::{BackendKind, Config};
 use crate::error::Error;
-use crate::fsutil::{now_rfc3339, write_json_atomic};
+use crate::fsutil::now_rfc3339;
 use crate::ids::Id;
 use crate::plan::{ExecuteNode, Plan};
 use crate::pool::Pool;
@@ -261,6 +261,9 @@ fn execute(host: &Host, spec: RunSpec) -> Result<RunOutcome, Error> {
     // The lock is held until the run's record is final: `runs` tells a live run by it.
     let (recorder, _lock) = open_run(host, &spec)?;
     let plan = &spec.plan;
+    if plan.jobs.iter().any(|n| n.job.backend == BackendKind::Host) {
+        crate::backend::host::Isolation::probe_early();
+    }
     let snapshot = match take_snapshot(host.state, spec.workspace, host.cancel) {
         Ok(snapshot) => snapshot,
         Err(message) => return no_snapshot(&recorder, plan, host.cancel, started, message),
@@ -295,7 +298,9 @@ fn open_run<'a>(host: &Host<'a>, spec: &RunSpec) -> Result<(Recorder<'a>, RunLoc
     let (run, lock) =
         create_run(host.state).map_err(|e| Error::infra("creating the run directory", e))?;
     let plan = &spec.plan;
-    write_json_atomic(&run.plan_json(), plan).map_err(|e| Error::infra("writing plan.json", e))?;
+    // Synced with the first run.json (Recorder::create).
+    crate::fsutil::write_json_with(&run.plan_json(), plan, crate::fsutil::Durability::Atomic)
+        .map_err(|e| Error::infra("writing plan.json", e))?;
     let record = RunRecord {
         schema_version: RECORD_SCHEMA,
         run_id: run.id.clone(),

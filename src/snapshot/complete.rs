@@ -6,6 +6,13 @@
 //!
 //! Format: a header `pikaci-complete 1 <n>`, then the size of each of the `n` regular
 //! files of `trees/<nar-hex>`, in its order, one per line.
+//!
+//! The whole tree is checked once per boot: `checked/<boot-id>/<nar-hex>` marks a tree
+//! found whole (or published) since the machine started. What leaves objects cut short
+//! is a crash before the page cache reached the disk, and that is a new boot; within a
+//! boot nothing pikaci runs can write the store (jobs see it through a read-only mount
+//! or get a private copy), so a second lstat of every file on every run would buy
+//! nothing but time. Damage done by hand within a boot is for `pikaci gc --verify`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -42,7 +49,12 @@ pub fn write(
 
 /// Makes the snapshot unusable (the first step of removing it).
 pub fn forget(cache: &Path, nar_hex: &str) -> std::io::Result<()> {
-    for path in [record_path(cache, nar_hex), tree::tree_path(cache, nar_hex)] {
+    let marker = checked_marker(cache, nar_hex);
+    let paths = [record_path(cache, nar_hex)]
+        .into_iter()
+        .chain(marker)
+        .chain([tree::tree_path(cache, nar_hex)]);
+    for path in paths {
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -59,10 +71,70 @@ fn read_sizes(cache: &Path, nar_hex: &str) -> Option<Vec<u64>> {
     (sizes.len() == count).then_some(sizes)
 }
 
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), `None` where there is none: then
+/// every use checks the whole tree.
+fn boot_id() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = id.trim();
+        let valid = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        valid.then(|| id.to_string())
+    })
+    .as_deref()
+}
+
+/// Where this boot marks a tree found whole.
+fn checked_marker(cache: &Path, nar_hex: &str) -> Option<PathBuf> {
+    Some(cache.join("checked").join(boot_id()?).join(nar_hex))
+}
+
+/// Marks `snapshots/<nar-hex>` whole for the rest of this boot. A marker that cannot be
+/// written only means the next use checks again.
+pub fn mark_checked(cache: &Path, nar_hex: &str) {
+    if let Some(marker) = checked_marker(cache, nar_hex) {
+        let made = marker.parent().map(fs::create_dir_all);
+        if made.is_none_or(|m| m.is_ok()) {
+            let _ = fs::File::create(&marker);
+        }
+    }
+}
+
+/// Removes the markers of earlier boots (for gc): they vouch for nothing any more.
+pub fn forget_earlier_boots(cache: &Path) -> std::io::Result<usize> {
+    let Ok(boots) = fs::read_dir(cache.join("checked")) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for boot in boots.filter_map(Result::ok) {
+        if Some(boot.file_name().to_string_lossy().as_ref()) != boot_id() {
+            fs::remove_dir_all(boot.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// True when `snapshots/<nar-hex>` may be used: its record is there, and it was found
+/// whole in this boot or is now ([`is_whole`]).
+pub fn is_complete(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
+    if !record_path(cache, nar_hex).is_file() {
+        return false;
+    }
+    if checked_marker(cache, nar_hex).is_some_and(|m| m.exists()) {
+        return true;
+    }
+    let whole = is_whole(cache, dir, nar_hex);
+    if whole {
+        mark_checked(cache, nar_hex);
+    }
+    whole
+}
+
 /// True when `snapshots/<nar-hex>` is published whole: its record is there and every
 /// file of its list is in the tree with the recorded size (one `lstat` per file, spread
 /// over threads).
-pub fn is_complete(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
+pub fn is_whole(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
     let Some(sizes) = read_sizes(cache, nar_hex) else {
         return false;
     };
@@ -71,9 +143,9 @@ pub fn is_complete(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
     };
     let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();
     // A regular file's size, or `None` for a symlink; an error for anything else.
-    let stats = crate::fsutil::stat_all(dir, &paths, |meta| match meta {
-        Ok(m) if m.is_file() => Ok(Some(m.len())),
-        Ok(m) if m.file_type().is_symlink() => Ok(None),
+    let stats = crate::fsutil::stat_all(dir, &paths, |meta| match meta.map(|m| (m.kind, m.size)) {
+        Ok((crate::fsutil::FileKind::File, size)) => Ok(Some(size)),
+        Ok((crate::fsutil::FileKind::Symlink, _)) => Ok(None),
         _ => Err(()),
     });
     let mut sizes = sizes.into_iter();

@@ -6,7 +6,6 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::SnapshotError;
@@ -40,6 +39,7 @@ impl Entry {
 }
 
 /// What the listing keeps of one path's `lstat`.
+#[derive(Clone, Copy)]
 enum Found {
     Entry(Kind, super::store::Stat),
     Dir,
@@ -47,16 +47,22 @@ enum Found {
 }
 
 impl Found {
-    fn of(meta: std::fs::Metadata) -> Found {
-        if meta.file_type().is_symlink() {
-            Found::Entry(Kind::Symlink, super::store::Stat::of(&meta))
-        } else if meta.is_file() {
-            let executable = meta.permissions().mode() & 0o100 != 0;
-            Found::Entry(Kind::File { executable }, super::store::Stat::of(&meta))
-        } else if meta.is_dir() {
-            Found::Dir
-        } else {
-            Found::Other
+    fn of(meta: crate::fsutil::Lstat) -> Found {
+        use crate::fsutil::FileKind;
+        let stat = super::store::Stat {
+            size: meta.size,
+            mtime_ns: meta.mtime_ns,
+            ctime_ns: meta.ctime_ns,
+            ino: meta.ino,
+        };
+        match meta.kind {
+            FileKind::Symlink => Found::Entry(Kind::Symlink, stat),
+            FileKind::File => {
+                let executable = meta.mode & 0o100 != 0;
+                Found::Entry(Kind::File { executable }, stat)
+            }
+            FileKind::Dir => Found::Dir,
+            FileKind::Other => Found::Other,
         }
     }
 }
@@ -67,19 +73,111 @@ pub struct Listing {
     pub notes: Vec<String>,
 }
 
-pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotError> {
+/// The workspace's paths as git (or, outside git, a walk) lists them, not yet stat'ed.
+pub struct Paths {
+    paths: Vec<PathBuf>,
+    in_git: bool,
+    /// The excluded dirs, relative to the workspace.
+    excluded: Vec<PathBuf>,
+}
+
+pub fn paths(workspace: &Path, exclude: &[PathBuf]) -> Result<Paths, SnapshotError> {
     let excluded: Vec<PathBuf> = exclude
         .iter()
         .filter_map(|p| p.strip_prefix(workspace).ok().map(Path::to_path_buf))
         .collect();
-    let keep = |rel: &Path| {
-        !rel.components().any(|c| c.as_os_str() == ".git")
-            && !excluded.iter().any(|e| rel.starts_with(e))
-    };
-    let (mut pending, in_git) = match git_files(workspace, Path::new(""), &excluded)? {
+    let (paths, in_git) = match git_files(workspace, Path::new(""), &excluded)? {
         Some(paths) => (paths, true),
         None => (walk(workspace, &excluded)?, false),
     };
+    Ok(Paths {
+        paths,
+        in_git,
+        excluded,
+    })
+}
+
+/// [`paths`] on a thread of its own, so that git lists while this process does other
+/// work (see [`Known`]).
+pub fn spawn_paths(
+    workspace: &Path,
+    exclude: &[PathBuf],
+) -> std::thread::JoinHandle<Result<Paths, SnapshotError>> {
+    let (workspace, exclude) = (workspace.to_path_buf(), exclude.to_vec());
+    std::thread::spawn(move || paths(&workspace, &exclude))
+}
+
+/// The `lstat` of paths the previous take had, made while git lists (git's own
+/// process on one core, these on the others): most of them are listed again.
+pub struct Known<'a> {
+    /// Sorted by path bytes; `None` where the lstat failed (it is made again, for the
+    /// error).
+    found: Vec<(&'a [u8], Option<Found>)>,
+    /// Where the next lookup most likely is.
+    next: std::cell::Cell<usize>,
+}
+
+impl<'a> Known<'a> {
+    /// `paths` sorted by their bytes, as the index holds them.
+    pub fn stat(workspace: &Path, paths: Vec<&'a [u8]>) -> Known<'a> {
+        let rel: Vec<&Path> = paths
+            .iter()
+            .map(|p| Path::new(OsStr::from_bytes(p)))
+            .collect();
+        let found = crate::fsutil::stat_all(workspace, &rel, |meta| meta.ok().map(Found::of));
+        Known {
+            found: paths.into_iter().zip(found).collect(),
+            next: Default::default(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn none() -> Known<'static> {
+        Known {
+            found: Vec::new(),
+            next: Default::default(),
+        }
+    }
+
+    fn get(&self, rel: &Path) -> Option<Found> {
+        let rel = rel.as_os_str().as_bytes();
+        let at = self.next.get();
+        // Asked in the listing's order, which is the index's: mostly the next one.
+        let at = match self.found.get(at) {
+            Some((p, _)) if *p == rel => at,
+            _ => self.found.binary_search_by(|(p, _)| (*p).cmp(rel)).ok()?,
+        };
+        self.next.set(at + 1);
+        self.found[at].1
+    }
+
+    /// The lstat of each of `batch`: known, or made now.
+    fn stat_all(&self, workspace: &Path, batch: &[PathBuf]) -> Vec<std::io::Result<Found>> {
+        let known: Vec<Option<Found>> = batch.iter().map(|p| self.get(p)).collect();
+        let unknown: Vec<&PathBuf> = batch
+            .iter()
+            .zip(&known)
+            .filter_map(|(p, k)| k.is_none().then_some(p))
+            .collect();
+        let mut fresh =
+            crate::fsutil::stat_all(workspace, &unknown, |meta| meta.map(Found::of)).into_iter();
+        known
+            .into_iter()
+            .map(|k| match k {
+                Some(found) => Ok(found),
+                None => fresh.next().expect("one fresh lstat per unknown path"),
+            })
+            .collect()
+    }
+}
+
+pub fn list(workspace: &Path, listed: Paths, known: &Known) -> Result<Listing, SnapshotError> {
+    let Paths {
+        paths: mut pending,
+        in_git,
+        excluded,
+    } = listed;
+    let keep = |rel: &Path| !in_dot_git(rel) && !excluded.iter().any(|e| rel.starts_with(e));
     let mut listing = Listing {
         entries: Vec::with_capacity(pending.len()),
         notes: Vec::new(),
@@ -89,14 +187,16 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
             .into_iter()
             .filter(|rel| keep(rel))
             .collect();
-        let stats = crate::fsutil::stat_all(workspace, &batch, |meta| meta.map(Found::of));
+        let stats = known.stat_all(workspace, &batch);
         for (rel, found) in batch.into_iter().zip(stats) {
-            let full = workspace.join(&rel);
+            // Joined only where needed: 20,000 joins are a few ms of a warm take.
+            let full = || workspace.join(&rel);
             let (kind, stat) = match found {
                 Ok(Found::Entry(kind, stat)) => (kind, stat),
                 // git lists a submodule as one path, its directory: its files are the
                 // next batch.
                 Ok(Found::Dir) if in_git => {
+                    let full = full();
                     let checked_out = full.join(".git").exists();
                     match checked_out
                         .then(|| git_files(&full, &rel, &[]))
@@ -115,7 +215,12 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
                 Ok(Found::Dir | Found::Other) => continue,
                 // Tracked but deleted in the working tree: not part of what the user means.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(SnapshotError::Io { path: full, source }),
+                Err(source) => {
+                    return Err(SnapshotError::Io {
+                        path: full(),
+                        source,
+                    });
+                }
             };
             listing.entries.push(Entry {
                 path: rel,
@@ -135,6 +240,15 @@ pub fn list(workspace: &Path, exclude: &[PathBuf]) -> Result<Listing, SnapshotEr
     });
     listing.entries.dedup_by(|a, b| a.path == b.path);
     Ok(listing)
+}
+
+/// Whether `rel` is `.git` or inside one (on bytes: iterating components for each of
+/// 20,000 paths shows in a warm take).
+fn in_dot_git(rel: &Path) -> bool {
+    rel.as_os_str()
+        .as_bytes()
+        .split(|b| *b == b'/')
+        .any(|part| part == b".git")
 }
 
 /// The paths git lists in `dir`, prefixed with `prefix`; `None` when `dir` is not in a
@@ -211,6 +325,16 @@ fn walk(workspace: &Path, excluded: &[PathBuf]) -> Result<Vec<PathBuf>, Snapshot
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_dot_git_itself_and_what_is_inside_it_is_left_out() {
+        for inside in [".git", ".git/config", "sub/.git", "sub/.git/HEAD"] {
+            assert!(in_dot_git(Path::new(inside)), "{inside}");
+        }
+        for outside in [".gitignore", "a.git/x", "sub/.github/ci.yml", "x/git"] {
+            assert!(!in_dot_git(Path::new(outside)), "{outside}");
+        }
+    }
 
     #[test]
     fn ls_files_leaves_excluded_dirs_to_git() {

@@ -80,6 +80,7 @@ pub fn gc(
     for tmp in dir_names(&cache.join("tmp")) {
         let _ = store::remove_tree(&cache.join("tmp").join(tmp));
     }
+    complete::forget_earlier_boots(cache).map_err(io_err(&cache.join("checked")))?;
     Ok(stats)
 }
 
@@ -158,7 +159,7 @@ pub fn verify(cache: &Path, _lock: &CacheLock) -> Result<VerifyStats, SnapshotEr
                 TreeKind::Symlink { .. } => false,
             })
         });
-        if links_bad || !complete::is_complete(cache, &dir, &name) {
+        if links_bad || !complete::is_whole(cache, &dir, &name) {
             drop_snapshot(cache, &name)?;
             stats.snapshots_dropped += 1;
         }

@@ -103,8 +103,18 @@ pub fn take_cancellable(
 ) -> Result<Snapshot, SnapshotError> {
     let _lock = lock::shared(cache, cancel)?;
     let taken_at_ns = now_ns();
-    let listing = files::list(workspace, exclude)?;
-    take_listed(workspace, cache, listing, taken_at_ns, cancel)
+    // git lists the workspace while the index is read and its paths are stat'ed.
+    let listing = files::spawn_paths(workspace, exclude);
+    let old_index = Index::load(&index_path(cache, workspace));
+    let known = files::Known::stat(workspace, old_index.paths());
+    let listed = listing.join().expect("the listing thread does not panic")?;
+    let listing = files::list(workspace, listed, &known)?;
+    drop(known);
+    take_listed(workspace, cache, listing, old_index, taken_at_ns, cancel)
+}
+
+fn index_path(cache: &Path, workspace: &Path) -> PathBuf {
+    cache.join("index").join(workspace_key(workspace))
 }
 
 /// The part of [`take_cancellable`] after listing (separate, so a test can change the
@@ -113,13 +123,12 @@ fn take_listed(
     workspace: &Path,
     cache: &Path,
     listing: files::Listing,
+    old_index: Index,
     taken_at_ns: i128,
     cancel: &Cancel,
 ) -> Result<Snapshot, SnapshotError> {
     let store = Store::new(cache);
     let mut notes = listing.notes;
-    let index_path = cache.join("index").join(workspace_key(workspace));
-    let old_index = Index::load(&index_path);
 
     // Content hashes: from the index where the stat data is unchanged and the object is
     // there with its size, else by reading the file once (which also stores it).
@@ -129,7 +138,7 @@ fn take_listed(
         if cancel.is_cancelled() {
             return Err(SnapshotError::Cancelled);
         }
-        let full = workspace.join(&entry.path);
+        let full = || workspace.join(&entry.path);
         let (hash, target) = match entry.kind {
             // Whether its object is still there is asked only if a new tree is built:
             // a complete snapshot that is reused holds links to all of them.
@@ -138,7 +147,7 @@ fn take_listed(
                     from_index += 1;
                     (hash.to_string(), None)
                 }
-                None => match store.add_file(&full, executable, cancel)? {
+                None => match store.add_file(&full(), executable, cancel)? {
                     Some(added) => {
                         entry.set_stat(added.stat);
                         (added.hash, None)
@@ -149,7 +158,7 @@ fn take_listed(
                     }
                 },
             },
-            Kind::Symlink => match fs::read_link(&full) {
+            Kind::Symlink => match fs::read_link(full()) {
                 Ok(target) => (
                     store::hex(&Sha256::digest(target.as_os_str().as_bytes())),
                     Some(target),
@@ -158,7 +167,12 @@ fn take_listed(
                     notes.push(vanished(&entry.path));
                     continue;
                 }
-                Err(source) => return Err(SnapshotError::Io { path: full, source }),
+                Err(source) => {
+                    return Err(SnapshotError::Io {
+                        path: full(),
+                        source,
+                    });
+                }
             },
         };
         taken.push(Taken {
@@ -188,7 +202,10 @@ fn take_listed(
     let files = taken.iter().filter(|t| t.target.is_none()).count();
     if from_index != files || files != indexed || !reused {
         let pairs: Vec<_> = taken.iter().map(|t| (&t.entry, t.hash.as_str())).collect();
-        write_index(&index_path, &Index::encode(taken_at_ns, &pairs))?;
+        write_index(
+            &index_path(cache, workspace),
+            &Index::encode(taken_at_ns, &pairs),
+        )?;
     }
 
     Ok(Snapshot {
@@ -218,7 +235,9 @@ fn restore_missing_objects(
         })
         .collect();
     let sizes = crate::fsutil::stat_all(Path::new(""), &objects, |meta| {
-        meta.ok().filter(|m| m.is_file()).map(|m| m.len())
+        meta.ok()
+            .filter(|m| m.kind == crate::fsutil::FileKind::File)
+            .map(|m| m.size)
     });
     let mut kept = Vec::with_capacity(taken.len());
     for (mut t, size) in taken.drain(..).zip(sizes) {

@@ -249,6 +249,7 @@ impl Store {
         }
         set_dir_modes(&target, 0o555)?;
         super::complete::write(&self.root, nar_hex, entries, sizes)?;
+        super::complete::mark_checked(&self.root, nar_hex);
         Ok(target)
     }
 }

@@ -396,10 +396,20 @@ fn a_file_that_vanishes_after_listing_is_left_out_with_a_note() {
     let ws = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     sample_tree(ws.path());
-    let listing = files::list(ws.path(), &[]).unwrap();
+    let listed = files::paths(ws.path(), &[]).unwrap();
+    let listing = files::list(ws.path(), listed, &files::Known::none()).unwrap();
     fs::remove_file(ws.path().join("a/b/c.txt")).unwrap();
     fs::remove_file(ws.path().join("link")).unwrap();
-    let snapshot = take_listed(ws.path(), cache.path(), listing, now_ns(), &Cancel::new()).unwrap();
+    let index = Index::default();
+    let snapshot = take_listed(
+        ws.path(),
+        cache.path(),
+        listing,
+        index,
+        now_ns(),
+        &Cancel::new(),
+    );
+    let snapshot = snapshot.unwrap();
     assert_eq!(
         names(&snapshot),
         ["empty", "run.sh", "with space/ünïcode.txt"]
@@ -420,8 +430,9 @@ fn a_cancelled_take_stops_and_publishes_nothing() {
     assert!(!cache.path().join("snapshots").exists());
 }
 
-/// What a gc or run killed half-way leaves: a tree with files missing.
-fn cut_short(snapshot: &Snapshot, rel: &str) {
+/// What a gc killed half-way leaves: a tree with files missing, its record gone first.
+fn cut_short(cache: &Path, snapshot: &Snapshot, rel: &str) {
+    complete::forget(cache, &sri_to_hex(&snapshot.nar_hash).unwrap()).unwrap();
     let parent = snapshot.dir.join(rel);
     let parent = parent.parent().unwrap();
     fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
@@ -435,7 +446,7 @@ fn a_tree_cut_short_is_rebuilt_not_reused() {
     sample_tree(ws.path());
     age_files(ws.path());
     let first = take(ws.path(), cache.path(), &[]).unwrap();
-    cut_short(&first, "a/b/c.txt");
+    cut_short(cache.path(), &first, "a/b/c.txt");
     assert!(matches!(
         open(cache.path(), &first.nar_hash, &Cancel::new()),
         Err(SnapshotError::Incomplete { .. })
@@ -455,14 +466,25 @@ fn damage_object(snapshot: &Snapshot, rel: &str, content: &[u8]) {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
 }
 
+/// What a reboot leaves: this boot's "found whole" markers become an earlier boot's.
+fn as_after_a_reboot(cache: &Path) -> PathBuf {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let checked = cache.join("checked");
+    let earlier = checked.join("an-earlier-boot");
+    fs::rename(checked.join(boot.trim()), &earlier).unwrap();
+    earlier
+}
+
 #[test]
-fn a_truncated_object_is_replaced_and_its_snapshot_rebuilt() {
+fn a_truncated_object_is_found_after_a_reboot_and_its_snapshot_rebuilt() {
     let ws = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     sample_tree(ws.path());
     age_files(ws.path());
     let first = take(ws.path(), cache.path(), &[]).unwrap();
+    // A crash before the page cache reached the disk: an object cut short.
     damage_object(&first, "a/b/c.txt", b"nes");
+    as_after_a_reboot(cache.path());
     assert!(
         open(cache.path(), &first.nar_hash, &Cancel::new()).is_err(),
         "not served"
@@ -555,4 +577,31 @@ fn the_gc_lock_is_had_while_other_threads_spawn_processes() {
     }
     stop.store(true, Ordering::Relaxed);
     spawning.join().unwrap();
+}
+
+#[test]
+fn a_tree_is_checked_whole_once_per_boot_and_gc_drops_earlier_boots_marks() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    sample_tree(ws.path());
+    age_files(ws.path());
+    let first = take(ws.path(), cache.path(), &[]).unwrap();
+    let hex = sri_to_hex(&first.nar_hash).unwrap();
+    let earlier = as_after_a_reboot(cache.path());
+    assert!(earlier.join(&hex).exists(), "published means found whole");
+    // The first use after the reboot checks the tree and marks it for this boot.
+    assert!(take(ws.path(), cache.path(), &[]).unwrap().reused);
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let now = cache.path().join("checked").join(boot.trim()).join(&hex);
+    assert!(now.exists(), "marked again in this boot");
+    let keep = HashSet::from([first.nar_hash.clone()]);
+    gc(cache.path(), &keep, &gc_lock(cache.path())).unwrap();
+    assert!(
+        !earlier.exists(),
+        "an earlier boot's marks vouch for nothing"
+    );
+    assert!(now.exists());
+    // A snapshot gc removes loses its mark with its record.
+    gc(cache.path(), &HashSet::new(), &gc_lock(cache.path())).unwrap();
+    assert!(!now.exists());
 }

@@ -43,7 +43,8 @@ pub enum EventKind {
         host: Option<String>,
     },
     /// A job entered a phase: workspace, launch, run, stop, collect, cleanup (VM
-    /// backends add their own, such as sync, build and boot).
+    /// backends add their own, such as sync, build and boot). `cleanup`, the guest's
+    /// teardown, comes after the job's `job_finished`.
     JobPhase {
         job: String,
         phase: String,

@@ -144,7 +144,8 @@ pub struct JobRecord {
     pub duration_ms: Option<u64>,
     #[serde(default)]
     pub message: Option<String>,
-    /// Milliseconds spent per phase (workspace, launch, run, collect, cleanup).
+    /// Milliseconds spent per phase (workspace, launch, run, collect, cleanup); `cleanup`,
+    /// the guest's teardown, is added to the final record when it ends.
     #[serde(default)]
     pub phases: BTreeMap<String, u64>,
     /// The phase a job that ended in an error (or was cancelled) was in when it ended,
