@@ -46,6 +46,9 @@ pub struct Added {
     pub stat: Stat,
 }
 
+/// How often a link whose object is being replaced is tried.
+const LINK_ATTEMPTS: u32 = 5;
+
 pub struct Store {
     pub root: PathBuf,
 }
@@ -203,15 +206,28 @@ impl Store {
         dest: &Path,
     ) -> Result<(), SnapshotError> {
         let object = self.object_path(hash, executable);
-        match fs::hard_link(&object, dest) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => {
-                fs::copy(&object, dest).map(|_| ()).map_err(io_err(dest))
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match fs::hard_link(&object, dest) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => {
+                    return fs::copy(&object, dest).map(|_| ()).map_err(io_err(dest));
+                }
+                // Linux's link() fails with ENOENT when the source name is being renamed
+                // over (a concurrent take storing the same content, see add_file): the
+                // name is there again at once.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && attempts < LINK_ATTEMPTS
+                        && fs::symlink_metadata(&object).is_ok() => {}
+                Err(source) => {
+                    return Err(SnapshotError::Io {
+                        path: object,
+                        source,
+                    });
+                }
             }
-            Err(source) => Err(SnapshotError::Io {
-                path: object,
-                source,
-            }),
         }
     }
 
