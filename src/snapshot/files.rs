@@ -141,13 +141,7 @@ impl<'a> Known<'a> {
 
     fn get(&self, rel: &Path) -> Option<Found> {
         let rel = rel.as_os_str().as_bytes();
-        let at = self.next.get();
-        // Asked in the listing's order, which is the index's: mostly the next one.
-        let at = match self.found.get(at) {
-            Some((p, _)) if *p == rel => at,
-            _ => self.found.binary_search_by(|(p, _)| (*p).cmp(rel)).ok()?,
-        };
-        self.next.set(at + 1);
+        let at = super::index::find_sorted(&self.found, &self.next, |(p, _)| p, rel)?;
         self.found[at].1
     }
 

@@ -81,15 +81,7 @@ impl Index {
             return None;
         };
         let path = entry.path.as_os_str().as_bytes();
-        // Asked in the listing's order, which is the index's: mostly the next one.
-        let at = match self.entries.get(self.next.get()) {
-            Some(c) if self.path_of(c) == path => self.next.get(),
-            _ => self
-                .entries
-                .binary_search_by(|c| self.path_of(c).cmp(path))
-                .ok()?,
-        };
-        self.next.set(at + 1);
+        let at = find_sorted(&self.entries, &self.next, |c| self.path_of(c), path)?;
         let cached = &self.entries[at];
         let same = cached.size == entry.size
             && cached.mtime_ns == entry.mtime_ns
@@ -131,6 +123,23 @@ impl Index {
     pub fn build(taken_at_ns: i128, hashed: &[(&Entry, &str)]) -> Index {
         parse(Index::encode(taken_at_ns, hashed)).expect("an encoded index parses")
     }
+}
+
+/// Where `key` is in `items` (sorted by `key_of`), looked for at `next` first: listings
+/// ask in path order, the order of the index, so mostly the next item is the one.
+/// `next` then points past it.
+pub(super) fn find_sorted<'a, T>(
+    items: &'a [T],
+    next: &std::cell::Cell<usize>,
+    key_of: impl Fn(&'a T) -> &'a [u8],
+    key: &[u8],
+) -> Option<usize> {
+    let at = match items.get(next.get()) {
+        Some(item) if key_of(item) == key => next.get(),
+        _ => items.binary_search_by(|item| key_of(item).cmp(key)).ok()?,
+    };
+    next.set(at + 1);
+    Some(at)
 }
 
 fn parse(bytes: Vec<u8>) -> Option<Index> {

@@ -120,7 +120,8 @@ impl Channel {
     }
 
     /// Runs `command` (a shell command line) with stdin `input` (its remaining `len`
-    /// bytes) within `deadline`. After any failure but `Unusable` the channel is spent.
+    /// bytes) within `deadline`. After any failure the channel is spent; `Refused` gives
+    /// `input` back, unsent.
     pub(super) fn run(
         &mut self,
         command: Vec<u8>,

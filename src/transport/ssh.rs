@@ -186,12 +186,16 @@ impl Ssh {
 
     fn open_channel(&self, cancel: &Cancel) {
         let mut slot = self.channel.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(*slot, ChannelSlot::Closed) {
-            let client = self.client_argv(&Channel::driver_argv());
-            // Without a channel every command gets a session, as it always could.
-            if let Ok(channel) = Channel::open(&client, cancel) {
-                *slot = ChannelSlot::Open(Box::new(channel));
-            }
+        self.open_into(&mut slot, cancel);
+    }
+
+    /// Opens a channel into `slot` when none is open (and the host has not refused one).
+    /// Without a channel every command gets a session, as it always could.
+    fn open_into(&self, slot: &mut ChannelSlot, cancel: &Cancel) {
+        if matches!(slot, ChannelSlot::Closed)
+            && let Ok(channel) = Channel::open(&self.client_argv(&Channel::driver_argv()), cancel)
+        {
+            *slot = ChannelSlot::Open(Box::new(channel));
         }
     }
 
@@ -213,44 +217,34 @@ impl Ssh {
         };
         // One reopening per command, for a channel that ended since its last one.
         for _ in 0..2 {
-            if matches!(*slot, ChannelSlot::Closed) {
-                match Channel::open(&self.client_argv(&Channel::driver_argv()), cancel) {
-                    Ok(channel) => *slot = ChannelSlot::Open(Box::new(channel)),
-                    Err(_) => return Err(input),
-                }
-            }
+            self.open_into(&mut slot, cancel);
             let ChannelSlot::Open(channel) = &mut *slot else {
                 return Err(input);
             };
             let command = quote_argv(argv).into_encoded_bytes();
-            let (host, line) = (self.host(), argv.into());
             let failure = match channel.run(command, input, len, deadline, cancel) {
                 Ok(output) => return Ok(Ok(output)),
                 Err(failure) => failure,
             };
-            let had_answered = channel.answered > 0;
+            let never_answered = channel.answered == 0;
             *slot = ChannelSlot::Closed;
+            let (host, command) = (self.host(), argv.into());
             return Ok(Err(match failure {
+                // Not sent: once more on a new channel, unless this host never answers.
                 ChannelFailure::Refused(back) => {
                     input = back;
-                    if !had_answered {
+                    if never_answered {
                         *slot = ChannelSlot::Refused;
                     }
                     continue;
                 }
                 ChannelFailure::Lost { stderr_tail } => TransportError::ChannelLost {
                     host,
-                    command: line,
+                    command,
                     stderr_tail,
                 },
-                ChannelFailure::TimedOut => TransportError::TimedOut {
-                    host,
-                    command: line,
-                },
-                ChannelFailure::Cancelled => TransportError::Cancelled {
-                    host,
-                    command: line,
-                },
+                ChannelFailure::TimedOut => TransportError::TimedOut { host, command },
+                ChannelFailure::Cancelled => TransportError::Cancelled { host, command },
             }));
         }
         Err(input)
