@@ -1,9 +1,10 @@
 //! The run's last phase with `[nix] cache`: the outputs of its passed build jobs and of
-//! its inputs (built here or on the build host) are pushed to the cache with `nix copy --to`. What was built here is
-//! pushed from here, signed as it is written when `signing-key-file` is set; what was
-//! built on the build host is pushed from there, then signed in the cache from here
-//! (`nix store sign --store CACHE`), so the key never leaves this machine. A failed push
-//! is reported and recorded in `run.json`; it fails no job.
+//! its inputs (built here or on the build host) are pushed to the cache with
+//! `nix copy --to`. What was built here is pushed from here, signed as it is written
+//! when `signing-key-file` is set; what was built on the build host is pushed from
+//! there, then signed in the cache from here (`nix store sign --store CACHE`), so the
+//! key never leaves this machine. A failed push is reported and recorded in `run.json`;
+//! it fails no job.
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -113,9 +113,10 @@ detached 'for t; do find "$t" -type d -exec chmod u+w {} + 2>/dev/null; rm -rf -
   pikaci-sync-discard "$t" "$t.tree"
 "#;
 
-/// Patch, under the shared [`SYNCS_LEASE`]. Args: host dir, snapshot hex, temp id. Stdin: a tar with the changed contents
-/// (`tmp/ID/new/`), NUL-separated lists of the paths to remove and of the directories to
-/// open for writing and close again, and `tree.tar`, the changed entries of `tmp/ID.tree/`.
+/// Patch, under the shared [`SYNCS_LEASE`]. Args: host dir, snapshot hex, temp id.
+/// Stdin: a tar with the changed contents (`tmp/ID/new/`), NUL-separated lists of the
+/// paths to remove and of the directories to open for writing and close again, and
+/// `tree.tar`, the changed entries of `tmp/ID.tree/`.
 pub(crate) const PATCH: &str = r#"set -eu
 cd "$1"
 exec 9>>leases/syncs
@@ -339,8 +340,8 @@ pub fn sync(
 
 /// Takes a shared lease `leases/<name>` under `host_dir`: on a snapshot's hex, so no
 /// other sync patches that tree and no gc removes it while this run uses it; on
-/// [`SYNCS_LEASE`], so gc leaves a sync's objects and temporary trees alone. Held until the returned process is dropped (its
-/// stdin closes); also released if pikaci dies.
+/// [`SYNCS_LEASE`], so gc leaves a sync's objects and temporary trees alone. Held until
+/// the returned process is dropped (its stdin closes); also released if pikaci dies.
 pub fn lease(
     transport: &dyn Transport,
     host_dir: &Path,
