@@ -424,16 +424,16 @@ fn sync() {
     });
     let pikaci_cold = time(runs, || {
         n += 1;
-        let stats = sync_to(&work.path().join(format!("host{n}")), &snap.nar_hash);
+        let stats = sync_to(&work.path().join(format!("host{n}")), &snap.id);
         assert_eq!(stats.round_trips, 3);
     });
     let rsync_dest = work.path().join("rsync-steady");
     let host_dir = work.path().join("host-steady");
     rsync(&rsync_dest);
-    sync_to(&host_dir, &snap.nar_hash);
+    sync_to(&host_dir, &snap.id);
     let rsync_same = time(runs * 2, || rsync(&rsync_dest));
     let pikaci_same = time(runs * 2, || {
-        assert_eq!(sync_to(&host_dir, &snap.nar_hash).round_trips, 1);
+        assert_eq!(sync_to(&host_dir, &snap.id).round_trips, 1);
     });
     let mut edit = 0;
     let mut rsync_one = Vec::new();
@@ -446,7 +446,7 @@ fn sync() {
         rsync_one.push(started.elapsed());
         let changed = pikaci::snapshot::take(&repo, &cache, &[]).unwrap();
         let started = Instant::now();
-        let stats = sync_to(&host_dir, &changed.nar_hash);
+        let stats = sync_to(&host_dir, &changed.id);
         pikaci_one.push(started.elapsed());
         assert_eq!(stats.objects_sent, 1);
         assert!(stats.patched_from.is_some(), "the previous tree is patched");

@@ -77,8 +77,8 @@ fn synced(ssh: &dyn Transport, cache: &Path, work: &Path, files: &[(&str, &str)]
         std::fs::write(ws.path().join(name), content).unwrap();
     }
     let snap = snapshot::take(ws.path(), cache, &[]).unwrap();
-    sync(ssh, cache, &snap.nar_hash, work, soon(), &Cancel::new()).unwrap();
-    snapshot::sri_to_hex(&snap.nar_hash).unwrap()
+    sync(ssh, cache, &snap.id, work, soon(), &Cancel::new()).unwrap();
+    snap.id.clone()
 }
 
 /// Regular files under `dir` with one link: contents no tree uses.
@@ -116,9 +116,8 @@ fn check_collection(host: &Host) {
     // A recorded run: its snapshot is what `--keep 1` keeps.
     repo.pikaci(&["run", "h"]).expect(0);
     let run = repo.read_json(&repo.latest_run().join("run.json"));
-    let kept_sri = run["snapshot"]["nar_hash"].as_str().unwrap().to_string();
-    sync(ssh, &cache, &kept_sri, work.path(), soon(), &Cancel::new()).unwrap();
-    let kept = snapshot::sri_to_hex(&kept_sri).unwrap();
+    let kept = run["snapshot"]["id"].as_str().unwrap().to_string();
+    sync(ssh, &cache, &kept, work.path(), soon(), &Cancel::new()).unwrap();
     // Leased while the next are synced, so none is taken as a base to patch.
     let hold = |hex: &str| lease(ssh, work.path(), hex, soon(), &Cancel::new()).unwrap();
     let kept_lease = hold(&kept);
@@ -237,7 +236,7 @@ fn check_gc_during_a_patch(host: &Host) {
             sync(
                 &paused,
                 cache.path(),
-                &next.nar_hash,
+                &next.id,
                 work.path(),
                 soon(),
                 &Cancel::new(),
@@ -269,7 +268,7 @@ fn check_gc_during_a_patch(host: &Host) {
         });
         assert!(stats.patched_from.is_some(), "{stats:?}");
         if let Some(hash) = host_hash(ssh, &stats.dir) {
-            assert_eq!(hash, next.nar_hash);
+            assert_eq!(hash, snapshot::nar_hash(&next.dir).unwrap());
         }
     });
     gc(&repo, "0");

@@ -87,10 +87,7 @@ fn rerun_failed_reuses_the_recorded_snapshot() {
     rerun.expect(1);
     let json = rerun.json();
     assert_eq!(json["run"]["rerun_of"], first["run_id"]);
-    assert_eq!(
-        json["run"]["snapshot"]["nar_hash"],
-        first["snapshot"]["nar_hash"]
-    );
+    assert_eq!(json["run"]["snapshot"]["id"], first["snapshot"]["id"]);
     let jobs: Vec<&str> = json["jobs"]
         .as_array()
         .unwrap()

@@ -292,8 +292,14 @@ fn non_utf8_names_are_snapshotted_byte_exact() {
         .expect("nix runs");
     let record = repo.read_json(&repo.latest_run().join("run.json"));
     assert_eq!(
+        record["snapshot"]["id"].as_str(),
+        dir.file_name().and_then(|n| n.to_str())
+    );
+    // Nix reads the name as pikaci's own NAR serialisation does, the one the tests
+    // compare trees with.
+    assert_eq!(
         String::from_utf8_lossy(&nix.stdout).trim(),
-        record["snapshot"]["nar_hash"]
+        pikaci::snapshot::nar_hash(&dir).unwrap()
     );
 }
 
@@ -366,4 +372,39 @@ fn an_unprivileged_user_runs_a_host_job() {
     run.expect(0);
     // A second run reuses what the first published.
     crate::harness::Run::of(&mut cmd).expect(0);
+}
+
+/// A changed workspace makes its tree from an older one that no run uses, in place: the
+/// last run's snapshot stays for `rerun`, an older one becomes the new one, and a rerun
+/// of its run says so.
+#[test]
+fn a_change_patches_an_older_snapshot_and_the_last_runs_stays_for_rerun() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = repo("[jobs.show]\ncommand = 'cat src/lib.rs'\n");
+    repo.pikaci(&["run", "show"]).expect(0);
+    let first = repo.latest_run_id();
+    let first_dir = snapshot_dir(&repo);
+    let first_ino = std::fs::metadata(&first_dir).unwrap().ino();
+    repo.write("src/lib.rs", "pub fn second() {}\n");
+    repo.pikaci(&["run", "show"]).expect(0);
+    let second_dir = snapshot_dir(&repo);
+    assert!(first_dir.is_dir(), "the last used snapshot is kept");
+    repo.write("src/lib.rs", "pub fn third() {}\n");
+    repo.pikaci(&["run", "show"]).expect(0);
+    let (_, log) = repo.job("show");
+    assert!(log.contains("pub fn third()"), "{log}");
+    let (third, third_dir) = (repo.latest_run_id(), snapshot_dir(&repo));
+    assert_eq!(
+        std::fs::metadata(&third_dir).unwrap().ino(),
+        first_ino,
+        "the first tree, patched"
+    );
+    assert!(!first_dir.exists() && second_dir.is_dir());
+    let rerun = repo.pikaci(&["rerun", &first]);
+    rerun.expect(3);
+    let said = format!("{}{}", rerun.stdout(), rerun.stderr());
+    assert!(said.contains("patched into a later one"), "{said}");
+    repo.pikaci(&["rerun", &third]).expect(0);
+    let (_, log) = repo.job("show");
+    assert!(log.contains("pub fn third()"), "{log}");
 }

@@ -75,19 +75,10 @@ fn check_sync(transport: &dyn Transport) {
     let host_dir = host.path().join("work dir");
     let cancel = Cancel::new();
     let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
-    let sync_now = |nar_hash: &str| {
-        sync(
-            transport,
-            cache.path(),
-            nar_hash,
-            &host_dir,
-            soon(),
-            &cancel,
-        )
-        .unwrap()
-    };
+    let sync_now =
+        |id: &str| sync(transport, cache.path(), id, &host_dir, soon(), &cancel).unwrap();
 
-    let cold = sync_now(&snap.nar_hash);
+    let cold = sync_now(&snap.id);
     assert_eq!(cold.round_trips, 3, "query, missing objects, stream");
     assert_eq!(
         cold.objects_sent, 6,
@@ -95,12 +86,13 @@ fn check_sync(transport: &dyn Transport) {
     );
     if let Some(hash) = host_hash(transport, &cold.dir) {
         assert_eq!(
-            hash, snap.nar_hash,
+            hash,
+            snapshot::nar_hash(&snap.dir).unwrap(),
             "the host's tree hashes like the local snapshot"
         );
     }
 
-    let unchanged = sync_now(&snap.nar_hash);
+    let unchanged = sync_now(&snap.id);
     assert_eq!(
         (unchanged.round_trips, unchanged.objects_sent),
         (1, 0),
@@ -113,20 +105,20 @@ fn check_sync(transport: &dyn Transport) {
         "fn main() { println!(\"changed\"); }\n",
     );
     let changed_snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
-    let changed = sync_now(&changed_snap.nar_hash);
+    let changed = sync_now(&changed_snap.id);
     assert_eq!(
         (changed.round_trips, changed.objects_sent),
         (2, 1),
         "only the changed content travels"
     );
-    let cold_hex = snapshot::sri_to_hex(&snap.nar_hash).unwrap();
+    let cold_hex = snap.id.clone();
     assert_eq!(changed.patched_from.as_deref(), Some(cold_hex.as_str()));
     assert!(
         !cold.dir.exists(),
         "the unleased older tree became the new one"
     );
     if let Some(hash) = host_hash(transport, &changed.dir) {
-        assert_eq!(hash, changed_snap.nar_hash);
+        assert_eq!(hash, snapshot::nar_hash(&changed_snap.dir).unwrap());
     }
 
     // Every kind of change a patch must handle: removed files and directories, a file
@@ -147,11 +139,12 @@ fn check_sync(transport: &dyn Transport) {
     )
     .unwrap();
     let many_snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
-    let many = sync_now(&many_snap.nar_hash);
+    let many = sync_now(&many_snap.id);
     assert!(many.patched_from.is_some(), "{many:?}");
     if let Some(hash) = host_hash(transport, &many.dir) {
         assert_eq!(
-            hash, many_snap.nar_hash,
+            hash,
+            snapshot::nar_hash(&many_snap.dir).unwrap(),
             "the patched tree is exactly the new snapshot"
         );
     }
@@ -162,7 +155,7 @@ fn check_sync(transport: &dyn Transport) {
     assert_eq!(mode & 0o777, 0o555, "new directories are closed again");
 
     // A leased tree is never taken: the next sync must build a fresh tree.
-    let hex = snapshot::sri_to_hex(&many_snap.nar_hash).unwrap();
+    let hex = many_snap.id.clone();
     let lease = pikaci::sync::lease(transport, &host_dir, &hex, soon(), &cancel).unwrap();
     write(
         ws.path(),
@@ -170,11 +163,11 @@ fn check_sync(transport: &dyn Transport) {
         "fn main() { println!(\"third\"); }\n",
     );
     let third_snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
-    let third = sync_now(&third_snap.nar_hash);
+    let third = sync_now(&third_snap.id);
     assert_eq!(third.patched_from, None, "{third:?}");
     assert!(many.dir.is_dir(), "the leased tree is still there");
     if let Some(hash) = host_hash(transport, &third.dir) {
-        assert_eq!(hash, third_snap.nar_hash);
+        assert_eq!(hash, snapshot::nar_hash(&third_snap.dir).unwrap());
     }
     drop(lease);
     // A cold sync removes its staged copies after it has answered.
@@ -221,7 +214,7 @@ fn concurrent_syncs_of_one_snapshot_both_succeed() {
                         sync(
                             &ssh,
                             cache.path(),
-                            &snap.nar_hash,
+                            &snap.id,
                             host.path(),
                             soon(),
                             &Cancel::new(),
@@ -236,7 +229,7 @@ fn concurrent_syncs_of_one_snapshot_both_succeed() {
         }
         let dir = &results[0].as_ref().unwrap().dir;
         if let Some(hash) = host_hash(&Local, dir) {
-            assert_eq!(hash, snap.nar_hash);
+            assert_eq!(hash, snapshot::nar_hash(&snap.dir).unwrap());
         }
     }
 }
@@ -259,7 +252,7 @@ fn check_same_content_in_both_modes(transport: &dyn Transport) {
     let cold = sync(
         transport,
         cache.path(),
-        &snap.nar_hash,
+        &snap.id,
         host.path(),
         soon(),
         &Cancel::new(),
@@ -267,7 +260,7 @@ fn check_same_content_in_both_modes(transport: &dyn Transport) {
     .unwrap_or_else(|e| panic!("cold sync: {}", pikaci::error::chain(&e)));
     assert_eq!(cold.objects_sent, 4, "an object per content and mode");
     if let Some(hash) = host_hash(transport, &cold.dir) {
-        assert_eq!(hash, snap.nar_hash);
+        assert_eq!(hash, snapshot::nar_hash(&snap.dir).unwrap());
     }
 }
 

@@ -127,7 +127,7 @@ fn check_steps(transport: &dyn Transport, steps: &[Step]) {
         let stats = sync(
             transport,
             cache.path(),
-            &snap.nar_hash,
+            &snap.id,
             &host_dir,
             soon(),
             &cancel,
@@ -135,11 +135,12 @@ fn check_steps(transport: &dyn Transport, steps: &[Step]) {
         .unwrap_or_else(|e| panic!("step {i}: sync failed: {}", pikaci::error::chain(&e)));
         if let Some(hash) = host_hash(transport, &stats.dir) {
             assert_eq!(
-                hash, snap.nar_hash,
+                hash,
+                snapshot::nar_hash(&snap.dir).unwrap(),
                 "step {i} ({stats:?}): the host's tree differs from the snapshot"
             );
         }
-        previous = snapshot::sri_to_hex(&snap.nar_hash);
+        previous = Some(snap.id.clone());
     }
 }
 

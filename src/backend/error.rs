@@ -89,8 +89,6 @@ pub enum StepError {
 pub enum SetupError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("the snapshot's hash `{0}` is not a NAR hash")]
-    SnapshotHash(String),
     #[error("cannot send the workspace")]
     Sync(#[source] crate::sync::SyncError),
     /// A step on the host (`what` says which).

@@ -83,7 +83,7 @@ echo "$jobs $snapshots $objects $busy"
 pub struct HostGc<'a> {
     /// Runs of this state dir that are over: their job dirs go.
     pub finished_runs: &'a [String],
-    /// NAR hashes (SRI) of the snapshots the kept runs need.
+    /// The ids of the snapshots the kept runs need.
     pub keep_snapshots: &'a HashSet<String>,
 }
 
@@ -163,12 +163,8 @@ pub fn collect_host(
         stdin.push('\n');
     }
     stdin.push_str("--\n");
-    for hex in keep
-        .keep_snapshots
-        .iter()
-        .filter_map(|s| crate::snapshot::sri_to_hex(s))
-    {
-        stdin.push_str(&hex);
+    for id in keep.keep_snapshots {
+        stdin.push_str(id);
         stdin.push('\n');
     }
     let out = transport.run(&argv, stdin.as_bytes(), Instant::now() + HOST_STEP, cancel)?;

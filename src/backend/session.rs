@@ -71,13 +71,12 @@ impl HostSession {
             cx.run.snapshot.dir.clone()
         } else {
             // Before the sync: a leased tree is never taken to patch another run's.
-            let hex = crate::snapshot::sri_to_hex(&cx.run.snapshot.nar_hash)
-                .ok_or_else(|| SetupError::SnapshotHash(cx.run.snapshot.nar_hash.clone()))?;
+            let hex = &cx.run.snapshot.id;
             lease = Some(
                 crate::sync::lease(
                     transport.as_ref(),
                     &work_dir,
-                    &hex,
+                    hex,
                     Instant::now() + HOST_STEP,
                     cancel,
                 )
@@ -87,7 +86,7 @@ impl HostSession {
             crate::sync::sync(
                 transport.as_ref(),
                 &cx.run.cache,
-                &cx.run.snapshot.nar_hash,
+                &cx.run.snapshot.id,
                 &work_dir,
                 deadline,
                 cancel,

@@ -136,7 +136,7 @@ pub fn status(global: &Global, args: StatusArgs) -> Result<u8, Error> {
         crate::outln!("took     {}", short_duration(ms));
     }
     if let Some(snapshot) = &record.snapshot {
-        crate::outln!("snapshot {} ({} files)", snapshot.nar_hash, snapshot.files);
+        crate::outln!("snapshot {} ({} files)", snapshot.id, snapshot.files);
     }
     if let Some(base) = &record.base {
         crate::outln!("base     {base}");

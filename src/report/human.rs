@@ -87,7 +87,7 @@ pub fn describe(event: &Event, live: bool) -> Option<String> {
             let snap = snapshot.as_ref().map_or(String::new(), |s| {
                 format!(
                     ", snapshot {} ({} files{})",
-                    s.nar_hash,
+                    s.id,
                     s.files,
                     if s.reused { ", unchanged" } else { "" }
                 )

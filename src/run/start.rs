@@ -17,6 +17,7 @@ use crate::ids::Id;
 use crate::plan::{ExecuteNode, Plan};
 use crate::pool::Pool;
 use crate::report::Reporter;
+use crate::snapshot::Lease;
 use crate::state::{
     EventKind, HostRecord, JobRecord, JobStatus, RECORD_SCHEMA, RunLock, RunRecord, RunStatus,
     SnapshotRef, StateDir, create_run, job_records, read_record,
@@ -77,7 +78,7 @@ enum Workspace<'a> {
     /// Reuse a recorded snapshot (rerun).
     Recorded(&'a SnapshotRef),
     /// Taken already, to evaluate flake targets in before the plan was made.
-    Taken(SnapshotRef),
+    Taken(SnapshotRef, Lease),
 }
 
 pub fn run(
@@ -106,12 +107,10 @@ pub fn run(
         (None, Vec::new(), Workspace::Take(&config.root))
     } else {
         // Flake targets are evaluated in the snapshot the run will build from.
-        let snapshot =
-            take_snapshot(state, Workspace::Take(&config.root), cancel).map_err(|detail| {
-                Error::Infra {
-                    what: "taking the snapshot to evaluate flake targets in".into(),
-                    detail,
-                }
+        let (snapshot, lease) = take_snapshot(state, Workspace::Take(&config.root), cancel)
+            .map_err(|detail| Error::Infra {
+                what: "taking the snapshot to evaluate flake targets in".into(),
+                detail,
             })?;
         let skip_cached = !options.no_cache_skip;
         let system = super::flake_targets::system_for(config, state.root(), cancel);
@@ -132,7 +131,11 @@ pub fn run(
                 crate::report::short_duration(eval.duration_ms)
             );
         }
-        (Some(expanded), evaluations, Workspace::Taken(snapshot))
+        (
+            Some(expanded),
+            evaluations,
+            Workspace::Taken(snapshot, lease),
+        )
     };
     let config = expanded.as_ref().unwrap_or(config);
     let mut plan = Plan::build(config, &options.selection, |target| {
@@ -264,8 +267,9 @@ fn execute(host: &Host, spec: RunSpec) -> Result<RunOutcome, Error> {
     if plan.jobs.iter().any(|n| n.job.backend == BackendKind::Host) {
         crate::backend::host::Isolation::probe_early();
     }
-    let snapshot = match take_snapshot(host.state, spec.workspace, host.cancel) {
-        Ok(snapshot) => snapshot,
+    // The lease is held until the run is over: no later take patches a tree it uses.
+    let (snapshot, _lease) = match take_snapshot(host.state, spec.workspace, host.cancel) {
+        Ok(taken) => taken,
         Err(message) => return no_snapshot(&recorder, plan, host.cancel, started, message),
     };
     recorder
@@ -512,16 +516,16 @@ fn take_snapshot(
     state: &StateDir,
     workspace: Workspace,
     cancel: &Cancel,
-) -> Result<SnapshotRef, String> {
+) -> Result<(SnapshotRef, Lease), String> {
     let snapshot = match workspace {
         Workspace::Take(root) => {
             let exclude: Vec<PathBuf> = vec![state.root().to_path_buf()];
             crate::snapshot::take_cancellable(root, &state.cache(), &exclude, cancel)
         }
         Workspace::Recorded(recorded) => {
-            crate::snapshot::open(&state.cache(), &recorded.nar_hash, cancel)
+            crate::snapshot::open(&state.cache(), &recorded.id, cancel)
         }
-        Workspace::Taken(snapshot) => return Ok(snapshot),
+        Workspace::Taken(snapshot, lease) => return Ok((snapshot, lease)),
     }
     .map_err(|e| match e {
         crate::snapshot::SnapshotError::Cancelled => "cancelled while taking the snapshot".into(),
@@ -530,12 +534,13 @@ fn take_snapshot(
     for note in &snapshot.notes {
         crate::errln!("note: {note}");
     }
-    Ok(SnapshotRef {
-        nar_hash: snapshot.nar_hash,
+    let recorded = SnapshotRef {
+        id: snapshot.id,
         dir: snapshot.dir,
         files: snapshot.files,
         reused: snapshot.reused,
-    })
+    };
+    Ok((recorded, snapshot.lease))
 }
 
 fn finish(

@@ -1,13 +1,13 @@
-//! The completeness record `<cache>/complete/<nar-hex>`: written last when a snapshot is
+//! The completeness record `<cache>/complete/<id>`: written last when a snapshot is
 //! published (after its tree, its modes and its file list), removed first when gc drops
 //! it. A snapshot is used only when its record is there and every file of the tree has
 //! the recorded size, so a tree cut short by a killed gc, or an object truncated since,
 //! is rebuilt instead of served.
 //!
 //! Format: a header `pikaci-complete 1 <n>`, then the size of each of the `n` regular
-//! files of `trees/<nar-hex>`, in its order, one per line.
+//! files of `trees/<id>`, in its order, one per line.
 //!
-//! The whole tree is checked once per boot: `checked/<boot-id>/<nar-hex>` marks a tree
+//! The whole tree is checked once per boot: `checked/<boot-id>/<id>` marks a tree
 //! found whole (or published) since the machine started. What leaves objects cut short
 //! is a crash before the page cache reached the disk, and that is a new boot; within a
 //! boot nothing pikaci runs can write the store (jobs see it through a read-only mount
@@ -22,23 +22,23 @@ use super::{CACHE_WRITE, SnapshotError};
 
 const HEADER: &str = "pikaci-complete 1";
 
-pub fn record_path(cache: &Path, nar_hex: &str) -> PathBuf {
-    cache.join("complete").join(nar_hex)
+pub fn record_path(cache: &Path, id: &str) -> PathBuf {
+    cache.join("complete").join(id)
 }
 
 /// Writes the file list, then the record that makes the snapshot usable.
 pub fn write(
     cache: &Path,
-    nar_hex: &str,
+    id: &str,
     entries: &[TreeEntry],
     sizes: &[u64],
 ) -> Result<(), SnapshotError> {
-    tree::write_tree(&tree::tree_path(cache, nar_hex), entries)?;
+    tree::write_tree(&tree::tree_path(cache, id), entries)?;
     let mut text = format!("{HEADER} {}\n", sizes.len());
     for size in sizes {
         text.push_str(&format!("{size}\n"));
     }
-    let path = record_path(cache, nar_hex);
+    let path = record_path(cache, id);
     let io = |source| SnapshotError::Io {
         path: path.clone(),
         source,
@@ -48,12 +48,12 @@ pub fn write(
 }
 
 /// Makes the snapshot unusable (the first step of removing it).
-pub fn forget(cache: &Path, nar_hex: &str) -> std::io::Result<()> {
-    let marker = checked_marker(cache, nar_hex);
-    let paths = [record_path(cache, nar_hex)]
+pub fn forget(cache: &Path, id: &str) -> std::io::Result<()> {
+    let marker = checked_marker(cache, id);
+    let paths = [record_path(cache, id)]
         .into_iter()
         .chain(marker)
-        .chain([tree::tree_path(cache, nar_hex)]);
+        .chain([tree::tree_path(cache, id)]);
     for path in paths {
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -63,8 +63,8 @@ pub fn forget(cache: &Path, nar_hex: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn read_sizes(cache: &Path, nar_hex: &str) -> Option<Vec<u64>> {
-    let text = fs::read_to_string(record_path(cache, nar_hex)).ok()?;
+fn read_sizes(cache: &Path, id: &str) -> Option<Vec<u64>> {
+    let text = fs::read_to_string(record_path(cache, id)).ok()?;
     let mut lines = text.lines();
     let count: usize = lines.next()?.strip_prefix(HEADER)?.trim().parse().ok()?;
     let sizes: Vec<u64> = lines.map(|l| l.parse().ok()).collect::<Option<_>>()?;
@@ -85,14 +85,14 @@ fn boot_id() -> Option<&'static str> {
 }
 
 /// Where this boot marks a tree found whole.
-fn checked_marker(cache: &Path, nar_hex: &str) -> Option<PathBuf> {
-    Some(cache.join("checked").join(boot_id()?).join(nar_hex))
+fn checked_marker(cache: &Path, id: &str) -> Option<PathBuf> {
+    Some(cache.join("checked").join(boot_id()?).join(id))
 }
 
-/// Marks `snapshots/<nar-hex>` whole for the rest of this boot. A marker that cannot be
+/// Marks `snapshots/<id>` whole for the rest of this boot. A marker that cannot be
 /// written only means the next use checks again.
-pub fn mark_checked(cache: &Path, nar_hex: &str) {
-    if let Some(marker) = checked_marker(cache, nar_hex) {
+pub fn mark_checked(cache: &Path, id: &str) {
+    if let Some(marker) = checked_marker(cache, id) {
         let made = marker.parent().map(fs::create_dir_all);
         if made.is_none_or(|m| m.is_ok()) {
             let _ = fs::File::create(&marker);
@@ -115,30 +115,30 @@ pub fn forget_earlier_boots(cache: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
-/// True when `snapshots/<nar-hex>` may be used: its record is there, and it was found
+/// True when `snapshots/<id>` may be used: its record is there, and it was found
 /// whole in this boot or is now ([`is_whole`]).
-pub fn is_complete(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
-    if !record_path(cache, nar_hex).is_file() {
+pub fn is_complete(cache: &Path, dir: &Path, id: &str) -> bool {
+    if !record_path(cache, id).is_file() {
         return false;
     }
-    if checked_marker(cache, nar_hex).is_some_and(|m| m.exists()) {
+    if checked_marker(cache, id).is_some_and(|m| m.exists()) {
         return true;
     }
-    let whole = is_whole(cache, dir, nar_hex);
+    let whole = is_whole(cache, dir, id);
     if whole {
-        mark_checked(cache, nar_hex);
+        mark_checked(cache, id);
     }
     whole
 }
 
-/// True when `snapshots/<nar-hex>` is published whole: its record is there and every
+/// True when `snapshots/<id>` is published whole: its record is there and every
 /// file of its list is in the tree with the recorded size (one `lstat` per file, spread
 /// over threads).
-pub fn is_whole(cache: &Path, dir: &Path, nar_hex: &str) -> bool {
-    let Some(sizes) = read_sizes(cache, nar_hex) else {
+pub fn is_whole(cache: &Path, dir: &Path, id: &str) -> bool {
+    let Some(sizes) = read_sizes(cache, id) else {
         return false;
     };
-    let Ok(entries) = tree::read_tree(&tree::tree_path(cache, nar_hex)) else {
+    let Ok(entries) = tree::read_tree(&tree::tree_path(cache, id)) else {
         return false;
     };
     let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();

@@ -44,27 +44,33 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
     }
 }
 
-/// Removes snapshots whose NAR hash is not in `keep`, then objects no snapshot links,
-/// then leftovers of interrupted builds and gcs.
+/// Removes snapshots whose id is not in `keep`, then objects no snapshot links, then
+/// leftovers of interrupted builds, patches and gcs.
 pub fn gc(
     cache: &Path,
     keep: &HashSet<String>,
     _lock: &CacheLock,
 ) -> Result<GcStats, SnapshotError> {
-    let keep_hex: HashSet<String> = keep.iter().filter_map(|k| store::sri_to_hex(k)).collect();
     let mut stats = GcStats::default();
     for name in dir_names(&cache.join("snapshots")) {
-        if !keep_hex.contains(&name) {
+        if !keep.contains(&name) {
             drop_snapshot(cache, &name)?;
             stats.snapshots_removed += 1;
         }
     }
-    // Records of snapshots that are gone (a gc killed between the two steps).
+    // Records of snapshots that are gone (a gc killed between the two steps, a patch
+    // killed before it published).
     for dir in ["complete", "trees"] {
         for name in dir_names(&cache.join(dir)) {
             if !cache.join("snapshots").join(&name).exists() {
                 complete::forget(cache, &name).map_err(io_err(&cache.join(dir)))?;
             }
+        }
+    }
+    for name in dir_names(&cache.join("leases")) {
+        if !cache.join("snapshots").join(&name).exists() {
+            let lease = cache.join("leases").join(name);
+            fs::remove_file(&lease).map_err(io_err(&lease))?;
         }
     }
     // Objects with one link are in no snapshot; `.add-*` files are adds cut short.
@@ -80,14 +86,16 @@ pub fn gc(
     for tmp in dir_names(&cache.join("tmp")) {
         let _ = store::remove_tree(&cache.join("tmp").join(tmp));
     }
+    // Older pikacis mapped file lists to NAR hashes there.
+    let _ = store::remove_tree(&cache.join("manifests"));
     complete::forget_earlier_boots(cache).map_err(io_err(&cache.join("checked")))?;
     Ok(stats)
 }
 
 /// Unusable first, then removed.
-fn drop_snapshot(cache: &Path, nar_hex: &str) -> Result<(), SnapshotError> {
-    let dir = cache.join("snapshots").join(nar_hex);
-    complete::forget(cache, nar_hex).map_err(io_err(&dir))?;
+fn drop_snapshot(cache: &Path, id: &str) -> Result<(), SnapshotError> {
+    let dir = cache.join("snapshots").join(id);
+    complete::forget(cache, id).map_err(io_err(&dir))?;
     store::remove_tree(&dir).map_err(io_err(&dir))
 }
 

@@ -73,3 +73,49 @@ pub fn publishing(cache: &Path) -> Result<CacheLock, SnapshotError> {
     })?;
     Ok(CacheLock { _file: file })
 }
+
+/// `<cache>/leases/<id>`, held shared by a run for as long as it uses the snapshot `id`,
+/// and exclusive by a take that turns that tree into another ([`super::patch`]): so no
+/// tree in use is ever changed.
+#[derive(Debug)]
+pub struct Lease {
+    _file: File,
+}
+
+fn lease_file(cache: &Path, id: &str) -> Result<File, SnapshotError> {
+    open(&cache.join("leases"), id)
+}
+
+/// Waits while the snapshot is being patched into another (a short step), polling so a
+/// cancel still ends the wait. The snapshot may be gone once the lease is had.
+pub fn lease(cache: &Path, id: &str, cancel: &Cancel) -> Result<Lease, SnapshotError> {
+    let file = lease_file(cache, id)?;
+    loop {
+        match file.try_lock_shared() {
+            Ok(()) => return Ok(Lease { _file: file }),
+            Err(TryLockError::WouldBlock) if cancel.is_cancelled() => {
+                return Err(SnapshotError::Cancelled);
+            }
+            Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(5)),
+            Err(TryLockError::Error(source)) => {
+                return Err(SnapshotError::Io {
+                    path: cache.join("leases").join(id),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// `None` when a run uses the snapshot `id` (or another take is patching it).
+pub fn try_lease_exclusive(cache: &Path, id: &str) -> Result<Option<Lease>, SnapshotError> {
+    let file = lease_file(cache, id)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(Lease { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(source)) => Err(SnapshotError::Io {
+            path: cache.join("leases").join(id),
+            source,
+        }),
+    }
+}

@@ -1,5 +1,12 @@
-//! Workspace snapshots: content-addressed, hashed exactly as `nix hash path` hashes the
-//! tree, with unchanged files never read or copied twice.
+//! Workspace snapshots: content-addressed trees named by a digest of their file list,
+//! with unchanged files never read or copied twice, and a changed file costing one link
+//! in a patched tree ([`patch`]).
+//!
+//! A snapshot is not named by its NAR hash: pikaci never hands Nix a hash of it. Nix
+//! reads the tree itself where it uses it (a relative installable, a `path:` flake) and
+//! hashes what it copies, so a NAR hash here would read every byte of the workspace on
+//! each change for nothing. The tree is exactly the listed files (the tests compare its
+//! `nix hash path` with the workspace's).
 
 mod complete;
 mod files;
@@ -7,6 +14,7 @@ mod gc;
 mod index;
 mod lock;
 mod nar;
+mod patch;
 mod store;
 mod tree;
 
@@ -24,7 +32,7 @@ use index::Index;
 use store::Store;
 
 pub use gc::{GcStats, VerifyStats, gc, lock_for_gc, verify};
-pub use lock::CacheLock;
+pub use lock::{CacheLock, Lease};
 pub use nar::nar_hash;
 pub use store::{hex, sri_to_hex};
 pub use tree::{TreeEntry, TreeKind};
@@ -34,10 +42,11 @@ pub use tree::{TreeEntry, TreeKind};
 /// size checks every reuse makes and is taken again from the workspace.
 const CACHE_WRITE: crate::fsutil::Durability = crate::fsutil::Durability::Atomic;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Snapshot {
-    /// `sha256-<base64>`, the same string `nix hash path <dir>` prints.
-    pub nar_hash: String,
+    /// The sha256 of its file list (paths, kinds, content hashes), in hex: the name of
+    /// its tree.
+    pub id: String,
     /// The published, read-only tree.
     pub dir: PathBuf,
     /// Regular files and symlinks.
@@ -47,6 +56,8 @@ pub struct Snapshot {
     /// What the user should know: files that vanished while listed, submodules not
     /// checked out.
     pub notes: Vec<String>,
+    /// Held for as long as the snapshot is used: no take patches a tree in use.
+    pub lease: Lease,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,16 +72,19 @@ pub enum SnapshotError {
     Git(crate::git::GitError),
     #[error("cannot serialise {} as a NAR: {detail}", path.display())]
     Nar { path: PathBuf, detail: String },
-    #[error("no snapshot {nar_hash} in {} (removed by `pikaci gc`?)", cache.display())]
-    Missing { nar_hash: String, cache: PathBuf },
+    #[error(
+        "no snapshot {id} in {} (removed by `pikaci gc`, or patched into a later one)",
+        cache.display()
+    )]
+    Missing { id: String, cache: PathBuf },
     #[error("{} kept changing while it was read ({attempts} attempts)", path.display())]
     KeptChanging { path: PathBuf, attempts: u32 },
     #[error(
-        "snapshot {nar_hash} at {} is incomplete or damaged (a file missing or of the \
+        "snapshot {id} at {} is incomplete or damaged (a file missing or of the \
          wrong size); `pikaci run` takes it again from the workspace",
         dir.display()
     )]
-    Incomplete { nar_hash: String, dir: PathBuf },
+    Incomplete { id: String, dir: PathBuf },
     #[error("cancelled")]
     Cancelled,
 }
@@ -184,23 +198,11 @@ fn take_listed(
     // Gone before the tree and the new index are made: at 100,000 files it is 20 MB.
     let indexed = old_index.len();
     drop(old_index);
-    let existing = store
-        .manifest(&manifest_digest(&taken))
-        .and_then(|nar| Some((store::sri_to_hex(&nar)?, nar)))
-        .filter(|(hex, _)| complete::is_complete(cache, &store.snapshot_dir(hex), hex));
-    let (dir, nar_hash, reused) = match existing {
-        Some((hex, nar)) => (store.snapshot_dir(&hex), nar, true),
-        None => {
-            restore_missing_objects(&store, workspace, &mut taken, &mut notes, cancel)?;
-            let (dir, nar) = build(&store, &taken, cancel)?;
-            store.set_manifest(&manifest_digest(&taken), &nar)?;
-            (dir, nar, false)
-        }
-    };
+    let published = publish_taken(&store, workspace, &mut taken, &mut notes, cancel)?;
 
     // Every file found in the index, and as many as it holds: it is the same index.
     let files = taken.iter().filter(|t| t.target.is_none()).count();
-    if from_index != files || files != indexed || !reused {
+    if from_index != files || files != indexed || !published.reused {
         let pairs: Vec<_> = taken.iter().map(|t| (&t.entry, t.hash.as_str())).collect();
         write_index(
             &index_path(cache, workspace),
@@ -209,28 +211,125 @@ fn take_listed(
     }
 
     Ok(Snapshot {
-        nar_hash,
-        dir,
+        dir: store.snapshot_dir(&published.id),
+        id: published.id,
         files: taken.len() as u64,
-        reused,
+        reused: published.reused,
         notes,
+        lease: published.lease,
     })
 }
 
-/// Stores again each file whose hash came from the index but whose object is gone or of
-/// the wrong size (removed by gc, truncated), so the tree about to be built links only
-/// objects that are there.
-fn restore_missing_objects(
+/// A published tree for the file list taken, with its lease held.
+struct Published {
+    id: String,
+    reused: bool,
+    lease: Lease,
+}
+
+/// Finds the tree for `taken` published already, or patches an older one into it, or
+/// builds it. Objects the index vouched for are looked for only when the tree is made;
+/// storing a missing one again can change the file list (the file changed meanwhile),
+/// and with it the id, so it starts over then.
+fn publish_taken(
     store: &Store,
     workspace: &Path,
     taken: &mut Vec<Taken>,
     notes: &mut Vec<String>,
     cancel: &Cancel,
-) -> Result<(), SnapshotError> {
-    let objects: Vec<PathBuf> = taken
+) -> Result<Published, SnapshotError> {
+    let cache = &store.root;
+    loop {
+        let id = manifest_digest(taken);
+        let lease = lock::lease(cache, &id, cancel)?;
+        if complete::is_complete(cache, &store.snapshot_dir(&id), &id) {
+            // The most recently used tree is never patched into another.
+            tree::touch(cache, &id);
+            return Ok(Published {
+                id,
+                reused: true,
+                lease,
+            });
+        }
+        match try_patch(store, workspace, &id, taken, notes, cancel)? {
+            Patch::Done => {}
+            Patch::ListChanged => continue,
+            Patch::NoBase => {
+                if restore_missing_objects(store, workspace, taken, None, notes, cancel)? {
+                    continue;
+                }
+                build(store, &id, taken, cancel)?;
+            }
+        }
+        return Ok(Published {
+            id,
+            reused: false,
+            lease,
+        });
+    }
+}
+
+enum Patch {
+    Done,
+    /// No older tree to patch, or none worth it.
+    NoBase,
+    /// A missing object was stored again from a file that changed meanwhile.
+    ListChanged,
+}
+
+/// Publishes `id` by patching an older tree no run uses, when one is worth it.
+fn try_patch(
+    store: &Store,
+    workspace: &Path,
+    id: &str,
+    taken: &mut Vec<Taken>,
+    notes: &mut Vec<String>,
+    cancel: &Cancel,
+) -> Result<Patch, SnapshotError> {
+    let Some(base) = patch::take_base(&store.root, id)? else {
+        return Ok(Patch::NoBase);
+    };
+    let changes = patch::diff(&base.entries, taken);
+    if !patch::worth_it(&changes, taken.len()) {
+        return Ok(Patch::NoBase);
+    }
+    if restore_missing_objects(store, workspace, taken, Some(&changes.add), notes, cancel)? {
+        return Ok(Patch::ListChanged);
+    }
+    if cancel.is_cancelled() {
+        return Err(SnapshotError::Cancelled);
+    }
+    let (_tmp, tree, read_only) = patch::apply(store, &base, &changes, taken)?;
+    store.publish(
+        &tree,
+        id,
+        &tree_entries(taken),
+        &sizes(taken),
+        Some(&read_only),
+    )?;
+    Ok(Patch::Done)
+}
+
+/// Stores again each file (of `only`, indexes into `taken`, or all) whose hash came from
+/// the index but whose object is gone or of the wrong size (removed by gc, truncated), so
+/// the tree about to be made links only objects that are there. True when that changed
+/// the file list: a file read again had other content, or had vanished.
+fn restore_missing_objects(
+    store: &Store,
+    workspace: &Path,
+    taken: &mut Vec<Taken>,
+    only: Option<&[usize]>,
+    notes: &mut Vec<String>,
+    cancel: &Cancel,
+) -> Result<bool, SnapshotError> {
+    let checked: Vec<usize> = match only {
+        Some(only) => only.to_vec(),
+        None => (0..taken.len()).collect(),
+    };
+    let objects: Vec<PathBuf> = checked
         .iter()
-        .map(|t| match t.entry.kind {
-            Kind::File { executable } => store.object_path(&t.hash, executable),
+        .map(|&at| match taken[at].entry.kind {
+            Kind::File { executable } => store.object_path(&taken[at].hash, executable),
             Kind::Symlink => PathBuf::new(),
         })
         .collect();
@@ -239,27 +338,32 @@ fn restore_missing_objects(
             .filter(|m| m.kind == crate::fsutil::FileKind::File)
             .map(|m| m.size)
     });
-    let mut kept = Vec::with_capacity(taken.len());
-    for (mut t, size) in taken.drain(..).zip(sizes) {
-        let there = size == Some(t.entry.size);
-        if let Kind::File { executable } = t.entry.kind
-            && !there
-        {
-            match store.add_file(&workspace.join(&t.entry.path), executable, cancel)? {
-                Some(added) => {
-                    t.entry.set_stat(added.stat);
-                    t.hash = added.hash;
-                }
-                None => {
-                    notes.push(vanished(&t.entry.path));
-                    continue;
-                }
+    let mut changed = false;
+    let mut gone = Vec::new();
+    for (at, size) in checked.into_iter().zip(sizes) {
+        let t = &mut taken[at];
+        let Kind::File { executable } = t.entry.kind else {
+            continue;
+        };
+        if size == Some(t.entry.size) {
+            continue;
+        }
+        match store.add_file(&workspace.join(&t.entry.path), executable, cancel)? {
+            Some(added) => {
+                changed |= added.hash != t.hash;
+                t.entry.set_stat(added.stat);
+                t.hash = added.hash;
+            }
+            None => {
+                notes.push(vanished(&t.entry.path));
+                gone.push(at);
             }
         }
-        kept.push(t);
     }
-    *taken = kept;
-    Ok(())
+    for at in gone.iter().rev() {
+        taken.remove(*at);
+    }
+    Ok(changed || !gone.is_empty())
 }
 
 fn vanished(path: &Path) -> String {
@@ -269,12 +373,8 @@ fn vanished(path: &Path) -> String {
     )
 }
 
-/// Builds the tree of hard links in `tmp/`, hashes it and publishes it.
-fn build(
-    store: &Store,
-    taken: &[Taken],
-    cancel: &Cancel,
-) -> Result<(PathBuf, String), SnapshotError> {
+/// Builds the tree of hard links in `tmp/` and publishes it as `id`.
+fn build(store: &Store, id: &str, taken: &[Taken], cancel: &Cancel) -> Result<(), SnapshotError> {
     let tree = store.new_tmp_dir()?;
     make_parent_dirs(tree.path(), taken)?;
     // Each link is one syscall of kernel time: a few threads share them out.
@@ -289,15 +389,17 @@ fn build(
             .into_iter()
             .try_for_each(|part| part.join().expect("a link thread does not panic"))
     })?;
-    let nar = nar::nar_hash_cancellable(tree.path(), cancel)?;
-    let hex = store::sri_to_hex(&nar).unwrap_or_default();
-    let sizes: Vec<u64> = taken
+    store.publish(tree.path(), id, &tree_entries(taken), &sizes(taken), None)?;
+    Ok(())
+}
+
+/// The size of each regular file, in order: the completeness record's content.
+fn sizes(taken: &[Taken]) -> Vec<u64> {
+    taken
         .iter()
         .filter(|t| matches!(t.entry.kind, Kind::File { .. }))
         .map(|t| t.entry.size)
-        .collect();
-    let dir = store.publish(tree, &hex, &tree_entries(taken), &sizes)?;
-    Ok((dir, nar))
+        .collect()
 }
 
 /// Below this many files a tree is linked on one thread.
@@ -329,15 +431,20 @@ fn link_all(
         if cancel.is_cancelled() {
             return Err(SnapshotError::Cancelled);
         }
-        let dest = root.join(&t.entry.path);
-        match (t.entry.kind, &t.target) {
-            (Kind::File { executable }, _) => store.link_object(&t.hash, executable, &dest)?,
-            (Kind::Symlink, Some(target)) => std::os::unix::fs::symlink(target, &dest)
-                .map_err(|source| SnapshotError::Io { path: dest, source })?,
-            (Kind::Symlink, None) => unreachable!("a symlink is taken with its target"),
-        }
+        link_one(store, root, t)?;
     }
     Ok(())
+}
+
+/// Places one file of the tree at `root`: a link to its object, or its symlink.
+fn link_one(store: &Store, root: &Path, t: &Taken) -> Result<(), SnapshotError> {
+    let dest = root.join(&t.entry.path);
+    match (t.entry.kind, &t.target) {
+        (Kind::File { executable }, _) => store.link_object(&t.hash, executable, &dest),
+        (Kind::Symlink, Some(target)) => std::os::unix::fs::symlink(target, &dest)
+            .map_err(|source| SnapshotError::Io { path: dest, source }),
+        (Kind::Symlink, None) => unreachable!("a symlink is taken with its target"),
+    }
 }
 
 fn tree_entries(taken: &[Taken]) -> Vec<TreeEntry> {
@@ -358,21 +465,13 @@ fn tree_entries(taken: &[Taken]) -> Vec<TreeEntry> {
         .collect()
 }
 
-/// The file list of a published snapshot.
-pub fn tree(cache: &Path, nar_hash: &str) -> Result<Vec<TreeEntry>, SnapshotError> {
-    let hex = store::sri_to_hex(nar_hash).ok_or_else(|| SnapshotError::Missing {
-        nar_hash: nar_hash.to_string(),
-        cache: cache.to_path_buf(),
-    })?;
-    tree::read_tree(&tree::tree_path(cache, &hex))
+/// The file list of the published snapshot `id`.
+pub fn tree(cache: &Path, id: &str) -> Result<Vec<TreeEntry>, SnapshotError> {
+    tree::read_tree(&tree::tree_path(cache, id))
 }
 
-/// The file list of a published snapshot, by the hex form of its hash.
-pub fn tree_by_hex(cache: &Path, nar_hex: &str) -> Result<Vec<TreeEntry>, SnapshotError> {
-    tree::read_tree(&tree::tree_path(cache, nar_hex))
-}
-
-/// The hex hashes of the snapshots published in `cache`, newest first, at most `limit`.
+/// The ids of the snapshots published in `cache`, most recently used first, at most
+/// `limit`.
 pub fn recent_trees(cache: &Path, limit: usize) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(cache.join("trees")) else {
         return Vec::new();
@@ -398,32 +497,38 @@ pub fn object_path(cache: &Path, hash: &str, executable: bool) -> PathBuf {
     Store::new(cache).object_path(hash, executable)
 }
 
-/// A published snapshot by its NAR hash (for `pikaci rerun`), if it is complete: every
-/// file there with its recorded size.
-pub fn open(cache: &Path, nar_hash: &str, cancel: &Cancel) -> Result<Snapshot, SnapshotError> {
+/// The published snapshot `id` (for `pikaci rerun`), if it is complete: every file
+/// there with its recorded size. Its lease is held first, so it is not patched away.
+pub fn open(cache: &Path, id: &str, cancel: &Cancel) -> Result<Snapshot, SnapshotError> {
+    let valid = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
     let missing = || SnapshotError::Missing {
-        nar_hash: nar_hash.to_string(),
+        id: id.to_string(),
         cache: cache.to_path_buf(),
     };
-    let hex = store::sri_to_hex(nar_hash).ok_or_else(missing)?;
+    if !valid {
+        return Err(missing());
+    }
     let _lock = lock::shared(cache, cancel)?;
-    let dir = Store::new(cache).snapshot_dir(&hex);
+    let lease = lock::lease(cache, id, cancel)?;
+    let dir = Store::new(cache).snapshot_dir(id);
     if !dir.is_dir() {
         return Err(missing());
     }
-    if !complete::is_complete(cache, &dir, &hex) {
+    if !complete::is_complete(cache, &dir, id) {
         return Err(SnapshotError::Incomplete {
-            nar_hash: nar_hash.to_string(),
+            id: id.to_string(),
             dir,
         });
     }
-    let files = tree::read_tree(&tree::tree_path(cache, &hex))?.len() as u64;
+    tree::touch(cache, id);
+    let files = tree::read_tree(&tree::tree_path(cache, id))?.len() as u64;
     Ok(Snapshot {
-        nar_hash: nar_hash.to_string(),
+        id: id.to_string(),
         dir,
         files,
         reused: true,
         notes: Vec::new(),
+        lease,
     })
 }
 

@@ -1,4 +1,6 @@
 //! The NAR serialisation of a tree, streamed into sha256: what `nix hash path` prints.
+//! Snapshots are not named by it (see the module above); the tests use it to show that a
+//! tree, here or on a host, is exactly the workspace.
 //! Names and symlink targets are bytes (Nix allows any but `/` and NUL in a name), so
 //! this does not go through `str` as the `nix-nar` crate does.
 //!

@@ -1,8 +1,8 @@
 //! The content-addressed store under `<cache>`:
 //! `objects/<hh>/<rest>[-x]` hold file contents once (read-only; `-x` for executables,
-//! because hard links share their mode), `snapshots/<nar-hex>/` are published trees of
-//! hard links to objects, `manifests/<digest>` map a file list to its NAR hash, and
-//! `tmp/` holds trees being built. Publishing is a rename, so no half-built tree is seen.
+//! because hard links share their mode), `snapshots/<id>/` are published trees of hard
+//! links to objects, named by the digest of their file list, and `tmp/` holds trees being
+//! built or patched. Publishing is a rename, so no half-built tree is seen.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -67,8 +67,8 @@ impl Store {
         }
     }
 
-    pub fn snapshot_dir(&self, nar_hex: &str) -> PathBuf {
-        self.root.join("snapshots").join(nar_hex)
+    pub fn snapshot_dir(&self, id: &str) -> PathBuf {
+        self.root.join("snapshots").join(id)
     }
 
     pub fn object_path(&self, hash: &str, executable: bool) -> PathBuf {
@@ -77,24 +77,6 @@ impl Store {
             .join("objects")
             .join(&hash[..2])
             .join(format!("{}{suffix}", &hash[2..]))
-    }
-
-    fn manifest_path(&self, digest: &str) -> PathBuf {
-        self.root.join("manifests").join(digest)
-    }
-
-    pub fn manifest(&self, digest: &str) -> Option<String> {
-        fs::read_to_string(self.manifest_path(digest))
-            .ok()
-            .map(|s| s.trim().to_string())
-    }
-
-    pub fn set_manifest(&self, digest: &str, nar_hash: &str) -> Result<(), SnapshotError> {
-        let path = self.manifest_path(digest);
-        let dir = path.parent().unwrap_or(&self.root);
-        crate::fsutil::create_dir_all(dir).map_err(io_err(dir))?;
-        crate::fsutil::write_with(&path, nar_hash.as_bytes(), super::CACHE_WRITE)
-            .map_err(io_err(&path))
     }
 
     /// True when the object is there with the size its content must have. A cheap check,
@@ -231,46 +213,57 @@ impl Store {
         }
     }
 
-    /// Publishes `tree` as `snapshots/<nar_hex>`: renames it into place (while its
-    /// directories are still writable: moving a directory to another parent rewrites
+    /// Publishes the tree at `built` as `snapshots/<id>`: renames it into place (while
+    /// its directories are still writable: moving a directory to another parent rewrites
     /// its `..`, which needs write permission on it unless one is root), makes it
-    /// read-only, and writes its file list and completeness record last. A complete
-    /// snapshot published meanwhile by another process wins and `tree` is discarded; an
-    /// incomplete one (left by a killed gc or run) is replaced.
+    /// read-only (every directory, or the root and `read_only` for a patched tree whose
+    /// other directories stayed so), and writes its file list and completeness record
+    /// last. A complete snapshot published meanwhile by another process wins and `built`
+    /// is removed; an incomplete one (left by a killed gc or run) is replaced.
     pub fn publish(
         &self,
-        tree: tempfile::TempDir,
-        nar_hex: &str,
+        built: &Path,
+        id: &str,
         entries: &[super::TreeEntry],
         sizes: &[u64],
+        read_only: Option<&[PathBuf]>,
     ) -> Result<PathBuf, SnapshotError> {
-        let target = self.snapshot_dir(nar_hex);
+        let target = self.snapshot_dir(id);
         let parent = target.parent().unwrap_or(&self.root);
         crate::fsutil::create_dir_all(parent).map_err(io_err(parent))?;
         let _publishing = super::lock::publishing(&self.root)?;
-        if super::complete::is_complete(&self.root, &target, nar_hex) {
+        if super::complete::is_complete(&self.root, &target, id) {
+            let _ = remove_tree(built);
             return Ok(target);
         }
-        super::complete::forget(&self.root, nar_hex).map_err(io_err(&target))?;
+        super::complete::forget(&self.root, id).map_err(io_err(&target))?;
         if fs::symlink_metadata(&target).is_ok() {
             remove_tree(&target).map_err(io_err(&target))?;
         }
-        let built = tree.keep();
-        if let Err(source) = fs::rename(&built, &target) {
-            let _ = remove_tree(&built);
+        if let Err(source) = fs::rename(built, &target) {
+            let _ = remove_tree(built);
             return Err(SnapshotError::Io {
                 path: target,
                 source,
             });
         }
-        set_dir_modes(&target, 0o555)?;
-        super::complete::write(&self.root, nar_hex, entries, sizes)?;
-        super::complete::mark_checked(&self.root, nar_hex);
+        match read_only {
+            None => set_dir_modes(&target, 0o555)?,
+            Some(dirs) => {
+                for dir in dirs.iter().map(|d| target.join(d)).chain([target.clone()]) {
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555))
+                        .map_err(io_err(&dir))?;
+                }
+            }
+        }
+        super::complete::write(&self.root, id, entries, sizes)?;
+        super::complete::mark_checked(&self.root, id);
         Ok(target)
     }
 }
 
-/// `sha256-<base64>` → lowercase hex, the snapshot directory name.
+/// `sha256-<base64>` → lowercase hex (records of older pikacis name snapshots by the SRI
+/// form of their NAR hash; their trees are named by its hex).
 pub fn sri_to_hex(sri: &str) -> Option<String> {
     let b64 = sri.strip_prefix("sha256-")?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;

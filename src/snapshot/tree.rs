@@ -1,5 +1,6 @@
-//! A published snapshot's file list, `<cache>/trees/<nar-hex>`: what workspace sync sends
-//! without reading or hashing file contents again.
+//! A published snapshot's file list, `<cache>/trees/<id>`: what workspace sync sends
+//! without reading or hashing file contents again, and what a patch starts from. Its
+//! mtime says when the snapshot was last used.
 //!
 //! Records, each ending in NUL: `f<TAB>HASH<NUL>PATH`, `x<TAB>HASH<NUL>PATH` (executable),
 //! `l<TAB>TARGET<NUL>PATH` (symlink).
@@ -22,8 +23,29 @@ pub struct TreeEntry {
     pub kind: TreeKind,
 }
 
-pub fn tree_path(cache: &Path, nar_hex: &str) -> PathBuf {
-    cache.join("trees").join(nar_hex)
+pub fn tree_path(cache: &Path, id: &str) -> PathBuf {
+    cache.join("trees").join(id)
+}
+
+/// Marks the snapshot `id` used now (its file list's mtime), so it is never the tree a
+/// take patches next. A mark that cannot be set only makes it an older candidate.
+pub fn touch(cache: &Path, id: &str) {
+    let now = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+    };
+    let _ = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        tree_path(cache, id),
+        &now,
+        rustix::fs::AtFlags::empty(),
+    );
 }
 
 pub fn write_tree(path: &Path, entries: &[TreeEntry]) -> Result<(), SnapshotError> {

@@ -37,7 +37,7 @@ pub fn gc(state: &StateDir, keep: usize) -> std::io::Result<GcReport> {
         if let Ok(record) = &run.record
             && let Some(snapshot) = &record.snapshot
         {
-            report.live_snapshots.insert(snapshot.nar_hash.clone());
+            report.live_snapshots.insert(snapshot.id.clone());
         }
     }
     Ok(report)
@@ -53,7 +53,7 @@ pub fn live_snapshots(state: &StateDir) -> std::io::Result<Option<HashSet<String
     }
     Ok(Some(
         runs.iter()
-            .filter_map(|r| Some(r.record.as_ref().ok()?.snapshot.as_ref()?.nar_hash.clone()))
+            .filter_map(|r| Some(r.record.as_ref().ok()?.snapshot.as_ref()?.id.clone()))
             .collect(),
     ))
 }

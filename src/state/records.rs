@@ -74,10 +74,20 @@ display_as_serde!(RunStatus, JobStatus, Retried);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRef {
-    pub nar_hash: String,
+    /// The snapshot's id (the digest of its file list, hex). Records of older pikacis
+    /// have `nar_hash`, the SRI form of the NAR hash their tree is named by.
+    #[serde(alias = "nar_hash", deserialize_with = "snapshot_id")]
+    pub id: String,
     pub dir: PathBuf,
     pub files: u64,
     pub reused: bool,
+}
+
+/// A snapshot id as recorded: hex, or an older record's `sha256-<base64>` NAR hash, whose
+/// hex names its tree.
+fn snapshot_id<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Error> {
+    let id = String::deserialize(de)?;
+    Ok(crate::snapshot::sri_to_hex(&id).unwrap_or(id))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -317,6 +327,21 @@ mod tests {
             err.contains("schema_version 9") && err.contains("upgrade"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_older_records_nar_hash_names_its_snapshot_by_hex() {
+        let old = r#"{"nar_hash": "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+            "dir": "/s", "files": 1, "reused": true}"#;
+        let snapshot: SnapshotRef = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            snapshot.id,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let new = serde_json::to_string(&snapshot).unwrap();
+        assert!(new.contains(r#""id":"e3b0c4"#), "{new}");
+        let again: SnapshotRef = serde_json::from_str(&new).unwrap();
+        assert_eq!(again, snapshot);
     }
 
     #[test]

@@ -228,18 +228,17 @@ pub fn owner_id(cache: &Path) -> Result<String, SyncError> {
     }
 }
 
-/// Makes the snapshot `nar_hash` from the local `cache` present under `host_dir`.
+/// Makes the snapshot `snapshot_id` from the local `cache` present under `host_dir`.
 pub fn sync(
     transport: &dyn Transport,
     cache: &Path,
-    nar_hash: &str,
+    snapshot_id: &str,
     host_dir: &Path,
     deadline: Instant,
     cancel: &Cancel,
 ) -> Result<SyncStats, SyncError> {
-    let hex = snapshot::sri_to_hex(nar_hash)
-        .ok_or_else(|| SyncError::Protocol(format!("bad hash {nar_hash}")))?;
-    let tree = snapshot::tree(cache, nar_hash)?;
+    let hex = snapshot_id.to_string();
+    let tree = snapshot::tree(cache, &hex)?;
     let mut stats = SyncStats {
         dir: host_dir.join("snapshots").join(&hex),
         ..SyncStats::default()
@@ -284,7 +283,7 @@ pub fn sync(
         },
     };
     if let Some(base) = base {
-        let old = snapshot::tree_by_hex(cache, &base)?;
+        let old = snapshot::tree(cache, &base)?;
         let diff = Diff::between(&old, &tree);
         if diff.changed.len() + diff.removed.len() <= PATCH_LIMIT {
             let packed = pack_patch(cache, &diff, &id, cancel)

@@ -21,7 +21,7 @@ pub fn run_page(view: &RunView, now: std::time::SystemTime) -> Markup {
                 dt { "took" } dd { (duration(record.duration_ms)) }
                 dt { "asked for" } dd { @if record.selection.is_empty() { "everything" } @else { (record.selection.join(", ")) } }
                 @if let Some(base) = &record.base { dt { "base" } dd { (base) } }
-                @if let Some(snapshot) = &record.snapshot { dt { "snapshot" } dd { (snapshot.nar_hash) " (" (snapshot.files) " files)" } }
+                @if let Some(snapshot) = &record.snapshot { dt { "snapshot" } dd { (snapshot.id) " (" (snapshot.files) " files)" } }
                 @if let Some(rerun) = &record.rerun_of { dt { "rerun of" } dd { a href={ "/runs/" (rerun) } { (rerun) } } }
                 @if let Some(message) = &record.message { dt { "message" } dd { (message) } }
                 @for host in view.hosts.iter().filter(|h| h.down.is_some()) {
