@@ -277,6 +277,74 @@ fn same_content_executable_and_not_syncs_locally() {
 
 /// Issue 21, finding 14: SIGINT or SIGTERM while the workspace is sent to an SSH host
 /// stops the sync promptly and records the job and the run as `cancelled`, not `error`.
+/// The local transport, with a local take patching the snapshot `gone` into a later one
+/// (its file list removed) right after the host answered the query.
+struct PatchedAwayAfterTheQuery<'a> {
+    tree: &'a Path,
+    queried: std::sync::atomic::AtomicBool,
+}
+
+impl Transport for PatchedAwayAfterTheQuery<'_> {
+    fn host(&self) -> String {
+        Local.host()
+    }
+    fn command(&self, argv: &Argv) -> std::process::Command {
+        Local.command(argv)
+    }
+    fn run(
+        &self,
+        argv: &Argv,
+        stdin: &[u8],
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<pikaci::transport::Output, pikaci::transport::TransportError> {
+        let out = Local.run(argv, stdin, deadline, cancel);
+        if !self.queried.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::fs::remove_file(self.tree).unwrap();
+        }
+        out
+    }
+}
+
+/// The host offers to patch a tree whose file list a local take has removed since (it
+/// patched that snapshot into a later one): the sync sends a fresh tree instead.
+#[test]
+fn a_base_patched_away_here_after_the_query_gets_a_fresh_tree() {
+    let ws = workspace();
+    let cache = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let first = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    sync(
+        &Local,
+        cache.path(),
+        &first.id,
+        host.path(),
+        soon(),
+        &Cancel::new(),
+    )
+    .unwrap();
+    write(ws.path(), "src/main.rs", "fn main() { changed() }\n");
+    let next = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let transport = PatchedAwayAfterTheQuery {
+        tree: &cache.path().join("trees").join(&first.id),
+        queried: false.into(),
+    };
+    let stats = sync(
+        &transport,
+        cache.path(),
+        &next.id,
+        host.path(),
+        soon(),
+        &Cancel::new(),
+    )
+    .unwrap_or_else(|e| panic!("{}", pikaci::error::chain(&e)));
+    assert_eq!(stats.patched_from, None, "{stats:?}");
+    assert_eq!(
+        snapshot::nar_hash(&stats.dir).unwrap(),
+        snapshot::nar_hash(&next.dir).unwrap()
+    );
+}
+
 #[test]
 fn a_signal_during_the_sync_cancels_the_run() {
     use rustix::process::{Pid, Signal, kill_process};

@@ -282,8 +282,11 @@ pub fn sync(
             None => return Err(SyncError::Protocol(other.to_string())),
         },
     };
-    if let Some(base) = base {
-        let old = snapshot::tree(cache, &base)?;
+    // A base whose file list is gone here (a take patched it into a later snapshot
+    // since the query) is none: a fresh tree.
+    if let Some(base) = base
+        && let Ok(old) = snapshot::tree(cache, &base)
+    {
         let diff = Diff::between(&old, &tree);
         if diff.changed.len() + diff.removed.len() <= PATCH_LIMIT {
             let packed = pack_patch(cache, &diff, &id, cancel)
