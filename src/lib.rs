@@ -17,6 +17,7 @@ pub mod guest_layout;
 pub mod hint;
 pub mod ids;
 pub mod incus;
+pub mod namespaces;
 pub mod nix;
 pub mod output;
 pub mod plan;

@@ -1,4 +1,6 @@
-//! The per-job reaper of the host backend: `pikaci __pikaci-reap -- PROGRAM ARGS…`.
+//! The per-job reaper of the host backend:
+//! `pikaci __pikaci-reap [--mount ro|rw SOURCE TARGET [UID GID]] -- PROGRAM ARGS…`,
+//! which starts the job in its workspace mount ([`crate::namespaces`]) when given one.
 //!
 //! A host job's processes can leave its process group (`setsid`), and a job outlives a
 //! pikaci killed with SIGKILL. The reaper closes both holes without privileges: it makes
@@ -18,6 +20,8 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitOptions};
 
+use crate::namespaces::{MOUNT_ARG, WorkspaceMount};
+
 /// The first argument that turns the `pikaci` binary into a reaper.
 pub const REAP_ARG: &str = "__pikaci-reap";
 /// Environment variable with the pid of the pikaci that started the reaper: if it is not
@@ -35,15 +39,37 @@ pub fn main_if_invoked() -> Option<i32> {
     if args.next()? != REAP_ARG {
         return None;
     }
+    let mut args = args.peekable();
+    let mount = match args.next_if(|a| a == MOUNT_ARG) {
+        Some(_) => match WorkspaceMount::parse(&mut args) {
+            Ok(mount) => Some(mount),
+            Err(e) => {
+                eprintln!("pikaci reaper: {e}");
+                return Some(127);
+            }
+        },
+        None => None,
+    };
     let rest: Vec<OsString> = args.skip_while(|a| a == "--").collect();
-    Some(reap(&rest))
+    Some(reap(&rest, mount.as_ref()))
 }
 
-fn reap(argv: &[OsString]) -> i32 {
+fn reap(argv: &[OsString], mount: Option<&WorkspaceMount>) -> i32 {
     let Some((program, args)) = argv.split_first() else {
         eprintln!("pikaci reaper: no command to run");
         return 127;
     };
+    // First: a user namespace can only be entered while this process has one thread.
+    if let Some(mount) = mount
+        && let Err(e) = mount.enter()
+    {
+        eprintln!(
+            "pikaci reaper: cannot mount {} on {} in a namespace of the job's own: {e}",
+            mount.source.display(),
+            mount.target.display()
+        );
+        return 127;
+    }
     if let Err(e) = arm() {
         eprintln!("pikaci reaper: cannot watch the job's processes: {e}");
         return 127;
@@ -82,7 +108,11 @@ fn reap(argv: &[OsString]) -> i32 {
     forward_signals(signals);
     let status = wait_for(main);
     end_all_descendants();
-    if let Some(scratch) = std::env::var_os(SCRATCH_ENV) {
+    // The job's directory, not what is mounted on it: unmounted first, or left alone.
+    let unmounted = mount.is_none_or(|m| m.leave().is_ok());
+    if let Some(scratch) = std::env::var_os(SCRATCH_ENV)
+        && unmounted
+    {
         let _ = crate::state::remove_tree(std::path::Path::new(&scratch));
     }
     exit_like(status)

@@ -126,3 +126,35 @@ fn a_full_state_dir_leaves_no_half_written_record() {
     }
     assert!(records > 0);
 }
+
+/// As root the snapshot's read-only modes hold nothing back: only the read-only bind mount
+/// its reaper makes in the job's own mount namespace does. Root: what is tested is root's
+/// path (no user namespace).
+#[test]
+fn as_root_the_read_only_workspace_is_its_bind_mount() {
+    if !require_root("running a host job as root") {
+        return;
+    }
+    let repo = Repo::new(
+        "[defaults]\nbackend = \"host\"\n\
+         [jobs.ro]\ncommand = \"id -u; echo x >> src/lib.rs\"\n\
+         [jobs.rw]\nwritable-workspace = true\ncommand = \"echo x >> src/lib.rs\"\n",
+    );
+    repo.pikaci(&["run", "ro"]).expect(1);
+    let (_, log) = repo.job("ro");
+    assert!(
+        log.starts_with("0\n") && log.contains("Read-only file system"),
+        "{log}"
+    );
+    let host_log = repo.latest_run().join("jobs/ro/host.log");
+    let host_log = std::fs::read_to_string(host_log).unwrap();
+    assert!(host_log.contains("(MountNamespace)"), "{host_log}");
+    repo.pikaci(&["run", "rw"]).expect(0);
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("src/lib.rs")).unwrap(),
+        "pub fn x() {}\n"
+    );
+    // The mount stayed in the job's namespace.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("pikaci-job-"), "{mounts}");
+}

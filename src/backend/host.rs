@@ -32,13 +32,9 @@ use crate::cancel::Cancel;
 use crate::config::BackendKind;
 use crate::exec::{Ended, GroupChild, KILL_GRACE};
 use crate::fsutil::Durability;
+use crate::namespaces::WorkspaceMount;
 use crate::output::{Logged, spawn_logged};
 use crate::protocol::{GuestResult, Request};
-
-/// Runs inside the new mount namespace: bind-mounts `$1` onto `$2` with options `$3`
-/// (`ro` or `rw`), enters it, and runs the rest of the arguments.
-pub(crate) const MOUNT_WRAPPER: &str =
-    r#"mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@""#;
 
 /// How a host job gets a workspace of its own, outside the worktree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,17 +61,31 @@ impl Isolation {
                 .status()
                 .is_ok_and(|s| s.success())
         };
-        let mount_only = Argv::new("unshare").args(["--mount", "--propagation", "private", "--"]);
-        if rustix::process::geteuid().is_root() && works(mount_only) {
+        if rustix::process::geteuid().is_root() && works(probe_argv(None)) {
             return Isolation::MountNamespace;
         }
         let uid = rustix::process::geteuid().as_raw();
         let gid = rustix::process::getegid().as_raw();
-        if works(user_namespace_argv(uid, gid)) {
+        if works(probe_argv(Some((uid, gid)))) {
             Isolation::UserNamespace { uid, gid }
         } else {
             Isolation::Copy
         }
+    }
+
+    /// The workspace mount of a job that sees `source` at `workspace`.
+    fn mount(self, source: &Path, workspace: &Path, writable: bool) -> Option<WorkspaceMount> {
+        let user = match self {
+            Isolation::MountNamespace => None,
+            Isolation::UserNamespace { uid, gid } => Some((uid, gid)),
+            Isolation::Copy => return None,
+        };
+        Some(WorkspaceMount {
+            source: source.to_path_buf(),
+            target: workspace.to_path_buf(),
+            read_only: !writable,
+            user,
+        })
     }
 
     /// [`Isolation::detect`], once per process: started early by [`Isolation::probe_early`]
@@ -100,22 +110,27 @@ impl Isolation {
     }
 }
 
-/// `unshare` into a user + mount namespace as root, run [`MOUNT_WRAPPER`], then a
-/// nested user namespace back to `uid`/`gid`; the wrapper's arguments follow.
-fn user_namespace_argv(uid: u32, gid: u32) -> Argv {
-    Argv::new("unshare").args([
-        "--user".to_string(),
-        "--map-root-user".into(),
-        "--mount".into(),
-        "--propagation".into(),
-        "private".into(),
-        "--".into(),
-        "unshare".into(),
-        "--user".into(),
-        format!("--map-user={uid}"),
-        format!("--map-group={gid}"),
-        "--".into(),
-    ])
+/// `unshare` into what a job's reaper enters ([`crate::namespaces`]), and for another
+/// user the nested namespace the job runs in.
+fn probe_argv(user: Option<(u32, u32)>) -> Argv {
+    let outer: &[&str] = match user {
+        None => &["--mount", "--propagation", "private", "--"],
+        Some(_) => &[
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ],
+    };
+    let mount = WorkspaceMount {
+        source: PathBuf::new(),
+        target: PathBuf::new(),
+        read_only: true,
+        user,
+    };
+    Argv::new("unshare").args(outer).args(mount.as_user_argv())
 }
 
 static DETECTED: OnceLock<Isolation> = OnceLock::new();
@@ -167,7 +182,7 @@ pub struct HostJob<'a> {
 /// The job's reaper: this very `pikaci` binary, run as `pikaci __pikaci-reap`. The
 /// library's unit tests run inside a test harness, which is no pikaci (it would take the
 /// reaper's arguments for test names and run its tests again): their host jobs run
-/// without one. The integration tests drive the real binary, reaper included.
+/// without one, in a copy. The integration tests drive the real binary, reaper included.
 fn reaper() -> std::io::Result<Option<std::path::PathBuf>> {
     if cfg!(test) {
         return Ok(None);
@@ -175,48 +190,31 @@ fn reaper() -> std::io::Result<Option<std::path::PathBuf>> {
     std::env::current_exe().map(Some)
 }
 
-/// The command line for one job; pure so its shape can be pinned by a snapshot.
+impl HostJob<'_> {
+    /// Its workspace mount, unless it runs in a copy.
+    pub fn mount(&self) -> Option<WorkspaceMount> {
+        let writable = self.request.writable_workspace;
+        self.isolation.mount(self.source, self.workspace, writable)
+    }
+}
+
+/// The command line for one job; pure so its shape can be pinned by a snapshot. The
+/// reaper makes the workspace mount ([`HostJob::mount`]).
 pub fn job_argv(job: &HostJob) -> Argv {
     let request = job.request;
-    let mode = if request.writable_workspace {
-        "rw"
-    } else {
-        "ro"
-    };
-    let mounted = |unshare: Argv| {
-        unshare
-            .args(["sh", "-c", MOUNT_WRAPPER, "pikaci-workspace"])
-            .arg(job.source)
-            .arg(job.workspace)
-            .arg(mode)
-    };
-    let inner = match job.isolation {
-        Isolation::MountNamespace => Some(mounted(Argv::new("unshare").args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-        ]))),
-        Isolation::UserNamespace { uid, gid } => {
-            // The wrapper goes between the two namespaces: it needs root in the first.
-            let unshare = user_namespace_argv(uid, gid);
-            let (outer, nested) = unshare.args.split_at(6);
-            let mut argv = mounted(Argv::new("unshare").args(outer));
-            argv.args.extend(nested.iter().cloned());
-            Some(argv)
-        }
-        Isolation::Copy => None,
-    };
     let shell = request.shell_argv();
-    // Reaper, then the isolation wrapper, then the shell: each runs the next.
+    // Reaper (with the workspace mount), then the shell.
     let mut words: Vec<OsString> = Vec::new();
     if let Some(reaper) = job.reaper {
         words.push(reaper.into());
-        words.extend([crate::reaper::REAP_ARG, "--"].map(OsString::from));
-    }
-    if let Some(inner) = inner {
-        words.push(inner.program);
-        words.extend(inner.args);
+        words.push(crate::reaper::REAP_ARG.into());
+        match job.mount() {
+            Some(mount) => {
+                words.extend(mount.args());
+                words.extend(mount.as_user_argv());
+            }
+            None => words.push("--".into()),
+        }
     }
     words.extend(shell.into_iter().map(OsString::from));
     let argv = Argv::new(&words[0]).args(&words[1..]);
@@ -253,8 +251,12 @@ impl Backend for HostBackend {
         let log = File::create(job.guest_log()).map_err(io("creating guest.log"))?;
         let mut host_log =
             File::create(job.job_dir.join("host.log")).map_err(io("creating host.log"))?;
-        let isolation = self.isolation();
         let reaper = reaper().map_err(io("finding the pikaci binary"))?;
+        // The reaper makes the workspace mount: without one, a copy.
+        let isolation = match reaper {
+            Some(_) => self.isolation(),
+            None => Isolation::Copy,
+        };
         let scratch = tempfile::Builder::new()
             .prefix("pikaci-job-")
             .tempdir()
@@ -298,6 +300,7 @@ impl Backend for HostBackend {
             .env(crate::reaper::PARENT_ENV, std::process::id().to_string())
             .env(crate::reaper::SCRATCH_ENV, scratch.path())
             .stdin(Stdio::null());
+
         let secrets = job.request.secret_values();
         let (child, output) = spawn_logged(command, log, false, &secrets, cancel)
             .map_err(io("starting the job's shell"))?;
@@ -423,22 +426,28 @@ mod tests {
             uid: 1500,
             gid: 100,
         };
-        insta::assert_snapshot!(argv(false, isolation), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- unshare --user --map-root-user --mount --propagation private -- sh -c 'mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@"' pikaci-workspace /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace ro unshare --user --map-user=1500 --map-group=100 -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+        insta::assert_snapshot!(argv(false, isolation), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap --mount ro /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace 1500 100 -- unshare --user --map-user=1500 --map-group=100 -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
     }
 
     #[test]
     fn argv_as_root_mounts_workspace_read_only() {
-        insta::assert_snapshot!(argv(false, Isolation::MountNamespace), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- unshare --mount --propagation private -- sh -c 'mount --bind -o "$3" -- "$1" "$2" && cd -- "$2" && shift 3 && exec "$@"' pikaci-workspace /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace ro bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+        insta::assert_snapshot!(argv(false, Isolation::MountNamespace), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap --mount ro /repo/.pikaci/cache/snapshots/ab12 /tmp/pikaci-job-x/workspace -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
     }
 
     #[test]
     fn argv_writable_mounts_read_write() {
-        assert!(argv(true, Isolation::MountNamespace).contains(" rw bash "));
+        assert!(argv(true, Isolation::MountNamespace).contains(" --mount rw /repo/"));
     }
 
     #[test]
     fn argv_without_namespaces_runs_in_the_copy() {
         insta::assert_snapshot!(argv(false, Isolation::Copy), @r#"env -C /tmp/pikaci-job-x/workspace -- PATH=/nix/store/0c2kzyw3wjsxvzpahx6ix3xp4mg1hmjd-rust/bin:/usr/bin:/bin PWD=/tmp/pikaci-job-x/workspace PIKACI_ARTIFACTS=/s/art PIKACI_JOB=lint RUST_LOG=debug /bin/pikaci __pikaci-reap -- bash --noprofile --norc -eo pipefail -c 'cargo clippy -- -D warnings && echo "$HOME"'"#);
+    }
+
+    #[test]
+    fn the_probes_unshare_what_the_reaper_and_the_job_enter() {
+        insta::assert_snapshot!(probe_argv(None).to_string(), @"unshare --mount --propagation private --");
+        insta::assert_snapshot!(probe_argv(Some((1500, 100))).to_string(), @"unshare --user --map-root-user --mount --propagation private -- unshare --user --map-user=1500 --map-group=100 --");
     }
 
     #[test]

@@ -70,7 +70,7 @@ mod tests {
     /// Every shell script pikaci embeds, in one place: what the shellcheck test checks
     /// and the source scan below holds every `const …: &str` against.
     fn scripts() -> Vec<Script> {
-        use crate::backend::{host, host_gc, incus, microvm, session};
+        use crate::backend::{host_gc, incus, microvm, session};
         vec![
             script!(ShWithDiscard, crate::sync::QUERY),
             script!(ShWithDiscard, crate::sync::MISSING),
@@ -95,7 +95,6 @@ mod tests {
             script!(Sh, incus::inputs::PRESENT),
             script!(Sh, incus::inputs::IMPORT_CLOSURE),
             script!(Sh, crate::incus::image::IMAGE_FILES),
-            script!(Sh, host::MOUNT_WRAPPER),
             script!(Sh, super::DISCARD),
             script!(Sh, super::PUBLISH),
             script!(Sh, super::ADOPT),
