@@ -127,6 +127,7 @@ mod tests {
         "JOB_USER",
         "LIVE",
         "MASK",
+        "MOUNT_ARG",
         "NIX32",
         "PARENT_ENV",
         "REQUEST_DIR",
