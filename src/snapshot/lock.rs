@@ -31,37 +31,57 @@ fn open(cache: &Path, name: &str) -> Result<File, SnapshotError> {
         .map_err(io)
 }
 
-/// Waits for a running gc to finish (polling, so a cancel still ends the wait).
-pub fn shared(cache: &Path, cancel: &Cancel) -> Result<CacheLock, SnapshotError> {
-    let file = open(cache, "lock")?;
+/// Takes `file`'s lock shared, polling every `poll` so a cancel still ends the wait.
+fn wait_shared(
+    file: &File,
+    path: &Path,
+    poll: Duration,
+    cancel: &Cancel,
+) -> Result<(), SnapshotError> {
     loop {
         match file.try_lock_shared() {
-            Ok(()) => return Ok(CacheLock { _file: file }),
+            Ok(()) => return Ok(()),
             Err(TryLockError::WouldBlock) if cancel.is_cancelled() => {
                 return Err(SnapshotError::Cancelled);
             }
-            Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(50)),
+            Err(TryLockError::WouldBlock) => std::thread::sleep(poll),
             Err(TryLockError::Error(source)) => {
-                return Err(SnapshotError::Io {
-                    path: cache.join("lock"),
-                    source,
-                });
+                let path = path.to_path_buf();
+                return Err(SnapshotError::Io { path, source });
             }
         }
     }
 }
 
-/// `None` when a run holds the cache (is taking or opening a snapshot).
-pub fn try_exclusive(cache: &Path) -> Result<Option<CacheLock>, SnapshotError> {
-    let file = open(cache, "lock")?;
+/// Takes `file`'s lock exclusive if no one holds it: false when someone does.
+fn try_exclusive_on(file: &File, path: &Path) -> Result<bool, SnapshotError> {
     match file.try_lock() {
-        Ok(()) => Ok(Some(CacheLock { _file: file })),
-        Err(TryLockError::WouldBlock) => Ok(None),
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
         Err(TryLockError::Error(source)) => Err(SnapshotError::Io {
-            path: cache.join("lock"),
+            path: path.to_path_buf(),
             source,
         }),
     }
+}
+
+/// Waits for a running gc to finish.
+pub fn shared(cache: &Path, cancel: &Cancel) -> Result<CacheLock, SnapshotError> {
+    let file = open(cache, "lock")?;
+    wait_shared(
+        &file,
+        &cache.join("lock"),
+        Duration::from_millis(50),
+        cancel,
+    )?;
+    Ok(CacheLock { _file: file })
+}
+
+/// `None` when a run holds the cache (is taking or opening a snapshot).
+pub fn try_exclusive(cache: &Path) -> Result<Option<CacheLock>, SnapshotError> {
+    let file = open(cache, "lock")?;
+    let had = try_exclusive_on(&file, &cache.join("lock"))?;
+    Ok(had.then_some(CacheLock { _file: file }))
 }
 
 /// For publishing: short, so a plain blocking wait.
@@ -86,36 +106,18 @@ fn lease_file(cache: &Path, id: &str) -> Result<File, SnapshotError> {
     open(&cache.join("leases"), id)
 }
 
-/// Waits while the snapshot is being patched into another (a short step), polling so a
-/// cancel still ends the wait. The snapshot may be gone once the lease is had.
+/// Waits while the snapshot is being patched into another (a short step). The snapshot
+/// may be gone once the lease is had.
 pub fn lease(cache: &Path, id: &str, cancel: &Cancel) -> Result<Lease, SnapshotError> {
     let file = lease_file(cache, id)?;
-    loop {
-        match file.try_lock_shared() {
-            Ok(()) => return Ok(Lease { _file: file }),
-            Err(TryLockError::WouldBlock) if cancel.is_cancelled() => {
-                return Err(SnapshotError::Cancelled);
-            }
-            Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(5)),
-            Err(TryLockError::Error(source)) => {
-                return Err(SnapshotError::Io {
-                    path: cache.join("leases").join(id),
-                    source,
-                });
-            }
-        }
-    }
+    let path = cache.join("leases").join(id);
+    wait_shared(&file, &path, Duration::from_millis(5), cancel)?;
+    Ok(Lease { _file: file })
 }
 
 /// `None` when a run uses the snapshot `id` (or another take is patching it).
 pub fn try_lease_exclusive(cache: &Path, id: &str) -> Result<Option<Lease>, SnapshotError> {
     let file = lease_file(cache, id)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(Lease { _file: file })),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(source)) => Err(SnapshotError::Io {
-            path: cache.join("leases").join(id),
-            source,
-        }),
-    }
+    let had = try_exclusive_on(&file, &cache.join("leases").join(id))?;
+    Ok(had.then_some(Lease { _file: file }))
 }
