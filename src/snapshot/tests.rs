@@ -715,3 +715,36 @@ fn a_tree_in_use_or_used_last_is_never_patched() {
     assert!(first_dir.is_dir() && dir_ino(&first_dir) == first_ino);
     assert_eq!(nar_hash(&next.dir).unwrap(), nar_hash(ws.path()).unwrap());
 }
+
+/// What a take killed in the middle of a patch leaves: the base's records gone and its
+/// tree, half changed, under `tmp/`. The next take makes the snapshot anyway; gc removes
+/// the leftover.
+#[test]
+fn a_patch_cut_short_leaves_a_leftover_only_gc_sees() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    sample_tree(ws.path());
+    age_files(ws.path());
+    let base = take(ws.path(), c, &[]).unwrap();
+    let (base_id, base_dir) = (base.id.clone(), base.dir.clone());
+    drop(base);
+    complete::forget(c, &base_id).unwrap();
+    let leftover = c.join("tmp/build-killed/tree");
+    fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    fs::set_permissions(&base_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&base_dir, &leftover).unwrap();
+    fs::set_permissions(leftover.join("a"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_dir_all(leftover.join("a")).unwrap();
+
+    write(ws.path(), "empty", "changed");
+    let next = take(ws.path(), c, &[]).unwrap();
+    assert!(!next.reused);
+    assert_eq!(nar_hash(&next.dir).unwrap(), nar_hash(ws.path()).unwrap());
+    assert!(recent_trees(c, 10).iter().all(|id| *id != base_id));
+    let keep = HashSet::from([next.id.clone()]);
+    drop(next);
+    gc(c, &keep, &gc_lock(c)).unwrap();
+    assert!(!c.join("tmp/build-killed").exists());
+    assert!(!c.join("leases").join(&base_id).exists());
+}
