@@ -139,7 +139,6 @@ mod tests {
         "STORE_DEVICE",
         "STORE_DIR",
         "STYLE",
-        "SYNCS_LEASE",
         "SYSTEM_PATH",
         "WORKSPACE",
     ];
