@@ -46,13 +46,9 @@ const PATCH_LIMIT: usize = 5_000;
 /// Step 1 on the host. Args: host dir, snapshot hex, temp id, owner id, candidate
 /// hexes. Claims the snapshot for this owner (gc on the host keeps claimed snapshots),
 /// then takes the first candidate tree whose lease it can lock exclusively (nobody uses
-/// it) by renaming it to `tmp/ID.tree`, with a fresh mtime, and holds the `syncs` lease
+/// it) by renaming it to `tmp/ID.tree`, with a fresh mtime, and holds [`SYNCS_LEASE`]
 /// for the patch until that tree is gone from there. Otherwise `cold` when the host has
-/// no objects, else `absent`, holding the `syncs` lease until `tmp/ID` is gone.
-///
-/// The `syncs` lease (`leases/syncs`): every sync holds it shared from its first change
-/// on the host to its end; gc on the host takes it exclusively before it removes objects
-/// or temporary trees.
+/// no objects (nothing to ask MISSING about), else `absent`.
 pub(crate) const QUERY: &str = r#"set -eu
 mkdir -p "$1/objects" "$1/tmp" "$1/leases" "$1/owners/$4" && cd "$1"
 hex=$2 id=$3 owner=$4
@@ -85,17 +81,12 @@ done
 # No objects at all (a new host dir): everything travels, no MISSING step.
 set -- objects/*
 if [ ! -e "$1" ]; then echo cold; exit 0; fi
-# MISSING's answer must hold until the tree is published: gc removes no object while
-# the sync's shared lease is held, here by a process of its own until RECEIVE has
-# removed tmp/ID (capped as above).
-mkdir -p "tmp/$id"
-exec 9>>leases/syncs
-flock -s 9
-# shellcheck disable=SC2016
-detached 'while [ -d "$1" ] && [ "$2" -gt 0 ]; do sleep 1; set -- "$1" $(($2 - 1)); done' \
-  pikaci-sync-hold "tmp/$id" 1800
 echo absent
 "#;
+
+/// The lease every sync holds (shared) from its first change on the host to its end;
+/// gc on the host takes it exclusively before it removes objects or temporary trees.
+pub(crate) const SYNCS_LEASE: &str = "syncs";
 
 /// Full sync, step 2. Args: host dir. Stdin: object names, one a line, sorted bytewise;
 /// prints those the host lacks. One `find` and `comm` instead of a test per object:
@@ -119,7 +110,8 @@ exec 9>>leases/syncs
 flock -s 9
 t="tmp/$3"
 trap 'discard "$t"; discard "$t.tree"' EXIT
-mkdir -p objects snapshots "$t/tree"
+mkdir -p snapshots "$t/tree"
+object_dirs
 tar -x -f - --no-same-owner --skip-old-files
 # Read-only below the top before it is published; the top after its move (see QUERY).
 find "$t/tree" -mindepth 1 -type d -exec chmod 0555 {} +
@@ -134,7 +126,7 @@ detached 'for t; do find "$t" -type d -exec chmod u+w {} + 2>/dev/null; rm -rf -
   pikaci-sync-discard "$t" "$t.tree"
 "#;
 
-/// Patch, under the shared `syncs` lease. Args: host dir, snapshot hex, temp id.
+/// Patch, under the shared [`SYNCS_LEASE`]. Args: host dir, snapshot hex, temp id.
 /// Stdin: a tar of NUL-separated lists of the paths to remove (every changed path the
 /// old tree has: the tree stream skips existing files) and of the directories to open
 /// for writing and close again, and `tree.tar`, the tree stream ([`pack`]) of the
@@ -149,6 +141,7 @@ mkdir -p "$t"
 tar -x -f - --no-same-owner
 (cd "$t.tree" && xargs -0 -r chmod u+w -- < "../$3/open")
 (cd "$t.tree" && xargs -0 -r rm -rf -- < "../$3/remove")
+object_dirs
 tar -x -f "$t/tree.tar" --no-same-owner --skip-old-files
 (cd "$t.tree" && xargs -0 -r chmod 0555 -- < "../$3/close")
 chmod u+w "$t.tree"
@@ -321,9 +314,15 @@ pub fn sync(
         }
         // Too different: a fresh tree (RECEIVE discards the taken one).
     }
-    // From here to the end of RECEIVE gc on the host collects no object and no
-    // temporary tree: QUERY left a holder of the shared `syncs` lease (for `absent`, and
-    // for a taken tree), and RECEIVE takes it too.
+    // MISSING's answer must hold until the tree is published: gc on the host collects
+    // no object while this lease is held (until the sync returns). A taken tree has a
+    // holder on the host already (QUERY), RECEIVE takes the lease itself, and a host
+    // with no objects has nothing to lose before it.
+    let _syncing = if answer == "absent" {
+        Some(lease(transport, host_dir, SYNCS_LEASE, deadline, cancel)?)
+    } else {
+        None
+    };
     let missing = if host_has_objects {
         Some(missing_objects(
             transport, host_dir, &tree, deadline, cancel,
@@ -378,8 +377,8 @@ fn missing_objects(
 }
 
 /// Takes a shared lease `leases/<name>` under `host_dir`: on a snapshot's hex, so no
-/// other sync patches that tree and no gc removes it while this run uses it; on `syncs`
-/// (see [`QUERY`]), so gc leaves a sync's objects and temporary trees alone. Held until
+/// other sync patches that tree and no gc removes it while this run uses it; on
+/// [`SYNCS_LEASE`], so gc leaves a sync's objects and temporary trees alone. Held until
 /// the returned process is dropped (its stdin closes); also released if pikaci dies.
 pub fn lease(
     transport: &dyn Transport,
