@@ -320,7 +320,7 @@ fn check_gc_during_a_cold_sync(host: &Host) {
             sync(
                 &paused,
                 cache.path(),
-                &next.nar_hash,
+                &next.id,
                 work.path(),
                 soon(),
                 &Cancel::new(),
@@ -351,7 +351,7 @@ fn check_gc_during_a_cold_sync(host: &Host) {
             "query, missing objects (b is there), stream of a"
         );
         if let Some(hash) = host_hash(ssh, &stats.dir) {
-            assert_eq!(hash, next.nar_hash);
+            assert_eq!(hash, snapshot::nar_hash(&next.dir).unwrap());
         }
     });
     gc(&repo, "0");

@@ -220,15 +220,8 @@ fn check_cold_sync_stores_each_content_once(transport: &dyn Transport) {
     let cancel = Cancel::new();
     let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
     let sync_now = |id: &str| {
-        sync(
-            transport,
-            cache.path(),
-            id,
-            host.path(),
-            soon(),
-            &cancel,
-        )
-        .unwrap_or_else(|e| panic!("{}", pikaci::error::chain(&e)))
+        sync(transport, cache.path(), id, host.path(), soon(), &cancel)
+            .unwrap_or_else(|e| panic!("{}", pikaci::error::chain(&e)))
     };
     let cold = sync_now(&snap.id);
     assert_eq!(cold.round_trips, 2, "{cold:?}");
