@@ -331,9 +331,16 @@ pub fn sync(
         None
     };
     stats.round_trips += u32::from(host_has_objects);
-    let (stream, producer) =
+    let (stream, len, producer) =
         pack_tree(cache, tree, missing, &id, cancel).map_err(SyncError::Pack)?;
-    let sent = send(RECEIVE, stream);
+    let receive = host_sh(RECEIVE, "pikaci-sync")
+        .arg(host_dir)
+        .arg(&hex)
+        .arg(&id);
+    let sent = transport
+        .run_stream(&receive, stream, len, deadline, cancel)
+        .map(drop)
+        .map_err(SyncError::from);
     // A stream its producer cut short fails on the host too: the producer's error says
     // why, unless it is only the broken pipe of a host that failed first. (After a
     // transport error a producer still under way ends as its pipe closes.)

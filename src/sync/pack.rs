@@ -3,7 +3,7 @@
 //! and patch syncs.
 
 use std::collections::HashSet;
-use std::io::{Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::Diff;
@@ -48,12 +48,14 @@ fn pack_entries<W: Write>(
     entries: &[&TreeEntry],
     host_lacks: &dyn Fn(&str) -> bool,
     root: &Path,
-    cancel: &Cancel,
+    contents: Contents,
 ) -> std::io::Result<(u64, u64)> {
     let (mut objects, mut bytes) = (0u64, 0u64);
     let mut sent: HashSet<String> = HashSet::new();
     for entry in entries {
-        if cancel.is_cancelled() {
+        if let Contents::Read(cancel) = contents
+            && cancel.is_cancelled()
+        {
             return Err(std::io::Error::other(PackCancelled));
         }
         let path = root.join(&entry.path);
@@ -63,7 +65,7 @@ fn pack_entries<W: Write>(
                 let stored = Path::new("objects").join(&name);
                 if host_lacks(&name) && sent.insert(name) {
                     let local = snapshot::object_path(cache, hash, *executable);
-                    bytes += append_file(tar, &local, *executable, &path, cancel)?;
+                    bytes += append_file(tar, &local, *executable, &path, contents)?;
                     objects += 1;
                     append_link(tar, tar::EntryType::Link, &stored, &path)?;
                 } else {
@@ -78,25 +80,57 @@ fn pack_entries<W: Write>(
     Ok((objects, bytes))
 }
 
+/// Where a stream's contents come from: the objects (reads that stop when the run is
+/// cancelled), or for [`stream_len`] zeros of their sizes.
+#[derive(Clone, Copy)]
+enum Contents<'a> {
+    Read(&'a Cancel),
+    Sizes,
+}
+
 /// Appends the object at `local` as a regular file at `path`; returns its size.
 fn append_file<W: Write>(
     tar: &mut tar::Builder<W>,
     local: &Path,
     executable: bool,
     path: &Path,
-    cancel: &Cancel,
+    contents: Contents,
 ) -> std::io::Result<u64> {
-    let file = std::fs::File::open(local)?;
-    let size = file.metadata()?.len();
     let mut h = tar::Header::new_gnu();
-    h.set_size(size);
     h.set_mode(if executable { 0o555 } else { 0o444 });
-    let mut reader = Cancellable {
-        inner: file,
-        cancel,
+    let size = match contents {
+        Contents::Read(cancel) => {
+            let file = std::fs::File::open(local)?;
+            let size = file.metadata()?.len();
+            h.set_size(size);
+            let mut reader = Cancellable {
+                inner: file,
+                cancel,
+            };
+            tar.append_data(&mut h, path, &mut reader)?;
+            size
+        }
+        Contents::Sizes => {
+            let size = std::fs::metadata(local)?.len();
+            h.set_size(size);
+            tar.append_data(&mut h, path, std::io::repeat(0).take(size))?;
+            size
+        }
     };
-    tar.append_data(&mut h, path, &mut reader)?;
     Ok(size)
+}
+
+/// A writer that only counts.
+struct Count(u64);
+
+impl Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Appends a hard link or a symlink at `path` pointing to `target`.
@@ -149,7 +183,14 @@ pub(super) fn pack_patch(
 ) -> std::io::Result<Packed<std::fs::File>> {
     let root = PathBuf::from("tmp").join(format!("{id}.tree"));
     let mut tree = builder(tempfile::tempfile()?);
-    let (objects, bytes) = pack_entries(&mut tree, cache, &diff.changed, &|_| true, &root, cancel)?;
+    let (objects, bytes) = pack_entries(
+        &mut tree,
+        cache,
+        &diff.changed,
+        &|_| true,
+        &root,
+        Contents::Read(cancel),
+    )?;
     let mut tree = tree.into_inner()?;
     let tree_len = tree.stream_position()?;
     tree.rewind()?;
@@ -187,27 +228,41 @@ pub(super) fn pack_patch(
 pub(super) type Producer = std::thread::JoinHandle<std::io::Result<Packed<()>>>;
 
 /// The cold stream: the whole tree under `tmp/ID/tree/`, with the contents of the
-/// objects in `missing` (all of them when it is None: the host has none). Written by a
-/// thread into a pipe, whose read end is returned: the host unpacks while this machine
-/// still reads objects (a file first would be a second full pass, with no overlap).
+/// objects in `missing` (all of them when it is None: the host has none), and its
+/// length (what the stream will carry, from the objects' sizes: a stream of known length
+/// can go over the host's command channel). Written by a thread into a pipe, whose read
+/// end is returned: the host unpacks while this machine still reads objects (a file
+/// first would be a second full pass, with no overlap).
 pub(super) fn pack_tree(
     cache: &Path,
     tree: Vec<TreeEntry>,
     missing: Option<HashSet<String>>,
     id: &str,
     cancel: &Cancel,
-) -> std::io::Result<(std::fs::File, Producer)> {
+) -> std::io::Result<(std::fs::File, u64, Producer)> {
+    let root = PathBuf::from("tmp").join(id).join("tree");
+    let lacks = move |name: &str| missing.as_ref().is_none_or(|m| m.contains(name));
+    let len = {
+        let entries: Vec<&TreeEntry> = tree.iter().collect();
+        let mut count = builder(Count(0));
+        pack_entries(&mut count, cache, &entries, &lacks, &root, Contents::Sizes)?;
+        count.into_inner()?.0
+    };
     let (reader, writer) = std::io::pipe()?;
-    let (cache, id, cancel) = (cache.to_path_buf(), id.to_string(), cancel.clone());
+    let (cache, cancel) = (cache.to_path_buf(), cancel.clone());
     let producer = std::thread::Builder::new()
         .name("pikaci-pack".into())
         .spawn(move || {
             let entries: Vec<&TreeEntry> = tree.iter().collect();
-            let root = PathBuf::from("tmp").join(&id).join("tree");
-            let lacks = |name: &str| missing.as_ref().is_none_or(|m| m.contains(name));
             let mut tar = builder(std::io::BufWriter::with_capacity(1 << 20, writer));
-            let (objects, bytes) =
-                pack_entries(&mut tar, &cache, &entries, &lacks, &root, &cancel)?;
+            let (objects, bytes) = pack_entries(
+                &mut tar,
+                &cache,
+                &entries,
+                &lacks,
+                &root,
+                Contents::Read(&cancel),
+            )?;
             tar.into_inner()?.flush()?;
             Ok(Packed {
                 stream: (),
@@ -217,6 +272,7 @@ pub(super) fn pack_tree(
         })?;
     Ok((
         std::fs::File::from(std::os::fd::OwnedFd::from(reader)),
+        len,
         producer,
     ))
 }
