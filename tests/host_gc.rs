@@ -286,3 +286,86 @@ fn gc_during_a_patch_keeps_the_tree_being_patched_over_ssh() {
 fn gc_during_a_patch_keeps_the_tree_being_patched_locally() {
     check_gc_during_a_patch(&Host::Local);
 }
+
+/// gc on the host between a cold sync's MISSING and its stream, after the tree that
+/// linked the objects MISSING found has gone: those objects stay (the query holds the
+/// shared `syncs` lease until the stream is done), and the sync completes.
+fn check_gc_during_a_cold_sync(host: &Host) {
+    let work = tempfile::tempdir().unwrap();
+    let repo = host.repo(work.path());
+    let ssh = host.transport();
+    let cache = tempfile::tempdir().unwrap();
+    let first = synced(
+        ssh,
+        cache.path(),
+        work.path(),
+        &[("a", "1\n"), ("b", "2\n")],
+    );
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("a"), "changed\n").unwrap();
+    std::fs::write(ws.path().join("b"), "2\n").unwrap();
+    let next = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    // Leased, so the next sync cannot patch it: a fresh tree, with MISSING.
+    let first_lease = lease(ssh, work.path(), &first, soon(), &Cancel::new()).unwrap();
+    let (reached_tx, reached) = channel();
+    let (go, go_rx) = channel();
+    let paused = Paused {
+        inner: ssh,
+        reached: reached_tx,
+        go: Mutex::new(go_rx),
+    };
+    std::thread::scope(|s| {
+        let go = go;
+        let syncing = s.spawn(|| {
+            sync(
+                &paused,
+                cache.path(),
+                &next.id,
+                work.path(),
+                soon(),
+                &Cancel::new(),
+            )
+        });
+        reached.recv().unwrap();
+        // The first tree unleased and unclaimed (its owner's state dir forgotten): gc
+        // removes it, and its objects would have no tree left.
+        drop(first_lease);
+        for owner in std::fs::read_dir(work.path().join("owners")).unwrap() {
+            let _ = std::fs::remove_file(owner.unwrap().path().join(&first));
+        }
+        let out = gc(&repo, "0");
+        let snapshots = work.path().join("snapshots");
+        assert!(!snapshots.join(&first).exists(), "the old tree went: {out}");
+        assert!(out.contains("syncs in flight"), "{out}");
+        go.send(()).unwrap();
+        let stats = syncing.join().unwrap().unwrap_or_else(|e| {
+            panic!("the sync failed: {}", pikaci::error::chain(&e));
+        });
+        assert_eq!(
+            (
+                stats.patched_from.as_deref(),
+                stats.round_trips,
+                stats.objects_sent
+            ),
+            (None, 3, 1),
+            "query, missing objects (b is there), stream of a"
+        );
+        if let Some(hash) = host_hash(ssh, &stats.dir) {
+            assert_eq!(hash, snapshot::nar_hash(&next.dir).unwrap());
+        }
+    });
+    gc(&repo, "0");
+    let left = std::fs::read_dir(work.path().join("tmp")).unwrap().count();
+    assert_eq!(left, 0, "nothing left in tmp/ once the sync is over");
+}
+
+#[test]
+fn gc_during_a_cold_sync_keeps_the_objects_it_counts_on_over_ssh() {
+    let Some(host) = Host::ssh() else { return };
+    check_gc_during_a_cold_sync(&host);
+}
+
+#[test]
+fn gc_during_a_cold_sync_keeps_the_objects_it_counts_on_locally() {
+    check_gc_during_a_cold_sync(&Host::Local);
+}

@@ -79,7 +79,10 @@ fn check_sync(transport: &dyn Transport) {
         |id: &str| sync(transport, cache.path(), id, &host_dir, soon(), &cancel).unwrap();
 
     let cold = sync_now(&snap.id);
-    assert_eq!(cold.round_trips, 3, "query, missing objects, stream");
+    assert_eq!(
+        cold.round_trips, 2,
+        "query, stream: a new host dir has no objects to ask about"
+    );
     assert_eq!(
         cold.objects_sent, 6,
         "7 files, two with the same content (the symlink is no object)"
@@ -175,6 +178,119 @@ fn check_sync(transport: &dyn Transport) {
     let empty = || std::fs::read_dir(&tmp).unwrap().count() == 0;
     let emptied = crate::harness::eventually(Duration::from_secs(30), empty);
     assert!(emptied, "no temporary trees left behind");
+}
+
+/// The object an entry of the host's tree is, by the local snapshot's manifest.
+fn object_of(entry: &snapshot::TreeEntry) -> Option<String> {
+    match &entry.kind {
+        snapshot::TreeKind::File { hash, executable } => Some(format!(
+            "{}/{}{}",
+            &hash[..2],
+            &hash[2..],
+            if *executable { "-x" } else { "" }
+        )),
+        snapshot::TreeKind::Symlink { .. } => None,
+    }
+}
+
+/// A cold sync writes each content once on the host, straight into the tree, and stores
+/// it in `objects/` as the same file: every tree file is its object (one inode), with
+/// mode 0555 for `-x` objects and 0444 for the others, and directories are read-only.
+/// A second cold sync into that host dir (the first tree leased) asks which objects it
+/// has and sends only the others.
+fn check_cold_sync_stores_each_content_once(transport: &dyn Transport) {
+    use std::os::unix::fs::MetadataExt;
+    let ws = workspace();
+    write(
+        ws.path(),
+        "dup/same-c",
+        "same content
+",
+    );
+    write(ws.path(), "dup/run2.sh", "#!/bin/sh\n");
+    write(ws.path(), "run-copy.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(
+        ws.path().join("run-copy.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../same-a", ws.path().join("dup/link")).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let cancel = Cancel::new();
+    let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let sync_now = |id: &str| {
+        sync(transport, cache.path(), id, host.path(), soon(), &cancel)
+            .unwrap_or_else(|e| panic!("{}", pikaci::error::chain(&e)))
+    };
+    let cold = sync_now(&snap.id);
+    assert_eq!(cold.round_trips, 2, "{cold:?}");
+    // run.sh and run-copy.sh share `-x`, dup/run2.sh is the same content without it.
+    assert_eq!(cold.objects_sent, 7, "an object per content and mode, once");
+    if let Some(hash) = host_hash(transport, &cold.dir) {
+        assert_eq!(hash, snapshot::nar_hash(&snap.dir).unwrap());
+    }
+    let tree = snapshot::tree(cache.path(), &snap.id).unwrap();
+    for entry in &tree {
+        let path = cold.dir.join(&entry.path);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let Some(name) = object_of(entry) else {
+            assert!(meta.file_type().is_symlink(), "{path:?}");
+            continue;
+        };
+        let object = std::fs::metadata(host.path().join("objects").join(&name)).unwrap();
+        assert_eq!(meta.ino(), object.ino(), "{path:?} is its object {name}");
+        let mode = if name.ends_with("-x") { 0o555 } else { 0o444 };
+        assert_eq!(meta.mode() & 0o777, mode, "{path:?}");
+    }
+    let objects = walk_files(&host.path().join("objects"));
+    assert_eq!(objects.len(), 7, "{objects:?}");
+    for dir in ["", "dup", "src/deep"] {
+        let mode = std::fs::metadata(cold.dir.join(dir)).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o555, "{dir:?} is read-only");
+    }
+
+    let _lease = pikaci::sync::lease(transport, host.path(), &snap.id, soon(), &cancel).unwrap();
+    write(ws.path(), "dup/new.txt", "new\n");
+    let second = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let warm = sync_now(&second.id);
+    assert_eq!(warm.patched_from, None, "the only tree is leased");
+    assert_eq!(
+        (warm.round_trips, warm.objects_sent),
+        (3, 1),
+        "query, missing objects, stream of the one new content"
+    );
+    if let Some(hash) = host_hash(transport, &warm.dir) {
+        assert_eq!(hash, snapshot::nar_hash(&second.dir).unwrap());
+    }
+    let tmp = host.path().join("tmp");
+    let empty = || std::fs::read_dir(&tmp).unwrap().count() == 0;
+    let emptied = crate::harness::eventually(Duration::from_secs(30), empty);
+    assert!(emptied, "no temporary trees left behind");
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cold_sync_stores_each_content_once_over_ssh() {
+    let Some(ssh) = ssh() else { return };
+    check_cold_sync_stores_each_content_once(&ssh);
+}
+
+#[test]
+fn a_cold_sync_stores_each_content_once_locally() {
+    check_cold_sync_stores_each_content_once(&Local);
 }
 
 /// To a host with a Nix store of its own (scripts/testbed/hosts.sh), as a remote one is:

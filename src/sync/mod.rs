@@ -10,7 +10,11 @@
 //!   place: only changed entries travel and only they are touched, so one changed file
 //!   costs one small stream, not a tree of hard links per file;
 //! - `absent`: a second round trip lists the objects the host lacks, and one tar stream
-//!   brings them and the whole tree as hard links.
+//!   brings the tree, unpacked straight into place: the contents the host lacks at
+//!   their paths (and linked into `objects/` from there), hard links to `objects/` for
+//!   the rest;
+//! - `cold`: as `absent` for a host with no objects at all, without the second round
+//!   trip: everything travels.
 //!
 //! New trees are built under `tmp/` and published with a rename, so no half-synced tree
 //! is ever used and two runs syncing the same snapshot both succeed. A run holds a shared
@@ -43,7 +47,8 @@ const PATCH_LIMIT: usize = 5_000;
 /// hexes. Claims the snapshot for this owner (gc on the host keeps claimed snapshots),
 /// then takes the first candidate tree whose lease it can lock exclusively (nobody uses
 /// it) by renaming it to `tmp/ID.tree`, with a fresh mtime, and holds [`SYNCS_LEASE`]
-/// for the patch until that tree is gone from there.
+/// for the patch until that tree is gone from there. Otherwise `cold` when the host has
+/// no objects (nothing to ask MISSING about), else `absent`.
 pub(crate) const QUERY: &str = r#"set -eu
 mkdir -p "$1/objects" "$1/tmp" "$1/leases" "$1/owners/$4" && cd "$1"
 hex=$2 id=$3 owner=$4
@@ -73,6 +78,9 @@ for base in "$@"; do
   fi
   exec 8>&-
 done
+# No objects at all (a new host dir): everything travels, no MISSING step.
+set -- objects/*
+if [ ! -e "$1" ]; then echo cold; exit 0; fi
 echo absent
 "#;
 
@@ -92,31 +100,37 @@ trap 'rm -f "$have"' EXIT
 comm -23 - "$have"
 "#;
 
-/// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: a tar with
-/// `tree.tar`, the tree under `tmp/ID/tree/`, and the missing contents (`tmp/ID/new/`).
+/// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: the tree stream
+/// ([`pack`]) under `tmp/ID/tree/`, unpacked straight into place: contents at their
+/// paths, each new object linked into `objects/` from there, the rest linked from
+/// `objects/`. A tree taken for a patch that turned out too large (`tmp/ID.tree`) goes.
 pub(crate) const RECEIVE: &str = r#"set -eu
 cd "$1"
+exec 9>>leases/syncs
+flock -s 9
 t="tmp/$3"
 trap 'discard "$t"; discard "$t.tree"' EXIT
-mkdir -p objects snapshots "$t/tree"
-tar -x -f - --no-same-owner
-tar -x -f "$t/tree.tar" --no-same-owner
-if [ -d "$t/new" ]; then adopt "$t/new"; fi
+mkdir -p snapshots "$t/tree"
+object_dirs
+tar -x -f - --no-same-owner --skip-old-files
 # Read-only below the top before it is published; the top after its move (see QUERY).
 find "$t/tree" -mindepth 1 -type d -exec chmod 0555 {} +
 publish "$t/tree" "$2"
-# The staged copies are 20,000 unlinks for a 20,000-file tree: removed after the
-# answer, by a process of their own (gc removes what a killed one leaves).
 trap - EXIT
+if [ ! -e "$t/tree" ] && [ ! -e "$t.tree" ]; then rm -rf -- "$t"; exit 0; fi
+# Another sync published the same tree first, or a taken tree is left: 20,000 unlinks
+# for a 20,000-file tree, removed after the answer by a process of their own (gc
+# removes what a killed one leaves).
 # shellcheck disable=SC2016
 detached 'for t; do find "$t" -type d -exec chmod u+w {} + 2>/dev/null; rm -rf -- "$t"; done' \
   pikaci-sync-discard "$t" "$t.tree"
 "#;
 
 /// Patch, under the shared [`SYNCS_LEASE`]. Args: host dir, snapshot hex, temp id.
-/// Stdin: a tar with the changed contents (`tmp/ID/new/`), NUL-separated lists of the
-/// paths to remove and of the directories to open for writing and close again, and
-/// `tree.tar`, the changed entries of `tmp/ID.tree/`.
+/// Stdin: a tar of NUL-separated lists of the paths to remove (every changed path the
+/// old tree has: the tree stream skips existing files) and of the directories to open
+/// for writing and close again, and `tree.tar`, the tree stream ([`pack`]) of the
+/// changed entries of `tmp/ID.tree/`.
 pub(crate) const PATCH: &str = r#"set -eu
 cd "$1"
 exec 9>>leases/syncs
@@ -127,8 +141,8 @@ mkdir -p "$t"
 tar -x -f - --no-same-owner
 (cd "$t.tree" && xargs -0 -r chmod u+w -- < "../$3/open")
 (cd "$t.tree" && xargs -0 -r rm -rf -- < "../$3/remove")
-tar -x -f "$t/tree.tar" --no-same-owner
-if [ -d "$t/new" ]; then adopt "$t/new"; fi
+object_dirs
+tar -x -f "$t/tree.tar" --no-same-owner --skip-old-files
 (cd "$t.tree" && xargs -0 -r chmod 0555 -- < "../$3/close")
 chmod u+w "$t.tree"
 publish "$t.tree" "$2"
@@ -274,11 +288,12 @@ pub fn sync(
     let answer = transport.run(&query, b"", deadline, cancel)?;
     stats.round_trips += 1;
     let answer = String::from_utf8_lossy(&answer.stdout).trim().to_string();
-    let base = match answer.as_str() {
+    let (base, host_has_objects) = match answer.as_str() {
         "present" => return Ok(stats),
-        "absent" => None,
+        "cold" => (None, false),
+        "absent" => (None, true),
         other => match other.strip_prefix("patch ") {
-            Some(base) => Some(base.to_string()),
+            Some(base) => (Some(base.to_string()), true),
             None => return Err(SyncError::Protocol(other.to_string())),
         },
     };
@@ -299,24 +314,33 @@ pub fn sync(
         }
         // Too different: a fresh tree (RECEIVE discards the taken one).
     }
-    // Held until the sync returns: gc on the host collects no object and no temporary
-    // tree while a sync is under way. (A patch needs no session for it: QUERY left a
-    // holder on the host, and PATCH takes it too.)
-    let _syncing = lease(transport, host_dir, SYNCS_LEASE, deadline, cancel)?;
-
-    let names: Vec<String> = unique_objects(&tree).into_iter().collect();
-    let missing = host_sh(MISSING, "pikaci-sync").arg(host_dir);
-    let answer = transport.run(
-        &missing,
-        (names.join("\n") + "\n").as_bytes(),
-        deadline,
-        cancel,
-    )?;
-    stats.round_trips += 1;
-    let missing: HashSet<String> = answer.stdout.lines().map_while(Result::ok).collect();
-    let (stream, producer) =
+    // MISSING's answer must hold until the tree is published: gc on the host collects
+    // no object while this lease is held (until the sync returns). A taken tree has a
+    // holder on the host already (QUERY), RECEIVE takes the lease itself, and a host
+    // with no objects has nothing to lose before it.
+    let _syncing = if answer == "absent" {
+        Some(lease(transport, host_dir, SYNCS_LEASE, deadline, cancel)?)
+    } else {
+        None
+    };
+    let missing = if host_has_objects {
+        Some(missing_objects(
+            transport, host_dir, &tree, deadline, cancel,
+        )?)
+    } else {
+        None
+    };
+    stats.round_trips += u32::from(host_has_objects);
+    let (stream, len, producer) =
         pack_tree(cache, tree, missing, &id, cancel).map_err(SyncError::Pack)?;
-    let sent = send(RECEIVE, stream);
+    let receive = host_sh(RECEIVE, "pikaci-sync")
+        .arg(host_dir)
+        .arg(&hex)
+        .arg(&id);
+    let sent = transport
+        .run_stream(&receive, stream, len, deadline, cancel)
+        .map(drop)
+        .map_err(SyncError::from);
     // A stream its producer cut short fails on the host too: the producer's error says
     // why, unless it is only the broken pipe of a host that failed first. (After a
     // transport error a producer still under way ends as its pipe closes.)
@@ -338,6 +362,25 @@ pub fn sync(
     stats.round_trips += 1;
     (stats.objects_sent, stats.bytes_sent) = (packed.objects, packed.bytes);
     Ok(stats)
+}
+
+/// The objects of `tree` the host lacks (MISSING).
+fn missing_objects(
+    transport: &dyn Transport,
+    host_dir: &Path,
+    tree: &[TreeEntry],
+    deadline: Instant,
+    cancel: &Cancel,
+) -> Result<HashSet<String>, SyncError> {
+    let names: Vec<String> = unique_objects(tree).into_iter().collect();
+    let missing = host_sh(MISSING, "pikaci-sync").arg(host_dir);
+    let answer = transport.run(
+        &missing,
+        (names.join("\n") + "\n").as_bytes(),
+        deadline,
+        cancel,
+    )?;
+    Ok(answer.stdout.lines().map_while(Result::ok).collect())
 }
 
 /// Takes a shared lease `leases/<name>` under `host_dir`: on a snapshot's hex, so no
@@ -395,7 +438,7 @@ struct Diff<'a> {
     /// Entries that are new or differ, in the new tree's order.
     changed: Vec<&'a TreeEntry>,
     /// Paths of the old tree that must go first: entries and directories the new tree
-    /// does not have (also where a file becomes a directory or back).
+    /// does not have or has changed (also where a file becomes a directory or back).
     removed: Vec<PathBuf>,
     /// Directories of the old tree to open for writing: the ancestors of changed and
     /// removed paths, the root as `.`.
@@ -422,13 +465,22 @@ impl<'a> Diff<'a> {
         };
         let old_dirs = dirs_of(&mut old.iter().map(|e| e.path.as_path()));
         let new_dirs = dirs_of(&mut new.iter().map(|e| e.path.as_path()));
+        // Changed entries the old tree has go too: the tree stream skips existing files
+        // (it must not replace an object another sync just added).
         let mut removed: Vec<PathBuf> = old
             .iter()
             .map(|e| e.path.clone())
             .filter(|p| !new_paths.contains(p.as_path()))
             .chain(old_dirs.difference(&new_dirs).cloned())
+            .chain(
+                changed
+                    .iter()
+                    .filter(|e| old_kinds.contains_key(e.path.as_path()))
+                    .map(|e| e.path.clone()),
+            )
             .collect();
         removed.sort();
+        removed.dedup();
         // Only paths that are directories: a chmod on a file would change the shared
         // object behind its hard link.
         let root = PathBuf::from(".");

@@ -1,8 +1,9 @@
-//! The streams a sync sends: contents the host lacks and the tree as hard links to
-//! them or to the host's `objects/`, built by one function for cold and patch syncs.
+//! The streams a sync sends: the tree with the contents the host lacks at their paths
+//! and hard links to the host's `objects/` for the rest, built by one function for cold
+//! and patch syncs.
 
 use std::collections::HashSet;
-use std::io::{Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::Diff;
@@ -31,96 +32,127 @@ pub(super) struct Packed<S> {
     pub bytes: u64,
 }
 
-/// The one stream of both kinds of sync, so what a cold sync and a patch send cannot
-/// differ, written to `out`: `tmp/ID/tree.tar`, which puts `entries` under `root` as hard
-/// links to new copies or to `objects/`, then the contents the host lacks under
-/// `tmp/ID/new/`, one per object name (the same content executable and not is two
-/// objects), then the `extra` files under `tmp/ID/`. The links come first: the host
-/// unpacks the contents as they arrive and needs the links only at the end.
-#[allow(clippy::too_many_arguments)]
-fn pack<W: Write>(
-    out: W,
+/// The tree stream of both kinds of sync, so what a cold sync and a patch send cannot
+/// differ: `entries` under `root`, appended to `tar`, unpacked on the host in one pass
+/// with `--skip-old-files`. The first entry of each object the host lacks is a regular
+/// file (mode 0444, 0555 for `-x` objects) followed by a hard link `objects/NAME` to it:
+/// the contents land where the tree needs them and the store links them from there, so
+/// the host writes each content once and links it once. Later entries of that object,
+/// and those of objects the host has, are hard links to `objects/NAME`. A stream cut
+/// short leaves no partial object: the `objects/` link follows the complete file. When
+/// another sync added the same object first, its link is skipped and the tree keeps its
+/// own copy (same content).
+fn pack_entries<W: Write>(
+    tar: &mut tar::Builder<W>,
     cache: &Path,
     entries: &[&TreeEntry],
     host_lacks: &dyn Fn(&str) -> bool,
     root: &Path,
-    id: &str,
-    extra: Vec<(&str, Vec<u8>)>,
-    cancel: &Cancel,
-) -> std::io::Result<Packed<W>> {
-    let base = PathBuf::from("tmp").join(id);
-    let mut links = tar::Builder::new(tempfile::tempfile()?);
-    links.mode(tar::HeaderMode::Deterministic);
-    // Object name, local path, executable: in the order the tree first links them.
-    let mut to_send: Vec<(String, PathBuf, bool)> = Vec::new();
+    contents: Contents,
+) -> std::io::Result<(u64, u64)> {
+    let (mut objects, mut bytes) = (0u64, 0u64);
     let mut sent: HashSet<String> = HashSet::new();
     for entry in entries {
+        if let Contents::Read(cancel) = contents
+            && cancel.is_cancelled()
+        {
+            return Err(std::io::Error::other(PackCancelled));
+        }
         let path = root.join(&entry.path);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(0);
         match &entry.kind {
             TreeKind::File { hash, executable } => {
                 let name = object_name(hash, *executable);
-                let target = if host_lacks(&name) {
-                    let target = base.join("new").join(&name);
-                    if sent.insert(name.clone()) {
-                        let local = snapshot::object_path(cache, hash, *executable);
-                        to_send.push((name, local, *executable));
-                    }
-                    target
+                let stored = Path::new("objects").join(&name);
+                if host_lacks(&name) && sent.insert(name) {
+                    let local = snapshot::object_path(cache, hash, *executable);
+                    bytes += append_file(tar, &local, *executable, &path, contents)?;
+                    objects += 1;
+                    append_link(tar, tar::EntryType::Link, &stored, &path)?;
                 } else {
-                    Path::new("objects").join(&name)
-                };
-                header.set_entry_type(tar::EntryType::Link);
-                links.append_link(&mut header, &path, &target)?;
+                    append_link(tar, tar::EntryType::Link, &path, &stored)?;
+                }
             }
             TreeKind::Symlink { target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                links.append_link(&mut header, &path, target)?;
+                append_link(tar, tar::EntryType::Symlink, &path, target)?;
             }
         }
     }
-    let mut links = links.into_inner()?;
-    links.flush()?;
-    let links_len = links.stream_position()?;
-    links.rewind()?;
-    let mut outer = tar::Builder::new(out);
-    outer.mode(tar::HeaderMode::Deterministic);
+    Ok((objects, bytes))
+}
+
+/// Where a stream's contents come from: the objects (reads that stop when the run is
+/// cancelled), or for [`stream_len`] zeros of their sizes.
+#[derive(Clone, Copy)]
+enum Contents<'a> {
+    Read(&'a Cancel),
+    Sizes,
+}
+
+/// Appends the object at `local` as a regular file at `path`; returns its size.
+fn append_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    local: &Path,
+    executable: bool,
+    path: &Path,
+    contents: Contents,
+) -> std::io::Result<u64> {
     let mut h = tar::Header::new_gnu();
-    h.set_size(links_len);
-    h.set_mode(0o444);
-    outer.append_data(&mut h, base.join("tree.tar"), &mut links)?;
-    let (mut objects, mut bytes) = (0u64, 0u64);
-    for (name, local, executable) in to_send {
-        if cancel.is_cancelled() {
-            return Err(std::io::Error::other(PackCancelled));
+    h.set_mode(if executable { 0o555 } else { 0o444 });
+    let size = match contents {
+        Contents::Read(cancel) => {
+            let file = std::fs::File::open(local)?;
+            let size = file.metadata()?.len();
+            h.set_size(size);
+            let mut reader = Cancellable {
+                inner: file,
+                cancel,
+            };
+            tar.append_data(&mut h, path, &mut reader)?;
+            size
         }
-        let file = std::fs::File::open(&local)?;
-        let mut h = tar::Header::new_gnu();
-        h.set_size(file.metadata()?.len());
-        h.set_mode(if executable { 0o555 } else { 0o444 });
-        let mut reader = Cancellable {
-            inner: file,
-            cancel,
-        };
-        outer.append_data(&mut h, base.join("new").join(&name), &mut reader)?;
-        objects += 1;
-        bytes += h.size()?;
+        Contents::Sizes => {
+            let size = std::fs::metadata(local)?.len();
+            h.set_size(size);
+            tar.append_data(&mut h, path, std::io::repeat(0).take(size))?;
+            size
+        }
+    };
+    Ok(size)
+}
+
+/// A writer that only counts.
+struct Count(u64);
+
+impl Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
     }
-    for (name, data) in extra {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o444);
-        outer.append_data(&mut h, base.join(name), data.as_slice())?;
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
-    let mut stream = outer.into_inner()?;
-    stream.flush()?;
-    Ok(Packed {
-        stream,
-        objects,
-        bytes,
-    })
+}
+
+/// Appends a hard link or a symlink at `path` pointing to `target`.
+fn append_link<W: Write>(
+    tar: &mut tar::Builder<W>,
+    kind: tar::EntryType,
+    path: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(0);
+    header.set_entry_type(kind);
+    if kind == tar::EntryType::Symlink {
+        header.set_mode(0o777);
+    }
+    tar.append_link(&mut header, path, target)
+}
+
+fn builder<W: Write>(out: W) -> tar::Builder<W> {
+    let mut tar = tar::Builder::new(out);
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar
 }
 
 /// A file read that stops when the run is cancelled (a large object takes long to
@@ -139,16 +171,36 @@ impl std::io::Read for Cancellable<'_> {
     }
 }
 
-/// The patch stream: the changed entries under `tmp/ID.tree/` (all their contents
-/// travel), and the lists of what to remove, open and close; in a file (it is small and
-/// goes over the host's command channel, which needs its length).
+/// The patch stream: a tar of `tmp/ID/tree.tar`, the changed entries under
+/// `tmp/ID.tree/` (all their contents travel), and the lists of what to remove, open
+/// and close, which the host applies before it unpacks the tree; in a file (it is small
+/// and goes over the host's command channel, which needs its length).
 pub(super) fn pack_patch(
     cache: &Path,
     diff: &Diff,
     id: &str,
     cancel: &Cancel,
 ) -> std::io::Result<Packed<std::fs::File>> {
-    let lists = vec![
+    let root = PathBuf::from("tmp").join(format!("{id}.tree"));
+    let mut tree = builder(tempfile::tempfile()?);
+    let (objects, bytes) = pack_entries(
+        &mut tree,
+        cache,
+        &diff.changed,
+        &|_| true,
+        &root,
+        Contents::Read(cancel),
+    )?;
+    let mut tree = tree.into_inner()?;
+    let tree_len = tree.stream_position()?;
+    tree.rewind()?;
+    let base = PathBuf::from("tmp").join(id);
+    let mut outer = builder(tempfile::tempfile()?);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(tree_len);
+    h.set_mode(0o444);
+    outer.append_data(&mut h, base.join("tree.tar"), &mut tree)?;
+    let lists = [
         (
             "remove",
             nul_list(diff.removed.iter().map(PathBuf::as_path)),
@@ -156,63 +208,71 @@ pub(super) fn pack_patch(
         ("open", nul_list(diff.open.iter().map(PathBuf::as_path))),
         ("close", nul_list(diff.close.iter().map(PathBuf::as_path))),
     ];
-    let root = PathBuf::from("tmp").join(format!("{id}.tree"));
-    let file = tempfile::tempfile()?;
-    let mut packed = pack(
-        file,
-        cache,
-        &diff.changed,
-        &|_| true,
-        &root,
-        id,
-        lists,
-        cancel,
-    )?;
-    packed.stream.rewind()?;
-    Ok(packed)
+    for (name, data) in lists {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o444);
+        outer.append_data(&mut h, base.join(name), data.as_slice())?;
+    }
+    let mut stream = outer.into_inner()?;
+    stream.flush()?;
+    stream.rewind()?;
+    Ok(Packed {
+        stream,
+        objects,
+        bytes,
+    })
 }
 
 /// What a cold stream's producer reports when it is done.
 pub(super) type Producer = std::thread::JoinHandle<std::io::Result<Packed<()>>>;
 
-/// The cold stream: the whole tree under `tmp/ID/tree/`, with the objects in `missing`.
-/// Written by a thread into a pipe, whose read end is returned: the host unpacks while
-/// this machine still reads objects (a file first would be a second full pass, with no
-/// overlap).
+/// The cold stream: the whole tree under `tmp/ID/tree/`, with the contents of the
+/// objects in `missing` (all of them when it is None: the host has none), and its
+/// length (what the stream will carry, from the objects' sizes: a stream of known length
+/// can go over the host's command channel). Written by a thread into a pipe, whose read
+/// end is returned: the host unpacks while this machine still reads objects (a file
+/// first would be a second full pass, with no overlap).
 pub(super) fn pack_tree(
     cache: &Path,
     tree: Vec<TreeEntry>,
-    missing: HashSet<String>,
+    missing: Option<HashSet<String>>,
     id: &str,
     cancel: &Cancel,
-) -> std::io::Result<(std::fs::File, Producer)> {
+) -> std::io::Result<(std::fs::File, u64, Producer)> {
+    let root = PathBuf::from("tmp").join(id).join("tree");
+    let lacks = move |name: &str| missing.as_ref().is_none_or(|m| m.contains(name));
+    let len = {
+        let entries: Vec<&TreeEntry> = tree.iter().collect();
+        let mut count = builder(Count(0));
+        pack_entries(&mut count, cache, &entries, &lacks, &root, Contents::Sizes)?;
+        count.into_inner()?.0
+    };
     let (reader, writer) = std::io::pipe()?;
-    let (cache, id, cancel) = (cache.to_path_buf(), id.to_string(), cancel.clone());
+    let (cache, cancel) = (cache.to_path_buf(), cancel.clone());
     let producer = std::thread::Builder::new()
         .name("pikaci-pack".into())
         .spawn(move || {
             let entries: Vec<&TreeEntry> = tree.iter().collect();
-            let root = PathBuf::from("tmp").join(&id).join("tree");
-            let lacks = |name: &str| missing.contains(name);
-            let out = std::io::BufWriter::with_capacity(1 << 20, writer);
-            let packed = pack(
-                out,
+            let mut tar = builder(std::io::BufWriter::with_capacity(1 << 20, writer));
+            let (objects, bytes) = pack_entries(
+                &mut tar,
                 &cache,
                 &entries,
                 &lacks,
                 &root,
-                &id,
-                Vec::new(),
-                &cancel,
+                Contents::Read(&cancel),
             )?;
+            tar.into_inner()?.flush()?;
             Ok(Packed {
                 stream: (),
-                objects: packed.objects,
-                bytes: packed.bytes,
+                objects,
+                bytes,
             })
         })?;
     Ok((
         std::fs::File::from(std::os::fd::OwnedFd::from(reader)),
+        len,
         producer,
     ))
 }

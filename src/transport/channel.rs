@@ -5,14 +5,16 @@
 //! `pyenv init`); a command over the channel costs a pipe round trip and the loop's few
 //! forks.
 //!
-//! Request: `CMDLEN INLEN\n`, the command line (quoted once, by [`super::quote_argv`]),
-//! then the command's stdin. Answer: `STATUS OUTLEN ERRLEN\n`, then its stdout and
+//! Request: `CMDLEN INLEN\n` (or `CMDLEN INLEN stream\n`), the command line (quoted
+//! once, by [`super::quote_argv`]), then the command's stdin: stored on the host before
+//! the command starts, or for a stream piped into it as it arrives. Answer: `STATUS OUTLEN ERRLEN\n`, then its stdout and
 //! stderr. The loop reads exact byte counts with `head -c`, which must not read ahead
 //! of them: it checks that first (busybox's `head` reads ahead) and answers
 //! `unsupported`, and such a host gets a session per command as before.
 //!
-//! Only commands whose stdin is a small regular file go over the channel, one at a time;
-//! a command that finds it busy, and any stream, gets its own session. A command that
+//! Commands go over the channel one at a time: those whose stdin is a small regular
+//! file, and streams of a known length ([`super::Transport::run_stream`]); a command
+//! that finds it busy, and any other stream, gets its own session. A command that
 //! overruns its deadline or is cancelled ends the channel's ssh (its process group); the
 //! next command opens a new channel.
 
@@ -38,12 +40,20 @@ trap 'rm -rf "$d"' EXIT
 trap 'exit 1' HUP INT TERM
 echo ready
 # Few forks per command: that is all a command over the channel costs.
-while read -r n m; do
+while read -r n m k; do
   head -c "$n" > cmd || exit 1
-  if [ "$m" -gt 0 ]; then head -c "$m" > in || exit 1; else : > in; fi
-  # shellcheck disable=SC1091
-  (cd "$home" && . "$d/cmd") < in > out 2> err
-  s=$?
+  if [ "$k" = stream ]; then
+    # Straight into the command as it arrives; what it leaves unread is drained, so
+    # the next request starts where it should.
+    # shellcheck disable=SC1091
+    head -c "$m" | { (cd "$home" && . "$d/cmd") > out 2> err; s=$?; cat > /dev/null; exit "$s"; }
+    s=$?
+  else
+    if [ "$m" -gt 0 ]; then head -c "$m" > in || exit 1; else : > in; fi
+    # shellcheck disable=SC1091
+    (cd "$home" && . "$d/cmd") < in > out 2> err
+    s=$?
+  fi
   # shellcheck disable=SC2046
   set -- $(wc -c out err)
   printf '%d %d %d\n' "$s" "$1" "$3"
@@ -119,20 +129,18 @@ impl Channel {
         Argv::new("sh").args(["-c", DRIVER, "pikaci-channel"])
     }
 
-    /// Runs `command` (a shell command line) with stdin `input` (its remaining `len`
-    /// bytes) within `deadline`. After any failure the channel is spent; `Refused` gives
-    /// `input` back, unsent.
+    /// Runs `command` (a shell command line) with stdin `input` within `deadline`.
+    /// After any failure the channel is spent; `Refused` gives `input` back, unsent.
     pub(super) fn run(
         &mut self,
         command: Vec<u8>,
-        input: File,
-        len: u64,
+        input: Input,
         deadline: Instant,
         cancel: &Cancel,
     ) -> Result<Output, ChannelFailure> {
         let alive = matches!(self.child.wait(Instant::now(), cancel), Ok(Ended::TimedOut));
         let Some(pipes) = self.pipes.take().filter(|_| alive) else {
-            return Err(ChannelFailure::Refused(input));
+            return Err(ChannelFailure::Refused(input.file));
         };
         let (tx, rx) = mpsc::channel();
         // A thread of its own, so a host that stops answering cannot outlast the
@@ -141,7 +149,7 @@ impl Channel {
             .name("pikaci-channel".into())
             .spawn(move || {
                 let mut pipes = pipes;
-                let result = exchange(&mut pipes, &command, input, len);
+                let result = exchange(&mut pipes, &command, input);
                 let _ = tx.send((pipes, result));
             });
         if spawned.is_err() {
@@ -213,26 +221,32 @@ enum Exchanged {
     Refused(File),
 }
 
+/// A command's stdin for the channel: the next `len` bytes of `file`, stored on the host
+/// first, or for a `stream` piped into the command as they arrive.
+#[derive(Debug)]
+pub(super) struct Input {
+    pub file: File,
+    pub len: u64,
+    pub stream: bool,
+}
+
 /// One request and its answer. Any error means the channel is spent.
-fn exchange(
-    pipes: &mut Pipes,
-    command: &[u8],
-    input: File,
-    len: u64,
-) -> std::io::Result<Exchanged> {
+fn exchange(pipes: &mut Pipes, command: &[u8], input: Input) -> std::io::Result<Exchanged> {
     let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut line = String::new();
     if !pipes.greeted {
         let greeting = pipes.from_host.read_line(&mut line);
         if greeting.is_err() || line.trim_end() != "ready" {
-            return Ok(Exchanged::Refused(input));
+            return Ok(Exchanged::Refused(input.file));
         }
         pipes.greeted = true;
     }
+    let Input { file, len, stream } = input;
+    let mode = if stream { " stream" } else { "" };
     let to_host = &mut pipes.to_host;
-    to_host.write_all(format!("{} {len}\n", command.len()).as_bytes())?;
+    to_host.write_all(format!("{} {len}{mode}\n", command.len()).as_bytes())?;
     to_host.write_all(command)?;
-    let copied = std::io::copy(&mut input.take(len), to_host)?;
+    let copied = std::io::copy(&mut file.take(len), to_host)?;
     if copied != len {
         return Err(bad(format!("stdin shrank to {copied} of {len} bytes")));
     }
@@ -284,17 +298,21 @@ mod tests {
         Channel::open(&driver, &Cancel::new()).unwrap()
     }
 
-    fn input(bytes: &[u8]) -> (File, u64) {
+    fn input(bytes: &[u8]) -> Input {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(bytes).unwrap();
         file.rewind().unwrap();
-        (file, bytes.len() as u64)
+        Input {
+            file,
+            len: bytes.len() as u64,
+            stream: false,
+        }
     }
 
     fn run(channel: &mut Channel, argv: &Argv, stdin: &[u8], within: Duration) -> Output {
-        let (file, len) = input(stdin);
+        let file = input(stdin);
         let command = super::super::quote_argv(argv).into_encoded_bytes();
-        match channel.run(command, file, len, Instant::now() + within, &Cancel::new()) {
+        match channel.run(command, file, Instant::now() + within, &Cancel::new()) {
             Ok(output) => output,
             Err(failure) => panic!("{failure:?}"),
         }
@@ -329,34 +347,60 @@ mod tests {
         assert_eq!(channel.answered, 4);
     }
 
+    /// A stream from a pipe reaches the command as it arrives; what the command leaves
+    /// unread is drained, and the next command is framed as before.
+    #[test]
+    fn a_stream_goes_straight_into_its_command_and_the_next_still_runs() {
+        let mut channel = local_channel(None);
+        let stdin: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let bytes = stdin.clone();
+        let feeder = std::thread::spawn(move || writer.write_all(&bytes));
+        let stream = Input {
+            file: File::from(std::os::fd::OwnedFd::from(reader)),
+            len: stdin.len() as u64,
+            stream: true,
+        };
+        let head = sh("head -c 10 | wc -c; exit 4");
+        let command = super::super::quote_argv(&head).into_encoded_bytes();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let out = channel
+            .run(command, stream, deadline, &Cancel::new())
+            .unwrap();
+        feeder.join().unwrap().unwrap();
+        assert_eq!(out.status.code(), Some(4));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
+        let echo = run(&mut channel, &sh("cat"), b"next", Duration::from_secs(20));
+        assert_eq!(echo.stdout, b"next", "the rest of the stream was drained");
+    }
+
     #[test]
     fn a_command_past_its_deadline_ends_the_channel_and_its_processes() {
         let mut channel = local_channel(None);
         let pgid = channel.child.pgid();
-        let (file, len) = input(b"");
+        let file = input(b"");
         let command = super::super::quote_argv(&sh("sleep 100")).into_encoded_bytes();
         let deadline = Instant::now() + Duration::from_millis(300);
         let failure = channel
-            .run(command, file, len, deadline, &Cancel::new())
+            .run(command, file, deadline, &Cancel::new())
             .unwrap_err();
         assert!(matches!(failure, ChannelFailure::TimedOut), "{failure:?}");
         assert_eq!(crate::exec::live_group_members(pgid), Vec::<i32>::new());
-        let (file, len) = input(b"");
-        let again = channel.run(b"true".to_vec(), file, len, Instant::now(), &Cancel::new());
+        let file = input(b"");
+        let again = channel.run(b"true".to_vec(), file, Instant::now(), &Cancel::new());
         assert!(matches!(again, Err(ChannelFailure::Refused(_))), "spent");
     }
 
     #[test]
     fn a_channel_that_ends_under_a_command_is_lost_not_failed() {
         let mut channel = local_channel(None);
-        let (file, len) = input(b"");
+        let file = input(b"");
         let command =
             super::super::quote_argv(&sh(&format!("kill -9 $({LOOP_PID})"))).into_encoded_bytes();
         let failure = channel
             .run(
                 command,
                 file,
-                len,
                 Instant::now() + Duration::from_secs(20),
                 &Cancel::new(),
             )
@@ -383,11 +427,10 @@ mod tests {
             std::os::unix::fs::symlink(target, bin.path().join(tool)).unwrap();
         }
         let mut channel = local_channel(Some(bin.path()));
-        let (file, len) = input(b"stdin");
+        let file = input(b"stdin");
         let result = channel.run(
             b"true".to_vec(),
             file,
-            len,
             Instant::now() + Duration::from_secs(20),
             &Cancel::new(),
         );

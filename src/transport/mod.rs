@@ -246,6 +246,19 @@ pub trait Transport: Send + Sync {
         }
     }
 
+    /// Like [`Transport::run_file`], for a stream (a pipe) that carries exactly `len`
+    /// bytes: the SSH transport can then send it over its command channel.
+    fn run_stream(
+        &self,
+        argv: &Argv,
+        stream: File,
+        _len: u64,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Output, TransportError> {
+        self.run_file(argv, stream, deadline, cancel)
+    }
+
     /// Runs `argv` with stdin from `input`; any exit status is returned.
     fn run_file_unchecked(
         &self,

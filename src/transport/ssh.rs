@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::channel::{Channel, ChannelFailure};
+use super::channel::{Channel, ChannelFailure, Input};
 use super::{Output, Transport, TransportError, quote_argv};
 use crate::argv::Argv;
 use crate::cancel::Cancel;
@@ -199,16 +199,18 @@ impl Ssh {
         }
     }
 
-    /// Runs `argv` over the command channel when it is free and `input` small; gives
-    /// `input` back when the command should get a session of its own instead.
+    /// Runs `argv` over the command channel when it is free and `input` small (or a
+    /// stream of `stream_len` bytes); gives `input` back when the command should get a
+    /// session of its own instead.
     fn run_on_channel(
         &self,
         argv: &Argv,
         mut input: std::fs::File,
+        stream_len: Option<u64>,
         deadline: Instant,
         cancel: &Cancel,
     ) -> Result<Result<Output, TransportError>, std::fs::File> {
-        let Some(len) = super::channel::input_len(&mut input) else {
+        let Some(len) = stream_len.or_else(|| super::channel::input_len(&mut input)) else {
             return Err(input);
         };
         // Busy with another command: this one does not wait for it.
@@ -222,7 +224,12 @@ impl Ssh {
                 return Err(input);
             };
             let command = quote_argv(argv).into_encoded_bytes();
-            let failure = match channel.run(command, input, len, deadline, cancel) {
+            let stdin = Input {
+                file: input,
+                len,
+                stream: stream_len.is_some(),
+            };
+            let failure = match channel.run(command, stdin, deadline, cancel) {
                 Ok(output) => return Ok(Ok(output)),
                 Err(failure) => failure,
             };
@@ -284,10 +291,27 @@ impl Transport for Ssh {
         deadline: Instant,
         cancel: &Cancel,
     ) -> Result<Output, TransportError> {
-        match self.run_on_channel(argv, input, deadline, cancel) {
+        match self.run_on_channel(argv, input, None, deadline, cancel) {
             Ok(result) => result,
             Err(input) => super::run_in_session(self, argv, input, deadline, cancel),
         }
+    }
+
+    /// Over the channel when it is free: a session costs the host a login shell (with
+    /// its rc files), a command over the channel a few forks.
+    fn run_stream(
+        &self,
+        argv: &Argv,
+        stream: std::fs::File,
+        len: u64,
+        deadline: Instant,
+        cancel: &Cancel,
+    ) -> Result<Output, TransportError> {
+        let output = match self.run_on_channel(argv, stream, Some(len), deadline, cancel) {
+            Ok(result) => result?,
+            Err(stream) => super::run_in_session(self, argv, stream, deadline, cancel)?,
+        };
+        self.check(argv, output)
     }
 }
 
@@ -356,12 +380,20 @@ mod tests {
         trap '\''\'\'''\''exit 1'\''\'\'''\'' HUP INT TERM
         echo ready
         # Few forks per command: that is all a command over the channel costs.
-        while read -r n m; do
+        while read -r n m k; do
           head -c "$n" > cmd || exit 1
-          if [ "$m" -gt 0 ]; then head -c "$m" > in || exit 1; else : > in; fi
-          # shellcheck disable=SC1091
-          (cd "$home" && . "$d/cmd") < in > out 2> err
-          s=$?
+          if [ "$k" = stream ]; then
+            # Straight into the command as it arrives; what it leaves unread is drained, so
+            # the next request starts where it should.
+            # shellcheck disable=SC1091
+            head -c "$m" | { (cd "$home" && . "$d/cmd") > out 2> err; s=$?; cat > /dev/null; exit "$s"; }
+            s=$?
+          else
+            if [ "$m" -gt 0 ]; then head -c "$m" > in || exit 1; else : > in; fi
+            # shellcheck disable=SC1091
+            (cd "$home" && . "$d/cmd") < in > out 2> err
+            s=$?
+          fi
           # shellcheck disable=SC2046
           set -- $(wc -c out err)
           printf '\''\'\'''\''%d %d %d\n'\''\'\'''\'' "$s" "$1" "$3"
