@@ -147,11 +147,15 @@ pub fn commands_of(error: &(dyn StdError + 'static)) -> Vec<CommandLine> {
 /// The transport error `e` is or wraps transparently (a transparent wrapper's source is
 /// its inner error's source, so the chain never shows the inner error itself).
 /// The lost or refused connection to the host in `error`'s chain, if that is what it
-/// was: the host failed, not the job, and the job may run on another host.
+/// was: the host failed, not the job, and the job may run on another host. A command
+/// channel that ended under a command is a lost connection too: its commands run in a
+/// subshell each, so only its ssh ending ends it.
 pub fn host_failure<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e TransportError> {
     let mut next = Some(error);
     while let Some(e) = next {
-        if let Some(t @ TransportError::Connect { .. }) = as_transport(e) {
+        if let Some(t @ (TransportError::Connect { .. } | TransportError::ChannelLost { .. })) =
+            as_transport(e)
+        {
             return Some(t);
         }
         next = e.source();
@@ -201,6 +205,21 @@ mod tests {
             status: "exit status: 1".into(),
             stderr_tail: "mkdir: cannot create directory: Permission denied".into(),
         }
+    }
+
+    /// A stream cut off on the channel during the sync (a host that went away) sends the
+    /// job elsewhere, as a refused connection does; a failed command does not.
+    #[test]
+    fn a_lost_channel_is_the_hosts_failure_and_a_failed_command_is_not() {
+        let argv = Argv::new("sh").args(["-c", "true", "pikaci-sync"]);
+        let lost = TransportError::ChannelLost {
+            host: "ssh://u@h:22".into(),
+            command: (&argv).into(),
+            stderr_tail: "(the channel's ssh ended: exit status: 255)".into(),
+        };
+        let sync = |t| SetupError::Sync(crate::sync::SyncError::Transport(t));
+        assert!(host_failure(&sync(lost)).is_some());
+        assert!(host_failure(&sync(failed(&argv))).is_none());
     }
 
     /// A failed host step reads as the step, the host and stderr's tail; the script is
