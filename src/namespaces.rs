@@ -114,21 +114,10 @@ impl WorkspaceMount {
         Ok(())
     }
 
-    /// What runs the job as the user again, for a user other than root:
-    /// `unshare --user --map-user=UID --map-group=GID --`.
+    /// What runs the job as the user again, for a user other than root ([`as_user_argv`]).
     pub fn as_user_argv(&self) -> Vec<OsString> {
-        let Some((uid, gid)) = self.user else {
-            return Vec::new();
-        };
-        ["unshare", "--user"]
-            .map(OsString::from)
-            .into_iter()
-            .chain([
-                format!("--map-user={uid}").into(),
-                format!("--map-group={gid}").into(),
-                "--".into(),
-            ])
-            .collect()
+        self.user
+            .map_or_else(Vec::new, |(uid, gid)| as_user_argv(uid, gid))
     }
 
     /// A bind mount takes its flags from the mount it came from, and within a user
@@ -152,6 +141,19 @@ impl WorkspaceMount {
         rustix::mount::mount_remount(&self.target, flags, "")?;
         Ok(())
     }
+}
+
+/// `unshare --user --map-user=UID --map-group=GID --`: inside the namespace that maps
+/// this user to root, a nested one mapping it back.
+pub fn as_user_argv(uid: u32, gid: u32) -> Vec<OsString> {
+    ["unshare".into(), "--user".into()]
+        .into_iter()
+        .chain([
+            format!("--map-user={uid}").into(),
+            format!("--map-group={gid}").into(),
+            "--".into(),
+        ])
+        .collect()
 }
 
 fn unshare(flags: UnshareFlags) -> io::Result<()> {

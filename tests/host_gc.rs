@@ -212,37 +212,9 @@ fn check_gc_during_a_patch(host: &Host) {
     let repo = host.repo(work.path());
     let ssh = host.transport();
     let cache = tempfile::tempdir().unwrap();
-    synced(
-        ssh,
-        cache.path(),
-        work.path(),
-        &[("a", "1\n"), ("b", "2\n")],
-    );
-    let ws = tempfile::tempdir().unwrap();
-    std::fs::write(ws.path().join("a"), "changed\n").unwrap();
-    std::fs::write(ws.path().join("b"), "2\n").unwrap();
-    let next = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
-    let (reached_tx, reached) = channel();
-    let (go, go_rx) = channel();
-    let paused = Paused {
-        inner: ssh,
-        reached: reached_tx,
-        go: Mutex::new(go_rx),
-    };
-    std::thread::scope(|s| {
-        // Dropped if an assertion fails, so the paused sync ends too.
-        let go = go;
-        let syncing = s.spawn(|| {
-            sync(
-                &paused,
-                cache.path(),
-                &next.id,
-                work.path(),
-                soon(),
-                &Cancel::new(),
-            )
-        });
-        reached.recv().unwrap();
+    synced(ssh, cache.path(), work.path(), FIRST);
+    let next = changed(cache.path());
+    let stats = sync_paused_before_its_stream(ssh, cache.path(), &next.id, work.path(), || {
         let trees: Vec<PathBuf> = std::fs::read_dir(work.path().join("tmp"))
             .unwrap()
             .flatten()
@@ -262,17 +234,56 @@ fn check_gc_during_a_patch(host: &Host) {
             trees[0].is_dir(),
             "gc removed the tree being patched: {out}"
         );
-        go.send(()).unwrap();
-        let stats = syncing.join().unwrap().unwrap_or_else(|e| {
-            panic!("the sync failed: {}", pikaci::error::chain(&e));
-        });
-        assert!(stats.patched_from.is_some(), "{stats:?}");
-        if let Some(hash) = host_hash(ssh, &stats.dir) {
-            assert_eq!(hash, snapshot::nar_hash(&next.dir).unwrap());
-        }
     });
-    gc(&repo, "0");
-    let left = std::fs::read_dir(work.path().join("tmp")).unwrap().count();
+    assert!(stats.patched_from.is_some(), "{stats:?}");
+    if let Some(hash) = host_hash(ssh, &stats.dir) {
+        assert_eq!(hash, snapshot::nar_hash(&next.dir).unwrap());
+    }
+    assert_tmp_empty_after_gc(&repo, work.path());
+}
+
+/// The first snapshot of the gc-during-a-sync tests, and the one after it: `a` changed.
+const FIRST: &[(&str, &str)] = &[("a", "1\n"), ("b", "2\n")];
+
+fn changed(cache: &Path) -> snapshot::Snapshot {
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("a"), "changed\n").unwrap();
+    std::fs::write(ws.path().join("b"), "2\n").unwrap();
+    snapshot::take(ws.path(), cache, &[]).unwrap()
+}
+
+/// Syncs `id` through [`Paused`], runs `meanwhile` while the sync waits before its
+/// stream, then lets it finish.
+fn sync_paused_before_its_stream(
+    ssh: &dyn Transport,
+    cache: &Path,
+    id: &str,
+    work: &Path,
+    meanwhile: impl FnOnce(),
+) -> pikaci::sync::SyncStats {
+    let (reached_tx, reached) = channel();
+    let (go, go_rx) = channel();
+    let paused = Paused {
+        inner: ssh,
+        reached: reached_tx,
+        go: Mutex::new(go_rx),
+    };
+    std::thread::scope(|s| {
+        // Dropped if `meanwhile` fails an assertion, so the paused sync ends too.
+        let go = go;
+        let syncing = s.spawn(|| sync(&paused, cache, id, work, soon(), &Cancel::new()));
+        reached.recv().unwrap();
+        meanwhile();
+        go.send(()).unwrap();
+        syncing.join().unwrap().unwrap_or_else(|e| {
+            panic!("the sync failed: {}", pikaci::error::chain(&e));
+        })
+    })
+}
+
+fn assert_tmp_empty_after_gc(repo: &Repo, work: &Path) {
+    gc(repo, "0");
+    let left = std::fs::read_dir(work.join("tmp")).unwrap().count();
     assert_eq!(left, 0, "nothing left in tmp/ once the sync is over");
 }
 
@@ -295,38 +306,11 @@ fn check_gc_during_a_cold_sync(host: &Host) {
     let repo = host.repo(work.path());
     let ssh = host.transport();
     let cache = tempfile::tempdir().unwrap();
-    let first = synced(
-        ssh,
-        cache.path(),
-        work.path(),
-        &[("a", "1\n"), ("b", "2\n")],
-    );
-    let ws = tempfile::tempdir().unwrap();
-    std::fs::write(ws.path().join("a"), "changed\n").unwrap();
-    std::fs::write(ws.path().join("b"), "2\n").unwrap();
-    let next = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let first = synced(ssh, cache.path(), work.path(), FIRST);
+    let next = changed(cache.path());
     // Leased, so the next sync cannot patch it: a fresh tree, with MISSING.
     let first_lease = lease(ssh, work.path(), &first, soon(), &Cancel::new()).unwrap();
-    let (reached_tx, reached) = channel();
-    let (go, go_rx) = channel();
-    let paused = Paused {
-        inner: ssh,
-        reached: reached_tx,
-        go: Mutex::new(go_rx),
-    };
-    std::thread::scope(|s| {
-        let go = go;
-        let syncing = s.spawn(|| {
-            sync(
-                &paused,
-                cache.path(),
-                &next.id,
-                work.path(),
-                soon(),
-                &Cancel::new(),
-            )
-        });
-        reached.recv().unwrap();
+    let stats = sync_paused_before_its_stream(ssh, cache.path(), &next.id, work.path(), || {
         // The first tree unleased and unclaimed (its owner's state dir forgotten): gc
         // removes it, and its objects would have no tree left.
         drop(first_lease);
@@ -337,26 +321,20 @@ fn check_gc_during_a_cold_sync(host: &Host) {
         let snapshots = work.path().join("snapshots");
         assert!(!snapshots.join(&first).exists(), "the old tree went: {out}");
         assert!(out.contains("syncs in flight"), "{out}");
-        go.send(()).unwrap();
-        let stats = syncing.join().unwrap().unwrap_or_else(|e| {
-            panic!("the sync failed: {}", pikaci::error::chain(&e));
-        });
-        assert_eq!(
-            (
-                stats.patched_from.as_deref(),
-                stats.round_trips,
-                stats.objects_sent
-            ),
-            (None, 3, 1),
-            "query, missing objects (b is there), stream of a"
-        );
-        if let Some(hash) = host_hash(ssh, &stats.dir) {
-            assert_eq!(hash, snapshot::nar_hash(&next.dir).unwrap());
-        }
     });
-    gc(&repo, "0");
-    let left = std::fs::read_dir(work.path().join("tmp")).unwrap().count();
-    assert_eq!(left, 0, "nothing left in tmp/ once the sync is over");
+    assert_eq!(
+        (
+            stats.patched_from.as_deref(),
+            stats.round_trips,
+            stats.objects_sent
+        ),
+        (None, 3, 1),
+        "query, missing objects (b is there), stream of a"
+    );
+    if let Some(hash) = host_hash(ssh, &stats.dir) {
+        assert_eq!(hash, snapshot::nar_hash(&next.dir).unwrap());
+    }
+    assert_tmp_empty_after_gc(&repo, work.path());
 }
 
 #[test]

@@ -113,24 +113,19 @@ impl Isolation {
 /// `unshare` into what a job's reaper enters ([`crate::namespaces`]), and for another
 /// user the nested namespace the job runs in.
 fn probe_argv(user: Option<(u32, u32)>) -> Argv {
-    let outer: &[&str] = match user {
-        None => &["--mount", "--propagation", "private", "--"],
-        Some(_) => &[
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-        ],
-    };
-    let mount = WorkspaceMount {
-        source: PathBuf::new(),
-        target: PathBuf::new(),
-        read_only: true,
-        user,
-    };
-    Argv::new("unshare").args(outer).args(mount.as_user_argv())
+    match user {
+        None => Argv::new("unshare").args(["--mount", "--propagation", "private", "--"]),
+        Some((uid, gid)) => Argv::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+            ])
+            .args(crate::namespaces::as_user_argv(uid, gid)),
+    }
 }
 
 static DETECTED: OnceLock<Isolation> = OnceLock::new();
