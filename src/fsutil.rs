@@ -82,6 +82,8 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
 
 /// Below this many paths, [`stat_all`] stays on one thread: starting threads costs more.
 const PARALLEL_STAT_FROM: usize = 2048;
+/// The share of paths a [`stat_all`] thread takes at a time.
+const STAT_CHUNK: usize = 256;
 
 /// The part of an `lstat` that pikaci uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,7 +175,9 @@ impl Lstatter<'_> {
 /// What `read` makes of the `lstat` of each of `paths` (relative to `base`), in order.
 /// Many paths are spread over a few threads: on a warm cache a stat is all kernel time,
 /// which one core cannot go faster through, and git spreads its own stats the same way
-/// (`core.preloadIndex`). `read` keeps what the caller needs.
+/// (`core.preloadIndex`). The threads take small shares in turn rather than one part
+/// each, so none waits on a part whose thread another process (git, listing at the
+/// same time) kept off its core. `read` keeps what the caller needs.
 pub fn stat_all<P, T, F>(base: &Path, paths: &[P], read: F) -> Vec<T>
 where
     P: AsRef<Path> + Sync,
@@ -190,17 +194,28 @@ where
     if threads == 1 || paths.len() < PARALLEL_STAT_FROM {
         return stat_part(paths);
     }
-    let chunk = paths.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = paths
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || stat_part(part)))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|part| part.join().expect("a stat thread does not panic"))
-            .collect()
-    })
+    let shares: Vec<&[P]> = paths.chunks(STAT_CHUNK).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take_shares = || {
+        let mut done = Vec::new();
+        loop {
+            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(share) = shares.get(at) else {
+                return done;
+            };
+            done.push((at, stat_part(share)));
+        }
+    };
+    let mut done = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(take_shares)).collect();
+        let mut done = take_shares();
+        for other in others {
+            done.extend(other.join().expect("a stat thread does not panic"));
+        }
+        done
+    });
+    done.sort_unstable_by_key(|(at, _)| *at);
+    done.into_iter().flat_map(|(_, share)| share).collect()
 }
 
 /// The current time as RFC 3339 UTC with millisecond precision.
