@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::SnapshotError;
+use super::store::Stat;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -30,7 +31,7 @@ pub struct Entry {
 
 impl Entry {
     /// Takes the stat data of the content actually read (it may differ from the listing).
-    pub fn set_stat(&mut self, stat: super::store::Stat) {
+    pub fn set_stat(&mut self, stat: Stat) {
         self.size = stat.size;
         self.mtime_ns = stat.mtime_ns;
         self.ctime_ns = stat.ctime_ns;
@@ -41,7 +42,7 @@ impl Entry {
 /// What the listing keeps of one path's `lstat`.
 #[derive(Clone, Copy)]
 enum Found {
-    Entry(Kind, super::store::Stat),
+    Entry(Kind, Stat),
     Dir,
     Other,
 }
@@ -49,7 +50,7 @@ enum Found {
 impl Found {
     fn of(meta: crate::fsutil::Lstat) -> Found {
         use crate::fsutil::FileKind;
-        let stat = super::store::Stat {
+        let stat = Stat {
             size: meta.size,
             mtime_ns: meta.mtime_ns,
             ctime_ns: meta.ctime_ns,
@@ -75,10 +76,48 @@ pub struct Listing {
 
 /// The workspace's paths as git (or, outside git, a walk) lists them, not yet stat'ed.
 pub struct Paths {
-    paths: Vec<PathBuf>,
+    /// NUL-separated, as `git ls-files -z` prints them: kept as printed, since a take
+    /// that finds nothing changed needs no path of its own (see [`Known::still`]).
+    listed: Vec<u8>,
     in_git: bool,
     /// The excluded dirs, relative to the workspace.
     excluded: Vec<PathBuf>,
+}
+
+impl Paths {
+    /// Whether the snapshot may hold `rel`: not in a `.git`, not in an excluded dir.
+    fn keeps(&self, rel: &[u8]) -> bool {
+        !in_dot_git(rel)
+            && !self.excluded.iter().any(|dir| {
+                let dir = dir.as_os_str().as_bytes();
+                rel.strip_prefix(dir)
+                    .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+            })
+    }
+
+    /// The paths the snapshot may hold, sorted by their bytes, each once.
+    fn kept(&self) -> Vec<&[u8]> {
+        let mut kept: Vec<&[u8]> = each_listed(&self.listed)
+            .filter(|rel| self.keeps(rel))
+            .collect();
+        // git prints the untracked paths, then the tracked: two sorted runs, which a
+        // stable sort merges in one pass.
+        kept.sort();
+        kept.dedup();
+        kept
+    }
+}
+
+/// Each path of NUL-separated `listed`. An untracked nested repository (listed as
+/// `name/`) is left out, as `git add` would leave it out.
+fn each_listed(listed: &[u8]) -> impl Iterator<Item = &[u8]> {
+    listed
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty() && !p.ends_with(b"/"))
+}
+
+fn path_of(rel: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(rel))
 }
 
 pub fn paths(workspace: &Path, exclude: &[PathBuf]) -> Result<Paths, SnapshotError> {
@@ -86,12 +125,12 @@ pub fn paths(workspace: &Path, exclude: &[PathBuf]) -> Result<Paths, SnapshotErr
         .iter()
         .filter_map(|p| p.strip_prefix(workspace).ok().map(Path::to_path_buf))
         .collect();
-    let (paths, in_git) = match git_files(workspace, Path::new(""), &excluded)? {
-        Some(paths) => (paths, true),
+    let (listed, in_git) = match git_files(workspace, &excluded)? {
+        Some(listed) => (listed, true),
         None => (walk(workspace, &excluded)?, false),
     };
     Ok(Paths {
-        paths,
+        listed,
         in_git,
         excluded,
     })
@@ -139,6 +178,23 @@ impl<'a> Known<'a> {
         }
     }
 
+    /// Whether the workspace is still exactly the known paths: the listing holds them
+    /// and nothing else, and each is a file that `unchanged` (given its place among
+    /// them, and what its lstat found) vouches for.
+    pub fn still(&self, listed: &Paths, unchanged: impl Fn(usize, Kind, &Stat) -> bool) -> bool {
+        let kept = listed.kept();
+        kept.len() == self.found.len()
+            && kept
+                .iter()
+                .zip(&self.found)
+                .enumerate()
+                .all(|(at, (rel, known))| {
+                    let (path, found) = known;
+                    matches!(found, Some(Found::Entry(kind @ Kind::File { .. }, stat))
+                    if rel == path && unchanged(at, *kind, stat))
+                })
+    }
+
     fn get(&self, rel: &Path) -> Option<Found> {
         let rel = rel.as_os_str().as_bytes();
         let at = super::index::find_sorted(&self.found, &self.next, |(p, _)| p, rel)?;
@@ -165,13 +221,9 @@ impl<'a> Known<'a> {
     }
 }
 
-pub fn list(workspace: &Path, listed: Paths, known: &Known) -> Result<Listing, SnapshotError> {
-    let Paths {
-        paths: mut pending,
-        in_git,
-        excluded,
-    } = listed;
-    let keep = |rel: &Path| !in_dot_git(rel) && !excluded.iter().any(|e| rel.starts_with(e));
+pub fn list(workspace: &Path, listed: &Paths, known: &Known) -> Result<Listing, SnapshotError> {
+    let mut pending: Vec<PathBuf> = each_listed(&listed.listed).map(path_of).collect();
+    let keep = |rel: &Path| listed.keeps(rel.as_os_str().as_bytes());
     let mut listing = Listing {
         entries: Vec::with_capacity(pending.len()),
         notes: Vec::new(),
@@ -189,14 +241,13 @@ pub fn list(workspace: &Path, listed: Paths, known: &Known) -> Result<Listing, S
                 Ok(Found::Entry(kind, stat)) => (kind, stat),
                 // git lists a submodule as one path, its directory: its files are the
                 // next batch.
-                Ok(Found::Dir) if in_git => {
+                Ok(Found::Dir) if listed.in_git => {
                     let full = full();
                     let checked_out = full.join(".git").exists();
-                    match checked_out
-                        .then(|| git_files(&full, &rel, &[]))
-                        .transpose()?
-                    {
-                        Some(Some(paths)) => pending.extend(paths),
+                    match checked_out.then(|| git_files(&full, &[])).transpose()? {
+                        Some(Some(inside)) => {
+                            pending.extend(each_listed(&inside).map(|p| rel.join(path_of(p))))
+                        }
                         _ => listing.notes.push(format!(
                             "submodule {} is not checked out: it is empty in the snapshot \
                              (run `git submodule update --init`)",
@@ -238,35 +289,20 @@ pub fn list(workspace: &Path, listed: Paths, known: &Known) -> Result<Listing, S
 
 /// Whether `rel` is `.git` or inside one (on bytes: iterating components for each of
 /// 20,000 paths shows in a warm take).
-fn in_dot_git(rel: &Path) -> bool {
-    rel.as_os_str()
-        .as_bytes()
-        .split(|b| *b == b'/')
-        .any(|part| part == b".git")
+fn in_dot_git(rel: &[u8]) -> bool {
+    rel.split(|b| *b == b'/').any(|part| part == b".git")
 }
 
-/// The paths git lists in `dir`, prefixed with `prefix`; `None` when `dir` is not in a
-/// git work tree. An untracked nested repository (listed as `name/`) is left out, as
-/// `git add` would leave it out.
-fn git_files(
-    dir: &Path,
-    prefix: &Path,
-    excluded: &[PathBuf],
-) -> Result<Option<Vec<PathBuf>>, SnapshotError> {
+/// The paths git lists in `dir`, NUL-separated; `None` when `dir` is not in a git work
+/// tree.
+fn git_files(dir: &Path, excluded: &[PathBuf]) -> Result<Option<Vec<u8>>, SnapshotError> {
     let args = ls_files_args(excluded);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let stdout = match crate::git::git(dir, &args) {
-        Ok(stdout) => stdout,
-        Err(e) if e.not_a_repository() => return Ok(None),
-        Err(e) => return Err(SnapshotError::Git(e)),
-    };
-    Ok(Some(
-        stdout
-            .split(|b| *b == 0)
-            .filter(|p| !p.is_empty() && !p.ends_with(b"/"))
-            .map(|p| prefix.join(OsStr::from_bytes(p)))
-            .collect(),
-    ))
+    match crate::git::git(dir, &args) {
+        Ok(stdout) => Ok(Some(stdout)),
+        Err(e) if e.not_a_repository() => Ok(None),
+        Err(e) => Err(SnapshotError::Git(e)),
+    }
 }
 
 /// `git ls-files` of the workspace's files, tracked and untracked but not ignored. The
@@ -291,7 +327,8 @@ fn ls_files_args(excluded: &[PathBuf]) -> Vec<String> {
     args
 }
 
-fn walk(workspace: &Path, excluded: &[PathBuf]) -> Result<Vec<PathBuf>, SnapshotError> {
+/// Every file under `workspace`, NUL-separated as git lists them.
+fn walk(workspace: &Path, excluded: &[PathBuf]) -> Result<Vec<u8>, SnapshotError> {
     let mut paths = Vec::new();
     let walker = walkdir::WalkDir::new(workspace)
         .follow_links(false)
@@ -310,7 +347,8 @@ fn walk(workspace: &Path, excluded: &[PathBuf]) -> Result<Vec<PathBuf>, Snapshot
         if !entry.file_type().is_dir()
             && let Ok(rel) = entry.path().strip_prefix(workspace)
         {
-            paths.push(rel.to_path_buf());
+            paths.extend_from_slice(rel.as_os_str().as_bytes());
+            paths.push(0);
         }
     }
     Ok(paths)
@@ -323,10 +361,10 @@ mod tests {
     #[test]
     fn only_dot_git_itself_and_what_is_inside_it_is_left_out() {
         for inside in [".git", ".git/config", "sub/.git", "sub/.git/HEAD"] {
-            assert!(in_dot_git(Path::new(inside)), "{inside}");
+            assert!(in_dot_git(inside.as_bytes()), "{inside}");
         }
         for outside in [".gitignore", "a.git/x", "sub/.github/ci.yml", "x/git"] {
-            assert!(!in_dot_git(Path::new(outside)), "{outside}");
+            assert!(!in_dot_git(outside.as_bytes()), "{outside}");
         }
     }
 

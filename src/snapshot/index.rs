@@ -2,18 +2,26 @@
 //! file is never read again. One index per workspace, rewritten atomically after a take;
 //! an unreadable index is simply rebuilt.
 //!
+//! It also names the snapshot whose file list is exactly its entries, when there is one
+//! (no symlink was left out): a take that finds every entry unchanged, and nothing else
+//! listed, is that snapshot without making a list of its own.
+//!
 //! Format (binary, so that loading 20,000 entries is a few copies, not 80,000 number
-//! parses): the line `pikaci-index 2`, `taken_at_ns` as i128, then one record per file:
-//! the content hash (64 hex digits), size (u64), mtime_ns and ctime_ns (i128), ino (u64),
-//! executable (u8), the path's length (u32) and its bytes; numbers little-endian. An
-//! index of an older format does not parse and is rebuilt.
+//! parses): the line `pikaci-index 3`, `taken_at_ns` as i128, the snapshot's id (64 hex
+//! digits, or 64 spaces for none), then one record per file: the content hash (64 hex
+//! digits), size (u64), mtime_ns and ctime_ns (i128), ino (u64), executable (u8), the
+//! path's length (u32) and its bytes; numbers little-endian. An index of an older format
+//! does not parse and is rebuilt.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::files::{Entry, Kind};
+use super::store::Stat;
 
-const HEADER: &[u8] = b"pikaci-index 2\n";
+const HEADER: &[u8] = b"pikaci-index 3\n";
+/// Where the records start: after the header, `taken_at_ns` and the snapshot's id.
+const BODY: usize = HEADER.len() + 16 + 64;
 /// A record up to its path: hash, size, mtime, ctime, ino, executable, path length.
 const FIXED: usize = 64 + 8 + 16 + 16 + 8 + 1 + 4;
 /// File timestamps come from a coarse clock; a file stamped within this margin of the
@@ -44,6 +52,8 @@ struct Cached {
 #[derive(Default)]
 pub struct Index {
     taken_at_ns: i128,
+    /// The snapshot of exactly these entries, hex.
+    tree: Option<Span>,
     /// The file as read; entries point into it.
     bytes: Vec<u8>,
     /// Sorted by path bytes, as listings are: a lookup is a binary search, and the index
@@ -75,53 +85,74 @@ impl Index {
         self.entries.len()
     }
 
+    /// The id of the snapshot whose file list is exactly this index's entries.
+    pub fn tree(&self) -> Option<&str> {
+        std::str::from_utf8(self.bytes_of(self.tree?)).ok()
+    }
+
     /// The content hash of `entry` if its stat data is unchanged and not racy.
     pub fn lookup(&self, entry: &Entry) -> Option<&str> {
-        let Kind::File { executable } = entry.kind else {
-            return None;
-        };
         let path = entry.path.as_os_str().as_bytes();
         let at = find_sorted(&self.entries, &self.next, |c| self.path_of(c), path)?;
-        let cached = &self.entries[at];
-        let same = cached.size == entry.size
-            && cached.mtime_ns == entry.mtime_ns
-            && cached.ctime_ns == entry.ctime_ns
-            && cached.ino == entry.ino
-            && cached.executable == executable;
-        let hash = std::str::from_utf8(self.bytes_of(cached.hash)).ok()?;
-        (same && entry.mtime_ns < self.taken_at_ns - RACY_MARGIN_NS).then_some(hash)
+        let stat = Stat {
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            ctime_ns: entry.ctime_ns,
+            ino: entry.ino,
+        };
+        self.vouches(at, entry.kind, &stat)
+            .then(|| std::str::from_utf8(self.bytes_of(self.entries[at].hash)).ok())?
+    }
+
+    /// Whether the entry at `at` still holds for a file found as `kind` with `stat`: the
+    /// same stat data, stamped well before the take that wrote it.
+    pub fn vouches(&self, at: usize, kind: Kind, stat: &Stat) -> bool {
+        let (Some(cached), Kind::File { executable }) = (self.entries.get(at), kind) else {
+            return false;
+        };
+        cached.size == stat.size
+            && cached.mtime_ns == stat.mtime_ns
+            && cached.ctime_ns == stat.ctime_ns
+            && cached.ino == stat.ino
+            && cached.executable == executable
+            && stat.mtime_ns < self.taken_at_ns - RACY_MARGIN_NS
     }
 
     /// The index file for `hashed` (sorted by path bytes, as listings are), written
     /// straight from the take's own list rather than through a second index in memory.
-    pub fn encode(taken_at_ns: i128, hashed: &[(&Entry, &str)]) -> Vec<u8> {
-        let mut out = HEADER.to_vec();
+    /// It names `tree` only when it holds every one of `hashed`.
+    pub fn encode(taken_at_ns: i128, hashed: &[(&Entry, &str)], tree: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BODY + hashed.len() * (FIXED + 16));
+        out.extend_from_slice(HEADER);
         out.extend_from_slice(&taken_at_ns.to_le_bytes());
+        out.extend_from_slice(&[b' '; 64]);
+        let mut all = tree.len() == 64;
         for (entry, hash) in hashed {
-            if let Kind::File { executable } = entry.kind {
-                let path = entry.path.as_os_str().as_bytes();
-                let Ok(len) = u32::try_from(path.len()) else {
-                    continue;
-                };
-                if hash.len() != 64 {
-                    continue;
+            let path = entry.path.as_os_str().as_bytes();
+            let len = u32::try_from(path.len());
+            match (entry.kind, len) {
+                (Kind::File { executable }, Ok(len)) if hash.len() == 64 => {
+                    out.extend_from_slice(hash.as_bytes());
+                    out.extend_from_slice(&entry.size.to_le_bytes());
+                    out.extend_from_slice(&entry.mtime_ns.to_le_bytes());
+                    out.extend_from_slice(&entry.ctime_ns.to_le_bytes());
+                    out.extend_from_slice(&entry.ino.to_le_bytes());
+                    out.push(executable as u8);
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(path);
                 }
-                out.extend_from_slice(hash.as_bytes());
-                out.extend_from_slice(&entry.size.to_le_bytes());
-                out.extend_from_slice(&entry.mtime_ns.to_le_bytes());
-                out.extend_from_slice(&entry.ctime_ns.to_le_bytes());
-                out.extend_from_slice(&entry.ino.to_le_bytes());
-                out.push(executable as u8);
-                out.extend_from_slice(&len.to_le_bytes());
-                out.extend_from_slice(path);
+                _ => all = false,
             }
+        }
+        if all {
+            out[BODY - 64..BODY].copy_from_slice(tree.as_bytes());
         }
         out
     }
 
     #[cfg(test)]
     pub fn build(taken_at_ns: i128, hashed: &[(&Entry, &str)]) -> Index {
-        parse(Index::encode(taken_at_ns, hashed)).expect("an encoded index parses")
+        parse(Index::encode(taken_at_ns, hashed, "")).expect("an encoded index parses")
     }
 }
 
@@ -145,10 +176,15 @@ pub(super) fn find_sorted<'a, T>(
 fn parse(bytes: Vec<u8>) -> Option<Index> {
     let body = bytes.strip_prefix(HEADER)?;
     let taken_at_ns = i128::from_le_bytes(body.get(..16)?.try_into().ok()?);
+    let tree = body.get(16..16 + 64)?;
+    let tree = tree.iter().all(u8::is_ascii_hexdigit).then_some(Span {
+        start: (BODY - 64) as u32,
+        end: BODY as u32,
+    });
     // Spans are u32 offsets.
     u32::try_from(bytes.len()).ok()?;
     let mut entries = Vec::new();
-    let mut at = HEADER.len() + 16;
+    let mut at = BODY;
     while at < bytes.len() {
         let (cached, end) = parse_record(&bytes, at)?;
         entries.push(cached);
@@ -160,6 +196,7 @@ fn parse(bytes: Vec<u8>) -> Option<Index> {
     }
     Some(Index {
         taken_at_ns,
+        tree,
         bytes,
         entries,
         next: Default::default(),
@@ -265,10 +302,27 @@ mod tests {
     }
 
     #[test]
+    fn names_its_snapshot_only_when_it_holds_every_file_of_it() {
+        let (a, b) = (entry("a", 10), entry("b", 20));
+        let tree = hash('e');
+        let files = [(&a, hash('a')), (&b, hash('b'))];
+        let pairs: Vec<_> = files.iter().map(|(e, h)| (*e, h.as_str())).collect();
+        let both = parse(Index::encode(5, &pairs, &tree)).unwrap();
+        assert_eq!(both.tree(), Some(tree.as_str()));
+        let link = Entry {
+            kind: Kind::Symlink,
+            ..entry("l", 30)
+        };
+        let with_link = parse(Index::encode(5, &[pairs[0], (&link, "")], &tree)).unwrap();
+        assert_eq!((with_link.tree(), with_link.len()), (None, 1));
+        assert_eq!(Index::build(5, &pairs).tree(), None, "no snapshot named");
+    }
+
+    #[test]
     fn garbage_is_no_index() {
         assert!(parse(b"nonsense".to_vec()).is_none());
         assert!(parse(b"pikaci-index 1 12\nabc\t1\0".to_vec()).is_none());
-        let mut cut = Index::encode(5, &[(&entry("a", 1), &hash('a'))]);
+        let mut cut = Index::encode(5, &[(&entry("a", 1), &hash('a'))], "");
         cut.pop();
         assert!(parse(cut).is_none(), "a record cut short");
     }

@@ -122,9 +122,56 @@ pub fn take_cancellable(
     let old_index = Index::load(&index_path(cache, workspace));
     let known = files::Known::stat(workspace, old_index.paths());
     let listed = listing.join().expect("the listing thread does not panic")?;
-    let listing = files::list(workspace, listed, &known)?;
+    if let Some(unchanged) = unchanged_since_index(cache, &old_index, &listed, &known, cancel)? {
+        return Ok(unchanged);
+    }
+    let listing = files::list(workspace, &listed, &known)?;
     drop(known);
     take_listed(workspace, cache, listing, old_index, taken_at_ns, cancel)
+}
+
+/// The snapshot the index was written for, when the workspace is still exactly it and
+/// it is still complete: a warm take with nothing changed makes no list, hash or tree.
+fn unchanged_since_index(
+    cache: &Path,
+    index: &Index,
+    listed: &files::Paths,
+    known: &files::Known,
+    cancel: &Cancel,
+) -> Result<Option<Snapshot>, SnapshotError> {
+    let Some(id) = index.tree() else {
+        return Ok(None);
+    };
+    if !known.still(listed, |at, kind, stat| index.vouches(at, kind, stat)) {
+        return Ok(None);
+    }
+    let (lease, complete) = lease_and_check(cache, id, cancel)?;
+    if !complete {
+        return Ok(None);
+    }
+    Ok(Some(Snapshot {
+        id: id.to_string(),
+        dir: Store::new(cache).snapshot_dir(id),
+        files: index.len() as u64,
+        reused: true,
+        notes: Vec::new(),
+        lease,
+    }))
+}
+
+/// The lease of snapshot `id`, and whether it is published and complete. A complete one
+/// is marked as the most recently used, which is never patched into another.
+fn lease_and_check(
+    cache: &Path,
+    id: &str,
+    cancel: &Cancel,
+) -> Result<(Lease, bool), SnapshotError> {
+    let lease = lock::lease(cache, id, cancel)?;
+    let complete = complete::is_complete(cache, &Store::new(cache).snapshot_dir(id), id);
+    if complete {
+        tree::touch(cache, id);
+    }
+    Ok((lease, complete))
 }
 
 fn index_path(cache: &Path, workspace: &Path) -> PathBuf {
@@ -197,16 +244,20 @@ fn take_listed(
     }
     // Gone before the tree and the new index are made: at 100,000 files it is 20 MB.
     let indexed = old_index.len();
+    let indexed_tree = old_index.tree().map(str::to_string);
     drop(old_index);
     let published = publish_taken(&store, workspace, &mut taken, &mut notes, cancel)?;
 
-    // Every file found in the index, and as many as it holds: it is the same index.
+    // Every file found in the index, and as many as it holds, naming this snapshot if
+    // it is only files: it is the same index.
     let files = taken.iter().filter(|t| t.target.is_none()).count();
-    if from_index != files || files != indexed || !published.reused {
+    let tree = (files == taken.len()).then_some(&published.id);
+    if from_index != files || files != indexed || !published.reused || indexed_tree.as_ref() != tree
+    {
         let pairs: Vec<_> = taken.iter().map(|t| (&t.entry, t.hash.as_str())).collect();
         write_index(
             &index_path(cache, workspace),
-            &Index::encode(taken_at_ns, &pairs),
+            &Index::encode(taken_at_ns, &pairs, &published.id),
         )?;
     }
 
@@ -241,10 +292,8 @@ fn publish_taken(
     let cache = &store.root;
     loop {
         let id = manifest_digest(taken);
-        let lease = lock::lease(cache, &id, cancel)?;
-        if complete::is_complete(cache, &store.snapshot_dir(&id), &id) {
-            // The most recently used tree is never patched into another.
-            tree::touch(cache, &id);
+        let (lease, complete) = lease_and_check(cache, &id, cancel)?;
+        if complete {
             return Ok(Published {
                 id,
                 reused: true,

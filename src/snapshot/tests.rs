@@ -406,7 +406,7 @@ fn a_file_that_vanishes_after_listing_is_left_out_with_a_note() {
     let cache = tempfile::tempdir().unwrap();
     sample_tree(ws.path());
     let listed = files::paths(ws.path(), &[]).unwrap();
-    let listing = files::list(ws.path(), listed, &files::Known::none()).unwrap();
+    let listing = files::list(ws.path(), &listed, &files::Known::none()).unwrap();
     fs::remove_file(ws.path().join("a/b/c.txt")).unwrap();
     fs::remove_file(ws.path().join("link")).unwrap();
     let index = Index::default();
@@ -748,4 +748,127 @@ fn a_patch_cut_short_leaves_a_leftover_only_gc_sees() {
     gc(c, &keep, &gc_lock(c)).unwrap();
     assert!(!c.join("tmp/build-killed").exists());
     assert!(!c.join("leases").join(&base_id).exists());
+}
+
+/// The snapshot a take finds from the index alone, with no list of its own (`None`: it
+/// lists, hashes and looks for the tree as any take does).
+fn from_index_alone(ws: &Path, cache: &Path) -> Option<String> {
+    let listed = files::paths(ws, &[]).unwrap();
+    let index = Index::load(&index_path(cache, ws));
+    let known = files::Known::stat(ws, index.paths());
+    let found = unchanged_since_index(cache, &index, &listed, &known, &Cancel::new()).unwrap();
+    found.map(|snapshot| snapshot.id)
+}
+
+/// A repository of tracked, untracked and ignored files (no symlink), taken once.
+fn taken_repo(ws: &Path, cache: &Path) -> Snapshot {
+    git(ws, &["init", "-q"]);
+    write(ws, ".gitignore", "*.log\n");
+    write(ws, "src/lib.rs", "fn a() {}\n");
+    write(ws, "run.sh", "#!/bin/sh\n");
+    git(ws, &["add", "-A"]);
+    git(ws, &["commit", "-qm", "x"]);
+    write(ws, "notes.txt", "untracked\n");
+    write(ws, "todo/last.txt", "untracked, last by path\n");
+    write(ws, "debug.log", "ignored\n");
+    age_files(ws);
+    take(ws, cache, &[]).unwrap()
+}
+
+#[test]
+fn an_unchanged_workspace_is_the_indexed_snapshot_without_a_list() {
+    let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = taken_repo(ws.path(), cache.path());
+    assert_eq!(
+        from_index_alone(ws.path(), cache.path()),
+        Some(first.id.clone())
+    );
+    let second = take(ws.path(), cache.path(), &[]).unwrap();
+    assert!(second.reused);
+    let fields = |s: &Snapshot| (s.id.clone(), s.dir.clone(), s.files, s.notes.clone());
+    assert_eq!(fields(&second), fields(&first));
+    // An ignored file is no change.
+    write(ws.path(), "more.log", "ignored too\n");
+    assert_eq!(from_index_alone(ws.path(), cache.path()), Some(first.id));
+}
+
+#[test]
+fn any_change_since_the_index_is_listed_and_taken_again() {
+    type Change = (&'static str, fn(&Path));
+    let changes: [Change; 8] = [
+        ("an edit", |ws| write(ws, "src/lib.rs", "fn b() {}\n")),
+        ("a new untracked file", |ws| write(ws, "new.txt", "n\n")),
+        ("a removed tracked file", |ws| {
+            fs::remove_file(ws.join("run.sh")).unwrap()
+        }),
+        ("a removed untracked file", |ws| {
+            fs::remove_file(ws.join("notes.txt")).unwrap()
+        }),
+        ("the last file by path removed", |ws| {
+            fs::remove_file(ws.join("todo/last.txt")).unwrap()
+        }),
+        ("a file made executable", |ws| {
+            fs::set_permissions(ws.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap()
+        }),
+        ("a new symlink", |ws| {
+            symlink("run.sh", ws.join("link")).unwrap()
+        }),
+        ("a file replaced by a directory", |ws| {
+            fs::remove_file(ws.join("notes.txt")).unwrap();
+            write(ws, "notes.txt/inside", "i\n");
+        }),
+    ];
+    for (change, make) in changes {
+        let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = taken_repo(ws.path(), cache.path());
+        make(ws.path());
+        assert_eq!(from_index_alone(ws.path(), cache.path()), None, "{change}");
+        let again = take(ws.path(), cache.path(), &[]).unwrap();
+        assert_ne!(again.id, first.id, "{change}");
+        let fresh = tempfile::tempdir().unwrap();
+        let cold = take(ws.path(), fresh.path(), &[]).unwrap();
+        assert_eq!(again.id, cold.id, "{change}: the files a cold take finds");
+    }
+}
+
+#[test]
+fn a_racy_file_or_a_tree_gc_removed_is_listed_and_taken_again() {
+    let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = taken_repo(ws.path(), cache.path());
+    // Stamped now: it may change again within the clock's grain, unseen by its stat.
+    let now = std::time::SystemTime::now();
+    let file = fs::File::options()
+        .write(true)
+        .open(ws.path().join("notes.txt"))
+        .unwrap();
+    file.set_modified(now).unwrap();
+    take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!(from_index_alone(ws.path(), cache.path()), None, "racy");
+
+    let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first_here = taken_repo(ws.path(), cache.path());
+    assert_eq!(first_here.id, first.id);
+    drop(first_here);
+    let lock = gc_lock(cache.path());
+    gc(cache.path(), &HashSet::new(), &lock).unwrap();
+    drop(lock);
+    assert_eq!(
+        from_index_alone(ws.path(), cache.path()),
+        None,
+        "removed by gc"
+    );
+    let again = take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!(again.id, first.id);
+    assert!(!again.reused, "made again");
+}
+
+#[test]
+fn a_workspace_with_a_symlink_is_always_listed() {
+    let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    sample_tree(ws.path());
+    age_files(ws.path());
+    let first = take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!(from_index_alone(ws.path(), cache.path()), None);
+    let second = take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!((second.id, second.reused), (first.id, true));
 }
