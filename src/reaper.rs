@@ -164,10 +164,11 @@ fn wait_for(main: Option<Pid>) -> Option<rustix::process::WaitStatus> {
 
 /// SIGKILL to every descendant and reap them, until none is left. A process that forks
 /// while it is being killed leaves an orphan, which comes to us: so repeat until
-/// `wait` says there are no children.
+/// `wait` says there are no children. With no child there is no descendant either
+/// (each is a child's, or an orphan given to us), so a job that left nothing behind
+/// costs no walk of `/proc`.
 fn end_all_descendants() {
     loop {
-        signal_descendants(Signal::KILL);
         loop {
             match rustix::process::wait(WaitOptions::NOHANG) {
                 Ok(Some(_)) => continue,
@@ -176,6 +177,7 @@ fn end_all_descendants() {
                 Err(_) => return, // ECHILD: nobody left
             }
         }
+        signal_descendants(Signal::KILL);
         std::thread::sleep(Duration::from_millis(5));
     }
 }
