@@ -179,8 +179,8 @@ impl<'a> Known<'a> {
     }
 
     /// Whether the workspace is still exactly the known paths: the listing holds them
-    /// and nothing else, and each is a file that `unchanged` (given its place among
-    /// them, and what its lstat found) vouches for.
+    /// and nothing else, and `unchanged` (given each one's place among them, and what
+    /// its lstat found) vouches for each.
     pub fn still(&self, listed: &Paths, unchanged: impl Fn(usize, Kind, &Stat) -> bool) -> bool {
         let kept = listed.kept();
         kept.len() == self.found.len()
@@ -190,7 +190,7 @@ impl<'a> Known<'a> {
                 .enumerate()
                 .all(|(at, (rel, known))| {
                     let (path, found) = known;
-                    matches!(found, Some(Found::Entry(kind @ Kind::File { .. }, stat))
+                    matches!(found, Some(Found::Entry(kind, stat))
                     if rel == path && unchanged(at, *kind, stat))
                 })
     }

@@ -1,17 +1,19 @@
 //! The stat index: path → (stat data, content hash), as git's index does, so an unchanged
 //! file is never read again. One index per workspace, rewritten atomically after a take;
-//! an unreadable index is simply rebuilt.
+//! an unreadable index is simply rebuilt. Symlinks are in it too (their hash is that of
+//! the target), though a take reads them anyway: so that it holds every path of the
+//! snapshot it names.
 //!
-//! It also names the snapshot whose file list is exactly its entries, when there is one
-//! (no symlink was left out): a take that finds every entry unchanged, and nothing else
-//! listed, is that snapshot without making a list of its own.
+//! It names the snapshot whose file list is exactly its entries: a take that finds every
+//! entry unchanged, and nothing else listed, is that snapshot without making a list of
+//! its own.
 //!
 //! Format (binary, so that loading 20,000 entries is a few copies, not 80,000 number
 //! parses): the line `pikaci-index 3`, `taken_at_ns` as i128, the snapshot's id (64 hex
-//! digits, or 64 spaces for none), then one record per file: the content hash (64 hex
-//! digits), size (u64), mtime_ns and ctime_ns (i128), ino (u64), executable (u8), the
-//! path's length (u32) and its bytes; numbers little-endian. An index of an older format
-//! does not parse and is rebuilt.
+//! digits, or 64 spaces for none), then one record per path: the content hash (64 hex
+//! digits), size (u64), mtime_ns and ctime_ns (i128), ino (u64), the kind (u8: 0 a file,
+//! 1 an executable, 2 a symlink), the path's length (u32) and its bytes; numbers
+//! little-endian. An index of an older format does not parse and is rebuilt.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -22,7 +24,7 @@ use super::store::Stat;
 const HEADER: &[u8] = b"pikaci-index 3\n";
 /// Where the records start: after the header, `taken_at_ns` and the snapshot's id.
 const BODY: usize = HEADER.len() + 16 + 64;
-/// A record up to its path: hash, size, mtime, ctime, ino, executable, path length.
+/// A record up to its path: hash, size, mtime, ctime, ino, kind, path length.
 const FIXED: usize = 64 + 8 + 16 + 16 + 8 + 1 + 4;
 /// File timestamps come from a coarse clock; a file stamped within this margin of the
 /// previous take may have changed during it, so it is hashed again ("racy clean").
@@ -46,7 +48,7 @@ struct Cached {
     mtime_ns: i128,
     ctime_ns: i128,
     ino: u64,
-    executable: bool,
+    kind: Kind,
 }
 
 #[derive(Default)]
@@ -107,14 +109,14 @@ impl Index {
     /// Whether the entry at `at` still holds for a file found as `kind` with `stat`: the
     /// same stat data, stamped well before the take that wrote it.
     pub fn vouches(&self, at: usize, kind: Kind, stat: &Stat) -> bool {
-        let (Some(cached), Kind::File { executable }) = (self.entries.get(at), kind) else {
+        let Some(cached) = self.entries.get(at) else {
             return false;
         };
         cached.size == stat.size
             && cached.mtime_ns == stat.mtime_ns
             && cached.ctime_ns == stat.ctime_ns
             && cached.ino == stat.ino
-            && cached.executable == executable
+            && cached.kind == kind
             && stat.mtime_ns < self.taken_at_ns - RACY_MARGIN_NS
     }
 
@@ -130,14 +132,14 @@ impl Index {
         for (entry, hash) in hashed {
             let path = entry.path.as_os_str().as_bytes();
             let len = u32::try_from(path.len());
-            match (entry.kind, len) {
-                (Kind::File { executable }, Ok(len)) if hash.len() == 64 => {
+            match len {
+                Ok(len) if hash.len() == 64 => {
                     out.extend_from_slice(hash.as_bytes());
                     out.extend_from_slice(&entry.size.to_le_bytes());
                     out.extend_from_slice(&entry.mtime_ns.to_le_bytes());
                     out.extend_from_slice(&entry.ctime_ns.to_le_bytes());
                     out.extend_from_slice(&entry.ino.to_le_bytes());
-                    out.push(executable as u8);
+                    out.push(kind_byte(entry.kind));
                     out.extend_from_slice(&len.to_le_bytes());
                     out.extend_from_slice(path);
                 }
@@ -203,6 +205,23 @@ fn parse(bytes: Vec<u8>) -> Option<Index> {
     })
 }
 
+fn kind_byte(kind: Kind) -> u8 {
+    match kind {
+        Kind::File { executable } => executable as u8,
+        Kind::Symlink => 2,
+    }
+}
+
+fn kind_of(byte: u8) -> Option<Kind> {
+    match byte {
+        0 | 1 => Some(Kind::File {
+            executable: byte == 1,
+        }),
+        2 => Some(Kind::Symlink),
+        _ => None,
+    }
+}
+
 /// The record at `start`, and where the next one starts.
 fn parse_record(bytes: &[u8], start: usize) -> Option<(Cached, usize)> {
     let fixed = bytes.get(start..start + FIXED)?;
@@ -217,7 +236,7 @@ fn parse_record(bytes: &[u8], start: usize) -> Option<(Cached, usize)> {
     let size = u64_of(take(8));
     let (mtime_ns, ctime_ns) = (i128_of(take(16)), i128_of(take(16)));
     let ino = u64_of(take(8));
-    let executable = take(1)[0] == 1;
+    let kind = kind_of(take(1)[0])?;
     let len = u32::from_le_bytes(take(4).try_into().expect("4 bytes")) as usize;
     std::str::from_utf8(&fixed[..64]).ok()?;
     let (path_start, end) = (start + FIXED, start + FIXED + len);
@@ -233,7 +252,7 @@ fn parse_record(bytes: &[u8], start: usize) -> Option<(Cached, usize)> {
         mtime_ns,
         ctime_ns,
         ino,
-        executable,
+        kind,
     };
     Some((cached, end))
 }
@@ -302,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn names_its_snapshot_only_when_it_holds_every_file_of_it() {
+    fn names_its_snapshot_only_when_it_holds_every_path_of_it() {
         let (a, b) = (entry("a", 10), entry("b", 20));
         let tree = hash('e');
         let files = [(&a, hash('a')), (&b, hash('b'))];
@@ -313,8 +332,22 @@ mod tests {
             kind: Kind::Symlink,
             ..entry("l", 30)
         };
-        let with_link = parse(Index::encode(5, &[pairs[0], (&link, "")], &tree)).unwrap();
-        assert_eq!((with_link.tree(), with_link.len()), (None, 1));
+        let target = hash('f');
+        let with_link = [pairs[0], (&link, target.as_str())];
+        let with_link = parse(Index::encode(5_000_000_000, &with_link, &tree)).unwrap();
+        assert_eq!(
+            (with_link.tree(), with_link.len()),
+            (Some(tree.as_str()), 2)
+        );
+        assert_eq!(with_link.lookup(&link), Some(target.as_str()));
+        let file_there = entry("l", 30);
+        assert_eq!(
+            with_link.lookup(&file_there),
+            None,
+            "a file where the link was"
+        );
+        let unheld = parse(Index::encode(5, &[pairs[0], (&b, "not a hash")], &tree)).unwrap();
+        assert_eq!((unheld.tree(), unheld.len()), (None, 1));
         assert_eq!(Index::build(5, &pairs).tree(), None, "no snapshot named");
     }
 

@@ -219,11 +219,14 @@ fn take_listed(
                     }
                 },
             },
+            // Read even when the index vouches for it: a tree made of this list needs
+            // its target.
             Kind::Symlink => match fs::read_link(full()) {
-                Ok(target) => (
-                    store::hex(&Sha256::digest(target.as_os_str().as_bytes())),
-                    Some(target),
-                ),
+                Ok(target) => {
+                    let hash = store::hex(&Sha256::digest(target.as_os_str().as_bytes()));
+                    from_index += usize::from(old_index.lookup(&entry) == Some(hash.as_str()));
+                    (hash, Some(target))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     notes.push(vanished(&entry.path));
                     continue;
@@ -248,12 +251,13 @@ fn take_listed(
     drop(old_index);
     let published = publish_taken(&store, workspace, &mut taken, &mut notes, cancel)?;
 
-    // Every file found in the index, and as many as it holds, naming this snapshot if
-    // it is only files: it is the same index.
-    let files = taken.iter().filter(|t| t.target.is_none()).count();
-    let tree = (files == taken.len()).then_some(&published.id);
-    if from_index != files || files != indexed || !published.reused || indexed_tree.as_ref() != tree
-    {
+    // Every path found in the index, as many as it holds, and naming this snapshot: it
+    // is the same index.
+    let same = from_index == taken.len()
+        && taken.len() == indexed
+        && published.reused
+        && indexed_tree.as_ref() == Some(&published.id);
+    if !same {
         let pairs: Vec<_> = taken.iter().map(|t| (&t.entry, t.hash.as_str())).collect();
         write_index(
             &index_path(cache, workspace),
