@@ -121,9 +121,11 @@ fn path_of(rel: &[u8]) -> PathBuf {
 }
 
 pub fn paths(workspace: &Path, exclude: &[PathBuf]) -> Result<Paths, SnapshotError> {
+    // As components, so that `keeps` can compare bytes (no trailing `/`, no `.`).
     let excluded: Vec<PathBuf> = exclude
         .iter()
-        .filter_map(|p| p.strip_prefix(workspace).ok().map(Path::to_path_buf))
+        .filter_map(|p| p.strip_prefix(workspace).ok())
+        .map(|rel| rel.components().collect())
         .collect();
     let (listed, in_git) = match git_files(workspace, &excluded)? {
         Some(listed) => (listed, true),
@@ -183,16 +185,16 @@ impl<'a> Known<'a> {
     /// its lstat found) vouches for each.
     pub fn still(&self, listed: &Paths, unchanged: impl Fn(usize, Kind, &Stat) -> bool) -> bool {
         let kept = listed.kept();
+        let same = |at: usize, rel: &[u8], (path, found): &(&[u8], Option<Found>)| {
+            rel == *path
+                && match found {
+                    Some(Found::Entry(kind, stat)) => unchanged(at, *kind, stat),
+                    _ => false,
+                }
+        };
         kept.len() == self.found.len()
-            && kept
-                .iter()
-                .zip(&self.found)
-                .enumerate()
-                .all(|(at, (rel, known))| {
-                    let (path, found) = known;
-                    matches!(found, Some(Found::Entry(kind, stat))
-                    if rel == path && unchanged(at, *kind, stat))
-                })
+            && (kept.iter().zip(&self.found).enumerate())
+                .all(|(at, (rel, known))| same(at, rel, known))
     }
 
     fn get(&self, rel: &Path) -> Option<Found> {

@@ -159,6 +159,9 @@ fn git_aware_listing() {
     write(root, "state-elsewhere/x", "excluded explicitly");
     let snapshot = take(root, cache.path(), &[root.join("state-elsewhere")]).unwrap();
     assert_eq!(names(&snapshot), [".gitignore", "new.txt", "tracked.txt"]);
+    let spelt_otherwise = root.join("./state-elsewhere/");
+    let snapshot = take(root, cache.path(), &[spelt_otherwise]).unwrap();
+    assert_eq!(names(&snapshot), [".gitignore", "new.txt", "tracked.txt"]);
 }
 
 #[test]
