@@ -24,7 +24,8 @@ if ! incus info >/dev/null 2>&1; then
   exit 1
 fi
 if ! command -v debootstrap >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  # Waits for dpkg's lock: test.sh runs this in the background while user.sh installs.
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq debootstrap >/dev/null
 fi
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"

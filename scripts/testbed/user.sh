@@ -115,7 +115,8 @@ done
 # runs exactly `incus` as root for this user, without a password (pikaci calls `sudo -n`).
 if ! command -v sudo >/dev/null; then
   echo "testbed: installing sudo" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null
+  # Waits for dpkg's lock: incus-nix.sh may be installing at the same time (test.sh).
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq sudo >/dev/null
 fi
 printf '%s ALL=(root) NOPASSWD: %s\n' "$user" "$(command -v incus)" > /etc/sudoers.d/pikaci-test
 chmod 0440 /etc/sudoers.d/pikaci-test
