@@ -12,10 +12,10 @@ source scripts/env.sh
 # The local testbed: an sshd on 127.0.0.1 and hosts with their own store (stopped again
 # afterwards) and the microVM parts; all print variables for eval.
 trap 'bash scripts/testbed/hosts.sh stop; bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus.sh stop' EXIT
-eval "$(bash scripts/testbed/sshd.sh)"
-eval "$(bash scripts/testbed/hosts.sh)"
-eval "$(bash scripts/testbed/microvm.sh)"
-eval "$(bash scripts/testbed/incus.sh)"
+testbed sshd
+testbed hosts
+testbed microvm
+testbed incus
 
 cargo build --release --locked --bin pikaci
 # The testbed's host, key and runner are machine-specific, so they are passed as

@@ -21,24 +21,24 @@ cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnin
 
 # Real parts for the tests: an sshd on loopback (stopped again when this script ends).
 trap 'bash scripts/testbed/hosts.sh stop; bash scripts/testbed/sshd.sh stop; bash scripts/testbed/incus-remote.sh stop; bash scripts/testbed/incus.sh stop; bash scripts/testbed/user.sh stop' EXIT
-eval "$(bash scripts/testbed/sshd.sh)"
+testbed sshd
 # And the microVM testbed: qemu, virtiofsd, kernel, the runner fixture flake (cached).
-eval "$(bash scripts/testbed/microvm.sh)"
+testbed microvm
 # And Incus: incusd started by hand, a container image with the agent (cached).
-eval "$(bash scripts/testbed/incus.sh)"
+testbed incus
 # And an Incus image with a Nix store of its own (a debootstrap, cached), made in the
 # background while the unit tests build and run.
 incus_nix_vars=$(mktemp)
 bash scripts/testbed/incus-nix.sh > "$incus_nix_vars" &
 incus_nix=$!
 # And the unprivileged user, with a nix-daemon (started by hand when none runs).
-eval "$(bash scripts/testbed/user.sh)"
+testbed user
 # And a second incusd reached only as an `incus remote` over HTTPS on loopback, a
 # one-member cluster (after user.sh: the user gets the remote too).
-eval "$(bash scripts/testbed/incus-remote.sh)"
+testbed incus-remote
 # And loopback hosts with Nix stores of their own, as remote hosts have (after user.sh:
 # the first trusts its user).
-eval "$(bash scripts/testbed/hosts.sh)"
+testbed hosts
 export PIKACI_TEST_SHELLCHECK_NEW="${PIKACI_TESTBED:-/var/tmp/pikaci-testbed}/shellcheck-0.11/bin/shellcheck"
 
 # Unit tests and benches (in test mode), as root, as `cargo test` runs them.
@@ -57,7 +57,7 @@ export PIKACI_TEST_UNIT_TESTS
 
 wait "$incus_nix"
 eval "$(cat "$incus_nix_vars")"
-eval "$(bash scripts/testbed/incus-remote.sh nix-image)"
+testbed incus-remote nix-image
 
 # Root-only cases, as root; then all the others, as the user.
 "$integration" root_only::
