@@ -562,18 +562,17 @@ pub fn open(cache: &Path, id: &str, cancel: &Cancel) -> Result<Snapshot, Snapsho
         return Err(missing());
     }
     let _lock = lock::shared(cache, cancel)?;
-    let lease = lock::lease(cache, id, cancel)?;
+    let (lease, complete) = lease_and_check(cache, id, cancel)?;
     let dir = Store::new(cache).snapshot_dir(id);
     if !dir.is_dir() {
         return Err(missing());
     }
-    if !complete::is_complete(cache, &dir, id) {
+    if !complete {
         return Err(SnapshotError::Incomplete {
             id: id.to_string(),
             dir,
         });
     }
-    tree::touch(cache, id);
     let files = tree::read_tree(&tree::tree_path(cache, id))?.len() as u64;
     Ok(Snapshot {
         id: id.to_string(),
