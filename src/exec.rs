@@ -215,6 +215,21 @@ pub fn live_group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Waits up to `within` for group `pgid` to have no live member, and returns the pids
+/// still live then. A kill is delivered asynchronously: a killed process runs on until
+/// the kernel schedules its exit, which on a loaded machine can be well after `kill`
+/// returned, so whoever judges a killed group gives it that moment.
+pub fn live_group_members_after(pgid: i32, within: Duration) -> Vec<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        let live = live_group_members(pgid);
+        if live.is_empty() || Instant::now() >= deadline {
+            return live;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,14 +240,9 @@ mod tests {
         c
     }
 
-    /// SIGKILL delivery is asynchronous; give the kernel a moment before judging.
     fn assert_group_gone(pgid: i32) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !live_group_members(pgid).is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
         assert_eq!(
-            live_group_members(pgid),
+            live_group_members_after(pgid, Duration::from_secs(5)),
             Vec::<i32>::new(),
             "group {pgid} still runs"
         );

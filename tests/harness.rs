@@ -461,6 +461,18 @@ pub fn processes_under(dir: &Path) -> Vec<String> {
     found
 }
 
+/// What is still running under `dir` once `within` has passed or nothing is: a killed
+/// process runs on until the kernel schedules its exit, so a check made at once would
+/// see processes that are already on their way out.
+pub fn processes_left_under(dir: &Path, within: std::time::Duration) -> Vec<String> {
+    let mut left = processes_under(dir);
+    eventually_every(within, std::time::Duration::from_millis(50), || {
+        left = processes_under(dir);
+        left.is_empty()
+    });
+    left
+}
+
 /// Waits up to `limit` for `check` to hold.
 pub fn eventually(limit: std::time::Duration, check: impl FnMut() -> bool) -> bool {
     eventually_every(limit, std::time::Duration::from_millis(100), check)

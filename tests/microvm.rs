@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    MicrovmTestbed, Repo, children_of, eventually, processes_under, testbed_microvm,
+    MicrovmTestbed, Repo, children_of, eventually, processes_left_under, processes_under,
+    testbed_microvm,
 };
 
 struct Setup {
@@ -21,12 +22,8 @@ fn setup(testbed: &MicrovmTestbed, jobs: &str) -> Setup {
 }
 
 fn assert_nothing_left(work: &Path) {
-    let left = || processes_under(work);
-    assert!(
-        eventually(Duration::from_secs(10), || left().is_empty()),
-        "left running: {:#?}",
-        left()
-    );
+    let left = processes_left_under(work, Duration::from_secs(10));
+    assert_eq!(left, Vec::<String>::new(), "left running");
     let jobs = work.join("jobs");
     let leftover: Vec<_> = std::fs::read_dir(&jobs)
         .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -217,12 +214,8 @@ fn sigint_sigterm_and_sigkill_mid_job_leave_no_guest_behind() {
             // close and stops the guest itself. The run shows as abandoned.
             let status = s.repo.pikaci(&["status", "latest", "--json"]);
             assert_eq!(status.json()["run"]["status"], "abandoned");
-            let left = || processes_under(s.work.path());
-            assert!(
-                eventually(Duration::from_secs(20), || left().is_empty()),
-                "left running after SIGKILL: {:#?}",
-                left()
-            );
+            let left = processes_left_under(s.work.path(), Duration::from_secs(20));
+            assert_eq!(left, Vec::<String>::new(), "left running after SIGKILL");
             // Its job dir on the host stays until gc, which knows the run is over.
             let jobs = s.work.path().join("jobs");
             assert_eq!(
@@ -286,12 +279,8 @@ fn a_dropped_ssh_connection_is_an_error_and_the_host_cleans_up() {
     let message = record["message"].as_str().unwrap_or_default();
     insta::assert_snapshot!(crate::harness::redact(message, &s.repo), @"the connection to [SSH-HOST] was lost while the job ran; the host stopped the guest");
     // The supervisor saw its stdin close and stopped virtiofsd and qemu.
-    let left = || processes_under(s.work.path());
-    assert!(
-        eventually(Duration::from_secs(20), || left().is_empty()),
-        "left running: {:#?}",
-        left()
-    );
+    let left = processes_left_under(s.work.path(), Duration::from_secs(20));
+    assert_eq!(left, Vec::<String>::new(), "left running");
 }
 
 #[test]

@@ -423,12 +423,8 @@ fn a_second_ctrl_c_stops_a_microvm_job_at_once() {
     let (status, took) = ctrl_c_twice(&mut child);
     assert_eq!(status.code(), Some(130));
     assert_eq!(repo.job("stubborn").0["status"], "cancelled");
-    let left = || crate::harness::processes_under(work.path());
-    assert!(
-        eventually(Duration::from_secs(10), || left().is_empty()),
-        "left running: {:#?}",
-        left()
-    );
+    let left = crate::harness::processes_left_under(work.path(), Duration::from_secs(10));
+    assert_eq!(left, Vec::<String>::new(), "left running");
     assert!(
         took < Duration::from_millis(4500),
         "the second Ctrl-C waited for the grace period: {took:?}"

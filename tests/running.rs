@@ -69,7 +69,7 @@ fn timeout_kills_the_whole_process_group() {
         .parse()
         .unwrap();
     assert_eq!(
-        pikaci::exec::live_group_members(pgid),
+        pikaci::exec::live_group_members_after(pgid, Duration::from_secs(5)),
         Vec::<i32>::new(),
         "process group {pgid} survived"
     );
@@ -202,7 +202,8 @@ fn cancel_with(signal: rustix::process::Signal) {
         repo.read_json(&repo.latest_run().join("run.json"))["status"],
         "cancelled"
     );
-    assert_eq!(pikaci::exec::live_group_members(pgid), Vec::<i32>::new());
+    let live = pikaci::exec::live_group_members_after(pgid, Duration::from_secs(5));
+    assert_eq!(live, Vec::<i32>::new());
 }
 
 #[test]

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use crate::harness::{Repo, processes_under, run_tool};
+use crate::harness::{Repo, processes_left_under, run_tool};
 
 /// Builds `installable` and returns its one output path (None: no Nix, outside CI).
 fn store_path_of(installable: &str) -> Option<String> {
@@ -65,5 +66,6 @@ fn a_runner_that_is_a_store_path_boots() {
     let repo = Repo::new(&testbed.config(work.path(), "[jobs.a]\ncommand = \"echo booted\"\n"));
     repo.pikaci(&["run", "a"]).expect(0);
     assert_eq!(repo.job("a").1, "booted\n");
-    assert!(processes_under(work.path()).is_empty());
+    let left = processes_left_under(work.path(), Duration::from_secs(10));
+    assert_eq!(left, Vec::<String>::new());
 }

@@ -320,11 +320,8 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !crate::exec::live_group_members(pgid).is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(crate::exec::live_group_members(pgid).is_empty());
+        let live = crate::exec::live_group_members_after(pgid, Duration::from_secs(5));
+        assert_eq!(live, Vec::<i32>::new());
     }
 
     #[test]

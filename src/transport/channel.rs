@@ -385,7 +385,8 @@ mod tests {
             .run(command, file, deadline, &Cancel::new())
             .unwrap_err();
         assert!(matches!(failure, ChannelFailure::TimedOut), "{failure:?}");
-        assert_eq!(crate::exec::live_group_members(pgid), Vec::<i32>::new());
+        let live = crate::exec::live_group_members_after(pgid, Duration::from_secs(5));
+        assert_eq!(live, Vec::<i32>::new());
         let file = input(b"");
         let again = channel.run(b"true".to_vec(), file, Instant::now(), &Cancel::new());
         assert!(matches!(again, Err(ChannelFailure::Refused(_))), "spent");
