@@ -290,12 +290,19 @@ mod tests {
     use super::*;
 
     /// The loop as a local `sh`: what an SSH host runs, without the SSH.
-    fn local_channel(path: Option<&std::path::Path>) -> Channel {
-        let mut driver = Channel::driver_argv();
+    /// A channel to a loop on this machine, with its temporary dirs in the returned dir:
+    /// a loop killed outright leaves its dir behind.
+    fn local_channel(path: Option<&std::path::Path>) -> (Channel, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut driver = Channel::driver_argv().env("TMPDIR", tmp.path());
         if let Some(path) = path {
             driver = driver.env("PATH", path);
         }
-        Channel::open(&driver, &Cancel::new()).unwrap()
+        (Channel::open(&driver, &Cancel::new()).unwrap(), tmp)
+    }
+
+    fn entries(dir: &tempfile::TempDir) -> usize {
+        std::fs::read_dir(dir.path()).unwrap().count()
     }
 
     fn input(bytes: &[u8]) -> Input {
@@ -327,7 +334,7 @@ mod tests {
 
     #[test]
     fn commands_keep_their_status_output_and_binary_stdin_and_share_one_loop() {
-        let mut channel = local_channel(None);
+        let (mut channel, tmp) = local_channel(None);
         let stdin: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
         let echo = sh("cat; printf 'to stderr' >&2; exit 3");
         let first = run(&mut channel, &echo, &stdin, Duration::from_secs(20));
@@ -345,13 +352,16 @@ mod tests {
         let pid = loop_pid(&mut channel);
         assert_eq!(loop_pid(&mut channel), pid, "both ran in the same loop");
         assert_eq!(channel.answered, 4);
+        assert_eq!(entries(&tmp), 1, "the loop's dir");
+        channel.close();
+        assert_eq!(entries(&tmp), 0, "a closed loop removes its dir");
     }
 
     /// A stream from a pipe reaches the command as it arrives; what the command leaves
     /// unread is drained, and the next command is framed as before.
     #[test]
     fn a_stream_goes_straight_into_its_command_and_the_next_still_runs() {
-        let mut channel = local_channel(None);
+        let (mut channel, tmp) = local_channel(None);
         let stdin: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
         let (reader, mut writer) = std::io::pipe().unwrap();
         let bytes = stdin.clone();
@@ -372,11 +382,13 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
         let echo = run(&mut channel, &sh("cat"), b"next", Duration::from_secs(20));
         assert_eq!(echo.stdout, b"next", "the rest of the stream was drained");
+        channel.close();
+        assert_eq!(entries(&tmp), 0, "a closed loop removes its dir");
     }
 
     #[test]
     fn a_command_past_its_deadline_ends_the_channel_and_its_processes() {
-        let mut channel = local_channel(None);
+        let (mut channel, tmp) = local_channel(None);
         let pgid = channel.child.pgid();
         let file = input(b"");
         let command = super::super::quote_argv(&sh("sleep 100")).into_encoded_bytes();
@@ -387,6 +399,7 @@ mod tests {
         assert!(matches!(failure, ChannelFailure::TimedOut), "{failure:?}");
         let live = crate::exec::live_group_members_after(pgid, Duration::from_secs(5));
         assert_eq!(live, Vec::<i32>::new());
+        assert_eq!(entries(&tmp), 0, "a loop ended by SIGTERM removes its dir");
         let file = input(b"");
         let again = channel.run(b"true".to_vec(), file, Instant::now(), &Cancel::new());
         assert!(matches!(again, Err(ChannelFailure::Refused(_))), "spent");
@@ -394,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_channel_that_ends_under_a_command_is_lost_not_failed() {
-        let mut channel = local_channel(None);
+        let (mut channel, _tmp) = local_channel(None);
         let file = input(b"");
         let command =
             super::super::quote_argv(&sh(&format!("kill -9 $({LOOP_PID})"))).into_encoded_bytes();
@@ -427,7 +440,7 @@ mod tests {
             };
             std::os::unix::fs::symlink(target, bin.path().join(tool)).unwrap();
         }
-        let mut channel = local_channel(Some(bin.path()));
+        let (mut channel, _tmp) = local_channel(Some(bin.path()));
         let file = input(b"stdin");
         let result = channel.run(
             b"true".to_vec(),
