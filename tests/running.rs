@@ -343,14 +343,29 @@ fn running_out_of_file_descriptors_names_the_os_error_and_leaves_nothing_pending
         .map(|i| format!("[jobs.j{i:03}]\ncommand = \"sleep 1\"\n"))
         .collect();
     let repo = repo(&jobs);
-    let run = Run::of(Command::new("bash").current_dir(repo.path()).args([
-        "-c",
-        &format!(
-            "ulimit -n 96 && exec {} run --jobs 120 --output jsonl",
-            env!("CARGO_BIN_EXE_pikaci")
-        ),
-    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::of(
+        Command::new("bash")
+            .current_dir(repo.path())
+            .env("TMPDIR", tmp.path())
+            .args([
+                "-c",
+                &format!(
+                    "ulimit -n 96 && exec {} run --jobs 120 --output jsonl",
+                    env!("CARGO_BIN_EXE_pikaci")
+                ),
+            ]),
+    );
     run.expect(3);
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<std::ffi::OsString>::new(),
+        "job dirs left behind"
+    );
     let record = repo.read_json(&repo.latest_run().join("run.json"));
     assert_eq!(record["status"], "error");
     let jobs = record["jobs"].as_object().unwrap();

@@ -252,11 +252,9 @@ impl Backend for HostBackend {
             Some(_) => self.isolation(),
             None => Isolation::Copy,
         };
-        let scratch = tempfile::Builder::new()
-            .prefix("pikaci-job-")
-            .tempdir()
-            .map_err(io("creating the job's directory under the temp dir"))?;
-        let workspace = scratch.path().join("workspace");
+        let scratch =
+            Scratch::create().map_err(io("creating the job's directory under the temp dir"))?;
+        let workspace = scratch.workspace();
         if isolation == Isolation::Copy {
             crate::snapshot::private_copy(job.workspace, &workspace)
                 .map_err(|e| std::io::Error::other(crate::error::chain(&e)))
@@ -293,7 +291,7 @@ impl Backend for HostBackend {
         let mut command = argv.command();
         command
             .env(crate::reaper::PARENT_ENV, std::process::id().to_string())
-            .env(crate::reaper::SCRATCH_ENV, scratch.path())
+            .env(crate::reaper::SCRATCH_ENV, &scratch.dir)
             .stdin(Stdio::null());
 
         let secrets = job.request.secret_values();
@@ -321,8 +319,45 @@ struct HostGuest {
     job_id: String,
     timeout: std::time::Duration,
     result_json: std::path::PathBuf,
-    /// The job's directory under the temp dir (its workspace's mount point or copy).
-    scratch: Option<tempfile::TempDir>,
+    scratch: Option<Scratch>,
+}
+
+/// The job's directory under the temp dir (its workspace's mount point or copy), removed
+/// when dropped. An empty one goes by path alone: a run out of file descriptors must
+/// not leave a directory behind for every job it could not start.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn create() -> std::io::Result<Scratch> {
+        let dir = tempfile::Builder::new().prefix("pikaci-job-").tempdir()?;
+        Ok(Scratch { dir: dir.keep() })
+    }
+
+    fn workspace(&self) -> PathBuf {
+        self.dir.join("workspace")
+    }
+
+    fn remove(&self) -> std::io::Result<()> {
+        // A mount point is empty here: the mount is in the reaper's namespace.
+        let _ = std::fs::remove_dir(self.workspace());
+        let removed = std::fs::remove_dir(&self.dir).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            // A copy may hold read-only directories the job made.
+            _ => crate::state::remove_tree(&self.dir),
+        });
+        match removed {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
 }
 
 impl HostGuest {
@@ -362,16 +397,11 @@ impl Guest for HostGuest {
 
     fn cleanup(&mut self) -> Result<(), BackendError> {
         self.child.terminate(Default::default());
-        if let Some(scratch) = self.scratch.take() {
-            // The reaper removes it when it ends; this covers a reaper that never ran. A
-            // copy may hold read-only directories the job made.
-            let path = scratch.keep();
-            match crate::state::remove_tree(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(self.error("removing the job's directory under the temp dir", e));
-                }
-                _ => {}
-            }
+        // The reaper removes it when it ends; this covers a reaper that never ran.
+        if let Some(scratch) = &self.scratch {
+            scratch
+                .remove()
+                .map_err(|e| self.error("removing the job's directory under the temp dir", e))?;
         }
         Ok(())
     }
