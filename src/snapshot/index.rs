@@ -9,10 +9,11 @@
 //! its own.
 //!
 //! Format (binary, so that loading 20,000 entries is a few copies, not 80,000 number
-//! parses): the line `pikaci-index 3`, `taken_at_ns` as i128, the snapshot's id (64 hex
-//! digits, or 64 spaces for none), then one record per path: the content hash (64 hex
-//! digits), size (u64), mtime_ns and ctime_ns (i128), ino (u64), the kind (u8: 0 a file,
-//! 1 an executable, 2 a symlink), the path's length (u32) and its bytes; numbers
+//! parses): the line `pikaci-index 4`, `racy_from_ns` as i128 (a file stamped at or
+//! after it is racy: [`super::clock`]), the snapshot's id (64 hex digits, or 64 spaces
+//! for none), then one record per path: the content hash (64 hex digits), size (u64),
+//! mtime_ns and ctime_ns (i128), ino (u64), the kind (u8: 0 a file, 1 an executable, 2 a
+//! symlink), the path's length (u32) and its bytes; numbers
 //! little-endian. An index of an older format does not parse and is rebuilt.
 
 use std::os::unix::ffi::OsStrExt;
@@ -21,14 +22,11 @@ use std::path::Path;
 use super::files::{Entry, Kind};
 use super::store::Stat;
 
-const HEADER: &[u8] = b"pikaci-index 3\n";
-/// Where the records start: after the header, `taken_at_ns` and the snapshot's id.
+const HEADER: &[u8] = b"pikaci-index 4\n";
+/// Where the records start: after the header, `racy_from_ns` and the snapshot's id.
 const BODY: usize = HEADER.len() + 16 + 64;
 /// A record up to its path: hash, size, mtime, ctime, ino, kind, path length.
 const FIXED: usize = 64 + 8 + 16 + 16 + 8 + 1 + 4;
-/// File timestamps come from a coarse clock; a file stamped within this margin of the
-/// previous take may have changed during it, so it is hashed again ("racy clean").
-const RACY_MARGIN_NS: i128 = 1_000_000_000;
 
 /// Where a field lies in the index file's bytes, which the index keeps whole: loading
 /// 20,000 entries makes no string of its own.
@@ -53,7 +51,7 @@ struct Cached {
 
 #[derive(Default)]
 pub struct Index {
-    taken_at_ns: i128,
+    racy_from_ns: i128,
     /// The snapshot of exactly these entries, hex.
     tree: Option<Span>,
     /// The file as read; entries point into it.
@@ -107,7 +105,7 @@ impl Index {
     }
 
     /// Whether the entry at `at` still holds for a file found as `kind` with `stat`: the
-    /// same stat data, stamped well before the take that wrote it.
+    /// same stat data, stamped before the take that wrote it began.
     pub fn vouches(&self, at: usize, kind: Kind, stat: &Stat) -> bool {
         let Some(cached) = self.entries.get(at) else {
             return false;
@@ -117,16 +115,16 @@ impl Index {
             && cached.ctime_ns == stat.ctime_ns
             && cached.ino == stat.ino
             && cached.kind == kind
-            && stat.mtime_ns < self.taken_at_ns - RACY_MARGIN_NS
+            && stat.mtime_ns < self.racy_from_ns
     }
 
     /// The index file for `hashed` (sorted by path bytes, as listings are), written
     /// straight from the take's own list rather than through a second index in memory.
     /// It names `tree` only when it holds every one of `hashed`.
-    pub fn encode(taken_at_ns: i128, hashed: &[(&Entry, &str)], tree: &str) -> Vec<u8> {
+    pub fn encode(racy_from_ns: i128, hashed: &[(&Entry, &str)], tree: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(BODY + hashed.len() * (FIXED + 16));
         out.extend_from_slice(HEADER);
-        out.extend_from_slice(&taken_at_ns.to_le_bytes());
+        out.extend_from_slice(&racy_from_ns.to_le_bytes());
         out.extend_from_slice(&[b' '; 64]);
         let mut all = tree.len() == 64;
         for (entry, hash) in hashed {
@@ -153,8 +151,8 @@ impl Index {
     }
 
     #[cfg(test)]
-    pub fn build(taken_at_ns: i128, hashed: &[(&Entry, &str)]) -> Index {
-        parse(Index::encode(taken_at_ns, hashed, "")).expect("an encoded index parses")
+    pub fn build(racy_from_ns: i128, hashed: &[(&Entry, &str)]) -> Index {
+        parse(Index::encode(racy_from_ns, hashed, "")).expect("an encoded index parses")
     }
 }
 
@@ -177,7 +175,7 @@ pub(super) fn find_sorted<'a, T>(
 
 fn parse(bytes: Vec<u8>) -> Option<Index> {
     let body = bytes.strip_prefix(HEADER)?;
-    let taken_at_ns = i128::from_le_bytes(body.get(..16)?.try_into().ok()?);
+    let racy_from_ns = i128::from_le_bytes(body.get(..16)?.try_into().ok()?);
     let tree = body.get(16..16 + 64)?;
     let tree = tree.iter().all(u8::is_ascii_hexdigit).then_some(Span {
         start: (BODY - 64) as u32,
@@ -197,7 +195,7 @@ fn parse(bytes: Vec<u8>) -> Option<Index> {
         entries.sort_by(|a, b| path(a).cmp(path(b)));
     }
     Some(Index {
-        taken_at_ns,
+        racy_from_ns,
         tree,
         bytes,
         entries,
@@ -296,13 +294,14 @@ mod tests {
         let mut grown = old.clone();
         grown.size = 4;
         assert_eq!(index.lookup(&grown), None);
-        let racy = entry("a", 9_500_000_000);
-        let racy_index = Index::build(10_000_000_000, &[(&racy, &hash('1'))]);
-        assert_eq!(
-            racy_index.lookup(&racy),
-            None,
-            "stamped within the margin of the take"
-        );
+        for stamped in [10_000_000_000, 10_000_000_001] {
+            let racy = entry("a", stamped);
+            let racy_index = Index::build(10_000_000_000, &[(&racy, &hash('1'))]);
+            assert_eq!(racy_index.lookup(&racy), None, "stamped as the take began");
+        }
+        let just_before = entry("a", 9_999_999_999);
+        let index = Index::build(10_000_000_000, &[(&just_before, &hash('1'))]);
+        assert!(index.lookup(&just_before).is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! each change for nothing. The tree is exactly the listed files (the tests compare its
 //! `nix hash path` with the workspace's).
 
+mod clock;
 mod complete;
 mod files;
 mod gc;
@@ -22,7 +23,6 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -116,7 +116,7 @@ pub fn take_cancellable(
     cancel: &Cancel,
 ) -> Result<Snapshot, SnapshotError> {
     let _lock = lock::shared(cache, cancel)?;
-    let taken_at_ns = now_ns();
+    let racy_from_ns = clock::racy_from_ns(cache, workspace);
     // git lists the workspace while the index is read and its paths are stat'ed.
     let listing = files::spawn_paths(workspace, exclude);
     let old_index = Index::load(&index_path(cache, workspace));
@@ -127,7 +127,7 @@ pub fn take_cancellable(
     }
     let listing = files::list(workspace, &listed, &known)?;
     drop(known);
-    take_listed(workspace, cache, listing, old_index, taken_at_ns, cancel)
+    take_listed(workspace, cache, listing, old_index, racy_from_ns, cancel)
 }
 
 /// The snapshot the index was written for, when the workspace is still exactly it and
@@ -185,7 +185,7 @@ fn take_listed(
     cache: &Path,
     listing: files::Listing,
     old_index: Index,
-    taken_at_ns: i128,
+    racy_from_ns: i128,
     cancel: &Cancel,
 ) -> Result<Snapshot, SnapshotError> {
     let store = Store::new(cache);
@@ -261,7 +261,7 @@ fn take_listed(
         let pairs: Vec<_> = taken.iter().map(|t| (&t.entry, t.hash.as_str())).collect();
         write_index(
             &index_path(cache, workspace),
-            &Index::encode(taken_at_ns, &pairs, &published.id),
+            &Index::encode(racy_from_ns, &pairs, &published.id),
         )?;
     }
 
@@ -651,12 +651,6 @@ fn write_index(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
         fs::create_dir_all(dir).map_err(io)?;
     }
     crate::fsutil::write_with(path, bytes, CACHE_WRITE).map_err(io)
-}
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::process::Command;
+use std::time::UNIX_EPOCH;
 
 use super::*;
 
@@ -428,7 +429,7 @@ fn a_file_that_vanishes_after_listing_is_left_out_with_a_note() {
         cache.path(),
         listing,
         index,
-        now_ns(),
+        clock::now_ns(),
         &Cancel::new(),
     );
     let snapshot = snapshot.unwrap();
@@ -853,13 +854,14 @@ fn any_change_since_the_index_is_listed_and_taken_again() {
 fn a_racy_file_or_a_tree_gc_removed_is_listed_and_taken_again() {
     let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = taken_repo(ws.path(), cache.path());
-    // Stamped now: it may change again within the clock's grain, unseen by its stat.
-    let now = std::time::SystemTime::now();
+    // Stamped after the take begins (by a clock ahead of this one): it may change again
+    // within the clock's grain, unseen by its stat.
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
     let file = fs::File::options()
         .write(true)
         .open(ws.path().join("notes.txt"))
         .unwrap();
-    file.set_modified(now).unwrap();
+    file.set_modified(ahead).unwrap();
     take(ws.path(), cache.path(), &[]).unwrap();
     assert_eq!(from_index_alone(ws.path(), cache.path()), None, "racy");
 
@@ -892,4 +894,77 @@ fn a_workspace_outside_git_is_its_indexed_snapshot_too() {
     );
     write(ws.path(), "a/new.txt", "n\n");
     assert_eq!(from_index_alone(ws.path(), cache.path()), None);
+}
+
+/// A file edited just before a take is older than the take on the clock that stamps
+/// files: the take's index vouches for it, and the next run makes no list. (A margin of a
+/// second on the time of day made every file edited within it racy: the run after an
+/// edit listed and hashed again.)
+#[test]
+fn a_file_edited_just_before_a_take_is_vouched_for_by_its_index() {
+    let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = taken_repo(ws.path(), cache.path());
+    write(ws.path(), "src/lib.rs", "fn b() {}\n");
+    // Past the coarse clock's tick (1 to 10 ms): an edit within the tick the take begins
+    // in has the take's own stamp, and is racy.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let edited = take(ws.path(), cache.path(), &[]).unwrap();
+    assert_ne!(edited.id, first.id);
+    assert_eq!(
+        from_index_alone(ws.path(), cache.path()),
+        Some(edited.id.clone())
+    );
+}
+
+/// A file stamped after its take began may change again within the clock's grain,
+/// unseen by its stat: the next take hashes it again, and that take's index vouches.
+#[test]
+fn a_file_stamped_after_its_take_began_is_hashed_again() {
+    let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    taken_repo(ws.path(), cache.path());
+    let racy_from = clock::racy_from_ns(cache.path(), ws.path());
+    // During the take: after its clock was read, before its stat.
+    write(ws.path(), "src/lib.rs", "fn c() {}\n");
+    let listed = files::paths(ws.path(), &[]).unwrap();
+    let listing = files::list(ws.path(), &listed, &files::Known::none()).unwrap();
+    let old_index = Index::load(&index_path(cache.path(), ws.path()));
+    let racy = take_listed(
+        ws.path(),
+        cache.path(),
+        listing,
+        old_index,
+        racy_from,
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert_eq!(from_index_alone(ws.path(), cache.path()), None, "racy");
+    std::thread::sleep(std::time::Duration::from_millis(50)); // past the clock's tick
+    let again = take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!(again.id, racy.id);
+    assert_eq!(
+        from_index_alone(ws.path(), cache.path()),
+        Some(again.id.clone())
+    );
+}
+
+/// The file system's clock is read where the cache shares the workspace's file system;
+/// elsewhere a margin on the time of day stands in for it.
+#[test]
+fn the_take_reads_the_clock_of_the_workspace_s_file_system() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let before = clock::now_ns();
+    let racy_from = clock::racy_from_ns(cache.path(), ws.path());
+    // A coarse file system clock lags the time of day by up to a tick.
+    assert!(racy_from > before - 100_000_000, "{racy_from} vs {before}");
+    let Ok(elsewhere) = tempfile::tempdir_in("/dev/shm") else {
+        return;
+    };
+    let dev = |p: &Path| fs::metadata(p).unwrap().dev();
+    if dev(elsewhere.path()) == dev(ws.path()) {
+        return;
+    }
+    let before = clock::now_ns();
+    let racy_from = clock::racy_from_ns(elsewhere.path(), ws.path());
+    assert!(racy_from <= before - 900_000_000, "{racy_from} vs {before}");
 }
