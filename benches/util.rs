@@ -11,6 +11,41 @@ pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// The median and quartiles of the ratios `subject[i] / yardstick[i]` of runs made in
+/// alternating pairs: each ratio is taken within its pair, so a slow stretch of a shared
+/// machine slows both sides of it instead of one side's median.
+pub fn pair_ratios(subject: &[Duration], yardstick: &[Duration]) -> PairRatios {
+    assert_eq!(subject.len(), yardstick.len(), "pairs");
+    let mut ratios: Vec<f64> = subject
+        .iter()
+        .zip(yardstick)
+        .map(|(s, y)| s.as_secs_f64() / y.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: usize| ratios[(ratios.len() - 1) * q / 4];
+    PairRatios {
+        median: at(2),
+        low: at(1),
+        high: at(3),
+    }
+}
+
+pub struct PairRatios {
+    pub median: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl std::fmt::Display for PairRatios {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2}x (pairs' ratios, quartiles {:.2}-{:.2}x)",
+            self.median, self.low, self.high
+        )
+    }
+}
+
 pub fn time(runs: usize, mut f: impl FnMut()) -> Duration {
     median(
         (0..runs)
