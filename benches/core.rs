@@ -81,7 +81,7 @@ fn inputs() {
         std::env::var("PIKACI_TEST_SSH_KEY"),
         std::env::var("PIKACI_TEST_OWN_STORE_KNOWN_HOSTS"),
     ) else {
-        println!("inputs: skipped (run `eval \"$(bash scripts/testbed/hosts.sh)\"` first)");
+        println!("inputs: skipped (run `source scripts/env.sh && testbed hosts` first)");
         return;
     };
     let host = hosts.split_whitespace().next().unwrap();
@@ -379,7 +379,7 @@ fn sync() {
         std::env::var("PIKACI_TEST_SSH_KEY"),
         std::env::var("PIKACI_TEST_SSH_KNOWN_HOSTS"),
     ) else {
-        println!("sync: skipped (run `eval \"$(bash scripts/testbed/sshd.sh)\"` first)");
+        println!("sync: skipped (run `source scripts/env.sh && testbed sshd` first)");
         return;
     };
     if Command::new("rsync").arg("--version").output().is_err() {

@@ -4,7 +4,7 @@
 //! job's result (its `job_finished` line read from `--output jsonl`, written right after
 //! the final status.json; goal <= 0.7x the script), and its whole process, which waits
 //! for the instance's delete (issue 17). Needs the testbed's incusd and image:
-//! `eval "$(bash scripts/testbed/incus.sh)"`.
+//! `source scripts/env.sh && testbed incus`.
 
 #[path = "util.rs"]
 mod util;
@@ -22,7 +22,7 @@ fn main() {
         return;
     }
     let Ok(image) = std::env::var("PIKACI_TEST_INCUS_IMAGE") else {
-        println!("incus: skipped (run `eval \"$(bash scripts/testbed/incus.sh)\"` first)");
+        println!("incus: skipped (run `source scripts/env.sh && testbed incus` first)");
         return;
     };
     let repo = tempfile::tempdir().unwrap();
