@@ -168,6 +168,27 @@ fn a_file_rewritten_during_snapshots_never_corrupts_the_store() {
     repo.pikaci(&["run", "check"]).expect(0);
 }
 
+/// Edits of one size in quick succession, each just before a run (some within the tick
+/// of the file system's clock that the previous run began in): every job sees the edit
+/// its run follows.
+#[test]
+fn each_run_sees_the_edit_made_just_before_it() {
+    let repo = repo("[jobs.show]\ncommand = \"cat src/lib.rs\"\n");
+    repo.pikaci(&["run", "show"]).expect(0);
+    for i in 0..10 {
+        let content = format!("// edit {i:02}\n");
+        repo.write("src/lib.rs", &content);
+        repo.pikaci(&["run", "show"]).expect(0);
+        assert_eq!(repo.job("show").1, content, "run {i}");
+        repo.pikaci(&["run", "show"]).expect(0);
+        assert_eq!(
+            repo.job("show").1,
+            content,
+            "run {i}, nothing changed since"
+        );
+    }
+}
+
 #[test]
 fn truncated_objects_are_not_served_on_run_or_rerun_after_a_reboot() {
     let repo = repo("[jobs.size]\ncommand = '[ \"$(wc -c < data)\" = 100000 ]'\n");
