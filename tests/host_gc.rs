@@ -135,9 +135,18 @@ fn check_collection(host: &Host) {
         assert!(snapshots.join(hex).is_dir(), "synced: {hex}");
     }
 
+    // What an older pikaci left: a fan-out directory, with an object no tree links.
+    let legacy = work.path().join("objects/ab");
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::write(legacy.join("c".repeat(62)), "old\n").unwrap();
+
     let out = gc(&repo, "1");
     let host_line = out.lines().find(|l| l.starts_with("host ")).unwrap_or("");
     assert!(host_line.contains(", 1 snapshot(s)"), "{out}");
+    assert!(
+        !legacy.exists(),
+        "the older layout's empty directory: {out}"
+    );
     assert!(!snapshots.join(&old).exists(), "no run needs it: {out}");
     assert!(snapshots.join(&kept).is_dir(), "the kept run's snapshot");
     assert!(snapshots.join(&newer).is_dir(), "leased");

@@ -183,12 +183,9 @@ fn check_sync(transport: &dyn Transport) {
 /// The object an entry of the host's tree is, by the local snapshot's manifest.
 fn object_of(entry: &snapshot::TreeEntry) -> Option<String> {
     match &entry.kind {
-        snapshot::TreeKind::File { hash, executable } => Some(format!(
-            "{}/{}{}",
-            &hash[..2],
-            &hash[2..],
-            if *executable { "-x" } else { "" }
-        )),
+        snapshot::TreeKind::File { hash, executable } => {
+            Some(format!("{hash}{}", if *executable { "-x" } else { "" }))
+        }
         snapshot::TreeKind::Symlink { .. } => None,
     }
 }
@@ -308,6 +305,50 @@ fn sync_over_ssh() {
 #[test]
 fn sync_to_a_local_host_dir() {
     check_sync(&Local);
+}
+
+/// A host dir an older pikaci filled (objects in 256 fan-out directories): its objects
+/// count as missing, and the next tree comes whole and right, into the one directory.
+#[test]
+fn a_host_dir_of_the_older_fan_out_layout_gets_whole_trees() {
+    let Some(ssh) = ssh() else { return };
+    let ws = workspace();
+    let (cache, host) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cancel = Cancel::new();
+    let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    sync(&ssh, cache.path(), &snap.id, host.path(), soon(), &cancel).unwrap();
+    let objects = host.path().join("objects");
+    for object in walk_files(&objects) {
+        let name = object.file_name().unwrap().to_str().unwrap().to_string();
+        let dir = objects.join(&name[..2]);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::rename(&object, dir.join(&name[2..])).unwrap();
+    }
+    write(ws.path(), "src/main.rs", "fn main() { changed() }\n");
+    let changed = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let _lease = pikaci::sync::lease(&ssh, host.path(), &snap.id, soon(), &cancel).unwrap();
+    let synced = sync(
+        &ssh,
+        cache.path(),
+        &changed.id,
+        host.path(),
+        soon(),
+        &cancel,
+    )
+    .unwrap();
+    let tree = snapshot::tree(cache.path(), &changed.id).unwrap();
+    let contents: std::collections::BTreeSet<String> = tree.iter().filter_map(object_of).collect();
+    assert_eq!(
+        (synced.patched_from.as_deref(), synced.objects_sent),
+        (None, contents.len() as u64),
+        "every content travels"
+    );
+    if let Some(hash) = host_hash(&ssh, &synced.dir) {
+        assert_eq!(hash, snapshot::nar_hash(&changed.dir).unwrap());
+    }
+    for name in contents {
+        assert!(objects.join(&name).is_file(), "{name} in objects/");
+    }
 }
 
 /// Syncs of one snapshot at once (two runs of one commit): each adds the same objects,

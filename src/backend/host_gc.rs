@@ -74,6 +74,8 @@ if flock -xn 7; then
   find tmp -mindepth 1 -maxdepth 1 -mmin +10 | while IFS= read -r old; do discard "$old"; done
   if [ -d objects ]; then
     objects=$(find objects -type f -links 1 -print -exec rm -f -- {} + | wc -l)
+    # The fan-out directories of older pikacis, once no snapshot links their objects.
+    find objects -mindepth 1 -maxdepth 1 -type d -empty -exec rmdir -- {} + 2>/dev/null || true
   fi
 fi
 echo "$jobs $snapshots $objects $busy"

@@ -83,6 +83,16 @@ pub fn gc(
             stats.objects_removed += 1;
         }
     }
+    // The fan-out directories of older pikacis, once no snapshot links their objects.
+    for entry in fs::read_dir(cache.join("objects"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
     for tmp in dir_names(&cache.join("tmp")) {
         let _ = store::remove_tree(&cache.join("tmp").join(tmp));
     }
@@ -134,25 +144,18 @@ pub fn verify(cache: &Path, _lock: &CacheLock) -> Result<VerifyStats, SnapshotEr
     let mut stats = VerifyStats::default();
     let mut bad: HashSet<String> = HashSet::new();
     for entry in walkdir::WalkDir::new(cache.join("objects"))
-        .min_depth(2)
+        .min_depth(1)
+        .max_depth(2)
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
     {
-        stats.objects_checked += 1;
-        let (Some(prefix), Some(name)) = (
-            entry.path().parent().and_then(|p| p.file_name()),
-            entry.file_name().to_str(),
-        ) else {
+        let Some(name) = object_name_of(entry.path(), entry.depth()) else {
             continue;
         };
-        let expected = format!(
-            "{}{}",
-            prefix.to_string_lossy(),
-            name.trim_end_matches("-x")
-        );
-        if sha256_hex(entry.path())? != expected {
-            bad.insert(format!("{}/{name}", prefix.to_string_lossy()));
+        stats.objects_checked += 1;
+        if sha256_hex(entry.path())? != name.trim_end_matches("-x") {
+            bad.insert(name);
             stats.objects_bad.push(entry.path().to_path_buf());
         }
     }
@@ -162,7 +165,7 @@ pub fn verify(cache: &Path, _lock: &CacheLock) -> Result<VerifyStats, SnapshotEr
             t.iter().any(|e| match &e.kind {
                 TreeKind::File { hash, executable } => {
                     let suffix = if *executable { "-x" } else { "" };
-                    bad.contains(&format!("{}/{}{suffix}", &hash[..2], &hash[2..]))
+                    bad.contains(&format!("{hash}{suffix}"))
                 }
                 TreeKind::Symlink { .. } => false,
             })
@@ -176,6 +179,19 @@ pub fn verify(cache: &Path, _lock: &CacheLock) -> Result<VerifyStats, SnapshotEr
         fs::remove_file(path).map_err(io_err(path))?;
     }
     Ok(stats)
+}
+
+/// An object's hash and suffix, from `objects/<hash>[-x]` (depth 1) or the older
+/// `objects/<hh>/<rest>[-x]` (depth 2); `None` for an add cut short (`.add-*`).
+fn object_name_of(path: &Path, depth: usize) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    if name.starts_with('.') {
+        return None;
+    }
+    match depth {
+        1 => Some(name.to_string()),
+        _ => Some(format!("{}{name}", path.parent()?.file_name()?.to_str()?)),
+    }
 }
 
 fn sha256_hex(path: &Path) -> Result<String, SnapshotError> {

@@ -1,8 +1,13 @@
 //! The content-addressed store under `<cache>`:
-//! `objects/<hh>/<rest>[-x]` hold file contents once (read-only; `-x` for executables,
+//! `objects/<hash>[-x]` hold file contents once (read-only; `-x` for executables,
 //! because hard links share their mode), `snapshots/<id>/` are published trees of hard
 //! links to objects, named by the digest of their file list, and `tmp/` holds trees being
 //! built or patched. Publishing is a rename, so no half-built tree is seen.
+//!
+//! The objects share one directory: spread over the 256 `objects/<hh>/` of older
+//! pikacis, the links a cold tree makes cost as much again as its files in a slow phase
+//! of the disk, and one directory costs next to nothing more. gc removes what is left of
+//! the older layout as its snapshots go.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -73,10 +78,7 @@ impl Store {
 
     pub fn object_path(&self, hash: &str, executable: bool) -> PathBuf {
         let suffix = if executable { "-x" } else { "" };
-        self.root
-            .join("objects")
-            .join(&hash[..2])
-            .join(format!("{}{suffix}", &hash[2..]))
+        self.root.join("objects").join(format!("{hash}{suffix}"))
     }
 
     /// True when the object is there with the size its content must have. A cheap check,
@@ -107,8 +109,6 @@ impl Store {
             if self.has_object(&added.hash, executable, added.stat.size) {
                 return Ok(Some(added));
             }
-            let dir = object.parent().unwrap_or(&self.root);
-            crate::fsutil::create_dir_all(dir).map_err(io_err(dir))?;
             let mode = if executable { 0o555 } else { 0o444 };
             fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
                 .map_err(io_err(tmp.path()))?;

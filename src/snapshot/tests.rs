@@ -968,3 +968,53 @@ fn the_take_reads_the_clock_of_the_workspace_s_file_system() {
     let racy_from = clock::racy_from_ns(elsewhere.path(), ws.path());
     assert!(racy_from <= before - 900_000_000, "{racy_from} vs {before}");
 }
+
+/// A cache in the layout of older pikacis (`objects/<hh>/<rest>`): its snapshot is still
+/// used and verified, a change stores its content in `objects/<hash>`, and gc removes the
+/// older objects and their directories once no snapshot links them.
+#[test]
+fn a_cache_of_the_older_fan_out_layout_is_used_verified_and_collected() {
+    let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    sample_tree(ws.path());
+    age_files(ws.path());
+    let first = take(ws.path(), cache.path(), &[]).unwrap();
+    let objects = cache.path().join("objects");
+    let flat: Vec<String> = names_in(&objects);
+    assert!(!flat.is_empty());
+    for name in &flat {
+        let dir = objects.join(&name[..2]);
+        fs::create_dir_all(&dir).unwrap();
+        fs::rename(objects.join(name), dir.join(&name[2..])).unwrap();
+    }
+    let stats = verify(cache.path(), &gc_lock(cache.path())).unwrap();
+    assert_eq!(
+        (stats.objects_checked, stats.objects_bad.len()),
+        (flat.len(), 0)
+    );
+    let id = first.id.clone();
+    drop(first);
+    let again = take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!((again.id.as_str(), again.reused), (id.as_str(), true));
+    drop(again);
+
+    write(ws.path(), "a/b/c.txt", "changed\n");
+    let changed = take(ws.path(), cache.path(), &[]).unwrap();
+    assert_eq!(
+        nar_hash(&changed.dir).unwrap(),
+        nar_hash(ws.path()).unwrap()
+    );
+    drop(changed);
+    gc(cache.path(), &HashSet::new(), &gc_lock(cache.path())).unwrap();
+    let left: Vec<String> = names_in(&objects)
+        .into_iter()
+        .filter(|name| objects.join(name).is_dir())
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "the older directories");
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}

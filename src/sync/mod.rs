@@ -78,9 +78,9 @@ for base in "$@"; do
   fi
   exec 8>&-
 done
-# No objects at all (a new host dir): everything travels, no MISSING step.
-set -- objects/*
-if [ ! -e "$1" ]; then echo cold; exit 0; fi
+# No objects at all (a new host dir): everything travels, no MISSING step. (The first
+# name find prints, not a glob: that would sort every object's name.)
+if [ -z "$(find objects -mindepth 1 -maxdepth 1 | head -n 1)" ]; then echo cold; exit 0; fi
 echo absent
 "#;
 
@@ -110,8 +110,11 @@ exec 9>>leases/syncs
 flock -s 9
 t="tmp/$3"
 trap 'discard "$t"; discard "$t.tree"' EXIT
-mkdir -p snapshots "$t/tree"
-object_dirs
+# objects/ is there before tar links into it: a tar that must make a missing parent
+# itself is not safe against another adding the same name there at once (GNU tar gives
+# up on the link it retries after making the directory); with the parent there, a link
+# another sync made first is skipped.
+mkdir -p snapshots objects "$t/tree"
 tar -x -f - --no-same-owner --skip-old-files
 # Read-only below the top before it is published; the top after its move (see QUERY).
 find "$t/tree" -mindepth 1 -type d -exec chmod 0555 {} +
@@ -141,7 +144,7 @@ mkdir -p "$t"
 tar -x -f - --no-same-owner
 (cd "$t.tree" && xargs -0 -r chmod u+w -- < "../$3/open")
 (cd "$t.tree" && xargs -0 -r rm -rf -- < "../$3/remove")
-object_dirs
+mkdir -p objects
 tar -x -f "$t/tree.tar" --no-same-owner --skip-old-files
 (cd "$t.tree" && xargs -0 -r chmod 0555 -- < "../$3/close")
 chmod u+w "$t.tree"
@@ -515,7 +518,7 @@ mod tests {
     #[test]
     fn object_names_match_the_local_store_layout() {
         let hash = "ab".to_string() + &"c".repeat(62);
-        assert_eq!(object_name(&hash, true), format!("ab/{}-x", "c".repeat(62)));
+        assert_eq!(object_name(&hash, true), format!("{hash}-x"));
         let cache = Path::new("/c");
         let local = snapshot::object_path(cache, &hash, true);
         assert_eq!(local, cache.join("objects").join(object_name(&hash, true)));

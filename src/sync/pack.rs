@@ -277,14 +277,9 @@ pub(super) fn pack_tree(
     ))
 }
 
-/// `xx/rest[-x]`: an object's name under `objects/`, as in the local store.
+/// `HASH[-x]`: an object's name under `objects/`, as in the local store.
 pub(super) fn object_name(hash: &str, executable: bool) -> String {
-    format!(
-        "{}/{}{}",
-        &hash[..2],
-        &hash[2..],
-        if executable { "-x" } else { "" }
-    )
+    format!("{hash}{}", if executable { "-x" } else { "" })
 }
 
 pub(super) fn unique_objects(tree: &[TreeEntry]) -> std::collections::BTreeSet<String> {

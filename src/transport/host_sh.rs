@@ -12,12 +12,6 @@ pub(crate) const DISCARD: &str = r#"discard() { if [ -e "$1" ]; then find "$1" -
 /// directory changes its `..`, which needs write permission on it for anyone but root.
 pub(crate) const PUBLISH: &str = r#"publish() { if mv -T "$1" "snapshots/$2" 2>/dev/null; then chmod 0555 "snapshots/$2"; else [ -d "snapshots/$2" ]; fi; }"#;
 
-/// `object_dirs`: makes the 256 directories `objects/00` … `objects/ff`. A tar that
-/// must create a missing parent itself is not safe against another that adds the same
-/// name there at once (GNU tar gives up on the link it retries after making the
-/// directory); with every parent there, a link another sync made first is skipped.
-pub(crate) const OBJECT_DIRS: &str = r#"object_dirs() { set --; for a in 0 1 2 3 4 5 6 7 8 9 a b c d e f; do for b in 0 1 2 3 4 5 6 7 8 9 a b c d e f; do set -- "$@" "objects/$a$b"; done; done; mkdir -p "$@"; }"#;
-
 /// `detached SCRIPT NAME ARGS…`: runs `sh -c SCRIPT NAME ARGS…` in the background, in
 /// a session of its own where `setsid` exists, so it outlives the step (and, on this
 /// machine, the kill of the step's process group); it keeps the step's open files but
@@ -32,7 +26,7 @@ pub fn host_sh(body: &str, name: &str) -> Argv {
 
 /// The helpers' definitions, one a line.
 fn helpers() -> String {
-    [DISCARD, PUBLISH, OBJECT_DIRS, DETACHED].join("\n")
+    [DISCARD, PUBLISH, DETACHED].join("\n")
 }
 
 #[cfg(test)]
@@ -98,7 +92,6 @@ mod tests {
             script!(Sh, crate::incus::image::IMAGE_FILES),
             script!(Sh, super::DISCARD),
             script!(Sh, super::PUBLISH),
-            script!(Sh, super::OBJECT_DIRS),
             script!(Sh, super::DETACHED),
             script!(Sh, incus::doctor::AGENT_PRESENT),
             script!(Sh, crate::transport::ssh::DRAIN_STDIN),
