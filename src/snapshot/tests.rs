@@ -905,15 +905,19 @@ fn a_file_edited_just_before_a_take_is_vouched_for_by_its_index() {
     let (ws, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = taken_repo(ws.path(), cache.path());
     write(ws.path(), "src/lib.rs", "fn b() {}\n");
-    // Past the coarse clock's tick (1 to 10 ms): an edit within the tick the take begins
-    // in has the take's own stamp, and is racy.
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    past_the_clock_tick();
     let edited = take(ws.path(), cache.path(), &[]).unwrap();
     assert_ne!(edited.id, first.id);
     assert_eq!(
         from_index_alone(ws.path(), cache.path()),
         Some(edited.id.clone())
     );
+}
+
+/// Past the tick of the coarse clock file times come from (1 to 10 ms): an edit within
+/// the tick a take begins in has that take's own stamp, and is racy for it.
+fn past_the_clock_tick() {
+    std::thread::sleep(std::time::Duration::from_millis(50));
 }
 
 /// A file stamped after its take began may change again within the clock's grain,
@@ -938,7 +942,7 @@ fn a_file_stamped_after_its_take_began_is_hashed_again() {
     )
     .unwrap();
     assert_eq!(from_index_alone(ws.path(), cache.path()), None, "racy");
-    std::thread::sleep(std::time::Duration::from_millis(50)); // past the clock's tick
+    past_the_clock_tick();
     let again = take(ws.path(), cache.path(), &[]).unwrap();
     assert_eq!(again.id, racy.id);
     assert_eq!(
