@@ -228,18 +228,7 @@ fn check_cold_sync_stores_each_content_once(transport: &dyn Transport) {
         assert_eq!(hash, snapshot::nar_hash(&snap.dir).unwrap());
     }
     let tree = snapshot::tree(cache.path(), &snap.id).unwrap();
-    for entry in &tree {
-        let path = cold.dir.join(&entry.path);
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        let Some(name) = object_of(entry) else {
-            assert!(meta.file_type().is_symlink(), "{path:?}");
-            continue;
-        };
-        let object = std::fs::metadata(host.path().join("objects").join(&name)).unwrap();
-        assert_eq!(meta.ino(), object.ino(), "{path:?} is its object {name}");
-        let mode = if name.ends_with("-x") { 0o555 } else { 0o444 };
-        assert_eq!(meta.mode() & 0o777, mode, "{path:?}");
-    }
+    assert_files_are_their_objects(&tree, &cold.dir, host.path());
     let objects = walk_files(&host.path().join("objects"));
     assert_eq!(objects.len(), 7, "{objects:?}");
     for dir in ["", "dup", "src/deep"] {
@@ -264,6 +253,94 @@ fn check_cold_sync_stores_each_content_once(transport: &dyn Transport) {
     let empty = || std::fs::read_dir(&tmp).unwrap().count() == 0;
     let emptied = crate::harness::eventually(Duration::from_secs(30), empty);
     assert!(emptied, "no temporary trees left behind");
+}
+
+/// Every file of the synced `tree` at `dir` is its object under `host`'s `objects/`
+/// (one inode) with the object's mode, 0555 for `-x` objects and 0444 for the others;
+/// symlinks are symlinks.
+fn assert_files_are_their_objects(tree: &[snapshot::TreeEntry], dir: &Path, host: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    for entry in tree {
+        let path = dir.join(&entry.path);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let Some(name) = object_of(entry) else {
+            assert!(meta.file_type().is_symlink(), "{path:?}");
+            continue;
+        };
+        let object = std::fs::metadata(host.join("objects").join(&name)).unwrap();
+        assert_eq!(meta.ino(), object.ino(), "{path:?} is its object {name}");
+        let mode = if name.ends_with("-x") { 0o555 } else { 0o444 };
+        assert_eq!(meta.mode() & 0o777, mode, "{path:?}");
+    }
+}
+
+/// A tree large enough to travel in parts the host unpacks side by side, with the same
+/// contents in different parts, executables and symlinks: it arrives whole (the NAR
+/// hash), each content once, every directory read-only, nothing left in `tmp/`.
+fn check_a_cold_sync_in_parts(transport: &dyn Transport) {
+    let ws = tempfile::tempdir().unwrap();
+    for i in 0..4_500 {
+        let rel = format!("d{}/e{}/f{i}", i / 1_000, i / 100);
+        write(ws.path(), &rel, &format!("{}\n", i % 1_500));
+        if i % 9 == 0 {
+            let path = ws.path().join(&rel);
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        if i % 200 == 0 {
+            let link = ws.path().join(format!("d{}/l{i}", i / 1_000));
+            std::os::unix::fs::symlink(format!("e{}/f{i}", i / 100), link).unwrap();
+        }
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
+    let cold = sync(
+        transport,
+        cache.path(),
+        &snap.id,
+        host.path(),
+        soon(),
+        &Cancel::new(),
+    )
+    .unwrap_or_else(|e| panic!("{}", pikaci::error::chain(&e)));
+    let tree = snapshot::tree(cache.path(), &snap.id).unwrap();
+    let objects: std::collections::BTreeSet<String> = tree.iter().filter_map(object_of).collect();
+    assert_eq!(cold.objects_sent, objects.len() as u64);
+    if let Some(hash) = host_hash(transport, &cold.dir) {
+        assert_eq!(hash, snapshot::nar_hash(&snap.dir).unwrap());
+    }
+    assert_files_are_their_objects(&tree, &cold.dir, host.path());
+    assert_eq!(
+        walk_files(&host.path().join("objects")).len(),
+        objects.len()
+    );
+    for dir in walkdir::WalkDir::new(&cold.dir)
+        .into_iter()
+        .map(Result::unwrap)
+    {
+        if dir.file_type().is_dir() {
+            let mode = dir.metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o555, "{:?} is read-only", dir.path());
+        }
+    }
+    let tmp = std::fs::read_dir(host.path().join("tmp")).unwrap().count();
+    assert_eq!(tmp, 0, "nothing left in tmp/");
+}
+
+/// To a host with a Nix store of its own, as a remote one is.
+#[test]
+fn a_cold_sync_in_parts_over_ssh() {
+    let Some(options) = crate::harness::own_store_ssh(0) else {
+        return;
+    };
+    let ssh = Ssh::new(options).unwrap();
+    ssh.connect(&Cancel::new()).unwrap();
+    check_a_cold_sync_in_parts(&ssh);
+}
+
+#[test]
+fn a_cold_sync_in_parts_locally() {
+    check_a_cold_sync_in_parts(&Local);
 }
 
 fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {

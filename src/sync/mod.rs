@@ -35,6 +35,7 @@ use crate::snapshot::{self, TreeEntry, TreeKind};
 use crate::transport::{Transport, TransportError, host_sh};
 
 mod pack;
+mod parts;
 
 use pack::{PackCancelled, pack_patch, pack_tree, unique_objects};
 
@@ -101,21 +102,55 @@ comm -23 - "$have"
 "#;
 
 /// Full sync, step 3. Args: host dir, snapshot hex, temp id. Stdin: the tree stream
-/// ([`pack`]) under `tmp/ID/tree/`, unpacked straight into place: contents at their
-/// paths, each new object linked into `objects/` from there, the rest linked from
-/// `objects/`. A tree taken for a patch that turned out too large (`tmp/ID.tree`) goes.
+/// ([`pack`]) under `tmp/ID/tree/` in framed parts ([`parts`]), unpacked straight into
+/// place: contents at their paths, each new object linked into `objects/` from there,
+/// the rest linked from `objects/`. Each part is stored under `tmp/ID/` as it arrives
+/// and unpacked, alone or alongside the parallel parts next to it, while the next
+/// arrives. A tree taken for a patch that turned out too large (`tmp/ID.tree`) goes.
 pub(crate) const RECEIVE: &str = r#"set -eu
 cd "$1"
 exec 9>>leases/syncs
 flock -s 9
 t="tmp/$3"
-trap 'discard "$t"; discard "$t.tree"' EXIT
+# The parts' tars still unpacking: none outlives this script. KILL, as a TERM that
+# comes before the forked shell has become tar is caught by this script's trap and lost.
+parts=
+trap 'for p in $parts; do kill -KILL "$p" 2>/dev/null || :; done; wait; discard "$t"; discard "$t.tree"' EXIT
+trap 'exit 1' HUP INT TERM
+# The parts are read from stdin one after another: a head that reads ahead of its count
+# would take the next part's start.
+if [ "$(printf ab | { head -c 1 >/dev/null; cat; })" != b ]; then
+  echo "this host's head -c reads ahead of its count (busybox's does); a cold sync needs one that does not, such as GNU coreutils'" >&2
+  exit 1
+fi
 # objects/ is there before tar links into it: a tar that must make a missing parent
 # itself is not safe against another adding the same name there at once (GNU tar gives
 # up on the link it retries after making the directory); with the parent there, a link
 # another sync made first is skipped.
 mkdir -p snapshots objects "$t/tree"
-tar -x -f - --no-same-owner --skip-old-files
+n=0 how=
+while read -r how len; do
+  [ "$how" != end ] || break
+  n=$((n + 1))
+  head -c "$len" > "$t/$n.tar"
+  [ "$(wc -c < "$t/$n.tar")" -eq "$len" ]
+  case $how in
+    serial)
+      for p in $parts; do wait "$p"; done
+      parts=
+      tar -x -f "$t/$n.tar" --no-same-owner --skip-old-files
+      ;;
+    parallel)
+      tar -x -f "$t/$n.tar" --no-same-owner --skip-old-files &
+      parts="$parts $!"
+      ;;
+    *) exit 1 ;;
+  esac
+done
+[ "$how" = end ]
+for p in $parts; do wait "$p"; done
+parts=
+rm -f "$t"/*.tar
 # Read-only below the top before it is published; the top after its move (see QUERY).
 find "$t/tree" -mindepth 1 -type d -exec chmod 0555 {} +
 publish "$t/tree" "$2"

@@ -7,6 +7,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::Diff;
+use super::parts::{Order, parts};
 use crate::cancel::Cancel;
 use crate::snapshot::{self, TreeEntry, TreeKind};
 
@@ -32,58 +33,127 @@ pub(super) struct Packed<S> {
     pub bytes: u64,
 }
 
+/// One entry of the tree stream, as decided for the whole stream at once.
+pub(super) enum Item<'e> {
+    /// The first entry of an object the host lacks: its contents at its path, then
+    /// `objects/NAME`, a hard link to it.
+    Content {
+        entry: &'e TreeEntry,
+        hash: &'e str,
+        executable: bool,
+        name: String,
+    },
+    /// A hard link to `objects/NAME`.
+    Linked { entry: &'e TreeEntry, name: String },
+    Symlink {
+        entry: &'e TreeEntry,
+        target: &'e Path,
+    },
+    /// A directory (mode 0755 until the host closes the tree), for a stream in parts.
+    Dir(PathBuf),
+}
+
+impl Item<'_> {
+    /// The path under the tree's root.
+    pub(super) fn path(&self) -> &Path {
+        match self {
+            Item::Content { entry, .. } | Item::Linked { entry, .. } => &entry.path,
+            Item::Symlink { entry, .. } => &entry.path,
+            Item::Dir(path) => path,
+        }
+    }
+}
+
 /// The tree stream of both kinds of sync, so what a cold sync and a patch send cannot
-/// differ: `entries` under `root`, appended to `tar`, unpacked on the host in one pass
-/// with `--skip-old-files`. The first entry of each object the host lacks is a regular
-/// file (mode 0444, 0555 for `-x` objects) followed by a hard link `objects/NAME` to it:
-/// the contents land where the tree needs them and the store links them from there, so
-/// the host writes each content once and links it once. Later entries of that object,
-/// and those of objects the host has, are hard links to `objects/NAME`. A stream cut
-/// short leaves no partial object: the `objects/` link follows the complete file. When
-/// another sync added the same object first, its link is skipped and the tree keeps its
-/// own copy (same content).
-fn pack_entries<W: Write>(
+/// differ: `entries`, unpacked on the host with `--skip-old-files`. The first entry of
+/// each object the host lacks is a regular file (mode 0444, 0555 for `-x` objects)
+/// followed by a hard link `objects/NAME` to it: the contents land where the tree needs
+/// them and the store links them from there, so the host writes each content once and
+/// links it once. Later entries of that object, and those of objects the host has, are
+/// hard links to `objects/NAME`. A stream cut short leaves no partial object: the
+/// `objects/` link follows the complete file. When another sync added the same object
+/// first, its link is skipped and the tree keeps its own copy (same content).
+pub(super) fn items<'e>(
+    entries: impl IntoIterator<Item = &'e TreeEntry>,
+    host_lacks: &dyn Fn(&str) -> bool,
+) -> Vec<Item<'e>> {
+    let mut sent: HashSet<String> = HashSet::new();
+    entries
+        .into_iter()
+        .map(|entry| match &entry.kind {
+            TreeKind::File { hash, executable } => {
+                let name = object_name(hash, *executable);
+                if host_lacks(&name) && sent.insert(name.clone()) {
+                    Item::Content {
+                        entry,
+                        hash,
+                        executable: *executable,
+                        name,
+                    }
+                } else {
+                    Item::Linked { entry, name }
+                }
+            }
+            TreeKind::Symlink { target } => Item::Symlink { entry, target },
+        })
+        .collect()
+}
+
+/// Appends `items` under `root` to `tar`; returns the objects and bytes of contents
+/// it carries.
+pub(super) fn append_items<W: Write>(
     tar: &mut tar::Builder<W>,
     cache: &Path,
-    entries: &[&TreeEntry],
-    host_lacks: &dyn Fn(&str) -> bool,
+    items: &[Item],
     root: &Path,
     contents: Contents,
 ) -> std::io::Result<(u64, u64)> {
     let (mut objects, mut bytes) = (0u64, 0u64);
-    let mut sent: HashSet<String> = HashSet::new();
-    for entry in entries {
+    for item in items {
         if let Contents::Read(cancel) = contents
             && cancel.is_cancelled()
         {
             return Err(std::io::Error::other(PackCancelled));
         }
-        let path = root.join(&entry.path);
-        match &entry.kind {
-            TreeKind::File { hash, executable } => {
-                let name = object_name(hash, *executable);
-                let stored = Path::new("objects").join(&name);
-                if host_lacks(&name) && sent.insert(name) {
-                    let local = snapshot::object_path(cache, hash, *executable);
-                    bytes += append_file(tar, &local, *executable, &path, contents)?;
-                    objects += 1;
-                    append_link(tar, tar::EntryType::Link, &stored, &path)?;
-                } else {
-                    append_link(tar, tar::EntryType::Link, &path, &stored)?;
-                }
+        let path = root.join(item.path());
+        match item {
+            Item::Content {
+                hash,
+                executable,
+                name,
+                ..
+            } => {
+                let local = snapshot::object_path(cache, hash, *executable);
+                bytes += append_file(tar, &local, *executable, &path, contents)?;
+                objects += 1;
+                let stored = Path::new("objects").join(name);
+                append_link(tar, tar::EntryType::Link, &stored, &path)?;
             }
-            TreeKind::Symlink { target } => {
+            Item::Linked { name, .. } => {
+                let stored = Path::new("objects").join(name);
+                append_link(tar, tar::EntryType::Link, &path, &stored)?;
+            }
+            Item::Symlink { target, .. } => {
                 append_link(tar, tar::EntryType::Symlink, &path, target)?;
             }
+            Item::Dir(_) => append_dir(tar, &path)?,
         }
     }
     Ok((objects, bytes))
 }
 
+fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &Path) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(0);
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    tar.append_data(&mut header, path, std::io::empty())
+}
+
 /// Where a stream's contents come from: the objects (reads that stop when the run is
 /// cancelled), or for [`stream_len`] zeros of their sizes.
 #[derive(Clone, Copy)]
-enum Contents<'a> {
+pub(super) enum Contents<'a> {
     Read(&'a Cancel),
     Sizes,
 }
@@ -121,7 +191,7 @@ fn append_file<W: Write>(
 }
 
 /// A writer that only counts.
-struct Count(u64);
+pub(super) struct Count(pub u64);
 
 impl Write for Count {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -149,7 +219,7 @@ fn append_link<W: Write>(
     tar.append_link(&mut header, path, target)
 }
 
-fn builder<W: Write>(out: W) -> tar::Builder<W> {
+pub(super) fn builder<W: Write>(out: W) -> tar::Builder<W> {
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     tar
@@ -183,14 +253,8 @@ pub(super) fn pack_patch(
 ) -> std::io::Result<Packed<std::fs::File>> {
     let root = PathBuf::from("tmp").join(format!("{id}.tree"));
     let mut tree = builder(tempfile::tempfile()?);
-    let (objects, bytes) = pack_entries(
-        &mut tree,
-        cache,
-        &diff.changed,
-        &|_| true,
-        &root,
-        Contents::Read(cancel),
-    )?;
+    let items = items(diff.changed.iter().copied(), &|_| true);
+    let (objects, bytes) = append_items(&mut tree, cache, &items, &root, Contents::Read(cancel))?;
     let mut tree = tree.into_inner()?;
     let tree_len = tree.stream_position()?;
     tree.rewind()?;
@@ -228,11 +292,13 @@ pub(super) fn pack_patch(
 pub(super) type Producer = std::thread::JoinHandle<std::io::Result<Packed<()>>>;
 
 /// The cold stream: the whole tree under `tmp/ID/tree/`, with the contents of the
-/// objects in `missing` (all of them when it is None: the host has none), and its
-/// length (what the stream will carry, from the objects' sizes: a stream of known length
-/// can go over the host's command channel). Written by a thread into a pipe, whose read
-/// end is returned: the host unpacks while this machine still reads objects (a file
-/// first would be a second full pass, with no overlap).
+/// objects in `missing` (all of them when it is None: the host has none), in framed
+/// parts ([`super::parts`]): each a line `ORDER LEN` and a tar of LEN bytes, and a line
+/// `end` after the last, so a stream cut short at a part's border fails too. Returned
+/// with its length (from the objects' sizes: a stream of known length can go over the
+/// host's command channel). Written by a thread into a pipe, whose read end is
+/// returned: the host unpacks while this machine still reads objects (a file first
+/// would be a second full pass, with no overlap).
 pub(super) fn pack_tree(
     cache: &Path,
     tree: Vec<TreeEntry>,
@@ -242,28 +308,32 @@ pub(super) fn pack_tree(
 ) -> std::io::Result<(std::fs::File, u64, Producer)> {
     let root = PathBuf::from("tmp").join(id).join("tree");
     let lacks = move |name: &str| missing.as_ref().is_none_or(|m| m.contains(name));
-    let len = {
-        let entries: Vec<&TreeEntry> = tree.iter().collect();
-        let mut count = builder(Count(0));
-        pack_entries(&mut count, cache, &entries, &lacks, &root, Contents::Sizes)?;
-        count.into_inner()?.0
-    };
+    let frames = parts(items(&tree, &lacks))
+        .iter()
+        .map(|part| {
+            let mut count = builder(Count(0));
+            append_items(&mut count, cache, &part.items, &root, Contents::Sizes)?;
+            Ok(frame(part.order, count.into_inner()?.0))
+        })
+        .collect::<std::io::Result<Vec<Frame>>>()?;
+    let len = frames.iter().map(Frame::stream_len).sum::<u64>() + END.len() as u64;
     let (reader, writer) = std::io::pipe()?;
     let (cache, cancel) = (cache.to_path_buf(), cancel.clone());
     let producer = std::thread::Builder::new()
         .name("pikaci-pack".into())
         .spawn(move || {
-            let entries: Vec<&TreeEntry> = tree.iter().collect();
-            let mut tar = builder(std::io::BufWriter::with_capacity(1 << 20, writer));
-            let (objects, bytes) = pack_entries(
-                &mut tar,
-                &cache,
-                &entries,
-                &lacks,
-                &root,
-                Contents::Read(&cancel),
-            )?;
-            tar.into_inner()?.flush()?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, writer);
+            let (mut objects, mut bytes) = (0, 0);
+            for (part, frame) in parts(items(&tree, &lacks)).iter().zip(frames) {
+                out.write_all(frame.line.as_bytes())?;
+                let mut tar = builder(&mut out);
+                let read = Contents::Read(&cancel);
+                let (o, b) = append_items(&mut tar, &cache, &part.items, &root, read)?;
+                tar.into_inner()?;
+                (objects, bytes) = (objects + o, bytes + b);
+            }
+            out.write_all(END.as_bytes())?;
+            out.flush()?;
             Ok(Packed {
                 stream: (),
                 objects,
@@ -276,6 +346,29 @@ pub(super) fn pack_tree(
         producer,
     ))
 }
+
+/// A part's frame line, `ORDER LEN`, and the LEN of the tar after it.
+struct Frame {
+    line: String,
+    len: u64,
+}
+
+impl Frame {
+    /// What the part adds to the stream.
+    fn stream_len(&self) -> u64 {
+        self.line.len() as u64 + self.len
+    }
+}
+
+fn frame(order: Order, len: u64) -> Frame {
+    Frame {
+        line: format!("{} {len}\n", order.word()),
+        len,
+    }
+}
+
+/// The line after the last part.
+const END: &str = "end\n";
 
 /// `HASH[-x]`: an object's name under `objects/`, as in the local store.
 pub(super) fn object_name(hash: &str, executable: bool) -> String {

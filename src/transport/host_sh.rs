@@ -113,6 +113,7 @@ mod tests {
         "DEFAULT_HOST",
         "DEFAULT_LISTEN",
         "ELIDED",
+        "END",
         "FLAKE_JOB",
         "GUEST_NAME",
         "GUEST_WORKSPACE",
