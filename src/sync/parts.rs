@@ -228,7 +228,13 @@ mod tests {
                 assert_eq!(line, "end");
                 break;
             };
-            at += newline + 1 + len.parse::<usize>().unwrap();
+            let len = len.parse::<usize>().unwrap();
+            assert_eq!(
+                len % 512,
+                0,
+                "a host without an exact head reads 512-byte blocks"
+            );
+            at += newline + 1 + len;
             ends.push(at);
         }
         assert_eq!(&bytes[at..], b"end\n");
@@ -298,6 +304,34 @@ mod tests {
             let tmp = host.path().join("tmp");
             assert_eq!(left_in(&tmp), Vec::<PathBuf>::new(), "cut at {cut}");
         }
+    }
+
+    /// A host whose `head -c` reads ahead of its count (busybox's) takes the parts with
+    /// dd, and the tree arrives whole.
+    #[test]
+    fn a_host_with_busybox_head_and_dd_takes_the_whole_stream() {
+        let Some(busybox) = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|dir| dir.join("busybox"))
+            .find(|path| path.is_file())
+        else {
+            return;
+        };
+        let bin = tempfile::tempdir().unwrap();
+        for tool in ["head", "dd"] {
+            std::os::unix::fs::symlink(&busybox, bin.path().join(tool)).unwrap();
+        }
+        let s = stream(4_200);
+        let host = tempfile::tempdir().unwrap();
+        let mut child = receive(host.path(), &s.hex, Some(bin.path()));
+        child.stdin.take().unwrap().write_all(&s.bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let published = host.path().join("snapshots").join(&s.hex);
+        assert_eq!(
+            crate::snapshot::nar_hash(&published).unwrap(),
+            crate::snapshot::nar_hash(&s.dir).unwrap()
+        );
     }
 
     /// A stream that fails while parts are unpacking ends their `tar`s before RECEIVE
