@@ -57,8 +57,9 @@ impl Item<'_> {
     /// The path under the tree's root.
     pub(super) fn path(&self) -> &Path {
         match self {
-            Item::Content { entry, .. } | Item::Linked { entry, .. } => &entry.path,
-            Item::Symlink { entry, .. } => &entry.path,
+            Item::Content { entry, .. }
+            | Item::Linked { entry, .. }
+            | Item::Symlink { entry, .. } => &entry.path,
             Item::Dir(path) => path,
         }
     }
