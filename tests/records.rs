@@ -169,13 +169,16 @@ fn logs_follow_streams_until_the_job_ends() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait for the run's job directory, then follow while the job is still printing.
+    // Wait for the run's directory (not the hidden one it is made under before it is
+    // renamed into place), then follow while the job is still printing.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let published =
+        |entry: std::fs::DirEntry| !entry.file_name().to_string_lossy().starts_with('.');
     while !repo
         .state()
         .join("runs")
         .read_dir()
-        .is_ok_and(|mut d| d.next().is_some())
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(published)))
     {
         assert!(std::time::Instant::now() < deadline, "run never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
