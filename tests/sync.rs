@@ -16,6 +16,13 @@ pub(crate) fn ssh() -> Option<Ssh> {
     Some(ssh)
 }
 
+/// The first host with a Nix store of its own (scripts/testbed/hosts.sh), connected.
+fn own_store() -> Option<Ssh> {
+    let ssh = Ssh::new(crate::harness::own_store_ssh(0)?).unwrap();
+    ssh.connect(&Cancel::new()).unwrap();
+    Some(ssh)
+}
+
 fn write(root: &Path, rel: &str, content: &str) {
     let path = root.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -255,6 +262,35 @@ fn check_cold_sync_stores_each_content_once(transport: &dyn Transport) {
     assert!(emptied, "no temporary trees left behind");
 }
 
+/// A workspace snapshotted into a new cache and synced to a new host dir.
+struct Synced {
+    cache: tempfile::TempDir,
+    host: tempfile::TempDir,
+    snap: snapshot::Snapshot,
+    stats: pikaci::sync::SyncStats,
+}
+
+fn cold_sync(transport: &dyn Transport, ws: &Path) -> Synced {
+    let cache = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let snap = snapshot::take(ws, cache.path(), &[]).unwrap();
+    let stats = sync(
+        transport,
+        cache.path(),
+        &snap.id,
+        host.path(),
+        soon(),
+        &Cancel::new(),
+    )
+    .unwrap_or_else(|e| panic!("cold sync: {}", pikaci::error::chain(&e)));
+    Synced {
+        cache,
+        host,
+        snap,
+        stats,
+    }
+}
+
 /// Every file of the synced `tree` at `dir` is its object under `host`'s `objects/`
 /// (one inode) with the object's mode, 0555 for `-x` objects and 0444 for the others;
 /// symlinks are symlinks.
@@ -291,18 +327,12 @@ fn check_a_cold_sync_in_parts(transport: &dyn Transport) {
             std::os::unix::fs::symlink(format!("e{}/f{i}", i / 100), link).unwrap();
         }
     }
-    let cache = tempfile::tempdir().unwrap();
-    let host = tempfile::tempdir().unwrap();
-    let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
-    let cold = sync(
-        transport,
-        cache.path(),
-        &snap.id,
-        host.path(),
-        soon(),
-        &Cancel::new(),
-    )
-    .unwrap_or_else(|e| panic!("{}", pikaci::error::chain(&e)));
+    let Synced {
+        cache,
+        host,
+        snap,
+        stats: cold,
+    } = cold_sync(transport, ws.path());
     let tree = snapshot::tree(cache.path(), &snap.id).unwrap();
     let objects: std::collections::BTreeSet<String> = tree.iter().filter_map(object_of).collect();
     assert_eq!(cold.objects_sent, objects.len() as u64);
@@ -330,11 +360,7 @@ fn check_a_cold_sync_in_parts(transport: &dyn Transport) {
 /// To a host with a Nix store of its own, as a remote one is.
 #[test]
 fn a_cold_sync_in_parts_over_ssh() {
-    let Some(options) = crate::harness::own_store_ssh(0) else {
-        return;
-    };
-    let ssh = Ssh::new(options).unwrap();
-    ssh.connect(&Cancel::new()).unwrap();
+    let Some(ssh) = own_store() else { return };
     check_a_cold_sync_in_parts(&ssh);
 }
 
@@ -371,11 +397,7 @@ fn a_cold_sync_stores_each_content_once_locally() {
 /// the sync must not lean on anything this machine shares with the host.
 #[test]
 fn sync_over_ssh() {
-    let Some(options) = crate::harness::own_store_ssh(0) else {
-        return;
-    };
-    let ssh = Ssh::new(options).unwrap();
-    ssh.connect(&Cancel::new()).unwrap();
+    let Some(ssh) = own_store() else { return };
     check_sync(&ssh);
 }
 
@@ -480,18 +502,12 @@ fn check_same_content_in_both_modes(transport: &dyn Transport) {
         std::fs::set_permissions(ws.path().join(exec), std::fs::Permissions::from_mode(0o755))
             .unwrap();
     }
-    let cache = tempfile::tempdir().unwrap();
-    let host = tempfile::tempdir().unwrap();
-    let snap = snapshot::take(ws.path(), cache.path(), &[]).unwrap();
-    let cold = sync(
-        transport,
-        cache.path(),
-        &snap.id,
-        host.path(),
-        soon(),
-        &Cancel::new(),
-    )
-    .unwrap_or_else(|e| panic!("cold sync: {}", pikaci::error::chain(&e)));
+    let Synced {
+        cache: _cache,
+        host: _host,
+        snap,
+        stats: cold,
+    } = cold_sync(transport, ws.path());
     assert_eq!(cold.objects_sent, 4, "an object per content and mode");
     if let Some(hash) = host_hash(transport, &cold.dir) {
         assert_eq!(hash, snapshot::nar_hash(&snap.dir).unwrap());

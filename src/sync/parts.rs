@@ -248,8 +248,8 @@ mod tests {
         }
     }
 
-    /// RECEIVE into `host` with `stdin`, and `path` first on PATH.
-    fn receive(host: &Path, hex: &str, path: Option<&Path>) -> std::process::Child {
+    /// RECEIVE into `host`, with `path` first on PATH, given `stdin` (then closed).
+    fn receive(host: &Path, hex: &str, path: Option<&Path>, stdin: &[u8]) -> std::process::Child {
         let mut command = host_sh(crate::sync::RECEIVE, "pikaci-sync")
             .arg(host)
             .arg(hex)
@@ -260,11 +260,14 @@ mod tests {
             command.env("PATH", path);
         }
         std::fs::create_dir_all(host.join("leases")).unwrap();
-        command
+        let mut child = command
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        // A RECEIVE that fails early stops reading: its status says so, not the pipe.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child
     }
 
     fn left_in(dir: &Path) -> Vec<PathBuf> {
@@ -283,13 +286,7 @@ mod tests {
         let whole = s.bytes.len();
         for cut in s.ends.iter().copied().chain([whole]) {
             let host = tempfile::tempdir().unwrap();
-            let mut child = receive(host.path(), &s.hex, None);
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(&s.bytes[..cut])
-                .unwrap();
+            let child = receive(host.path(), &s.hex, None, &s.bytes[..cut]);
             let out = child.wait_with_output().unwrap();
             let published = host.path().join("snapshots").join(&s.hex);
             if cut == whole {
@@ -322,8 +319,7 @@ mod tests {
         }
         let s = stream(4_200);
         let host = tempfile::tempdir().unwrap();
-        let mut child = receive(host.path(), &s.hex, Some(bin.path()));
-        child.stdin.take().unwrap().write_all(&s.bytes).unwrap();
+        let child = receive(host.path(), &s.hex, Some(bin.path()), &s.bytes);
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
@@ -357,15 +353,9 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o755)).unwrap();
         let host = tempfile::tempdir().unwrap();
-        let mut child = receive(host.path(), &s.hex, Some(stubs.path()));
         // The directories and two parts, then the stream stops short.
         let cut = s.ends[2];
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&s.bytes[..cut])
-            .unwrap();
+        let child = receive(host.path(), &s.hex, Some(stubs.path()), &s.bytes[..cut]);
         let (done, ended) = std::sync::mpsc::channel();
         std::thread::spawn(move || done.send(child.wait_with_output()));
         let out = ended
