@@ -152,7 +152,6 @@ done
 [ "$how" = end ]
 for p in $parts; do wait "$p"; done
 parts=
-rm -f "$t"/*.tar
 # Read-only below the top before it is published; the top after its move (see QUERY).
 find "$t/tree" -mindepth 1 -type d -exec chmod 0555 {} +
 publish "$t/tree" "$2"

@@ -7,7 +7,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::Diff;
-use super::parts::{Order, parts};
+use super::parts::parts;
 use crate::cancel::Cancel;
 use crate::snapshot::{self, TreeEntry, TreeKind};
 
@@ -33,34 +33,37 @@ pub(super) struct Packed<S> {
     pub bytes: u64,
 }
 
-/// One entry of the tree stream, as decided for the whole stream at once.
-pub(super) enum Item<'e> {
+/// One entry of the tree stream, as decided for the whole stream at once; `path` is
+/// under the tree's root.
+pub(super) enum Item {
     /// The first entry of an object the host lacks: its contents at its path, then
     /// `objects/NAME`, a hard link to it.
     Content {
-        entry: &'e TreeEntry,
-        hash: &'e str,
+        path: PathBuf,
+        hash: String,
         executable: bool,
         name: String,
     },
     /// A hard link to `objects/NAME`.
-    Linked { entry: &'e TreeEntry, name: String },
+    Linked {
+        path: PathBuf,
+        name: String,
+    },
     Symlink {
-        entry: &'e TreeEntry,
-        target: &'e Path,
+        path: PathBuf,
+        target: PathBuf,
     },
     /// A directory (mode 0755 until the host closes the tree), for a stream in parts.
     Dir(PathBuf),
 }
 
-impl Item<'_> {
-    /// The path under the tree's root.
+impl Item {
     pub(super) fn path(&self) -> &Path {
         match self {
-            Item::Content { entry, .. }
-            | Item::Linked { entry, .. }
-            | Item::Symlink { entry, .. } => &entry.path,
-            Item::Dir(path) => path,
+            Item::Content { path, .. }
+            | Item::Linked { path, .. }
+            | Item::Symlink { path, .. }
+            | Item::Dir(path) => path,
         }
     }
 }
@@ -74,28 +77,28 @@ impl Item<'_> {
 /// hard links to `objects/NAME`. A stream cut short leaves no partial object: the
 /// `objects/` link follows the complete file. When another sync added the same object
 /// first, its link is skipped and the tree keeps its own copy (same content).
-pub(super) fn items<'e>(
-    entries: impl IntoIterator<Item = &'e TreeEntry>,
+pub(super) fn items(
+    entries: impl IntoIterator<Item = TreeEntry>,
     host_lacks: &dyn Fn(&str) -> bool,
-) -> Vec<Item<'e>> {
+) -> Vec<Item> {
     let mut sent: HashSet<String> = HashSet::new();
     entries
         .into_iter()
-        .map(|entry| match &entry.kind {
+        .map(|TreeEntry { path, kind }| match kind {
             TreeKind::File { hash, executable } => {
-                let name = object_name(hash, *executable);
+                let name = object_name(&hash, executable);
                 if host_lacks(&name) && sent.insert(name.clone()) {
                     Item::Content {
-                        entry,
+                        path,
                         hash,
-                        executable: *executable,
+                        executable,
                         name,
                     }
                 } else {
-                    Item::Linked { entry, name }
+                    Item::Linked { path, name }
                 }
             }
-            TreeKind::Symlink { target } => Item::Symlink { entry, target },
+            TreeKind::Symlink { target } => Item::Symlink { path, target },
         })
         .collect()
 }
@@ -254,7 +257,7 @@ pub(super) fn pack_patch(
 ) -> std::io::Result<Packed<std::fs::File>> {
     let root = PathBuf::from("tmp").join(format!("{id}.tree"));
     let mut tree = builder(tempfile::tempfile()?);
-    let items = items(diff.changed.iter().copied(), &|_| true);
+    let items = items(diff.changed.iter().map(|&entry| entry.clone()), &|_| true);
     let (objects, bytes) = append_items(&mut tree, cache, &items, &root, Contents::Read(cancel))?;
     let mut tree = tree.into_inner()?;
     let tree_len = tree.stream_position()?;
@@ -308,16 +311,19 @@ pub(super) fn pack_tree(
     cancel: &Cancel,
 ) -> std::io::Result<(std::fs::File, u64, Producer)> {
     let root = PathBuf::from("tmp").join(id).join("tree");
-    let lacks = move |name: &str| missing.as_ref().is_none_or(|m| m.contains(name));
-    let frames = parts(items(&tree, &lacks))
-        .iter()
-        .map(|part| {
-            let mut count = builder(Count(0));
-            append_items(&mut count, cache, &part.items, &root, Contents::Sizes)?;
-            Ok(frame(part.order, count.into_inner()?.0))
-        })
-        .collect::<std::io::Result<Vec<Frame>>>()?;
-    let len = frames.iter().map(Frame::stream_len).sum::<u64>() + END.len() as u64;
+    let lacks = |name: &str| missing.as_ref().is_none_or(|m| m.contains(name));
+    let parts = parts(items(tree, &lacks));
+    // Each part's frame line, from its tar's length counted first.
+    let mut lines = Vec::with_capacity(parts.len());
+    let mut len = END.len() as u64;
+    for part in &parts {
+        let mut count = builder(Count(0));
+        append_items(&mut count, cache, &part.items, &root, Contents::Sizes)?;
+        let tar_len = count.into_inner()?.0;
+        let line = format!("{} {tar_len}\n", part.order.word());
+        len += line.len() as u64 + tar_len;
+        lines.push(line);
+    }
     let (reader, writer) = std::io::pipe()?;
     let (cache, cancel) = (cache.to_path_buf(), cancel.clone());
     let producer = std::thread::Builder::new()
@@ -325,8 +331,8 @@ pub(super) fn pack_tree(
         .spawn(move || {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, writer);
             let (mut objects, mut bytes) = (0, 0);
-            for (part, frame) in parts(items(&tree, &lacks)).iter().zip(frames) {
-                out.write_all(frame.line.as_bytes())?;
+            for (part, line) in parts.iter().zip(lines) {
+                out.write_all(line.as_bytes())?;
                 let mut tar = builder(&mut out);
                 let read = Contents::Read(&cancel);
                 let (o, b) = append_items(&mut tar, &cache, &part.items, &root, read)?;
@@ -346,26 +352,6 @@ pub(super) fn pack_tree(
         len,
         producer,
     ))
-}
-
-/// A part's frame line, `ORDER LEN`, and the LEN of the tar after it.
-struct Frame {
-    line: String,
-    len: u64,
-}
-
-impl Frame {
-    /// What the part adds to the stream.
-    fn stream_len(&self) -> u64 {
-        self.line.len() as u64 + self.len
-    }
-}
-
-fn frame(order: Order, len: u64) -> Frame {
-    Frame {
-        line: format!("{} {len}\n", order.word()),
-        len,
-    }
 }
 
 /// The line after the last part.

@@ -35,15 +35,15 @@ impl Order {
     }
 }
 
-pub(super) struct Part<'e> {
+pub(super) struct Part {
     pub order: Order,
-    pub items: Vec<Item<'e>>,
+    pub items: Vec<Item>,
 }
 
 /// `items` (in tree order) as the parts of the stream: one serial part for a small
 /// tree; else the directories, contiguous runs of items unpacked at once, and the links
 /// that must wait for another run's contents.
-pub(super) fn parts(items: Vec<Item<'_>>) -> Vec<Part<'_>> {
+pub(super) fn parts(items: Vec<Item>) -> Vec<Part> {
     let count = (items.len() / PART_ENTRIES).min(PARALLEL_PARTS);
     if count <= 1 {
         return vec![Part {
@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn a_small_tree_is_one_serial_part() {
         let tree = entries(1_999);
-        let parts = parts(items(&tree, &|_| true));
+        let parts = parts(items(tree, &|_| true));
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].order, Order::Serial);
         assert_eq!(parts[0].items.len(), 1_999);
@@ -146,7 +146,7 @@ mod tests {
     fn a_large_tree_is_split_so_no_part_waits_on_another() {
         let tree = entries(4_500);
         let lacks = |name: &str| !name.starts_with(&format!("{:064}", 3));
-        let parts = parts(items(&tree, &lacks));
+        let parts = parts(items(tree.clone(), &lacks));
         let orders: Vec<Order> = parts.iter().map(|p| p.order).collect();
         use Order::{Parallel, Serial};
         assert_eq!(
@@ -270,6 +270,13 @@ mod tests {
         child
     }
 
+    /// Where `tool` is on this PATH.
+    fn on_path(tool: &str) -> Option<PathBuf> {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(tool))
+            .find(|path| path.is_file())
+    }
+
     fn left_in(dir: &Path) -> Vec<PathBuf> {
         std::fs::read_dir(dir)
             .unwrap()
@@ -307,10 +314,7 @@ mod tests {
     /// dd, and the tree arrives whole.
     #[test]
     fn a_host_with_busybox_head_and_dd_takes_the_whole_stream() {
-        let Some(busybox) = std::env::split_paths(&std::env::var_os("PATH").unwrap())
-            .map(|dir| dir.join("busybox"))
-            .find(|path| path.is_file())
-        else {
+        let Some(busybox) = on_path("busybox") else {
             return;
         };
         let bin = tempfile::tempdir().unwrap();
@@ -336,10 +340,7 @@ mod tests {
     fn a_failed_receive_leaves_no_tar_running() {
         use std::os::unix::fs::PermissionsExt;
         let s = stream(4_200);
-        let real = std::env::split_paths(&std::env::var_os("PATH").unwrap())
-            .map(|dir| dir.join("tar"))
-            .find(|tar| tar.is_file())
-            .unwrap();
+        let real = on_path("tar").unwrap();
         let stubs = tempfile::tempdir().unwrap();
         let tar = stubs.path().join("tar");
         std::fs::write(
